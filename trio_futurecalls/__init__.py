@@ -1,0 +1,42 @@
+"""trio_futurecalls: persisted future calls for Trio, run in parallel under limits.
+
+The public API is this list; everything else lives in private modules.
+"""
+
+from ._call import FutureCall as FutureCall
+from ._errors import FutureCallsError as FutureCallsError
+from ._errors import InvalidArgumentError as InvalidArgumentError
+from ._errors import InvalidPayloadError as InvalidPayloadError
+from ._errors import PayloadDecodeError as PayloadDecodeError
+from ._errors import SchedulerClosedError as SchedulerClosedError
+from ._errors import SchedulerError as SchedulerError
+from ._errors import StoreClosedError as StoreClosedError
+from ._errors import StoreError as StoreError
+from ._errors import StoreUnavailableError as StoreUnavailableError
+from ._errors import UnregisteredCallError as UnregisteredCallError
+from ._model import CallInfo as CallInfo
+from ._model import DeadLetter as DeadLetter
+from ._model import NewCall as NewCall
+from ._model import StoredCall as StoredCall
+from ._payload import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from ._scheduler import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
+from ._scheduler import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
+from ._scheduler import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
+from ._scheduler import ClassStatistics as ClassStatistics
+from ._scheduler import Scheduler as Scheduler
+from ._scheduler import SchedulerStatistics as SchedulerStatistics
+from ._scheduler import list_pending as list_pending
+from ._scheduler import open_scheduler as open_scheduler
+from ._scheduler import schedule_call as schedule_call
+from ._store import PendingQuery as PendingQuery
+from ._store import Store as Store
+from ._validate import MAX_DELAY as MAX_DELAY
+from ._validate import MAX_IDENTIFIER_LENGTH as MAX_IDENTIFIER_LENGTH
+from ._validate import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from .stores.memory import MemorySession as MemorySession
+from .stores.memory import MemoryStore as MemoryStore
+from .stores.sqlite import SQLiteSession as SQLiteSession
+from .stores.sqlite import SQLiteStore as SQLiteStore
+from .stores.sqlite import open_sqlite_store as open_sqlite_store
+
+__version__ = "0.1.0"

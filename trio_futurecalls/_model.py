@@ -1,0 +1,59 @@
+"""Plain values exchanged between the engine and the stores."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class NewCall:
+    """A call about to be stored: validated, payload already encoded as JSON text."""
+
+    name: str
+    payload: str
+    due_at: datetime
+    identifier: str | None = None
+    scheduled_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class StoredCall:
+    """A call as kept in a store (pending) or as handed back by a claim."""
+
+    id: int
+    name: str
+    payload: str
+    due_at: datetime
+    identifier: str | None
+    scheduled_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class DeadLetter:
+    """A call that could not run and was kept, with the reason, instead of being dropped."""
+
+    id: int
+    call_id: int
+    name: str
+    payload: str
+    due_at: datetime
+    identifier: str | None
+    scheduled_at: datetime
+    failed_at: datetime
+    error: str
+    attempts: int
+
+
+@attrs.frozen(kw_only=True)
+class CallInfo:
+    """What a running call knows about itself (``FutureCall.info``)."""
+
+    id: int
+    name: str
+    identifier: str | None
+    due_at: datetime
+    scheduled_at: datetime
+    started_at: datetime
+    attempt: int = 1

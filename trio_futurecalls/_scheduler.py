@@ -1,0 +1,720 @@
+"""The scheduler: one nursery, one dispatcher task, one child task per started call.
+
+Layout of the tasks (all inside the nursery that :func:`open_scheduler` opens)::
+
+    _run
+    ├── calls nursery ─── one _run_call task per started call
+    └── control nursery
+        ├── _dispatch_loop   (claims due calls, starts them, sleeps until the next)
+        └── _unknown_names_loop
+
+Limits are a hierarchy of ``trio.CapacityLimiter``: one global, one per call class.
+The dispatcher takes a token from both, on behalf of the call, *before* it claims the
+call, and only for calls it can start at once: nothing ever waits while holding a
+token, so a saturated class never holds back another class and there is no
+head-of-line blocking. Tokens go back when the call's task ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Final, final
+
+import attrs
+import trio
+
+from ._call import FutureCall, build_registry, check_call_class
+from ._errors import (
+    FutureCallsError,
+    InvalidArgumentError,
+    PayloadDecodeError,
+    SchedulerClosedError,
+    SchedulerError,
+    StoreError,
+    UnregisteredCallError,
+)
+from ._model import CallInfo, NewCall, StoredCall
+from ._payload import decode_payload, encode_payload
+from ._store import PendingQuery, Store
+from ._validate import (
+    check_identifier,
+    check_limit,
+    check_positive_seconds,
+    resolve_due,
+)
+
+#: Environment variable read for the global limit when ``max_concurrent`` is not given.
+ENV_MAX_CONCURRENT: Final = "TRIO_FUTURECALLS_MAX_CONCURRENT"
+#: Global limit used when neither the argument nor the environment variable is set.
+DEFAULT_MAX_CONCURRENT: Final = 100
+#: Seconds running calls get to finish at shutdown before they are cancelled.
+DEFAULT_GRACE_PERIOD: Final = 30.0
+#: Most calls claimed in one store round trip.
+MAX_CLAIM_BATCH: Final = 512
+
+_log = logging.getLogger("trio_futurecalls.scheduler")
+_call_log = logging.getLogger("trio_futurecalls.call")
+
+#: A wall clock: returns the current time as an aware datetime.
+Clock = Callable[[], datetime]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Final = _Unset()
+
+
+def utc_now() -> datetime:
+    """The default wall clock: an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def global_limit_from_env(value: int | _Unset | None = _UNSET) -> int | None:
+    """Resolve the global limit: argument, else environment variable, else the default."""
+    if not isinstance(value, _Unset):
+        return check_limit(value, "max_concurrent")
+    raw = os.environ.get(ENV_MAX_CONCURRENT)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_CONCURRENT
+    text = raw.strip().lower()
+    if text in ("unlimited", "none", "inf"):
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{ENV_MAX_CONCURRENT}={raw!r}: expected a positive integer or 'unlimited'"
+        ) from None
+    if number <= 0:
+        raise InvalidArgumentError(f"{ENV_MAX_CONCURRENT}={raw!r}: must be >= 1 (or 'unlimited')")
+    return number
+
+
+def _call_fields(call: StoredCall) -> dict[str, object]:
+    return {
+        "call_name": call.name,
+        "call_id": call.id,
+        "call_identifier": call.identifier,
+        "call_due_at": call.due_at.isoformat(),
+        "call_attempt": 1,
+    }
+
+
+def build_new_call(
+    call_class: type[FutureCall],
+    payload: object,
+    *,
+    now: datetime,
+    at: datetime | None = None,
+    delay: timedelta | float | None = None,
+    identifier: str | None = None,
+) -> NewCall:
+    """Validate one scheduling request and turn it into a :class:`NewCall`."""
+    cls = check_call_class(call_class)
+    due_at = resolve_due(now, at, delay)
+    return NewCall(
+        name=cls.name,
+        payload=encode_payload(cls.payload_type, payload),
+        due_at=due_at,
+        identifier=check_identifier(identifier),
+        scheduled_at=now,
+    )
+
+
+async def schedule_call(
+    store: Store,
+    call_class: type[FutureCall],
+    payload: object = None,
+    *,
+    at: datetime | None = None,
+    delay: timedelta | float | None = None,
+    identifier: str | None = None,
+    clock: Clock = utc_now,
+) -> int:
+    """Schedule a call through a store alone, with no scheduler running here.
+
+    For processes that only schedule (a web process) while workers elsewhere run the
+    calls. Returns the new call's id.
+    """
+    new = build_new_call(
+        call_class, payload, now=clock(), at=at, delay=delay, identifier=identifier
+    )
+    (call_id,) = await store.schedule([new])
+    return call_id
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ClassStatistics:
+    """Counters of one call class in one scheduler (since it started)."""
+
+    name: str
+    max_concurrent: int | None
+    running: int
+    started: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    total_wait_seconds: float
+    total_run_seconds: float
+    finished: int
+
+    @property
+    def average_wait_seconds(self) -> float | None:
+        """Average of (start - due) over started calls."""
+        return self.total_wait_seconds / self.started if self.started else None
+
+    @property
+    def average_run_seconds(self) -> float | None:
+        """Average execution time over finished calls."""
+        return self.total_run_seconds / self.finished if self.finished else None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SchedulerStatistics:
+    """A snapshot of :meth:`Scheduler.statistics`."""
+
+    max_concurrent: int | None
+    running: int
+    classes: dict[str, ClassStatistics]
+
+
+@attrs.define(eq=False)
+class _ClassState:
+    cls: type[FutureCall]
+    limiter: trio.CapacityLimiter
+    limit: int | None
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    finished: int = 0
+    total_wait: float = 0.0
+    total_run: float = 0.0
+
+
+@attrs.define(eq=False)
+class _Running:
+    info: CallInfo
+    scope: trio.CancelScope
+
+
+@final
+class Scheduler:
+    """Runs future calls from one store. Made by :func:`open_scheduler`, not directly."""
+
+    def __init__(
+        self,
+        store: Store,
+        calls: Iterable[type[FutureCall]],
+        *,
+        max_concurrent: int | _Unset | None = _UNSET,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+        execute: bool = True,
+        clock: Clock = utc_now,
+        unknown_check_interval: float = 60.0,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise InvalidArgumentError(f"store must implement the Store protocol, got {store!r}")
+        self._store = store
+        self._registry = build_registry(calls)
+        self._limit = global_limit_from_env(max_concurrent)
+        grace = check_positive_seconds(grace_period, "grace_period")
+        assert grace is not None
+        self._grace = grace
+        self._execute = bool(execute)
+        self._clock = clock
+        interval = check_positive_seconds(unknown_check_interval, "unknown_check_interval")
+        if not interval:
+            raise InvalidArgumentError("unknown_check_interval must be > 0")
+        self._unknown_interval = interval
+        self._global = trio.CapacityLimiter(math.inf if self._limit is None else self._limit)
+        self._classes: dict[str, _ClassState] = {}
+        for name, cls in self._registry.items():
+            limit = cls.max_concurrent
+            self._classes[name] = _ClassState(
+                cls, trio.CapacityLimiter(math.inf if limit is None else limit), limit
+            )
+        self._running: dict[int, _Running] = {}
+        self._reported_unknown: set[str] = set()
+        self._wakeup = trio.Event()
+        self._awake = True
+        self._sleep_until: datetime | None = None
+        self._shutdown_requested = trio.Event()
+        self._done = trio.Event()
+        self._closed = False
+        self._calls_nursery: trio.Nursery | None = None
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def max_concurrent(self) -> int | None:
+        """The global limit (None: unlimited)."""
+        return self._limit
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def call_classes(self) -> dict[str, type[FutureCall]]:
+        """Registered classes by name."""
+        return dict(self._registry)
+
+    async def schedule(
+        self,
+        call_class: type[FutureCall],
+        payload: object = None,
+        *,
+        at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        identifier: str | None = None,
+    ) -> int:
+        """Schedule ``call_class`` with ``payload`` at ``at`` (aware) or after ``delay``.
+
+        ``delay`` is a timedelta or seconds. ``identifier`` is optional and not unique.
+        Returns the call's id.
+        """
+        self._check_open()
+        cls = self._registered(call_class)
+        new = build_new_call(
+            cls, payload, now=self._clock(), at=at, delay=delay, identifier=identifier
+        )
+        (call_id,) = await self._store.schedule([new])
+        return call_id
+
+    async def schedule_many(
+        self, requests: Iterable[tuple[type[FutureCall], object, datetime | timedelta | float]]
+    ) -> list[int]:
+        """Schedule several calls in one store round trip.
+
+        Each request is ``(call_class, payload, at_or_delay)``; a datetime is a due
+        time, a timedelta or number a delay. All are validated before any is stored.
+        """
+        self._check_open()
+        now = self._clock()
+        batch = []
+        for call_class, payload, when in requests:
+            cls = self._registered(call_class)
+            if isinstance(when, datetime):
+                batch.append(build_new_call(cls, payload, now=now, at=when))
+            else:
+                batch.append(build_new_call(cls, payload, now=now, delay=when))
+        if not batch:
+            return []
+        return await self._store.schedule(batch)
+
+    async def cancel(self, call_id: int) -> bool:
+        """Cancel one pending call by id; True if it was pending (not yet started)."""
+        if isinstance(call_id, bool) or not isinstance(call_id, int):
+            raise InvalidArgumentError(f"call_id must be an int, got {call_id!r}")
+        return await self._store.cancel(call_id)
+
+    async def cancel_identifier(self, identifier: str) -> int:
+        """Cancel every pending call with ``identifier``; return how many."""
+        checked = check_identifier(identifier)
+        if checked is None:
+            raise InvalidArgumentError("identifier must not be None")
+        return await self._store.cancel_identifier(checked)
+
+    async def pending(
+        self,
+        call_class: type[FutureCall] | str | None = None,
+        *,
+        identifier: str | None = None,
+        due_after: datetime | None = None,
+        due_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[StoredCall]:
+        """Pending calls (earliest due first), without claiming them."""
+        return await list_pending(
+            self._store,
+            call_class,
+            identifier=identifier,
+            due_after=due_after,
+            due_before=due_before,
+            limit=limit,
+        )
+
+    async def unknown_calls(self) -> list[StoredCall]:
+        """Pending calls whose name matches no class registered here (they are kept)."""
+        names = await self._store.pending_names()
+        found: list[StoredCall] = []
+        for name in sorted(set(names) - set(self._registry)):
+            found.extend(await self._store.pending(PendingQuery(name=name)))
+        found.sort(key=lambda c: (c.due_at, c.id))
+        return found
+
+    def running(self) -> list[CallInfo]:
+        """Calls running right now."""
+        return [r.info for r in self._running.values()]
+
+    def statistics(self) -> SchedulerStatistics:
+        """Counters per class since this scheduler started."""
+        classes = {
+            name: ClassStatistics(
+                name=name,
+                max_concurrent=state.limit,
+                running=int(state.limiter.borrowed_tokens),
+                started=state.started,
+                succeeded=state.succeeded,
+                failed=state.failed,
+                cancelled=state.cancelled,
+                total_wait_seconds=state.total_wait,
+                total_run_seconds=state.total_run,
+                finished=state.finished,
+            )
+            for name, state in self._classes.items()
+        }
+        return SchedulerStatistics(
+            max_concurrent=self._limit, running=len(self._running), classes=classes
+        )
+
+    async def shutdown(self, grace_period: float | None = None) -> None:
+        """Stop starting calls, give running ones ``grace_period`` s, then cancel them.
+
+        Returns once every call task has ended. Calls that had not started stay in
+        the store. Safe to call more than once and from several tasks.
+        """
+        self._request_shutdown(grace_period)
+        await self._done.wait()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SchedulerClosedError("the scheduler has shut down")
+
+    def _registered(self, call_class: object) -> type[FutureCall]:
+        cls = check_call_class(call_class)
+        if self._registry.get(cls.name) is not cls:
+            raise UnregisteredCallError(
+                f"{cls.__qualname__} (name {cls.name!r}) is not registered with this scheduler"
+            )
+        return cls
+
+    def _request_shutdown(self, grace_period: float | None) -> None:
+        if self._shutdown_requested.is_set():
+            return
+        if grace_period is not None:
+            grace = check_positive_seconds(grace_period, "grace_period")
+            assert grace is not None
+            self._grace = grace
+        self._closed = True
+        self._shutdown_requested.set()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _on_scheduled(self, due_at: datetime) -> None:
+        # Called by the store when calls were scheduled (here or, through
+        # LISTEN/NOTIFY, elsewhere). Wake only when it changes what we wait for.
+        if self._awake or self._sleep_until is None or due_at < self._sleep_until:
+            self._wakeup.set()
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        remove_listener = self._store.add_listener(self._on_scheduled)
+        try:
+            async with trio.open_nursery() as calls:
+                self._calls_nursery = calls
+                async with trio.open_nursery() as control:
+                    if self._execute:
+                        control.start_soon(self._dispatch_loop, name="futurecalls-dispatcher")
+                        control.start_soon(self._unknown_names_loop)
+                    task_status.started()
+                    await self._shutdown_requested.wait()
+                    control.cancel_scope.cancel()
+                # Dispatching has stopped: nothing new starts. Running calls get the
+                # grace period, then the deadline cancels them through their scopes.
+                if self._running:
+                    _log.info(
+                        "shutting down: waiting up to %.3g s for %d running call(s)",
+                        self._grace,
+                        len(self._running),
+                    )
+                calls.cancel_scope.deadline = trio.current_time() + self._grace
+        finally:
+            remove_listener()
+            self._closed = True
+            self._done.set()
+
+    # -- the dispatcher ---------------------------------------------------------------
+
+    def _free_slots(self) -> tuple[int, dict[str, int]]:
+        free_global = self._global.available_tokens
+        limit = MAX_CLAIM_BATCH if free_global >= MAX_CLAIM_BATCH else int(free_global)
+        slots = {}
+        if limit > 0:
+            for name, state in self._classes.items():
+                free = state.limiter.available_tokens
+                if free >= 1:
+                    slots[name] = limit if free >= limit else int(free)
+        return limit, slots
+
+    async def _dispatch_loop(self) -> None:
+        backoff = 0.0
+        recheck = self._store.recheck_interval
+        while True:
+            self._wakeup = trio.Event()
+            self._awake = True
+            try:
+                limit, slots = self._free_slots()
+                next_due: datetime | None = None
+                if slots:
+                    claimed = await self._store.claim(self._clock(), slots, limit)
+                    if claimed:
+                        for call in claimed:
+                            self._start(call)
+                        backoff = 0.0
+                        # More may be due: claim again before sleeping.
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    limit, slots = self._free_slots()
+                    if slots:
+                        next_due = await self._store.next_due(slots.keys())
+                backoff = 0.0
+            except StoreError as exc:
+                backoff = min(max(backoff * 2, 0.05), 30.0)
+                _log.warning("store error while dispatching (retrying in %.2f s): %s", backoff, exc)
+                await trio.sleep(backoff)
+                continue
+            deadline = math.inf
+            if next_due is not None:
+                delta = (next_due - self._clock()).total_seconds()
+                if delta <= 0:
+                    continue
+                deadline = trio.current_time() + delta
+            if recheck is not None:
+                deadline = min(deadline, trio.current_time() + recheck)
+            self._sleep_until = next_due
+            self._awake = False
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
+
+    def _start(self, call: StoredCall) -> None:
+        state = self._classes[call.name]
+        token = object()
+        # Free slots were counted just before the claim and only this task acquires,
+        # so these cannot fail; tokens are held on behalf of the call's own task.
+        self._global.acquire_on_behalf_of_nowait(token)
+        state.limiter.acquire_on_behalf_of_nowait(token)
+        assert self._calls_nursery is not None
+        self._calls_nursery.start_soon(self._run_call, state, call, token)
+
+    async def _run_call(self, state: _ClassState, call: StoredCall, token: object) -> None:
+        started_wall = self._clock()
+        started = trio.current_time()
+        info = CallInfo(
+            id=call.id,
+            name=call.name,
+            identifier=call.identifier,
+            due_at=call.due_at,
+            scheduled_at=call.scheduled_at,
+            started_at=started_wall,
+        )
+        state.started += 1
+        state.total_wait += max(0.0, (started_wall - call.due_at).total_seconds())
+        outcome = "cancelled"
+        scope = trio.CancelScope()
+        self._running[call.id] = _Running(info, scope)
+        try:
+            with scope:
+                try:
+                    payload = decode_payload(state.cls.payload_type, call.payload)
+                except PayloadDecodeError as exc:
+                    outcome = "failed"
+                    _call_log.error(
+                        "call %s (id=%d) not run: %s; moving it to dead letters",
+                        call.name,
+                        call.id,
+                        exc,
+                        extra=_call_fields(call),
+                    )
+                    await self._dead_letter(call, str(exc))
+                    return
+                try:
+                    instance = state.cls(info)
+                    async with self._store.open_session(call) as session:
+                        await instance.invoke(session, payload)
+                except Exception:
+                    outcome = "failed"
+                    _call_log.exception(
+                        "call %s (id=%d, identifier=%r, due %s) failed",
+                        call.name,
+                        call.id,
+                        call.identifier,
+                        call.due_at.isoformat(),
+                        extra=_call_fields(call),
+                    )
+                else:
+                    outcome = "succeeded"
+            if scope.cancelled_caught:
+                outcome = "cancelled"
+        finally:
+            # Runs on cancellation too (Cancelled is never swallowed here).
+            del self._running[call.id]
+            state.finished += 1
+            state.total_run += trio.current_time() - started
+            if outcome == "succeeded":
+                state.succeeded += 1
+            elif outcome == "failed":
+                state.failed += 1
+            else:
+                state.cancelled += 1
+                _call_log.warning(
+                    "call %s (id=%d) was cancelled after %.3f s",
+                    call.name,
+                    call.id,
+                    trio.current_time() - started,
+                    extra=_call_fields(call),
+                )
+            was_blocked = self._global.available_tokens < 1 or state.limiter.available_tokens < 1
+            state.limiter.release_on_behalf_of(token)
+            self._global.release_on_behalf_of(token)
+            if was_blocked:
+                self._wake()
+
+    async def _dead_letter(self, call: StoredCall, error: str) -> None:
+        with trio.move_on_after(30, shield=True) as scope:
+            try:
+                await self._store.dead_letter(call, error, self._clock())
+                return
+            except FutureCallsError as exc:
+                failure = repr(exc)
+        if scope.cancelled_caught:
+            failure = "timed out"
+        # Last resort: the row is already claimed, so put everything in the log.
+        _call_log.critical(
+            "could not keep call %s (id=%d) as a dead letter (%s); its payload was %s",
+            call.name,
+            call.id,
+            failure,
+            call.payload,
+            extra=_call_fields(call),
+        )
+
+    async def _unknown_names_loop(self) -> None:
+        while True:
+            try:
+                names = await self._store.pending_names()
+            except StoreError as exc:
+                _log.debug("could not check for unknown call names: %s", exc)
+            else:
+                for name, count in sorted(names.items()):
+                    if name not in self._registry and name not in self._reported_unknown:
+                        self._reported_unknown.add(name)
+                        _log.error(
+                            "%d pending call(s) named %r match no registered FutureCall "
+                            "class; they are kept, not run (see Scheduler.unknown_calls())",
+                            count,
+                            name,
+                            extra={"call_name": name},
+                        )
+            await trio.sleep(self._unknown_interval)
+
+
+async def list_pending(
+    store: Store,
+    call_class: type[FutureCall] | str | None = None,
+    *,
+    identifier: str | None = None,
+    due_after: datetime | None = None,
+    due_before: datetime | None = None,
+    limit: int | None = None,
+) -> list[StoredCall]:
+    """Pending calls in ``store`` matching the filters, earliest due first."""
+    from ._validate import check_aware, check_name
+
+    name: str | None
+    if call_class is None or isinstance(call_class, str):
+        name = None if call_class is None else check_name(call_class)
+    else:
+        name = check_call_class(call_class).name
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
+    return await store.pending(
+        PendingQuery(
+            name=name,
+            identifier=check_identifier(identifier),
+            due_after=None if due_after is None else check_aware(due_after, "due_after"),
+            due_before=None if due_before is None else check_aware(due_before, "due_before"),
+            limit=limit,
+        )
+    )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+@asynccontextmanager
+async def open_scheduler(
+    store: Store,
+    calls: Iterable[type[FutureCall]],
+    *,
+    max_concurrent: int | _Unset | None = _UNSET,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    execute: bool = True,
+    clock: Clock = utc_now,
+    unknown_check_interval: float = 60.0,
+) -> AsyncIterator[Scheduler]:
+    """Run a scheduler over ``store`` for the ``calls`` classes while the block runs.
+
+    * ``max_concurrent``: the global limit on calls running at once. When not given,
+      ``$TRIO_FUTURECALLS_MAX_CONCURRENT`` is read (a positive integer or
+      ``unlimited``), and failing that it is :data:`DEFAULT_MAX_CONCURRENT` (100).
+      ``None`` means unlimited (only the per-class limits apply).
+    * ``grace_period``: seconds running calls get at shutdown before being cancelled.
+    * ``execute=False``: this node only schedules; it starts no calls.
+    * ``clock``: returns the current aware datetime (tests pass one tied to Trio's clock).
+
+    Leaving the block shuts down gracefully (see :meth:`Scheduler.shutdown`). A failure
+    inside the scheduler is raised as :class:`SchedulerError`, never a raw group.
+    """
+    scheduler = Scheduler(
+        store,
+        calls,
+        max_concurrent=max_concurrent,
+        grace_period=grace_period,
+        execute=execute,
+        clock=clock,
+        unknown_check_interval=unknown_check_interval,
+    )
+    body_exc: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler._run)
+            try:
+                yield scheduler
+            except BaseException as exc:
+                body_exc = exc
+                raise
+            finally:
+                # Drain here, before an exception from the block reaches the nursery
+                # (which would cancel the running calls at once instead of gracefully).
+                scheduler._request_shutdown(None)
+                await scheduler._done.wait()
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        for leaf in leaves:
+            if leaf is not body_exc and not isinstance(leaf, Exception | trio.Cancelled):
+                raise leaf from None  # KeyboardInterrupt, SystemExit...
+        errors = [e for e in leaves if e is not body_exc and not isinstance(e, trio.Cancelled)]
+        if errors:
+            raise SchedulerError(f"the scheduler failed: {errors[0]!r}") from group
+        if body_exc is not None:
+            raise body_exc from body_exc.__cause__
+        raise

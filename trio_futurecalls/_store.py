@@ -1,0 +1,115 @@
+"""The store protocol: the only thing the engine knows about persistence.
+
+The engine (scheduler, dispatcher, limits) talks to a store through this protocol and
+never imports a database driver. Each store is an adapter: :class:`MemoryStore`,
+``SQLiteStore`` and ``PostgresStore``. ``tests/conformance.py`` is the suite every
+store must pass.
+
+The protocol is shaped so that a SQL store can implement each method with one
+statement:
+
+* ``claim`` is ``DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``:
+  rows are removed in the same step that hands them to the dispatcher, which starts
+  them at once (at-most-once; a call that has not started is never lost).
+* ``add_listener`` lets the store push wake-ups (in-process schedules, or PostgreSQL
+  ``LISTEN/NOTIFY`` from other processes) so the dispatcher never polls;
+  ``recheck_interval`` is the store's fallback for changes it cannot observe.
+
+All times are aware UTC datetimes. Methods raise :class:`StoreUnavailableError` when
+the database cannot be reached and :class:`StoreError` for other failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ._model import DeadLetter, NewCall, StoredCall
+
+#: A wake-up listener: called (synchronously, in the Trio thread) with the earliest
+#: due time among calls that were just scheduled.
+Listener = Callable[[datetime], None]
+
+
+@attrs.frozen(kw_only=True)
+class PendingQuery:
+    """Filters for :meth:`Store.pending`; every given filter must match."""
+
+    name: str | None = None
+    identifier: str | None = None
+    due_after: datetime | None = None  # inclusive
+    due_before: datetime | None = None  # exclusive
+    limit: int | None = None  # at most this many rows, earliest due first
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a store must do. Every method is safe to call from concurrent tasks."""
+
+    #: Seconds between fallback re-checks the dispatcher should make even without a
+    #: wake-up (changes this store cannot observe, e.g. another process writing to the
+    #: same SQLite file, or a lost NOTIFY); None when every change is observed.
+    recheck_interval: float | None
+
+    async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        """Store ``calls`` atomically; return their ids, in order. Notify listeners."""
+        ...
+
+    async def cancel(self, call_id: int) -> bool:
+        """Delete one pending call; True if it was pending."""
+        ...
+
+    async def cancel_identifier(self, identifier: str) -> int:
+        """Delete every pending call with ``identifier``; return how many."""
+        ...
+
+    async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        """Pending calls matching ``query``, earliest due first (ties: id). No claim."""
+        ...
+
+    async def pending_names(self) -> dict[str, int]:
+        """Names of pending calls with their counts (used to find unknown names)."""
+        ...
+
+    async def next_due(self, names: Collection[str]) -> datetime | None:
+        """Earliest due time among pending calls with one of ``names``; None if none."""
+        ...
+
+    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+        """Atomically remove and return due calls (``due_at <= now``).
+
+        At most ``slots[name]`` calls of each name and ``limit`` in total, the
+        earliest due first across names (ties: id). Names not in ``slots`` are not
+        touched. A call returned here is owned by the caller, which starts it at once.
+        """
+        ...
+
+    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
+        """Keep ``call`` (already claimed) as a dead letter with ``error``; return its id."""
+        ...
+
+    async def dead_letters(
+        self, *, name: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest failure first."""
+        ...
+
+    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        """Move a dead letter back to pending, due at ``due_at``; new call id or None."""
+        ...
+
+    async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        """Delete the given dead letters (all when ``ids`` is None); return how many."""
+        ...
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Register a wake-up listener; return a function that removes it."""
+        ...
+
+    def open_session(self, call: StoredCall) -> AbstractAsyncContextManager[Any]:
+        """A session for one running call: its own database handle, closed on exit."""
+        ...

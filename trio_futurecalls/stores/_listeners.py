@@ -1,0 +1,36 @@
+"""Wake-up listener bookkeeping shared by the stores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from .._store import Listener
+
+_log = logging.getLogger("trio_futurecalls.store")
+
+
+class Listeners:
+    """A set of wake-up callbacks; a failing callback is logged, never propagated."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[int, Listener] = {}
+        self._next = 0
+
+    def add(self, listener: Listener) -> Callable[[], None]:
+        key = self._next
+        self._next += 1
+        self._listeners[key] = listener
+
+        def remove() -> None:
+            self._listeners.pop(key, None)
+
+        return remove
+
+    def notify(self, due_at: datetime) -> None:
+        for listener in list(self._listeners.values()):
+            try:
+                listener(due_at)
+            except Exception:
+                _log.exception("wake-up listener %r failed", listener)

@@ -1,0 +1,208 @@
+"""A volatile in-process store, for tests and embedding."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import final
+
+import attrs
+
+from .._model import DeadLetter, NewCall, StoredCall
+from .._store import Listener, PendingQuery
+from ._listeners import Listeners
+
+
+@final
+@attrs.define(eq=False)
+class MemorySession:
+    """The session a call gets from :class:`MemoryStore`: a handle with a lifetime."""
+
+    store: MemoryStore
+    call_id: int
+    closed: bool = False
+
+
+@final
+class MemoryStore:
+    """Keeps calls in memory; they are lost with the process.
+
+    Claims are atomic (no ``await`` inside), so several schedulers in one process can
+    share a store. Per-name heaps make ``claim`` and ``next_due`` cost
+    O(names + claimed * log n) whatever the number of pending calls.
+    """
+
+    recheck_interval: float | None = None
+
+    def __init__(self) -> None:
+        self._calls: dict[int, StoredCall] = {}
+        self._heaps: dict[str, list[tuple[datetime, int]]] = {}
+        self._ids = itertools.count(1)
+        self._dead: dict[int, DeadLetter] = {}
+        self._dead_ids = itertools.count(1)
+        self._listeners = Listeners()
+        #: Sessions ever opened and still open (tests check these).
+        self.open_sessions: set[MemorySession] = set()
+
+    # -- scheduling -------------------------------------------------------------------
+
+    async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        return self._schedule_now(calls)
+
+    def _schedule_now(self, calls: Sequence[NewCall]) -> list[int]:
+        ids = []
+        for new in calls:
+            call_id = next(self._ids)
+            self._calls[call_id] = StoredCall(
+                id=call_id,
+                name=new.name,
+                payload=new.payload,
+                due_at=new.due_at,
+                identifier=new.identifier,
+                scheduled_at=new.scheduled_at,
+            )
+            heapq.heappush(self._heaps.setdefault(new.name, []), (new.due_at, call_id))
+            ids.append(call_id)
+        if calls:
+            self._listeners.notify(min(c.due_at for c in calls))
+        return ids
+
+    async def cancel(self, call_id: int) -> bool:
+        # The heap entry stays and is skipped lazily.
+        return self._calls.pop(call_id, None) is not None
+
+    async def cancel_identifier(self, identifier: str) -> int:
+        doomed = [c.id for c in self._calls.values() if c.identifier == identifier]
+        for call_id in doomed:
+            del self._calls[call_id]
+        return len(doomed)
+
+    # -- inspection -------------------------------------------------------------------
+
+    async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        found = [
+            c
+            for c in self._calls.values()
+            if (query.name is None or c.name == query.name)
+            and (query.identifier is None or c.identifier == query.identifier)
+            and (query.due_after is None or c.due_at >= query.due_after)
+            and (query.due_before is None or c.due_at < query.due_before)
+        ]
+        found.sort(key=lambda c: (c.due_at, c.id))
+        return found if query.limit is None else found[: query.limit]
+
+    async def pending_names(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for c in self._calls.values():
+            counts[c.name] = counts.get(c.name, 0) + 1
+        return counts
+
+    def _top(self, name: str) -> tuple[datetime, int] | None:
+        heap = self._heaps.get(name)
+        while heap:
+            if heap[0][1] in self._calls:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    async def next_due(self, names: Collection[str]) -> datetime | None:
+        best: datetime | None = None
+        for name in names:
+            top = self._top(name)
+            if top is not None and (best is None or top[0] < best):
+                best = top[0]
+        return best
+
+    # -- claiming ---------------------------------------------------------------------
+
+    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+        return self._claim_now(now, slots, limit)
+
+    def _claim_now(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+        if limit <= 0:
+            return []
+        # Per name, the earliest due rows up to its slots; then the earliest overall.
+        candidates: list[tuple[datetime, int, str]] = []
+        for name, free in slots.items():
+            heap = self._heaps.get(name)
+            if not heap or free <= 0:
+                continue
+            taken = 0
+            popped = []
+            while heap and taken < free and heap[0][0] <= now:
+                entry = heapq.heappop(heap)
+                if entry[1] in self._calls:
+                    popped.append(entry)
+                    taken += 1
+            candidates.extend((due, call_id, name) for due, call_id in popped)
+        if len(candidates) > limit:
+            candidates.sort()
+            for due, call_id, name in candidates[limit:]:
+                heapq.heappush(self._heaps[name], (due, call_id))
+            del candidates[limit:]
+        else:
+            candidates.sort()
+        return [self._calls.pop(call_id) for _, call_id, _ in candidates]
+
+    # -- dead letters -----------------------------------------------------------------
+
+    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
+        dead_id = next(self._dead_ids)
+        self._dead[dead_id] = DeadLetter(
+            id=dead_id,
+            call_id=call.id,
+            name=call.name,
+            payload=call.payload,
+            due_at=call.due_at,
+            identifier=call.identifier,
+            scheduled_at=call.scheduled_at,
+            failed_at=failed_at,
+            error=error,
+            attempts=1,
+        )
+        return dead_id
+
+    async def dead_letters(
+        self, *, name: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        found = [d for d in self._dead.values() if name is None or d.name == name]
+        found.sort(key=lambda d: (d.failed_at, d.id))
+        return found if limit is None else found[:limit]
+
+    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        dead = self._dead.pop(dead_letter_id, None)
+        if dead is None:
+            return None
+        new = NewCall(
+            name=dead.name,
+            payload=dead.payload,
+            due_at=due_at,
+            identifier=dead.identifier,
+            scheduled_at=dead.scheduled_at,
+        )
+        return self._schedule_now([new])[0]
+
+    async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        if ids is None:
+            count = len(self._dead)
+            self._dead.clear()
+            return count
+        return sum(self._dead.pop(i, None) is not None for i in set(ids))
+
+    # -- wake-ups and sessions --------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        return self._listeners.add(listener)
+
+    @asynccontextmanager
+    async def open_session(self, call: StoredCall) -> AsyncIterator[MemorySession]:
+        session = MemorySession(self, call.id)
+        self.open_sessions.add(session)
+        try:
+            yield session
+        finally:
+            session.closed = True
+            self.open_sessions.discard(session)
