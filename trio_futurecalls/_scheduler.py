@@ -281,8 +281,8 @@ class Scheduler:
     ) -> int:
         """Schedule ``call_class`` with ``payload`` at ``at`` (aware) or after ``delay``.
 
-        ``delay`` is a timedelta or seconds. ``identifier`` is optional and not unique.
-        Returns the call's id.
+        ``delay`` is a timedelta or seconds; with neither, the call is due now.
+        ``identifier`` is optional and not unique. Returns the call's id.
         """
         self._check_open()
         cls = self._registered(call_class)

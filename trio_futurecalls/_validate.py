@@ -56,12 +56,13 @@ def check_delay(delay: timedelta | float | int) -> timedelta:
 def resolve_due(
     now: datetime, at: datetime | None, delay: timedelta | float | int | None
 ) -> datetime:
-    """The due time of a call given exactly one of ``at`` and ``delay``."""
-    if (at is None) == (delay is None):
-        raise InvalidArgumentError("give exactly one of at= (aware datetime) or delay=")
+    """The due time of a call given at most one of ``at`` and ``delay`` (neither: now)."""
+    if at is not None and delay is not None:
+        raise InvalidArgumentError("give at= (aware datetime) or delay=, not both")
     if at is not None:
         return check_aware(at, "at")
-    assert delay is not None
+    if delay is None:
+        return now
     try:
         return now + check_delay(delay)
     except OverflowError:

@@ -26,9 +26,10 @@ class MemorySession:
     closed: bool = False
 
 
-@final
 class MemoryStore:
     """Keeps calls in memory; they are lost with the process.
+
+    Not ``@final``: tests subclass it to inject faults or count round trips.
 
     Claims are atomic (no ``await`` inside), so several schedulers in one process can
     share a store. Per-name heaps make ``claim`` and ``next_due`` cost

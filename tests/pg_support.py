@@ -1,0 +1,134 @@
+"""PostgreSQL test support: the server probe, skip rules and isolated test stores.
+
+The DSN comes from ``$TRIO_FUTURECALLS_TEST_DSN`` (default: the local trust-auth server).
+When the server cannot be reached, PostgreSQL tests are skipped with the reason, except
+when ``$CI`` is ``true``: there they fail, so CI can never go green without running them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from trio_asyncio import aio_as_trio
+
+from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
+
+DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def pg_dsn() -> str:
+    """The DSN of the test server."""
+    return os.environ.get("TRIO_FUTURECALLS_TEST_DSN", DEFAULT_TEST_DSN)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+@cache
+def postgres_problem() -> str | None:
+    """None if the test server answers a query; else why not (checked once per run)."""
+    dsn = pg_dsn()
+    parts = urlsplit(dsn)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 5432
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            pass
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc}"
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    # In a thread of its own: asyncio.run() refuses to run inside Trio (or trio-asyncio).
+    with ThreadPoolExecutor(1) as executor:
+        try:
+            executor.submit(asyncio.run, probe()).result()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def postgres_available() -> bool:
+    """Whether the PostgreSQL variants of tests should be collected.
+
+    In CI they are always collected, so an unreachable server fails them loudly.
+    """
+    return in_ci() or postgres_problem() is None
+
+
+def require_postgres() -> None:
+    """Skip (locally) or fail (CI=true) the current test if the server is unreachable."""
+    problem = postgres_problem()
+    if problem is None:
+        return
+    message = (
+        f"PostgreSQL test server unreachable at {pg_dsn()} ({problem}); "
+        "set TRIO_FUTURECALLS_TEST_DSN to run the PostgreSQL tests"
+    )
+    if in_ci():
+        pytest.fail(f"CI=true but {message}", pytrace=False)
+    pytest.skip(f"SKIPPING POSTGRESQL TESTS: {message}")
+
+
+def random_schema() -> str:
+    return f"test_fc_{secrets.token_hex(6)}"
+
+
+async def admin_execute(sql: str, *args: Any) -> Any:
+    """Run one statement on a fresh connection (needs a running trio-asyncio loop)."""
+    conn = await aio_as_trio(asyncpg.connect)(pg_dsn(), timeout=10)
+    try:
+        return await aio_as_trio(conn.fetch)(sql, *args)
+    finally:
+        await aio_as_trio(conn.close)()
+
+
+async def drop_schema(store_or_schema: PostgresStore | str) -> None:
+    schema = store_or_schema if isinstance(store_or_schema, str) else store_or_schema.schema
+    assert schema.startswith("test_fc_"), schema
+    # Each open_postgres_store has its own loop; this one runs on a short-lived one.
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop():
+        await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@asynccontextmanager
+async def open_test_postgres_store(**options: Any) -> AsyncIterator[PostgresStore]:
+    """A fresh store in a new, randomly named schema, dropped afterwards.
+
+    On exit, asserts that no session is open and no pool connection is checked out.
+    """
+    require_postgres()
+    options.setdefault("schema", random_schema())
+    options.setdefault("max_pool_size", 10)
+    options.setdefault("connect_timeout", 5.0)
+    options.setdefault("command_timeout", 15.0)
+    schema = options["schema"]
+    try:
+        async with open_postgres_store(options.pop("dsn", pg_dsn()), **options) as store:
+            yield store
+            assert store.open_sessions == 0, "a session was left open"
+            assert store.connections_in_use() == 0, (
+                f"{store.connections_in_use()} pool connection(s) left checked out"
+            )
+    finally:
+        if schema.startswith("test_fc_"):
+            await drop_schema(schema)

@@ -1,0 +1,250 @@
+"""The store conformance suite: every store adapter must pass all of it.
+
+The ``store`` fixture (tests/conftest.py) runs each test once per adapter.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import trio
+
+from trio_futurecalls import NewCall, PendingQuery, Store, StoredCall
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def new(
+    name: str = "a",
+    due: float = 0.0,
+    *,
+    identifier: str | None = None,
+    payload: str = "null",
+) -> NewCall:
+    return NewCall(
+        name=name,
+        payload=payload,
+        due_at=T0 + timedelta(seconds=due),
+        identifier=identifier,
+        scheduled_at=T0,
+    )
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+async def test_schedule_returns_distinct_increasing_ids(store: Store) -> None:
+    ids = await store.schedule([new(), new(), new("b")])
+    assert len(ids) == 3
+    assert len(set(ids)) == 3
+    assert ids == sorted(ids)
+    assert await store.schedule([]) == []
+
+
+async def test_round_trip_of_every_field(store: Store) -> None:
+    payload = '{"text":"h\\u00e9llo \u2603","n":[1,2.5,null]}'
+    due = datetime(2031, 6, 7, 8, 9, 10, 123456, tzinfo=UTC)
+    (call_id,) = await store.schedule(
+        [
+            NewCall(
+                name="mail.send",
+                payload=payload,
+                due_at=due,
+                identifier="user:42",
+                scheduled_at=T0,
+            )
+        ]
+    )
+    (call,) = await store.pending(PendingQuery())
+    assert call == StoredCall(
+        id=call_id,
+        name="mail.send",
+        payload=payload,
+        due_at=due,
+        identifier="user:42",
+        scheduled_at=T0,
+    )
+    assert call.due_at.tzinfo is not None
+    assert call.due_at.utcoffset() == timedelta(0)
+
+
+async def test_claim_takes_only_due_calls_in_due_order(store: Store) -> None:
+    late, early, future, middle = await store.schedule(
+        [new(due=5), new(due=1), new(due=100), new(due=3)]
+    )
+    claimed = await store.claim(at(10), {"a": 10}, 10)
+    assert [c.id for c in claimed] == [early, middle, late]
+    # Claimed rows are gone; the future one stays.
+    assert [c.id for c in await store.pending(PendingQuery())] == [future]
+    assert await store.claim(at(10), {"a": 10}, 10) == []
+
+
+async def test_claim_ties_are_broken_by_scheduling_order(store: Store) -> None:
+    ids = await store.schedule([new(due=1) for _ in range(5)])
+    claimed = await store.claim(at(1), {"a": 10}, 10)
+    assert [c.id for c in claimed] == ids
+
+
+async def test_claim_respects_per_name_slots_and_total_limit(store: Store) -> None:
+    a_ids = await store.schedule([new("a", due=i) for i in range(5)])
+    b_ids = await store.schedule([new("b", due=i + 0.5) for i in range(5)])
+    claimed = await store.claim(at(10), {"a": 2, "b": 3}, 4)
+    # Per name first (a: 0, 1; b: 0.5, 1.5, 2.5), then the earliest four overall.
+    assert [c.id for c in claimed] == [a_ids[0], b_ids[0], a_ids[1], b_ids[1]]
+    remaining = {c.id for c in await store.pending(PendingQuery())}
+    assert remaining == set(a_ids[2:]) | set(b_ids[2:])
+
+
+async def test_claim_leaves_names_without_slots_alone(store: Store) -> None:
+    (a_id,) = await store.schedule([new("a")])
+    (b_id,) = await store.schedule([new("b")])
+    claimed = await store.claim(at(1), {"b": 5}, 5)
+    assert [c.id for c in claimed] == [b_id]
+    assert [c.id for c in await store.pending(PendingQuery())] == [a_id]
+    assert await store.claim(at(1), {}, 5) == []
+    assert await store.claim(at(1), {"a": 5}, 0) == []
+
+
+async def test_claim_includes_calls_due_exactly_now(store: Store) -> None:
+    (call_id,) = await store.schedule([new(due=7)])
+    assert await store.claim(at(6.999999), {"a": 1}, 1) == []
+    assert [c.id for c in await store.claim(at(7), {"a": 1}, 1)] == [call_id]
+
+
+async def test_concurrent_claims_never_hand_out_a_call_twice(store: Store) -> None:
+    await store.schedule([new(due=i / 100) for i in range(200)])
+    results: list[list[StoredCall]] = []
+
+    async def claimer() -> None:
+        while True:
+            batch = await store.claim(at(10), {"a": 7}, 7)
+            if not batch:
+                return
+            results.append(batch)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(claimer)
+    ids = [c.id for batch in results for c in batch]
+    assert len(ids) == 200
+    assert len(set(ids)) == 200
+
+
+async def test_next_due_is_per_name(store: Store) -> None:
+    assert await store.next_due(["a", "b"]) is None
+    await store.schedule([new("a", due=50), new("b", due=20), new("c", due=1)])
+    assert await store.next_due(["a"]) == at(50)
+    assert await store.next_due(["a", "b"]) == at(20)
+    assert await store.next_due([]) is None
+    assert await store.next_due(["zzz"]) is None
+
+
+async def test_cancel_by_id(store: Store) -> None:
+    keep, drop = await store.schedule([new(), new()])
+    assert await store.cancel(drop) is True
+    assert await store.cancel(drop) is False
+    assert await store.cancel(10**12) is False
+    assert [c.id for c in await store.pending(PendingQuery())] == [keep]
+    # A cancelled call is never claimed.
+    assert [c.id for c in await store.claim(at(1), {"a": 5}, 5)] == [keep]
+
+
+async def test_cancel_identifier_counts_and_spares_others(store: Store) -> None:
+    await store.schedule(
+        [new(identifier="x"), new("b", identifier="x"), new(identifier="y"), new()]
+    )
+    assert await store.cancel_identifier("x") == 2
+    assert await store.cancel_identifier("x") == 0
+    left = await store.pending(PendingQuery())
+    assert sorted(str(c.identifier) for c in left) == ["None", "y"]
+
+
+async def test_pending_filters(store: Store) -> None:
+    await store.schedule(
+        [
+            new("a", due=1, identifier="i"),
+            new("a", due=2),
+            new("b", due=3, identifier="i"),
+            new("b", due=4),
+        ]
+    )
+
+    async def dues(query: PendingQuery) -> list[float]:
+        return [(c.due_at - T0).total_seconds() for c in await store.pending(query)]
+
+    assert await dues(PendingQuery()) == [1, 2, 3, 4]
+    assert await dues(PendingQuery(name="b")) == [3, 4]
+    assert await dues(PendingQuery(identifier="i")) == [1, 3]
+    assert await dues(PendingQuery(due_after=at(2), due_before=at(4))) == [2, 3]
+    assert await dues(PendingQuery(limit=2)) == [1, 2]
+    assert await dues(PendingQuery(limit=0)) == []
+    assert await dues(PendingQuery(name="b", identifier="i")) == [3]
+
+
+async def test_pending_names_counts(store: Store) -> None:
+    assert await store.pending_names() == {}
+    await store.schedule([new("a"), new("a"), new("gone")])
+    assert await store.pending_names() == {"a": 2, "gone": 1}
+
+
+async def test_listeners_hear_the_earliest_due_time(store: Store) -> None:
+    heard: list[datetime] = []
+    remove = store.add_listener(heard.append)
+    await store.schedule([new(due=9), new(due=4)])
+    with trio.move_on_after(5):
+        while not heard:  # noqa: ASYNC110 - a store may deliver from another connection
+            await trio.sleep(0.01)
+    assert at(4) in heard
+    remove()
+    count = len(heard)
+    await store.schedule([new(due=1)])
+    await trio.sleep(0.2)
+    assert len(heard) == count
+
+
+async def test_dead_letters_keep_call_and_reason(store: Store) -> None:
+    (call_id,) = await store.schedule([new("a", due=1, identifier="k", payload='{"x":1}')])
+    (call,) = await store.claim(at(1), {"a": 1}, 1)
+    dead_id = await store.dead_letter(call, "boom", at(2))
+    (dead,) = await store.dead_letters()
+    assert dead.id == dead_id
+    assert dead.call_id == call_id
+    assert (dead.name, dead.payload, dead.identifier) == ("a", '{"x":1}', "k")
+    assert (dead.due_at, dead.failed_at, dead.error, dead.attempts) == (at(1), at(2), "boom", 1)
+    assert await store.dead_letters(name="other") == []
+
+
+async def test_requeue_dead_letter_makes_it_pending_again(store: Store) -> None:
+    await store.schedule([new("a", payload="[1]")])
+    (call,) = await store.claim(at(1), {"a": 1}, 1)
+    dead_id = await store.dead_letter(call, "boom", at(1))
+    new_id = await store.requeue_dead_letter(dead_id, at(5))
+    assert new_id is not None
+    assert await store.dead_letters() == []
+    (pending,) = await store.pending(PendingQuery())
+    assert (pending.id, pending.name, pending.payload, pending.due_at) == (
+        new_id,
+        "a",
+        "[1]",
+        at(5),
+    )
+    assert await store.requeue_dead_letter(dead_id, at(5)) is None
+
+
+async def test_purge_dead_letters(store: Store) -> None:
+    await store.schedule([new(), new(), new()])
+    calls = await store.claim(at(1), {"a": 3}, 3)
+    dead_ids = [await store.dead_letter(c, "x", at(1)) for c in calls]
+    assert await store.purge_dead_letters([dead_ids[0], 10**12]) == 1
+    assert len(await store.dead_letters()) == 2
+    assert await store.purge_dead_letters() == 2
+    assert await store.dead_letters() == []
+
+
+async def test_sessions_are_distinct_and_closed_after(store: Store) -> None:
+    call = StoredCall(id=1, name="a", payload="null", due_at=T0, identifier=None, scheduled_at=T0)
+    async with store.open_session(call) as first, store.open_session(call) as second:
+        assert first is not second
+    assert getattr(first, "closed", True) is True
+    assert getattr(second, "closed", True) is True

@@ -1,0 +1,232 @@
+"""Every kind of bad input gets a clear library exception at the call site."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import pytest
+
+from trio_futurecalls import (
+    MAX_IDENTIFIER_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    FutureCall,
+    FutureCallsError,
+    InvalidArgumentError,
+    InvalidPayloadError,
+    MemoryStore,
+    Scheduler,
+    UnregisteredCallError,
+    open_scheduler,
+    schedule_call,
+)
+
+
+class Ok(FutureCall):
+    name = "ok"
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        pass
+
+
+class Other(FutureCall):
+    name = "other"
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        pass
+
+
+@attrs.frozen
+class Typed:
+    n: int
+
+
+class TypedCall(FutureCall):
+    name = "typed"
+    payload_type = Typed
+
+    async def invoke(self, session: Any, payload: Typed) -> None:
+        pass
+
+
+@pytest.fixture
+async def scheduler() -> AsyncIterator[Scheduler]:
+    async with open_scheduler(MemoryStore(), [Ok, TypedCall], execute=False) as s:
+        yield s
+
+
+async def test_naive_datetime_is_rejected(scheduler: Scheduler) -> None:
+    with pytest.raises(InvalidArgumentError, match="timezone-aware"):
+        await scheduler.schedule(Ok, None, at=datetime(2030, 1, 1))
+
+
+async def test_aware_datetimes_in_other_zones_are_normalised(scheduler: Scheduler) -> None:
+    from datetime import timezone
+
+    zone = timezone(timedelta(hours=5))
+    await scheduler.schedule(Ok, None, at=datetime(2030, 1, 1, 5, tzinfo=zone))
+    (call,) = await scheduler.pending()
+    assert call.due_at == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def test_at_and_delay_together_are_rejected(scheduler: Scheduler) -> None:
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        await scheduler.schedule(Ok, None, at=datetime.now(UTC), delay=1)
+
+
+@pytest.mark.parametrize(
+    ("delay", "match"),
+    [
+        (math.nan, "finite"),
+        (math.inf, "finite"),
+        (-1, "negative"),
+        (timedelta(seconds=-1), "negative"),
+        (timedelta(days=365 * 200), "longer"),
+        (1e12, "longer"),
+        ("10", "timedelta or a number"),
+        (True, "bool"),
+    ],
+)
+async def test_bad_delays_are_rejected(scheduler: Scheduler, delay: Any, match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        await scheduler.schedule(Ok, None, delay=delay)
+
+
+async def test_unregistered_and_non_futurecall_classes_are_rejected(
+    scheduler: Scheduler,
+) -> None:
+    with pytest.raises(UnregisteredCallError, match="not registered"):
+        await scheduler.schedule(Other, None)
+    with pytest.raises(UnregisteredCallError, match="not a FutureCall"):
+        await scheduler.schedule(dict, None)  # type: ignore[arg-type]
+    with pytest.raises(UnregisteredCallError, match="not a FutureCall"):
+        await scheduler.schedule(FutureCall, None)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {1: "non-str key"},
+        (1, 2),
+        {"set": {1, 2}},
+        math.nan,
+        [math.inf],
+        datetime.now(UTC),
+        object(),
+        b"bytes",
+    ],
+)
+async def test_non_json_payloads_are_rejected(scheduler: Scheduler, payload: Any) -> None:
+    with pytest.raises(InvalidPayloadError):
+        await scheduler.schedule(Ok, payload)
+
+
+async def test_payload_over_the_size_limit_is_rejected(scheduler: Scheduler) -> None:
+    with pytest.raises(InvalidPayloadError, match="limit"):
+        await scheduler.schedule(Ok, "x" * MAX_PAYLOAD_BYTES)
+    await scheduler.schedule(Ok, "x" * (MAX_PAYLOAD_BYTES - 100))
+
+
+async def test_payload_must_match_the_declared_type(scheduler: Scheduler) -> None:
+    with pytest.raises(InvalidPayloadError, match="instance of Typed"):
+        await scheduler.schedule(TypedCall, {"n": 1})
+    with pytest.raises(InvalidPayloadError, match="instance of Typed"):
+        await scheduler.schedule(TypedCall, None)
+    await scheduler.schedule(TypedCall, Typed(1))
+
+
+@pytest.mark.parametrize(
+    ("identifier", "error"),
+    [
+        ("i" * (MAX_IDENTIFIER_LENGTH + 1), "limit"),
+        ("", "empty"),
+        (42, "must be a str"),
+        ("nul\x00", "NUL"),
+    ],
+)
+async def test_bad_identifiers_are_rejected(
+    scheduler: Scheduler, identifier: Any, error: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=error):
+        await scheduler.schedule(Ok, None, identifier=identifier)
+    with pytest.raises(InvalidArgumentError):
+        await scheduler.cancel_identifier(identifier)
+
+
+async def test_longest_identifier_is_accepted(scheduler: Scheduler) -> None:
+    await scheduler.schedule(Ok, None, identifier="i" * MAX_IDENTIFIER_LENGTH)
+
+
+def test_bad_names_fail_at_class_definition() -> None:
+    for bad in ["", "x" * (MAX_NAME_LENGTH + 1), "has space", "1starts-with-digit", "semi;colon"]:
+        with pytest.raises(InvalidArgumentError):
+            type("Bad", (FutureCall,), {"name": bad})
+
+
+def test_bad_class_limits_fail_at_class_definition() -> None:
+    for bad in [0, -1, 1.5, True]:
+        with pytest.raises(InvalidArgumentError, match="max_concurrent"):
+            type("Bad", (FutureCall,), {"name": "bad", "max_concurrent": bad})
+
+
+def test_bad_payload_type_fails_at_class_definition() -> None:
+    with pytest.raises(InvalidPayloadError, match="attrs class"):
+        type("Bad", (FutureCall,), {"name": "bad", "payload_type": dict})
+
+
+async def test_bad_scheduler_arguments() -> None:
+    store = MemoryStore()
+    for limit in (0, -5, 2.5, "10"):
+        with pytest.raises(InvalidArgumentError, match="max_concurrent"):
+            async with open_scheduler(store, [Ok], max_concurrent=limit):  # type: ignore[arg-type]
+                pass
+    with pytest.raises(InvalidArgumentError, match="grace_period"):
+        async with open_scheduler(store, [Ok], grace_period=-1):
+            pass
+    with pytest.raises(InvalidArgumentError, match="Store protocol"):
+        async with open_scheduler(object(), [Ok]):  # type: ignore[arg-type]
+            pass
+    clash = type("Clash", (Ok,), {"name": "ok"})
+    with pytest.raises(InvalidArgumentError, match="share the name"):
+        async with open_scheduler(store, [Ok, clash]):
+            pass
+    with pytest.raises(UnregisteredCallError, match="invoke"):
+        async with open_scheduler(store, [type("NoInvoke", (FutureCall,), {"name": "x"})]):
+            pass
+
+
+async def test_bad_environment_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    for raw in ("0", "-3", "lots"):
+        monkeypatch.setenv("TRIO_FUTURECALLS_MAX_CONCURRENT", raw)
+        with pytest.raises(InvalidArgumentError, match="TRIO_FUTURECALLS_MAX_CONCURRENT"):
+            async with open_scheduler(MemoryStore(), [Ok]):
+                pass
+
+
+async def test_schedule_through_the_store_alone_validates_too() -> None:
+    store = MemoryStore()
+    with pytest.raises(InvalidArgumentError, match="timezone-aware"):
+        await schedule_call(store, Ok, None, at=datetime(2030, 1, 1))
+    with pytest.raises(UnregisteredCallError):
+        await schedule_call(store, int, None)  # type: ignore[arg-type]
+    call_id = await schedule_call(store, Ok, {"a": [1, 2]}, delay=5, identifier="x")
+    assert call_id == 1
+
+
+async def test_pending_filters_are_validated(scheduler: Scheduler) -> None:
+    with pytest.raises(InvalidArgumentError, match="timezone-aware"):
+        await scheduler.pending(due_before=datetime(2030, 1, 1))
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        await scheduler.pending(limit=-1)
+    with pytest.raises(InvalidArgumentError, match="call_id"):
+        await scheduler.cancel("1")  # type: ignore[arg-type]
+
+
+def test_every_library_error_is_a_futurecalls_error() -> None:
+    assert issubclass(InvalidPayloadError, FutureCallsError)
+    assert issubclass(UnregisteredCallError, InvalidArgumentError)
+    assert issubclass(InvalidArgumentError, ValueError)

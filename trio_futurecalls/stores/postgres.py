@@ -1,0 +1,833 @@
+"""The production store: PostgreSQL through asyncpg, bridged to Trio with trio-asyncio.
+
+Use it as::
+
+    from trio_futurecalls.stores.postgres import open_postgres_store
+
+    async with open_postgres_store("postgresql://app@db/app", max_pool_size=12) as store:
+        async with open_scheduler(store, [SendEmail], max_concurrent=10) as scheduler:
+            ...
+
+Only this module imports ``asyncpg`` and ``trio_asyncio``; ``trio_futurecalls`` itself
+never imports it. :func:`open_postgres_store` opens one asyncio loop for the store's
+lifetime (``trio_asyncio.open_loop()``), creates an asyncpg pool, migrates the schema
+and starts a ``LISTEN`` task; every database call crosses the bridge once
+(``aio_as_trio``), so the rest of the program stays pure Trio.
+
+**Schema.** Everything lives in one PostgreSQL schema (``futurecalls`` by default):
+``calls``, ``dead_letters`` and ``schema_version``. Migrations are applied in one
+transaction under ``pg_advisory_xact_lock``, so several processes may start at once.
+
+**Claims.** ``claim`` is one ``DELETE ... RETURNING`` over rows picked with
+``FOR UPDATE SKIP LOCKED``: several processes can run schedulers over the same schema
+and a call is handed to exactly one of them. The claim round trip is shielded from
+cancellation, so rows deleted in the database are always handed to the dispatcher.
+If the connection drops *after* the server committed a claim but before the reply
+arrived, those calls are lost (at-most-once; that is the price of deleting on start).
+
+**Wake-ups.** ``schedule`` sends ``pg_notify`` in the same statement that inserts, on a
+channel per schema (:attr:`PostgresStore.channel`, payload: the earliest due time in
+epoch microseconds). The listener task ``LISTEN``\\ s on a dedicated connection (outside
+the pool) and calls the registered listeners for notifications from every process,
+this one included. When that connection drops it reconnects with backoff and then
+calls the listeners once with the epoch, since notifications may have been missed.
+``recheck_interval`` (default 5 s) remains as a fallback for anything lost anyway.
+
+**Errors.** asyncpg and socket errors never reach users raw: connection problems
+(refused, reset, timed out, server shutting down, too many connections, pool
+acquire timeouts) become :class:`StoreUnavailableError`, everything else
+:class:`StoreError`; the original is chained as ``__cause__``. While the database is
+down, every method fails within ``connect_timeout``/``command_timeout`` seconds and
+the store recovers by itself when the server is back (the dispatcher retries).
+
+**Pool size.** The pool serves the dispatcher's claims, application calls to
+``schedule``/``cancel``..., and one connection per running call *that uses its
+session* (sessions acquire lazily, on first use, and keep that connection until the
+call ends). So size it as :func:`recommended_pool_size`: ``max_concurrent + 2`` (one per
+concurrently running call, one for the dispatcher, one spare for scheduling from
+application code). The ``LISTEN`` connection is not taken from the pool: the server
+sees at most ``max_pool_size + 1`` connections per store. A pool that is too small
+makes sessions wait for a connection (up to ``acquire_timeout``, then
+:class:`StoreUnavailableError`); :meth:`PostgresStore.check_pool_size` logs a warning
+on ``trio_futurecalls.store.postgres`` and returns False in that case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar, final
+
+import asyncpg
+import asyncpg.exceptions
+import trio
+import trio_asyncio
+from trio_asyncio import aio_as_trio
+
+from .._errors import (
+    InvalidArgumentError,
+    InvalidPayloadError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .._model import DeadLetter, NewCall, StoredCall
+from .._payload import MAX_PAYLOAD_BYTES
+from .._store import Listener, PendingQuery
+from .._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, check_positive_seconds
+from ._listeners import Listeners
+from ._sql import migrations, queries
+
+__all__ = [
+    "DEFAULT_RECHECK_INTERVAL",
+    "DEFAULT_SCHEMA",
+    "PostgresSession",
+    "PostgresStore",
+    "open_postgres_store",
+    "recommended_pool_size",
+]
+
+#: Seconds between the dispatcher's fallback re-checks (for lost notifications).
+DEFAULT_RECHECK_INTERVAL: Final = 5.0
+#: The schema used when none is given.
+DEFAULT_SCHEMA: Final = "futurecalls"
+#: Prefix of the NOTIFY channel; the schema name follows it.
+CHANNEL_PREFIX: Final = "futurecalls:"
+#: Longest accepted schema name (the channel name must fit PostgreSQL's 63 bytes).
+MAX_SCHEMA_LENGTH: Final = 63 - len(CHANNEL_PREFIX)
+
+_log = logging.getLogger("trio_futurecalls.store.postgres")
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO: Final = timedelta(microseconds=1)
+# Lower case only: PostgreSQL folds unquoted names to lower case, so "Futurecalls" and
+# "futurecalls" would be the same schema in hand-written SQL but not in ours.
+_SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MAX_LISTEN_BACKOFF: Final = 5.0
+
+T = TypeVar("T")
+
+#: Errors that mean "the database cannot be reached right now".
+_UNAVAILABLE: Final = (
+    OSError,  # includes ConnectionError, socket.gaierror
+    TimeoutError,  # asyncio.TimeoutError: connect, acquire or command timeout
+    asyncpg.exceptions.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError
+    asyncpg.exceptions.InterfaceError,  # connection closed/closing, pool closing
+    asyncpg.exceptions.OperatorInterventionError,  # 57: admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
+)
+
+
+def recommended_pool_size(max_concurrent: int | None) -> int:
+    """Pool size for a scheduler running at most ``max_concurrent`` calls at once.
+
+    ``max_concurrent + 2``: one connection per running call (for its session), one for
+    the dispatcher, one spare for application code that schedules or cancels. The
+    ``LISTEN`` connection is separate from the pool. ``None`` (unlimited) has no safe
+    size; the minimum (3) is returned and :meth:`PostgresStore.check_pool_size` warns.
+    """
+    if max_concurrent is None:
+        return 3
+    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+        raise InvalidArgumentError(f"max_concurrent must be an int or None, got {max_concurrent!r}")
+    return max(max_concurrent, 1) + 2
+
+
+def check_schema_name(schema: object) -> str:
+    """Validate a schema name; it is interpolated into SQL only after this check."""
+    if not isinstance(schema, str):
+        raise InvalidArgumentError(f"schema must be a str, got {type(schema).__name__}")
+    if not schema or len(schema) > MAX_SCHEMA_LENGTH:
+        raise InvalidArgumentError(
+            f"schema name must be 1 to {MAX_SCHEMA_LENGTH} characters, got {schema!r}"
+        )
+    if not _SCHEMA_RE.match(schema):
+        raise InvalidArgumentError(
+            f"schema name {schema!r} must be lower case letters, digits and '_' and not "
+            "start with a digit (no quotes, spaces, dots or semicolons)"
+        )
+    if schema.startswith("pg_"):
+        raise InvalidArgumentError(f"schema names starting with 'pg_' are reserved: {schema!r}")
+    return schema
+
+
+def _to_micros(value: datetime) -> int:
+    return (value - _EPOCH) // _MICRO
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailableError(f"PostgreSQL unavailable ({what}): {type(exc).__name__}: {exc}")
+    return StoreError(f"PostgreSQL error ({what}): {type(exc).__name__}: {exc}")
+
+
+async def _bridge(what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Run an asyncio coroutine function from Trio; translate driver errors."""
+    try:
+        return await aio_as_trio(fn)(*args, **kwargs)
+    except StoreError:
+        raise
+    except (asyncpg.exceptions.PostgresError, *_UNAVAILABLE, asyncpg.exceptions.InternalClientError) as exc:
+        raise _translate(exc, what) from exc
+
+
+def _row_to_call(row: Sequence[Any]) -> StoredCall:
+    return StoredCall(
+        id=row[0],
+        name=row[1],
+        payload=row[2],
+        due_at=_utc(row[3]),
+        identifier=row[4],
+        scheduled_at=_utc(row[5]),
+    )
+
+
+def _check_new_call(call: NewCall) -> None:
+    # The engine validated these already; checked again so that a NewCall built by
+    # hand gets the same clear error as through the engine (the table's CHECKs are the
+    # last line).
+    if not isinstance(call.name, str) or not 1 <= len(call.name) <= MAX_NAME_LENGTH:
+        raise InvalidArgumentError(f"call name must be 1 to {MAX_NAME_LENGTH} characters")
+    if call.identifier is not None and not 1 <= len(call.identifier) <= MAX_IDENTIFIER_LENGTH:
+        raise InvalidArgumentError(f"identifier must be 1 to {MAX_IDENTIFIER_LENGTH} characters")
+    size = len(call.payload.encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidPayloadError(
+            f"payload is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    for text in (call.name, call.payload, call.identifier or ""):
+        if "\x00" in text:
+            raise InvalidArgumentError("PostgreSQL text cannot hold NUL characters")
+    for value in (call.due_at, call.scheduled_at):
+        if value.tzinfo is None:
+            raise InvalidArgumentError("due_at and scheduled_at must be timezone-aware")
+
+
+# -- asyncio side (runs on the store's asyncio loop, called through aio_as_trio) ------
+
+
+async def _aio_pool_call(
+    pool: asyncpg.Pool, method: str, sql: str, args: Sequence[Any], acquire_timeout: float
+) -> Any:
+    async with pool.acquire(timeout=acquire_timeout) as conn:
+        return await getattr(conn, method)(sql, *args)
+
+
+async def _aio_migrate(
+    pool: asyncpg.Pool, q: Mapping[str, str], sql_of: Callable[[str], str], lock_key: int, acquire_timeout: float
+) -> int:
+    wanted = migrations("postgres")
+    async with pool.acquire(timeout=acquire_timeout) as conn, conn.transaction():
+        await conn.execute(q["migration_lock"], lock_key)
+        await conn.execute(q["create_schema"])
+        await conn.execute(q["create_version_table"])
+        version: int = await conn.fetchval(q["schema_version"])
+        if version > len(wanted):
+            raise StoreError(
+                f"database schema version {version} is newer than this library knows "
+                f"({len(wanted)}); upgrade trio_futurecalls"
+            )
+        for migration in wanted[version:]:
+            # No arguments: the simple query protocol runs a multi-statement script.
+            await conn.execute(sql_of(migration.sql))
+            await conn.execute(q["record_version"], migration.version, migration.name)
+            _log.info("applied migration %s", migration.name)
+    return len(wanted)
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+@final
+class PostgresSession:
+    """A running call's own database handle: one pool connection, taken on first use.
+
+    The connection is released when the call ends; the session is never shared
+    between calls. Methods take ``$1, $2...`` parameters. Driver errors are raised as
+    :class:`StoreError` / :class:`StoreUnavailableError` with the asyncpg exception as
+    ``__cause__`` (e.g. to inspect a unique violation).
+
+    For anything not wrapped here, :meth:`connection` returns the raw asyncpg
+    connection; call it through the bridge: ``await aio_as_trio(conn.copy_records_to_table)
+    (...)`` (``from trio_asyncio import aio_as_trio``). Do not keep it after the call.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, call_id: int) -> None:
+        self._pool = pool
+        self._acquire_timeout = acquire_timeout
+        self._conn: asyncpg.Connection | None = None
+        self._lock = trio.Lock()
+        self.call_id = call_id
+        self.closed = False
+
+    @property
+    def acquired(self) -> bool:
+        """Whether this session holds a pool connection (it took one on first use)."""
+        return self._conn is not None
+
+    async def connection(self) -> asyncpg.Connection:
+        """The session's asyncpg connection (acquired now if not yet)."""
+        if self.closed:
+            raise StoreClosedError("this session ended with its call")
+        if self._conn is None:
+            async with self._lock:
+                if self._conn is None:
+                    self._conn = await _bridge(
+                        "acquire", self._pool.acquire, timeout=self._acquire_timeout
+                    )
+        return self._conn
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run a statement; return its status (e.g. ``"INSERT 0 1"``)."""
+        conn = await self.connection()
+        result: str = await _bridge("session execute", conn.execute, sql, *args)
+        return result
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        """Run a statement once per argument tuple (in one implicit transaction)."""
+        conn = await self.connection()
+        await _bridge("session executemany", conn.executemany, sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Run a query; return every row (asyncpg ``Record``: by index or by name)."""
+        conn = await self.connection()
+        rows: list[asyncpg.Record] = await _bridge("session fetch", conn.fetch, sql, *args)
+        return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        """Run a query; return its first row or None."""
+        conn = await self.connection()
+        row: asyncpg.Record | None = await _bridge("session fetchrow", conn.fetchrow, sql, *args)
+        return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Run a query; return the first column of its first row (None if no row)."""
+        conn = await self.connection()
+        return await _bridge("session fetchval", conn.fetchval, sql, *args)
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: str | None = None, readonly: bool = False
+    ) -> AsyncIterator[PostgresSession]:
+        """``async with session.transaction():`` commits on success, rolls back on error."""
+        conn = await self.connection()
+        tx = conn.transaction(isolation=isolation, readonly=readonly)
+        await _bridge("begin", tx.start)
+        try:
+            yield self
+        except BaseException:
+            with trio.move_on_after(10, shield=True):
+                try:
+                    await _bridge("rollback", tx.rollback)
+                except StoreError as exc:
+                    _log.warning("rollback failed: %s", exc)
+            raise
+        await _bridge("commit", tx.commit)
+
+    async def aclose(self) -> None:
+        """Release the connection to the pool (the store does this when the call ends)."""
+        self.closed = True
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with trio.move_on_after(10, shield=True) as scope:
+            try:
+                # release() resets the connection (rolls back an open transaction,
+                # or terminates a connection left busy by a cancelled query).
+                await _bridge("release", self._pool.release, conn, timeout=5)
+            except StoreError as exc:
+                _log.warning("could not release a session's connection cleanly: %s", exc)
+        if scope.cancelled_caught:
+            conn.terminate()
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+@final
+class PostgresStore:
+    """A store in one PostgreSQL schema. Open it with :func:`open_postgres_store`."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        pool: asyncpg.Pool,
+        max_pool_size: int,
+        recheck_interval: float | None,
+        acquire_timeout: float,
+        connect_timeout: float,
+        application_name: str,
+    ) -> None:
+        self.schema = schema
+        #: The NOTIFY channel of this schema.
+        self.channel = CHANNEL_PREFIX + schema
+        self.recheck_interval = recheck_interval
+        self.max_pool_size = max_pool_size
+        #: ``application_name`` of the LISTEN connection (visible in pg_stat_activity).
+        self.listener_application_name = f"{application_name}:listen"[:63]
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = pool
+        self._acquire_timeout = acquire_timeout
+        self._connect_timeout = connect_timeout
+        self._listeners = Listeners()
+        self._listen_conn: asyncpg.Connection | None = None
+        self._sessions: set[PostgresSession] = set()
+        quoted = '"' + schema + '"'  # safe: validated by check_schema_name
+        self._sql_of: Callable[[str], str] = lambda sql: sql.replace("{schema}", quoted)
+        self._q = {name: self._sql_of(sql) for name, sql in queries("postgres").items()}
+        #: How many times the listener (re)connected; 1 after a clean start.
+        self.listener_connects = 0
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _live_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreClosedError("the PostgreSQL store is closed")
+        return self._pool
+
+    async def _call(self, method: str, query: str, *args: Any) -> Any:
+        pool = self._live_pool()
+        return await _bridge(
+            query, _aio_pool_call, pool, method, self._q[query], args, self._acquire_timeout
+        )
+
+    def connections_in_use(self) -> int:
+        """Pool connections checked out right now (by sessions or store operations)."""
+        pool = self._pool
+        if pool is None:
+            return 0
+        return pool.get_size() - pool.get_idle_size()
+
+    def check_pool_size(self, max_concurrent: int | None) -> bool:
+        """True if the pool suits ``max_concurrent`` running calls; else log a warning.
+
+        See :func:`recommended_pool_size`. ``None`` (unlimited) always warns.
+        """
+        wanted = recommended_pool_size(max_concurrent)
+        if max_concurrent is None:
+            _log.warning(
+                "unlimited global concurrency with a pool of %d connections: calls that use "
+                "their session may wait for a connection; set max_concurrent and "
+                "max_pool_size >= max_concurrent + 2",
+                self.max_pool_size,
+            )
+            return False
+        if self.max_pool_size < wanted:
+            _log.warning(
+                "max_pool_size=%d is too small for max_concurrent=%d: running calls may "
+                "wait for a database connection; use max_pool_size >= %d (max_concurrent + 2)",
+                self.max_pool_size,
+                max_concurrent,
+                wanted,
+            )
+            return False
+        return True
+
+    # -- scheduling -------------------------------------------------------------------
+
+    async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        if not calls:
+            return []
+        for call in calls:
+            _check_new_call(call)
+        earliest = min(_utc(c.due_at) for c in calls)
+        rows = await self._call(
+            "fetch",
+            "insert_calls",
+            [c.name for c in calls],
+            [c.payload for c in calls],
+            [c.due_at for c in calls],
+            [c.identifier for c in calls],
+            [c.scheduled_at for c in calls],
+            self.channel,
+            str(_to_micros(earliest)),
+        )
+        return [row[0] for row in rows]
+
+    async def cancel(self, call_id: int) -> bool:
+        count: int = await self._call("fetchval", "cancel", call_id)
+        return count > 0
+
+    async def cancel_identifier(self, identifier: str) -> int:
+        count: int = await self._call("fetchval", "cancel_identifier", identifier)
+        return count
+
+    # -- inspection -------------------------------------------------------------------
+
+    async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        rows = await self._call(
+            "fetch",
+            "pending",
+            query.name,
+            query.identifier,
+            query.due_after,
+            query.due_before,
+            query.limit,
+        )
+        return [_row_to_call(row) for row in rows]
+
+    async def pending_names(self) -> dict[str, int]:
+        rows = await self._call("fetch", "pending_names")
+        return {row[0]: row[1] for row in rows}
+
+    async def next_due(self, names: Collection[str]) -> datetime | None:
+        wanted = list(names)
+        if not wanted:
+            return None
+        value: datetime | None = await self._call("fetchval", "next_due", wanted)
+        return None if value is None else _utc(value)
+
+    # -- claiming ---------------------------------------------------------------------
+
+    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+        wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
+        if limit <= 0 or not wanted:
+            return []
+        # Shielded: once the DELETE committed, its rows must reach the dispatcher even if
+        # the caller is being cancelled. Bounded by the acquire and command timeouts.
+        with trio.CancelScope(shield=True):
+            rows = await self._call(
+                "fetch",
+                "claim",
+                [name for name, _ in wanted],
+                [free for _, free in wanted],
+                now,
+                limit,
+            )
+        calls = [_row_to_call(row) for row in rows]
+        calls.sort(key=lambda c: (c.due_at, c.id))
+        return calls
+
+    # -- dead letters -----------------------------------------------------------------
+
+    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
+        with trio.CancelScope(shield=True):  # the call is already claimed: keep it
+            new_id: int = await self._call(
+                "fetchval",
+                "insert_dead_letter",
+                call.id,
+                call.name,
+                call.payload,
+                call.due_at,
+                call.identifier,
+                call.scheduled_at,
+                failed_at,
+                error.replace("\x00", "\\x00"),
+            )
+        return new_id
+
+    async def dead_letters(
+        self, *, name: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        rows = await self._call("fetch", "dead_letters", name, limit)
+        return [
+            DeadLetter(
+                id=r[0],
+                call_id=r[1],
+                name=r[2],
+                payload=r[3],
+                due_at=_utc(r[4]),
+                identifier=r[5],
+                scheduled_at=_utc(r[6]),
+                failed_at=_utc(r[7]),
+                error=r[8],
+                attempts=r[9],
+            )
+            for r in rows
+        ]
+
+    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        new_id: int | None = await self._call(
+            "fetchval",
+            "requeue_dead_letter",
+            dead_letter_id,
+            due_at,
+            self.channel,
+            str(_to_micros(_utc(due_at))),
+        )
+        return new_id
+
+    async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        if ids is None:
+            count: int = await self._call("fetchval", "purge_all_dead_letters")
+        else:
+            count = await self._call("fetchval", "purge_dead_letters", sorted(set(ids)))
+        return count
+
+    # -- wake-ups ---------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        return self._listeners.add(listener)
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        # asyncpg calls this from the asyncio loop, which trio-asyncio runs in the Trio
+        # thread: calling the listeners synchronously here is safe.
+        try:
+            due_at = _EPOCH + timedelta(microseconds=int(str(payload)))
+        except (ValueError, OverflowError):
+            _log.warning("ignoring malformed notification on %s: %r", channel, payload)
+            due_at = _EPOCH
+        self._listeners.notify(due_at)
+
+    async def _listen_once(self, lost: trio.Event) -> asyncpg.Connection:
+        conn: asyncpg.Connection = await _bridge(
+            "listen connect",
+            asyncpg.connect,
+            self._dsn,
+            timeout=self._connect_timeout,
+            command_timeout=self._connect_timeout,
+            server_settings={"application_name": self.listener_application_name},
+        )
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await _bridge("listen", conn.add_listener, self.channel, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    async def _listen_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a LISTEN connection open; reconnect with backoff when it drops."""
+        backoff = 0.0
+        started = False
+        while True:
+            lost = trio.Event()
+            try:
+                conn = await self._listen_once(lost)
+            except StoreError as exc:
+                if not started:
+                    raise
+                backoff = min(max(backoff * 2, 0.1), _MAX_LISTEN_BACKOFF)
+                _log.warning("LISTEN reconnect failed (retrying in %.2f s): %s", backoff, exc)
+                await trio.sleep(backoff)
+                continue
+            self._listen_conn = conn
+            self.listener_connects += 1
+            if started:
+                _log.info("LISTEN connection re-established on %s", self.channel)
+                # Anything scheduled while we were deaf was not announced: wake everyone.
+                self._listeners.notify(_EPOCH)
+            else:
+                started = True
+                task_status.started()
+            backoff = 0.0
+            try:
+                await self._watch(conn, lost)
+            finally:
+                self._listen_conn = None
+                with trio.move_on_after(2, shield=True) as scope:
+                    try:
+                        await _bridge("listen close", conn.close, timeout=1)
+                    except StoreError:
+                        pass
+                if scope.cancelled_caught or not conn.is_closed():
+                    conn.terminate()
+            _log.warning("LISTEN connection on %s lost; reconnecting", self.channel)
+
+    async def _watch(self, conn: asyncpg.Connection, lost: trio.Event) -> None:
+        """Return when the LISTEN connection is gone (closed, or fails a ping)."""
+        interval = max(1.0, min(self.recheck_interval or 10.0, 10.0))
+        while not conn.is_closed():
+            with trio.move_on_after(interval):
+                await lost.wait()
+            if lost.is_set() or conn.is_closed():
+                return
+            # A silent network failure shows up only when we talk: ping.
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    await _bridge("listen ping", conn.fetchval, "SELECT 1")
+            except (StoreError, trio.TooSlowError) as exc:
+                _log.warning("LISTEN connection failed a ping: %s", exc)
+                return
+
+    # -- sessions and lifetime --------------------------------------------------------
+
+    @asynccontextmanager
+    async def open_session(self, call: StoredCall) -> AsyncIterator[PostgresSession]:
+        pool = self._live_pool()
+        session = PostgresSession(pool, self._acquire_timeout, call.id)
+        self._sessions.add(session)
+        try:
+            yield session
+        finally:
+            self._sessions.discard(session)
+            await session.aclose()  # shielded inside
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions currently open (tests check none is left)."""
+        return len(self._sessions)
+
+    async def _aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with trio.move_on_after(10, shield=True) as scope:
+            try:
+                await _bridge("pool close", pool.close)
+            except StoreError as exc:
+                _log.warning("closing the pool failed: %s", exc)
+        if scope.cancelled_caught:
+            _log.warning("closing the pool took too long; terminating its connections")
+            pool.terminate()
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"trio_futurecalls:migrate:{schema}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for exc in g.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                leaves.append(exc)
+
+    walk(group)
+    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    if len(real) == 1:
+        return real[0]
+    if not real and leaves:
+        return leaves[0]
+    return StoreError(f"the PostgreSQL store failed: {real!r}")
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    dsn: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    min_pool_size: int = 1,
+    max_pool_size: int = 10,
+    recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL,
+    connect_timeout: float = 5.0,
+    command_timeout: float = 30.0,
+    acquire_timeout: float | None = None,
+    application_name: str = "trio_futurecalls",
+    migrate: bool = True,
+) -> AsyncIterator[PostgresStore]:
+    """Open the PostgreSQL store in ``schema`` (created and migrated if needed).
+
+    * ``dsn``: an asyncpg/libpq connection string (``postgresql://user@host/db``).
+    * ``schema``: lower-case identifier; the store's tables and channel live there.
+    * ``min_pool_size``/``max_pool_size``: the asyncpg pool's bounds; see
+      :func:`recommended_pool_size` (``max_concurrent + 2``).
+    * ``recheck_interval``: seconds between the dispatcher's fallback re-checks in case
+      a notification was lost (None: rely on NOTIFY alone).
+    * ``connect_timeout``: seconds to open a connection; ``command_timeout``: seconds
+      a statement may take; ``acquire_timeout``: seconds to wait for a pool connection
+      (default: ``connect_timeout + command_timeout``). Together they bound how long a
+      method takes to raise :class:`StoreUnavailableError` during an outage.
+    * ``application_name``: shown in ``pg_stat_activity`` (the LISTEN connection adds
+      ``:listen``).
+    * ``migrate=False``: do not create or upgrade the schema (it must be current).
+
+    Raises :class:`StoreUnavailableError` if the database cannot be reached at start.
+    """
+    if not isinstance(dsn, str) or not dsn:
+        raise InvalidArgumentError("dsn must be a non-empty connection string")
+    checked_schema = check_schema_name(schema)
+    for value, what in ((min_pool_size, "min_pool_size"), (max_pool_size, "max_pool_size")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidArgumentError(f"{what} must be a non-negative int, got {value!r}")
+    if max_pool_size < 1 or min_pool_size > max_pool_size:
+        raise InvalidArgumentError(
+            f"need 0 <= min_pool_size <= max_pool_size and max_pool_size >= 1, got "
+            f"{min_pool_size} and {max_pool_size}"
+        )
+    recheck = check_positive_seconds(recheck_interval, "recheck_interval", allow_none=True)
+    if recheck == 0:
+        raise InvalidArgumentError("recheck_interval must be > 0 or None")
+    timeouts = {}
+    for value, what in (
+        (connect_timeout, "connect_timeout"),
+        (command_timeout, "command_timeout"),
+        (acquire_timeout, "acquire_timeout"),
+    ):
+        seconds = check_positive_seconds(value, what, allow_none=what == "acquire_timeout")
+        if seconds is not None and (seconds == 0 or math.isinf(seconds)):
+            raise InvalidArgumentError(f"{what} must be > 0, got {value!r}")
+        timeouts[what] = seconds
+    connect_s = timeouts["connect_timeout"]
+    command_s = timeouts["command_timeout"]
+    assert connect_s is not None and command_s is not None
+    acquire_s = timeouts["acquire_timeout"] or connect_s + command_s
+    if not isinstance(application_name, str) or not application_name.isprintable():
+        raise InvalidArgumentError("application_name must be a printable str")
+    if max_pool_size < recommended_pool_size(1):
+        _log.warning(
+            "max_pool_size=%d is below the minimum useful size %d (dispatcher, one running "
+            "call, one spare); see recommended_pool_size()",
+            max_pool_size,
+            recommended_pool_size(1),
+        )
+
+    async with trio_asyncio.open_loop():
+        pool: asyncpg.Pool = await _bridge(
+            "create pool",
+            asyncpg.create_pool,
+            dsn,
+            min_size=min_pool_size,
+            max_size=max_pool_size,
+            timeout=connect_s,
+            command_timeout=command_s,
+            server_settings={"application_name": application_name[:63]},
+        )
+        store = PostgresStore(
+            dsn=dsn,
+            schema=checked_schema,
+            pool=pool,
+            max_pool_size=max_pool_size,
+            recheck_interval=recheck,
+            acquire_timeout=acquire_s,
+            connect_timeout=connect_s,
+            application_name=application_name,
+        )
+        try:
+            if migrate:
+                await _bridge(
+                    "migrate",
+                    _aio_migrate,
+                    pool,
+                    store._q,
+                    store._sql_of,
+                    _lock_key(checked_schema),
+                    acquire_s,
+                )
+            body_exc: BaseException | None = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(store._listen_loop)
+                    try:
+                        yield store
+                    except BaseException as exc:
+                        body_exc = exc
+                        raise
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # Do not leak the nursery's group: re-raise the body's own exception
+                # (or the single failure) as it was.
+                exc = _unwrap_group(group)
+                if exc is body_exc:
+                    raise exc from exc.__cause__
+                raise exc from group
+        finally:
+            with trio.CancelScope(shield=True):
+                await store._aclose()

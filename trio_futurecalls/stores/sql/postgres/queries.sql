@@ -1,0 +1,131 @@
+-- Named queries of the PostgreSQL store. {schema} is replaced by the validated, quoted
+-- schema name when the store opens; every value is a $n parameter.
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migration_lock
+-- Held until the migrating transaction ends: one migrator per schema, across processes.
+SELECT pg_advisory_xact_lock($1::bigint);
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM {schema}.schema_version;
+
+-- name: record_version
+INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
+
+-- name: insert_calls
+-- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
+-- ORDER BY), so identity values grow in input order and "ORDER BY id" returns the ids
+-- in the order the calls were given. The NOTIFY is sent in the same statement (it is
+-- delivered when the statement's transaction commits).
+WITH input AS (
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])
+        WITH ORDINALITY AS t (name, payload, due_at, identifier, scheduled_at, ord)
+), inserted AS (
+    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at)
+    SELECT name, payload, due_at, identifier, scheduled_at FROM input ORDER BY ord
+    RETURNING id
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
+)
+SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
+
+-- name: cancel
+WITH deleted AS (DELETE FROM {schema}.calls WHERE id = $1 RETURNING 1)
+SELECT count(*) FROM deleted;
+
+-- name: cancel_identifier
+WITH deleted AS (DELETE FROM {schema}.calls WHERE identifier = $1 RETURNING 1)
+SELECT count(*) FROM deleted;
+
+-- name: pending
+SELECT id, name, payload, due_at, identifier, scheduled_at
+FROM {schema}.calls
+WHERE ($1::text IS NULL OR name = $1::text)
+  AND ($2::text IS NULL OR identifier = $2::text)
+  AND ($3::timestamptz IS NULL OR due_at >= $3::timestamptz)
+  AND ($4::timestamptz IS NULL OR due_at < $4::timestamptz)
+ORDER BY due_at, id
+LIMIT $5::bigint;
+
+-- name: pending_names
+SELECT name, count(*) FROM {schema}.calls GROUP BY name;
+
+-- name: next_due
+-- One index seek per name.
+SELECT min(first.due_at)
+FROM unnest($1::text[]) AS n (name)
+CROSS JOIN LATERAL (
+    SELECT c.due_at FROM {schema}.calls AS c
+    WHERE c.name = n.name
+    ORDER BY c.due_at, c.id
+    LIMIT 1
+) AS first;
+
+-- name: claim
+-- One statement: lock the earliest due rows of each name (at most its free slots),
+-- skipping rows another claimer holds, keep the earliest `limit` across names and
+-- delete them, returning what was deleted. Rows locked but not kept are unlocked when
+-- the statement's transaction ends.
+WITH quotas AS (
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
+), picked AS (
+    SELECT c.id, c.due_at
+    FROM quotas AS q
+    CROSS JOIN LATERAL (
+        SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
+        WHERE calls.name = q.name AND calls.due_at <= $3::timestamptz
+        ORDER BY calls.due_at, calls.id
+        LIMIT q.slots
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.due_at, c.id
+    LIMIT $4::integer
+)
+DELETE FROM {schema}.calls
+WHERE id IN (SELECT id FROM picked)
+RETURNING id, name, payload, due_at, identifier, scheduled_at;
+
+-- name: insert_dead_letter
+INSERT INTO {schema}.dead_letters
+    (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+RETURNING id;
+
+-- name: dead_letters
+SELECT id, call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts
+FROM {schema}.dead_letters
+WHERE ($1::text IS NULL OR name = $1::text)
+ORDER BY failed_at, id
+LIMIT $2::bigint;
+
+-- name: requeue_dead_letter
+-- Move one dead letter back to pending and NOTIFY, in one statement.
+WITH taken AS (
+    DELETE FROM {schema}.dead_letters WHERE id = $1
+    RETURNING name, payload, identifier, scheduled_at
+), inserted AS (
+    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at)
+    SELECT name, payload, $2::timestamptz, identifier, scheduled_at FROM taken
+    RETURNING id
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($3::text, $4::text) FROM inserted) AS n
+)
+SELECT inserted.id FROM inserted CROSS JOIN wakeup;
+
+-- name: purge_dead_letters
+WITH deleted AS (DELETE FROM {schema}.dead_letters WHERE id = ANY($1::bigint[]) RETURNING 1)
+SELECT count(*) FROM deleted;
+
+-- name: purge_all_dead_letters
+WITH deleted AS (DELETE FROM {schema}.dead_letters RETURNING 1)
+SELECT count(*) FROM deleted;
