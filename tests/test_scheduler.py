@@ -24,6 +24,7 @@ from trio_futurecalls import (
     StoredCall,
     StoreUnavailableError,
     open_scheduler,
+    run_due_calls,
     schedule_call,
 )
 from trio_futurecalls.testing import trio_wall_clock
@@ -471,3 +472,35 @@ async def test_running_lists_calls_in_flight(
         assert s.statistics().classes["c"].running == 1
         await trio.sleep(20)
         assert s.running() == []
+
+
+async def test_run_due_calls_runs_what_is_due_then_returns(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    serial = make_call("serial", rec, max_concurrent=1)
+    wide = make_call("wide", rec, max_concurrent=None)
+    store = MemoryStore()
+    for i in range(3):
+        await schedule_call(store, serial, {"tag": f"s{i}", "sleep": 10}, clock=clock)
+        await schedule_call(store, wide, {"tag": f"w{i}", "sleep": 5}, clock=clock)
+    later = await schedule_call(store, wide, {"tag": "later"}, delay=60, clock=clock)
+    t0 = trio.current_time()
+    stats = await run_due_calls(store, [serial, wide], max_concurrent=10, clock=clock)
+    # The serial class needs three rounds of 10 s; nothing due later was started.
+    assert trio.current_time() - t0 == pytest.approx(30)
+    assert sorted(rec.tags("finished")) == ["s0", "s1", "s2", "w0", "w1", "w2"]
+    assert stats.classes["serial"].succeeded == 3
+    assert stats.classes["wide"].succeeded == 3
+    assert [c.id for c in await store.pending(PendingQuery())] == [later]
+
+
+async def test_run_due_calls_with_nothing_due_returns_at_once(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    call = make_call("c", rec)
+    t0 = trio.current_time()
+    stats = await run_due_calls(MemoryStore(), [call], clock=clock)
+    assert trio.current_time() == t0
+    assert stats.classes["c"].started == 0

@@ -27,6 +27,7 @@ from ._scheduler import Scheduler as Scheduler
 from ._scheduler import SchedulerStatistics as SchedulerStatistics
 from ._scheduler import list_pending as list_pending
 from ._scheduler import open_scheduler as open_scheduler
+from ._scheduler import run_due_calls as run_due_calls
 from ._scheduler import schedule_call as schedule_call
 from ._store import PendingQuery as PendingQuery
 from ._store import Store as Store

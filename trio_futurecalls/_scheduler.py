@@ -253,6 +253,9 @@ class Scheduler:
         self._done = trio.Event()
         self._closed = False
         self._calls_nursery: trio.Nursery | None = None
+        # Run-once ("maintenance") mode: start only calls due by this time, then stop.
+        self._run_until: datetime | None = None
+        self._drained = trio.Event()
 
     # -- public API -------------------------------------------------------------------
 
@@ -463,6 +466,7 @@ class Scheduler:
     async def _dispatch_loop(self) -> None:
         backoff = 0.0
         recheck = self._store.recheck_interval
+        until = self._run_until
         while True:
             self._wakeup = trio.Event()
             self._awake = True
@@ -470,7 +474,8 @@ class Scheduler:
                 limit, slots = self._free_slots()
                 next_due: datetime | None = None
                 if slots:
-                    claimed = await self._store.claim(self._clock(), slots, limit)
+                    now = self._clock() if until is None else min(self._clock(), until)
+                    claimed = await self._store.claim(now, slots, limit)
                     if claimed:
                         for call in claimed:
                             self._start(call)
@@ -479,8 +484,14 @@ class Scheduler:
                         await trio.lowlevel.checkpoint()
                         continue
                     limit, slots = self._free_slots()
-                    if slots:
+                    if slots and until is None:
                         next_due = await self._store.next_due(slots.keys())
+                if until is not None and not self._running:
+                    # Run-once mode: done when nothing due by `until` is left to start.
+                    first = await self._store.next_due(self._classes.keys())
+                    if first is None or first > until:
+                        self._drained.set()
+                        return
                 backoff = 0.0
             except StoreError as exc:
                 backoff = min(max(backoff * 2, 0.05), 30.0)
@@ -580,7 +591,7 @@ class Scheduler:
             was_blocked = self._global.available_tokens < 1 or state.limiter.available_tokens < 1
             state.limiter.release_on_behalf_of(token)
             self._global.release_on_behalf_of(token)
-            if was_blocked:
+            if was_blocked or self._run_until is not None:
                 self._wake()
 
     async def _dead_letter(self, call: StoredCall, error: str) -> None:
@@ -693,12 +704,42 @@ async def open_scheduler(
         clock=clock,
         unknown_check_interval=unknown_check_interval,
     )
+    async with _serve(scheduler):
+        yield scheduler
+
+
+async def run_due_calls(
+    store: Store,
+    calls: Iterable[type[FutureCall]],
+    *,
+    max_concurrent: int | _Unset | None = _UNSET,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    clock: Clock = utc_now,
+) -> SchedulerStatistics:
+    """Run-once ("maintenance") mode: run every call due now, wait for them, return.
+
+    Calls due later than the moment this starts are left alone, as are calls of
+    classes not in ``calls``. Limits apply as in :func:`open_scheduler`. Returns the
+    statistics of the run.
+    """
+    scheduler = Scheduler(
+        store, calls, max_concurrent=max_concurrent, grace_period=grace_period, clock=clock
+    )
+    scheduler._run_until = clock()
+    async with _serve(scheduler):
+        await scheduler._drained.wait()
+    return scheduler.statistics()
+
+
+@asynccontextmanager
+async def _serve(scheduler: Scheduler) -> AsyncIterator[None]:
+    """Run ``scheduler`` in a nursery around the block; unwrap errors for users."""
     body_exc: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler._run)
             try:
-                yield scheduler
+                yield
             except BaseException as exc:
                 body_exc = exc
                 raise
