@@ -184,8 +184,11 @@ async def test_pending_filters(store: Store) -> None:
 
 async def test_pending_names_counts(store: Store) -> None:
     assert await store.pending_names() == {}
-    await store.schedule([new("a"), new("a"), new("gone")])
+    await store.schedule([new("a", due=1), new("a", due=5), new("gone", due=9)])
     assert await store.pending_names() == {"a": 2, "gone": 1}
+    assert await store.pending_names(due_by=at(5)) == {"a": 2}
+    assert await store.pending_names(due_by=at(4)) == {"a": 1}
+    assert await store.pending_names(due_by=at(0)) == {}
 
 
 async def test_listeners_hear_the_earliest_due_time(store: Store) -> None:

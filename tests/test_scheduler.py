@@ -19,6 +19,7 @@ from trio_futurecalls import (
     MemoryStore,
     NewCall,
     PendingQuery,
+    QueueLength,
     SchedulerClosedError,
     SchedulerError,
     StoredCall,
@@ -504,3 +505,59 @@ async def test_run_due_calls_with_nothing_due_returns_at_once(
     stats = await run_due_calls(MemoryStore(), [call], clock=clock)
     assert trio.current_time() == t0
     assert stats.classes["c"].started == 0
+
+
+async def test_statistics_and_queue_lengths(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    slow = make_call("slow", rec, max_concurrent=1)
+    other = make_call("other", rec, max_concurrent=None)
+    store = MemoryStore()
+    now = clock()
+    await store.schedule([NewCall(name="ghost", payload="null", due_at=now, scheduled_at=now)])
+    async with open_scheduler(store, [slow, other], clock=clock) as s:
+        for i in range(4):
+            await s.schedule(slow, {"tag": i, "sleep": 10}, delay=0)
+        await s.schedule(other, {"tag": "f", "fail": True, "sleep": 2}, delay=0)
+        await s.schedule(other, {"tag": "later"}, delay=3600)
+        await trio.sleep(1)
+        lengths = await s.queue_lengths()
+        assert lengths["slow"] == QueueLength(pending=3, due=3)  # one running, three waiting
+        assert lengths["other"] == QueueLength(pending=1, due=0)
+        assert lengths["ghost"] == QueueLength(pending=1, due=1)
+        await trio.sleep(100)
+        stats = s.statistics()
+    slow_stats = stats.classes["slow"]
+    assert (slow_stats.started, slow_stats.succeeded, slow_stats.finished) == (4, 4, 4)
+    # Waits were 0, 10, 20 and 30 s; each run took 10 s.
+    assert slow_stats.wait.count == 4
+    assert slow_stats.wait.max == pytest.approx(30)
+    assert slow_stats.average_wait_seconds == pytest.approx(15)
+    assert slow_stats.run.p50 == pytest.approx(10)
+    assert slow_stats.run.p99 == pytest.approx(10)
+    assert stats.classes["other"].failed == 1
+    assert stats.total.started == 5
+    assert stats.total.run.count == 5
+    assert stats.total.failed == 1
+    assert stats.running == 0
+
+
+def test_distribution_quantiles_interpolate_within_buckets() -> None:
+    from trio_futurecalls._stats import Recorder as StatsRecorder
+
+    recorder = StatsRecorder()
+    assert recorder.snapshot().p50 is None
+    for value in [0.002] * 50 + [0.2] * 49 + [4.0]:
+        recorder.add(value)
+    dist = recorder.snapshot()
+    assert dist.count == 100
+    p50 = dist.p50
+    assert p50 is not None
+    assert 0.001 <= p50 <= 0.0025
+    p95 = dist.p95
+    assert p95 is not None
+    assert 0.1 <= p95 <= 0.25
+    assert dist.quantile(1.0) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="within"):
+        dist.quantile(1.5)

@@ -27,8 +27,12 @@ from ._scheduler import Scheduler as Scheduler
 from ._scheduler import SchedulerStatistics as SchedulerStatistics
 from ._scheduler import list_pending as list_pending
 from ._scheduler import open_scheduler as open_scheduler
+from ._scheduler import queue_lengths as queue_lengths
 from ._scheduler import run_due_calls as run_due_calls
 from ._scheduler import schedule_call as schedule_call
+from ._stats import BUCKETS as BUCKETS
+from ._stats import Distribution as Distribution
+from ._stats import QueueLength as QueueLength
 from ._store import PendingQuery as PendingQuery
 from ._store import Store as Store
 from ._validate import MAX_DELAY as MAX_DELAY

@@ -40,6 +40,8 @@ from ._errors import (
 )
 from ._model import CallInfo, NewCall, StoredCall
 from ._payload import decode_payload, encode_payload
+from ._stats import Distribution, QueueLength
+from ._stats import Recorder as StatsRecorder
 from ._store import PendingQuery, Store
 from ._validate import (
     check_identifier,
@@ -154,7 +156,7 @@ async def schedule_call(
 @final
 @attrs.frozen(kw_only=True)
 class ClassStatistics:
-    """Counters of one call class in one scheduler (since it started)."""
+    """Counters of one call class in one scheduler since it started (or all classes)."""
 
     name: str
     max_concurrent: int | None
@@ -163,19 +165,24 @@ class ClassStatistics:
     succeeded: int
     failed: int
     cancelled: int
-    total_wait_seconds: float
-    total_run_seconds: float
-    finished: int
+    #: Start minus due time of started calls.
+    wait: Distribution
+    #: Execution time of finished calls.
+    run: Distribution
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
 
     @property
     def average_wait_seconds(self) -> float | None:
         """Average of (start - due) over started calls."""
-        return self.total_wait_seconds / self.started if self.started else None
+        return self.wait.mean
 
     @property
     def average_run_seconds(self) -> float | None:
         """Average execution time over finished calls."""
-        return self.total_run_seconds / self.finished if self.finished else None
+        return self.run.mean
 
 
 @final
@@ -186,6 +193,8 @@ class SchedulerStatistics:
     max_concurrent: int | None
     running: int
     classes: dict[str, ClassStatistics]
+    #: All classes together (``name`` is ``"*"``).
+    total: ClassStatistics
 
 
 @attrs.define(eq=False)
@@ -197,9 +206,21 @@ class _ClassState:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
-    finished: int = 0
-    total_wait: float = 0.0
-    total_run: float = 0.0
+    wait: StatsRecorder = attrs.Factory(StatsRecorder)
+    run: StatsRecorder = attrs.Factory(StatsRecorder)
+
+    def snapshot(self, name: str) -> ClassStatistics:
+        return ClassStatistics(
+            name=name,
+            max_concurrent=self.limit,
+            running=int(self.limiter.borrowed_tokens),
+            started=self.started,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            wait=self.wait.snapshot(),
+            run=self.run.snapshot(),
+        )
 
 
 @attrs.define(eq=False)
@@ -362,25 +383,31 @@ class Scheduler:
         return [r.info for r in self._running.values()]
 
     def statistics(self) -> SchedulerStatistics:
-        """Counters per class since this scheduler started."""
-        classes = {
-            name: ClassStatistics(
-                name=name,
-                max_concurrent=state.limit,
-                running=int(state.limiter.borrowed_tokens),
-                started=state.started,
-                succeeded=state.succeeded,
-                failed=state.failed,
-                cancelled=state.cancelled,
-                total_wait_seconds=state.total_wait,
-                total_run_seconds=state.total_run,
-                finished=state.finished,
-            )
-            for name, state in self._classes.items()
-        }
-        return SchedulerStatistics(
-            max_concurrent=self._limit, running=len(self._running), classes=classes
+        """Counters and time distributions per class (and in total) since start."""
+        classes = {name: state.snapshot(name) for name, state in self._classes.items()}
+        parts = list(classes.values())
+        total = ClassStatistics(
+            name="*",
+            max_concurrent=self._limit,
+            running=len(self._running),
+            started=sum(c.started for c in parts),
+            succeeded=sum(c.succeeded for c in parts),
+            failed=sum(c.failed for c in parts),
+            cancelled=sum(c.cancelled for c in parts),
+            wait=StatsRecorder.merge([c.wait for c in parts]),
+            run=StatsRecorder.merge([c.run for c in parts]),
         )
+        return SchedulerStatistics(
+            max_concurrent=self._limit, running=len(self._running), classes=classes, total=total
+        )
+
+    async def queue_lengths(self) -> dict[str, QueueLength]:
+        """Per name in the store: pending calls, and how many are due (waiting for a slot).
+
+        Registered classes are always present (with zeros); names no class matches
+        appear too.
+        """
+        return await queue_lengths(self._store, self._registry, self._clock())
 
     async def shutdown(self, grace_period: float | None = None) -> None:
         """Stop starting calls, give running ones ``grace_period`` s, then cancel them.
@@ -533,7 +560,7 @@ class Scheduler:
             started_at=started_wall,
         )
         state.started += 1
-        state.total_wait += max(0.0, (started_wall - call.due_at).total_seconds())
+        state.wait.add((started_wall - call.due_at).total_seconds())
         outcome = "cancelled"
         scope = trio.CancelScope()
         self._running[call.id] = _Running(info, scope)
@@ -573,8 +600,7 @@ class Scheduler:
         finally:
             # Runs on cancellation too (Cancelled is never swallowed here).
             del self._running[call.id]
-            state.finished += 1
-            state.total_run += trio.current_time() - started
+            state.run.add(trio.current_time() - started)
             if outcome == "succeeded":
                 state.succeeded += 1
             elif outcome == "failed":
@@ -631,6 +657,19 @@ class Scheduler:
                             extra={"call_name": name},
                         )
             await trio.sleep(self._unknown_interval)
+
+
+async def queue_lengths(
+    store: Store, names: Iterable[str] = (), now: datetime | None = None
+) -> dict[str, QueueLength]:
+    """Pending and due counts per name in ``store`` (``names`` are listed even if 0)."""
+    when = utc_now() if now is None else now
+    pending = await store.pending_names()
+    due = await store.pending_names(due_by=when)
+    out = {name: QueueLength(pending=0, due=0) for name in names}
+    for name, count in pending.items():
+        out[name] = QueueLength(pending=count, due=due.get(name, 0))
+    return dict(sorted(out.items()))
 
 
 async def list_pending(

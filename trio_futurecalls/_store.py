@@ -71,8 +71,12 @@ class Store(Protocol):
         """Pending calls matching ``query``, earliest due first (ties: id). No claim."""
         ...
 
-    async def pending_names(self) -> dict[str, int]:
-        """Names of pending calls with their counts (used to find unknown names)."""
+    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
+        """Names of pending calls with their counts (only ``due_at <= due_by`` if given).
+
+        Used to find unknown names and to measure queue lengths; names with no
+        matching call are left out.
+        """
         ...
 
     async def next_due(self, names: Collection[str]) -> datetime | None:

@@ -95,10 +95,11 @@ class MemoryStore:
         found.sort(key=lambda c: (c.due_at, c.id))
         return found if query.limit is None else found[: query.limit]
 
-    async def pending_names(self) -> dict[str, int]:
+    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
         for c in self._calls.values():
-            counts[c.name] = counts.get(c.name, 0) + 1
+            if due_by is None or c.due_at <= due_by:
+                counts[c.name] = counts.get(c.name, 0) + 1
         return counts
 
     def _top(self, name: str) -> tuple[datetime, int] | None:

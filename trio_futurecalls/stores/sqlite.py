@@ -274,9 +274,10 @@ class SQLiteStore:
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [_row_to_call(row) for row in rows]
 
-    async def pending_names(self) -> dict[str, int]:
+    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
         sql = self._q["pending_names"]
-        rows = await self._run(lambda conn: conn.execute(sql).fetchall())
+        params = (None if due_by is None else to_micros(due_by),)
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return {name: count for name, count in rows}
 
     async def next_due(self, names: Collection[str]) -> datetime | None:

@@ -20,7 +20,10 @@ ORDER BY due_at, id
 LIMIT coalesce(:limit, -1);
 
 -- name: pending_names
-SELECT name, count(*) FROM futurecalls_calls GROUP BY name;
+-- The parameter is NULL (all pending calls) or a due_at bound (inclusive).
+SELECT name, count(*) FROM futurecalls_calls
+WHERE ?1 IS NULL OR due_at <= ?1
+GROUP BY name;
 
 -- name: next_due_of_name
 SELECT min(due_at) FROM futurecalls_calls WHERE name = ?;
