@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import trio
 
-from trio_futurecalls import NewCall, PendingQuery, Store, StoredCall
+from trio_futurecalls import Lease, NewCall, PendingQuery, Store, StoredCall
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -251,3 +252,87 @@ async def test_sessions_are_distinct_and_closed_after(store: Store) -> None:
         assert first is not second
     assert getattr(first, "closed", True) is True
     assert getattr(second, "closed", True) is True
+
+
+# -- at-least-once: leases ------------------------------------------------------------
+
+
+def lease(owner: str, until: float, *names: str) -> Lease:
+    return Lease(owner=owner, expires_at=at(until), names=frozenset(names or ("a",)))
+
+
+async def test_claim_counts_attempts(store: Store) -> None:
+    await store.schedule([new(), attrs.evolve(new(), attempts=2)])
+    first, second = await store.claim(at(1), {"a": 5}, 5)
+    assert (first.attempts, second.attempts) == (1, 3)
+
+
+async def test_leased_rows_stay_but_are_not_pending(store: Store) -> None:
+    (leased_id,) = await store.schedule([new("a", due=1)])
+    (deleted_id,) = await store.schedule([new("b", due=2)])
+    claimed = await store.claim(at(5), {"a": 5, "b": 5}, 5, lease("w1", 100, "a"))
+    assert [(c.id, c.due_at, c.attempts) for c in claimed] == [
+        (leased_id, at(1), 1),
+        (deleted_id, at(2), 1),
+    ]
+    # Neither is pending; a leased row cannot be cancelled (its call is running).
+    assert await store.pending(PendingQuery()) == []
+    assert await store.pending_names() == {}
+    assert await store.cancel(leased_id) is False
+    # Another worker cannot take it while the lease holds...
+    assert await store.claim(at(99), {"a": 5}, 5, lease("w2", 200)) == []
+    # ...and the store knows when it could: at the lease's expiry.
+    assert await store.next_due(["a"]) == at(100)
+
+
+async def test_expired_lease_is_claimed_again_with_the_next_attempt(store: Store) -> None:
+    (call_id,) = await store.schedule([new()])
+    await store.claim(at(1), {"a": 1}, 1, lease("dead-worker", 30))
+    (again,) = await store.claim(at(30), {"a": 1}, 1, lease("w2", 60))
+    assert (again.id, again.attempts) == (call_id, 2)
+    # The first owner lost it: it can neither renew, complete nor release it.
+    assert await store.renew("dead-worker", [call_id], at(90)) == set()
+    assert await store.complete("dead-worker", call_id) is False
+    assert await store.release("dead-worker", call_id, at(1)) is False
+    assert await store.complete("w2", call_id) is True
+    assert await store.claim(at(1000), {"a": 1}, 1, lease("w3", 2000)) == []
+
+
+async def test_renew_extends_only_owned_leases(store: Store) -> None:
+    ids = await store.schedule([new(), new()])
+    await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))
+    await store.claim(at(1), {"a": 1}, 1, lease("w2", 30))
+    assert await store.renew("w1", ids, at(90)) == {ids[0]}
+    assert await store.renew("w1", [], at(90)) == set()
+    # w2's lease expired at 30; w1's now runs to 90.
+    (taken,) = await store.claim(at(60), {"a": 5}, 5, lease("w3", 120))
+    assert taken.id == ids[1]
+
+
+async def test_release_makes_the_call_pending_again(store: Store) -> None:
+    (call_id,) = await store.schedule([new(identifier="k")])
+    await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))
+    heard: list[datetime] = []
+    store.add_listener(heard.append)
+    assert await store.release("w1", call_id, at(5)) is True
+    (pending,) = await store.pending(PendingQuery())
+    assert (pending.id, pending.due_at, pending.attempts) == (call_id, at(5), 1)
+    assert pending.identifier == "k"
+    # A shutdown release gives the attempt back.
+    await store.claim(at(5), {"a": 1}, 1, lease("w1", 30))
+    assert await store.release("w1", call_id, at(6), refund_attempt=True) is True
+    (pending,) = await store.pending(PendingQuery())
+    assert pending.attempts == 1
+    with trio.move_on_after(5):
+        while not heard:  # noqa: ASYNC110 - a store may deliver from another connection
+            await trio.sleep(0.01)
+    assert heard
+
+
+async def test_dead_letter_of_a_leased_call_removes_the_row(store: Store) -> None:
+    (call_id,) = await store.schedule([new()])
+    (call,) = await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))
+    await store.dead_letter(call, "gave up", at(2), owner="w1")
+    (dead,) = await store.dead_letters()
+    assert (dead.call_id, dead.attempts, dead.error) == (call_id, 1, "gave up")
+    assert await store.claim(at(1000), {"a": 1}, 1) == []

@@ -16,6 +16,7 @@ from trio.testing import MockClock
 
 from trio_futurecalls import (
     FutureCall,
+    Lease,
     MemoryStore,
     NewCall,
     PendingQuery,
@@ -179,26 +180,37 @@ async def test_cancel_by_id_and_by_identifier(
     assert rec.tags() == ["keep"]
 
 
-async def test_failing_call_is_logged_and_isolated(
-    autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
+async def test_failing_call_is_logged_isolated_and_kept_as_dead_letter(
+    autojump_clock: MockClock,
+    clock: Callable[[], datetime],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     rec = Recorder()
     call = make_call("flaky", rec, max_concurrent=None)
-    async with open_scheduler(MemoryStore(), [call], clock=clock) as s:
+    store = MemoryStore()
+    async with open_scheduler(store, [call], clock=clock) as s:
         bad = await s.schedule(call, {"tag": "bad", "fail": True, "sleep": 1}, identifier="k")
         await s.schedule(call, {"tag": "good", "sleep": 2}, delay=0)
         await trio.sleep(10)
         stats = s.statistics().classes["flaky"]
     assert rec.tags("finished") == ["good"]
-    assert (stats.started, stats.succeeded, stats.failed) == (2, 1, 1)
-    (record,) = [r for r in caplog.records if r.name == "trio_futurecalls.call"]
+    assert (stats.started, stats.succeeded, stats.failed, stats.dead_lettered) == (2, 1, 1, 1)
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.name == "trio_futurecalls.call"
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert "failed on purpose" in str(record.exc_info[1])
     assert getattr(record, "call_id") == bad  # noqa: B009
     assert getattr(record, "call_identifier") == "k"  # noqa: B009
     assert getattr(record, "call_name") == "flaky"  # noqa: B009
+    assert getattr(record, "call_attempt") == 1  # noqa: B009
     assert "due" in record.getMessage()
+    # max_attempts defaults to 1: the failed call is kept, with its traceback.
+    (dead,) = await store.dead_letters()
+    assert dead.call_id == bad
+    assert dead.identifier == "k"
+    assert "RuntimeError: call bad failed on purpose" in dead.error
+    assert "Traceback" in dead.error
 
 
 async def test_shutdown_drains_within_grace_then_cancels(
@@ -377,9 +389,11 @@ class CountingStore(MemoryStore):
 
     claims = 0
 
-    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> list[StoredCall]:
         self.claims += 1
-        return await super().claim(now, slots, limit)
+        return await super().claim(now, slots, limit, lease)
 
 
 class FlakyStore(MemoryStore):
@@ -390,11 +404,13 @@ class FlakyStore(MemoryStore):
         self.failures = failures
         self.error = error
 
-    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> list[StoredCall]:
         if self.failures:
             self.failures -= 1
             raise self.error
-        return await super().claim(now, slots, limit)
+        return await super().claim(now, slots, limit, lease)
 
 
 async def test_store_outage_is_retried_with_backoff(

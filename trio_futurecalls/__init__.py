@@ -16,10 +16,16 @@ from ._errors import StoreUnavailableError as StoreUnavailableError
 from ._errors import UnregisteredCallError as UnregisteredCallError
 from ._model import CallInfo as CallInfo
 from ._model import DeadLetter as DeadLetter
+from ._model import Lease as Lease
 from ._model import NewCall as NewCall
 from ._model import StoredCall as StoredCall
 from ._payload import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from ._retry import Backoff as Backoff
+from ._retry import Delivery as Delivery
+from ._retry import ExponentialBackoff as ExponentialBackoff
+from ._retry import FixedBackoff as FixedBackoff
 from ._scheduler import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
+from ._scheduler import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION
 from ._scheduler import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
 from ._scheduler import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
 from ._scheduler import ClassStatistics as ClassStatistics

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 from ._errors import InvalidArgumentError, UnregisteredCallError
 from ._model import CallInfo
 from ._payload import check_payload_type
-from ._validate import check_limit, check_name
+from ._retry import Backoff, Delivery, ExponentialBackoff
+from ._validate import check_limit, check_name, check_positive_seconds
 
 
 class FutureCall:
@@ -34,6 +35,16 @@ class FutureCall:
     max_concurrent: ClassVar[int | None] = 1
     #: None for any JSON value, or an attrs class that payloads are converted to/from.
     payload_type: ClassVar[type[Any] | None] = None
+    #: ``Delivery.AT_MOST_ONCE`` or ``AT_LEAST_ONCE``; None: the scheduler's default.
+    delivery: ClassVar[Delivery | None] = None
+    #: Attempts before a failing call goes to dead letters (1: no retries).
+    max_attempts: ClassVar[int] = 1
+    #: Seconds to wait before the next attempt, given the attempt that failed.
+    retry_backoff: ClassVar[Backoff] = ExponentialBackoff()
+    #: Exception types that fail the call at once, whatever attempts are left.
+    no_retry_on: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Seconds one attempt may run before it is cancelled (a failed attempt); None: no limit.
+    timeout: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -44,6 +55,27 @@ class FutureCall:
             check_limit(cls.__dict__["max_concurrent"], f"{cls.__qualname__}.max_concurrent")
         if "payload_type" in cls.__dict__:
             check_payload_type(cls.__dict__["payload_type"], cls.__qualname__)
+        where = cls.__qualname__
+        if "delivery" in cls.__dict__ and not (
+            cls.delivery is None or isinstance(cls.delivery, Delivery)
+        ):
+            raise InvalidArgumentError(f"{where}.delivery must be a Delivery or None")
+        if "max_attempts" in cls.__dict__:
+            attempts = cls.__dict__["max_attempts"]
+            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+                raise InvalidArgumentError(f"{where}.max_attempts must be an int >= 1")
+        if "retry_backoff" in cls.__dict__ and not callable(cls.__dict__["retry_backoff"]):
+            raise InvalidArgumentError(f"{where}.retry_backoff must be callable")
+        if "no_retry_on" in cls.__dict__:
+            types = cls.__dict__["no_retry_on"]
+            if not isinstance(types, tuple) or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in types
+            ):
+                raise InvalidArgumentError(f"{where}.no_retry_on must be a tuple of exceptions")
+        if "timeout" in cls.__dict__ and cls.__dict__["timeout"] is not None:
+            timeout = check_positive_seconds(cls.__dict__["timeout"], f"{where}.timeout")
+            if not timeout:
+                raise InvalidArgumentError(f"{where}.timeout must be > 0 or None")
 
     def __init__(self, info: CallInfo) -> None:
         self.info = info

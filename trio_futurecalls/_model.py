@@ -16,6 +16,8 @@ class NewCall:
     due_at: datetime
     identifier: str | None = None
     scheduled_at: datetime
+    #: Attempts already made (a retry of an at-most-once call is stored anew with these).
+    attempts: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -28,6 +30,20 @@ class StoredCall:
     due_at: datetime
     identifier: str | None
     scheduled_at: datetime
+    #: Attempts started so far; in a claimed call this includes the one starting now.
+    attempts: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Lease:
+    """How a claim leases rows instead of deleting them (at-least-once delivery)."""
+
+    #: Unique per scheduler; only the owner may renew, complete or release the row.
+    owner: str
+    #: Until when the rows are leased; afterwards any worker may claim them again.
+    expires_at: datetime
+    #: Names whose rows are leased; rows of other names are deleted as they are claimed.
+    names: frozenset[str]
 
 
 @attrs.frozen(kw_only=True)

@@ -20,10 +20,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+import socket
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Final, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
 import trio
@@ -38,8 +41,9 @@ from ._errors import (
     StoreError,
     UnregisteredCallError,
 )
-from ._model import CallInfo, NewCall, StoredCall
+from ._model import CallInfo, Lease, NewCall, StoredCall
 from ._payload import decode_payload, encode_payload
+from ._retry import Delivery, backoff_delay
 from ._stats import Distribution, QueueLength
 from ._stats import Recorder as StatsRecorder
 from ._store import PendingQuery, Store
@@ -58,6 +62,15 @@ DEFAULT_MAX_CONCURRENT: Final = 100
 DEFAULT_GRACE_PERIOD: Final = 30.0
 #: Most calls claimed in one store round trip.
 MAX_CLAIM_BATCH: Final = 512
+#: Default lease length of at-least-once calls (renewed every third of it).
+DEFAULT_LEASE_DURATION: Final = 60.0
+#: Longest a store write after a call (complete, release, retry, dead letter) may take,
+#: shielded from cancellation so that shutdown cannot interrupt it half-way.
+CLEANUP_TIMEOUT: Final = 10.0
+
+LEASED: Final = Delivery.AT_LEAST_ONCE
+
+T = TypeVar("T")
 
 _log = logging.getLogger("trio_futurecalls.scheduler")
 _call_log = logging.getLogger("trio_futurecalls.call")
@@ -101,13 +114,19 @@ def global_limit_from_env(value: int | _Unset | None = _UNSET) -> int | None:
 
 
 def _call_fields(call: StoredCall) -> dict[str, object]:
+    """Structured fields carried by every log record about a call."""
     return {
         "call_name": call.name,
         "call_id": call.id,
         "call_identifier": call.identifier,
         "call_due_at": call.due_at.isoformat(),
-        "call_attempt": 1,
+        "call_attempt": call.attempts,
     }
+
+
+def _error_text(exc: BaseException, limit: int = 8000) -> str:
+    text = "".join(traceback.format_exception(exc)).strip()
+    return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2 :]
 
 
 def build_new_call(
@@ -165,6 +184,10 @@ class ClassStatistics:
     succeeded: int
     failed: int
     cancelled: int
+    #: Failed attempts that were scheduled again.
+    retried: int
+    #: Calls given up on and kept as dead letters.
+    dead_lettered: int
     #: Start minus due time of started calls.
     wait: Distribution
     #: Execution time of finished calls.
@@ -202,10 +225,13 @@ class _ClassState:
     cls: type[FutureCall]
     limiter: trio.CapacityLimiter
     limit: int | None
+    delivery: Delivery
     started: int = 0
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
     wait: StatsRecorder = attrs.Factory(StatsRecorder)
     run: StatsRecorder = attrs.Factory(StatsRecorder)
 
@@ -218,6 +244,8 @@ class _ClassState:
             succeeded=self.succeeded,
             failed=self.failed,
             cancelled=self.cancelled,
+            retried=self.retried,
+            dead_lettered=self.dead_lettered,
             wait=self.wait.snapshot(),
             run=self.run.snapshot(),
         )
@@ -227,6 +255,11 @@ class _ClassState:
 class _Running:
     info: CallInfo
     scope: trio.CancelScope
+    leased: bool
+    #: Wall time our lease runs out unless renewed (leased calls only).
+    lease_expires_at: datetime | None = None
+    #: Set when the lease was lost: another worker may run the call now.
+    lost: bool = False
 
 
 @final
@@ -243,6 +276,9 @@ class Scheduler:
         execute: bool = True,
         clock: Clock = utc_now,
         unknown_check_interval: float = 60.0,
+        default_delivery: Delivery = Delivery.AT_MOST_ONCE,
+        lease_duration: float = DEFAULT_LEASE_DURATION,
+        lease_renew_interval: float | None = None,
     ) -> None:
         if not isinstance(store, Store):
             raise InvalidArgumentError(f"store must implement the Store protocol, got {store!r}")
@@ -258,13 +294,37 @@ class Scheduler:
         if not interval:
             raise InvalidArgumentError("unknown_check_interval must be > 0")
         self._unknown_interval = interval
+        if not isinstance(default_delivery, Delivery):
+            raise InvalidArgumentError(
+                f"default_delivery must be a Delivery, got {default_delivery!r}"
+            )
+        lease = check_positive_seconds(lease_duration, "lease_duration")
+        if not lease:
+            raise InvalidArgumentError("lease_duration must be > 0")
+        renew = check_positive_seconds(
+            lease / 3 if lease_renew_interval is None else lease_renew_interval,
+            "lease_renew_interval",
+        )
+        if not renew or renew >= lease:
+            raise InvalidArgumentError(
+                f"lease_renew_interval must be > 0 and shorter than lease_duration ({lease} s)"
+            )
+        self._lease_duration = lease
+        self._renew_interval = renew
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._global = trio.CapacityLimiter(math.inf if self._limit is None else self._limit)
         self._classes: dict[str, _ClassState] = {}
         for name, cls in self._registry.items():
             limit = cls.max_concurrent
             self._classes[name] = _ClassState(
-                cls, trio.CapacityLimiter(math.inf if limit is None else limit), limit
+                cls,
+                trio.CapacityLimiter(math.inf if limit is None else limit),
+                limit,
+                cls.delivery or default_delivery,
             )
+        self._leased_names = frozenset(
+            name for name, state in self._classes.items() if state.delivery is LEASED
+        )
         self._running: dict[int, _Running] = {}
         self._reported_unknown: set[str] = set()
         self._wakeup = trio.Event()
@@ -378,6 +438,31 @@ class Scheduler:
         found.sort(key=lambda c: (c.due_at, c.id))
         return found
 
+    async def move_unknown_to_dead_letters(self, names: Iterable[str] | None = None) -> int:
+        """Move pending calls with unknown names (or just ``names``) to dead letters.
+
+        An explicit operator decision: by default such rows are kept, since another
+        deployment may still know the name. Returns how many were moved.
+        """
+        known = set(self._registry)
+        found = await self._store.pending_names()
+        wanted = set(found) - known if names is None else set(names) - known
+        moved = 0
+        far_future = datetime.max.replace(tzinfo=UTC)
+        for name in sorted(wanted & set(found)):
+            while True:
+                batch = await self._store.claim(
+                    far_future, {name: MAX_CLAIM_BATCH}, MAX_CLAIM_BATCH
+                )
+                if not batch:
+                    break
+                for call in batch:
+                    error = f"no FutureCall class named {name!r} is registered"
+                    await self._store.dead_letter(call, error, self._clock())
+                    moved += 1
+            _log.warning("moved pending calls named %r to dead letters", name)
+        return moved
+
     def running(self) -> list[CallInfo]:
         """Calls running right now."""
         return [r.info for r in self._running.values()]
@@ -394,6 +479,8 @@ class Scheduler:
             succeeded=sum(c.succeeded for c in parts),
             failed=sum(c.failed for c in parts),
             cancelled=sum(c.cancelled for c in parts),
+            retried=sum(c.retried for c in parts),
+            dead_lettered=sum(c.dead_lettered for c in parts),
             wait=StatsRecorder.merge([c.wait for c in parts]),
             run=StatsRecorder.merge([c.run for c in parts]),
         )
@@ -454,30 +541,39 @@ class Scheduler:
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         remove_listener = self._store.add_listener(self._on_scheduled)
         try:
-            async with trio.open_nursery() as calls:
-                self._calls_nursery = calls
-                async with trio.open_nursery() as control:
-                    if self._execute:
-                        control.start_soon(self._dispatch_loop, name="futurecalls-dispatcher")
-                        control.start_soon(self._unknown_names_loop)
-                    task_status.started()
-                    await self._shutdown_requested.wait()
-                    control.cancel_scope.cancel()
-                # Dispatching has stopped: nothing new starts. Running calls get the
-                # grace period, then the deadline cancels them through their scopes.
-                if self._running:
-                    _log.info(
-                        "shutting down: waiting up to %.3g s for %d running call(s)",
-                        self._grace,
-                        len(self._running),
-                    )
-                calls.cancel_scope.deadline = trio.current_time() + self._grace
+            # The lease keeper outlives the calls nursery: leases are renewed through
+            # the grace period, and stop only once every call has ended.
+            async with trio.open_nursery() as keeper:
+                if self._execute and self._leased_names:
+                    keeper.start_soon(self._lease_loop, name="futurecalls-leases")
+                async with trio.open_nursery() as calls:
+                    self._calls_nursery = calls
+                    async with trio.open_nursery() as control:
+                        if self._execute:
+                            control.start_soon(self._dispatch_loop, name="futurecalls-dispatcher")
+                            control.start_soon(self._unknown_names_loop)
+                        task_status.started()
+                        await self._shutdown_requested.wait()
+                        control.cancel_scope.cancel()
+                    # Dispatching has stopped: nothing new starts. Running calls get the
+                    # grace period, then the deadline cancels them through their scopes.
+                    if self._running:
+                        _log.info(
+                            "shutting down: waiting up to %.3g s for %d running call(s)",
+                            self._grace,
+                            len(self._running),
+                        )
+                    calls.cancel_scope.deadline = trio.current_time() + self._grace
+                keeper.cancel_scope.cancel()
         finally:
             remove_listener()
             self._closed = True
             self._done.set()
 
-    # -- the dispatcher ---------------------------------------------------------------
+    @property
+    def owner(self) -> str:
+        """This scheduler's lease owner id (host:pid:random)."""
+        return self._owner
 
     def _free_slots(self) -> tuple[int, dict[str, int]]:
         free_global = self._global.available_tokens
@@ -501,8 +597,16 @@ class Scheduler:
                 limit, slots = self._free_slots()
                 next_due: datetime | None = None
                 if slots:
-                    now = self._clock() if until is None else min(self._clock(), until)
-                    claimed = await self._store.claim(now, slots, limit)
+                    wall = self._clock()
+                    now = wall if until is None else min(wall, until)
+                    lease = None
+                    if self._leased_names:
+                        lease = Lease(
+                            owner=self._owner,
+                            expires_at=wall + timedelta(seconds=self._lease_duration),
+                            names=self._leased_names,
+                        )
+                    claimed = await self._store.claim(now, slots, limit, lease)
                     if claimed:
                         for call in claimed:
                             self._start(call)
@@ -549,8 +653,10 @@ class Scheduler:
         self._calls_nursery.start_soon(self._run_call, state, call, token)
 
     async def _run_call(self, state: _ClassState, call: StoredCall, token: object) -> None:
+        cls = state.cls
         started_wall = self._clock()
         started = trio.current_time()
+        leased = state.delivery is LEASED
         info = CallInfo(
             id=call.id,
             name=call.name,
@@ -558,45 +664,95 @@ class Scheduler:
             due_at=call.due_at,
             scheduled_at=call.scheduled_at,
             started_at=started_wall,
+            attempt=call.attempts,
         )
         state.started += 1
         state.wait.add((started_wall - call.due_at).total_seconds())
+        running = _Running(
+            info,
+            trio.CancelScope(),
+            leased,
+            started_wall + timedelta(seconds=self._lease_duration) if leased else None,
+        )
+        self._running[call.id] = running
         outcome = "cancelled"
-        scope = trio.CancelScope()
-        self._running[call.id] = _Running(info, scope)
         try:
-            with scope:
+            if leased and call.attempts > cls.max_attempts:
+                # Claimed again after its lease expired on the last allowed attempt:
+                # the worker running it died, hung or was cut off. Give up rather than
+                # let a call that kills its worker loop forever.
+                outcome = "failed"
+                await self._give_up(
+                    state,
+                    call,
+                    f"lease expired during attempt {call.attempts - 1} of {cls.max_attempts} "
+                    "(the worker running it died, hung or lost the database)",
+                )
+                return
+            try:
+                payload = decode_payload(cls.payload_type, call.payload)
+            except PayloadDecodeError as exc:
+                outcome = "failed"
+                await self._give_up(state, call, str(exc))
+                return
+            failure: BaseException | None = None
+            timed_out = False
+            with running.scope:
                 try:
-                    payload = decode_payload(state.cls.payload_type, call.payload)
-                except PayloadDecodeError as exc:
-                    outcome = "failed"
-                    _call_log.error(
-                        "call %s (id=%d) not run: %s; moving it to dead letters",
-                        call.name,
-                        call.id,
-                        exc,
-                        extra=_call_fields(call),
-                    )
-                    await self._dead_letter(call, str(exc))
-                    return
-                try:
-                    instance = state.cls(info)
-                    async with self._store.open_session(call) as session:
-                        await instance.invoke(session, payload)
-                except Exception:
-                    outcome = "failed"
-                    _call_log.exception(
-                        "call %s (id=%d, identifier=%r, due %s) failed",
-                        call.name,
-                        call.id,
-                        call.identifier,
-                        call.due_at.isoformat(),
-                        extra=_call_fields(call),
-                    )
-                else:
-                    outcome = "succeeded"
-            if scope.cancelled_caught:
-                outcome = "cancelled"
+                    instance = cls(info)
+                    with trio.move_on_after(
+                        math.inf if cls.timeout is None else cls.timeout
+                    ) as timeout_scope:
+                        async with self._store.open_session(call) as session:
+                            await instance.invoke(session, payload)
+                    timed_out = timeout_scope.cancelled_caught
+                except Exception as exc:
+                    failure = exc
+            if running.scope.cancelled_caught:
+                _call_log.error(
+                    "call %s (id=%d) lost its lease and was cancelled; another worker may run it",
+                    call.name,
+                    call.id,
+                    extra=_call_fields(call),
+                )
+                return
+            if failure is None and not timed_out:
+                outcome = "succeeded"
+                if leased:
+                    await self._complete(call)
+                return
+            outcome = "failed"
+            if timed_out:
+                error = f"timed out after {cls.timeout} s (attempt {call.attempts})"
+                _call_log.error(
+                    "call %s (id=%d, identifier=%r, due %s) %s",
+                    call.name,
+                    call.id,
+                    call.identifier,
+                    call.due_at.isoformat(),
+                    error,
+                    extra=_call_fields(call),
+                )
+                retryable = True
+            else:
+                assert failure is not None
+                error = _error_text(failure)
+                _call_log.error(
+                    "call %s (id=%d, identifier=%r, due %s) failed on attempt %d of %d",
+                    call.name,
+                    call.id,
+                    call.identifier,
+                    call.due_at.isoformat(),
+                    call.attempts,
+                    cls.max_attempts,
+                    exc_info=failure,
+                    extra=_call_fields(call),
+                )
+                retryable = not isinstance(failure, cls.no_retry_on)
+            if retryable and call.attempts < cls.max_attempts:
+                await self._retry(state, call, error)
+            else:
+                await self._give_up(state, call, error)
         finally:
             # Runs on cancellation too (Cancelled is never swallowed here).
             del self._running[call.id]
@@ -607,37 +763,176 @@ class Scheduler:
                 state.failed += 1
             else:
                 state.cancelled += 1
-                _call_log.warning(
-                    "call %s (id=%d) was cancelled after %.3f s",
-                    call.name,
-                    call.id,
-                    trio.current_time() - started,
-                    extra=_call_fields(call),
-                )
+                if not running.lost:
+                    _call_log.warning(
+                        "call %s (id=%d) was cancelled after %.3f s",
+                        call.name,
+                        call.id,
+                        trio.current_time() - started,
+                        extra=_call_fields(call),
+                    )
+                    if leased:
+                        # Shutdown (or an outer cancel) interrupted it: hand it back now
+                        # rather than make other workers wait for the lease to expire.
+                        await self._store_write(
+                            call,
+                            "release",
+                            self._store.release,
+                            self._owner,
+                            call.id,
+                            self._clock(),
+                            refund_attempt=True,
+                        )
             was_blocked = self._global.available_tokens < 1 or state.limiter.available_tokens < 1
             state.limiter.release_on_behalf_of(token)
             self._global.release_on_behalf_of(token)
             if was_blocked or self._run_until is not None:
                 self._wake()
 
-    async def _dead_letter(self, call: StoredCall, error: str) -> None:
-        with trio.move_on_after(30, shield=True) as scope:
+    async def _store_write(
+        self, call: StoredCall, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any
+    ) -> T | None:
+        """A store write after a call, shielded from cancellation, bounded in time."""
+        with trio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
             try:
-                await self._store.dead_letter(call, error, self._clock())
-                return
+                return await fn(*args, **kw)
             except FutureCallsError as exc:
-                failure = repr(exc)
+                _call_log.error(
+                    "call %s (id=%d): could not %s: %s",
+                    call.name,
+                    call.id,
+                    what,
+                    exc,
+                    extra=_call_fields(call),
+                )
+                return None
         if scope.cancelled_caught:
-            failure = "timed out"
-        # Last resort: the row is already claimed, so put everything in the log.
-        _call_log.critical(
-            "could not keep call %s (id=%d) as a dead letter (%s); its payload was %s",
+            _call_log.error(
+                "call %s (id=%d): could not %s within %s s",
+                call.name,
+                call.id,
+                what,
+                CLEANUP_TIMEOUT,
+                extra=_call_fields(call),
+            )
+        return None
+
+    async def _complete(self, call: StoredCall) -> None:
+        done = await self._store_write(
+            call, "delete the finished call", self._store.complete, self._owner, call.id
+        )
+        if done is False:
+            _call_log.warning(
+                "call %s (id=%d) finished after its lease was lost; it may run again",
+                call.name,
+                call.id,
+                extra=_call_fields(call),
+            )
+
+    async def _retry(self, state: _ClassState, call: StoredCall, error: str) -> None:
+        cls = state.cls
+        try:
+            delay = backoff_delay(
+                cls.retry_backoff, call.attempts, f"{cls.__qualname__}.retry_backoff"
+            )
+        except Exception as exc:
+            _call_log.exception("retry_backoff of %s failed", cls.__qualname__)
+            await self._give_up(state, call, f"{error}\n(retry_backoff failed: {exc!r})")
+            return
+        due_at = self._clock() + timedelta(seconds=delay)
+        if state.delivery is LEASED:
+            done = await self._store_write(
+                call, "schedule the retry", self._store.release, self._owner, call.id, due_at
+            )
+        else:
+            # The row went when the call started: store the retry as a new row.
+            retry = NewCall(
+                name=call.name,
+                payload=call.payload,
+                due_at=due_at,
+                identifier=call.identifier,
+                scheduled_at=call.scheduled_at,
+                attempts=call.attempts,
+            )
+            ids = await self._store_write(call, "schedule the retry", self._store.schedule, [retry])
+            done = ids is not None
+            if not done:
+                _call_log.critical(
+                    "call %s (id=%d) lost: its retry could not be stored; payload was %s",
+                    call.name,
+                    call.id,
+                    call.payload,
+                    extra=_call_fields(call),
+                )
+        if done:
+            state.retried += 1
+            _call_log.warning(
+                "call %s (id=%d) will be retried in %.3f s (attempt %d of %d)",
+                call.name,
+                call.id,
+                delay,
+                call.attempts + 1,
+                cls.max_attempts,
+                extra=_call_fields(call),
+            )
+
+    async def _give_up(self, state: _ClassState, call: StoredCall, error: str) -> None:
+        _call_log.error(
+            "call %s (id=%d) moved to dead letters: %s",
             call.name,
             call.id,
-            failure,
-            call.payload,
+            error.splitlines()[-1] if error else error,
             extra=_call_fields(call),
         )
+        owner = self._owner if state.delivery is LEASED else None
+        dead_id = await self._store_write(
+            call,
+            "keep it as a dead letter",
+            self._store.dead_letter,
+            call,
+            error,
+            self._clock(),
+            owner,
+        )
+        if dead_id is not None:
+            state.dead_lettered += 1
+        elif owner is None:
+            # Last resort: the row is already gone, so put everything in the log.
+            _call_log.critical(
+                "call %s (id=%d) lost: could not keep it as a dead letter; payload was %s",
+                call.name,
+                call.id,
+                call.payload,
+                extra=_call_fields(call),
+            )
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await trio.sleep(self._renew_interval)
+            leased = {i: r for i, r in self._running.items() if r.leased and not r.lost}
+            if not leased:
+                continue
+            expires_at = self._clock() + timedelta(seconds=self._lease_duration)
+            kept: set[int] | None
+            try:
+                kept = await self._store.renew(self._owner, leased.keys(), expires_at)
+            except StoreError as exc:
+                _log.warning("could not renew %d lease(s): %s", len(leased), exc)
+                kept = None
+            now = self._clock()
+            for call_id, running in leased.items():
+                if kept is not None and call_id in kept:
+                    running.lease_expires_at = expires_at
+                    continue
+                assert running.lease_expires_at is not None
+                too_late = now + timedelta(seconds=self._renew_interval) >= (
+                    running.lease_expires_at
+                )
+                if (kept is not None or too_late) and self._running.get(call_id) is running:
+                    # Lost (another worker may have it) or about to expire unrenewed:
+                    # stop rather than run on unaware.
+                    running.lost = True
+                    running.scope.cancel()
 
     async def _unknown_names_loop(self) -> None:
         while True:
@@ -720,6 +1015,9 @@ async def open_scheduler(
     execute: bool = True,
     clock: Clock = utc_now,
     unknown_check_interval: float = 60.0,
+    default_delivery: Delivery = Delivery.AT_MOST_ONCE,
+    lease_duration: float = DEFAULT_LEASE_DURATION,
+    lease_renew_interval: float | None = None,
 ) -> AsyncIterator[Scheduler]:
     """Run a scheduler over ``store`` for the ``calls`` classes while the block runs.
 
@@ -730,6 +1028,12 @@ async def open_scheduler(
     * ``grace_period``: seconds running calls get at shutdown before being cancelled.
     * ``execute=False``: this node only schedules; it starts no calls.
     * ``clock``: returns the current aware datetime (tests pass one tied to Trio's clock).
+    * ``default_delivery``: for classes whose ``delivery`` is None
+      (``Delivery.AT_MOST_ONCE`` unless said otherwise).
+    * ``lease_duration`` / ``lease_renew_interval``: for at-least-once calls, how long a
+      claim leases a row (60 s) and how often running calls' leases are renewed (a
+      third of it). A call whose lease cannot be renewed is cancelled before it
+      expires; another worker may run it once it has.
 
     Leaving the block shuts down gracefully (see :meth:`Scheduler.shutdown`). A failure
     inside the scheduler is raised as :class:`SchedulerError`, never a raw group.
@@ -742,6 +1046,9 @@ async def open_scheduler(
         execute=execute,
         clock=clock,
         unknown_check_interval=unknown_check_interval,
+        default_delivery=default_delivery,
+        lease_duration=lease_duration,
+        lease_renew_interval=lease_renew_interval,
     )
     async with _serve(scheduler):
         yield scheduler
@@ -754,6 +1061,8 @@ async def run_due_calls(
     max_concurrent: int | _Unset | None = _UNSET,
     grace_period: float = DEFAULT_GRACE_PERIOD,
     clock: Clock = utc_now,
+    default_delivery: Delivery = Delivery.AT_MOST_ONCE,
+    lease_duration: float = DEFAULT_LEASE_DURATION,
 ) -> SchedulerStatistics:
     """Run-once ("maintenance") mode: run every call due now, wait for them, return.
 
@@ -762,7 +1071,13 @@ async def run_due_calls(
     statistics of the run.
     """
     scheduler = Scheduler(
-        store, calls, max_concurrent=max_concurrent, grace_period=grace_period, clock=clock
+        store,
+        calls,
+        max_concurrent=max_concurrent,
+        grace_period=grace_period,
+        clock=clock,
+        default_delivery=default_delivery,
+        lease_duration=lease_duration,
     )
     scheduler._run_until = clock()
     async with _serve(scheduler):

@@ -10,7 +10,13 @@ statement:
 
 * ``claim`` is ``DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``:
   rows are removed in the same step that hands them to the dispatcher, which starts
-  them at once (at-most-once; a call that has not started is never lost).
+  them at once (at-most-once; a call that has not started is never lost). For names
+  under a :class:`Lease` it is an ``UPDATE ... RETURNING`` instead: the row stays,
+  owned by the worker until the lease expires (at-least-once), and ``complete``,
+  ``release``, ``renew`` and ``dead_letter`` act on it only while that worker owns it.
+* A leased row's ``due_at`` is its lease expiry: an expired lease is simply a due row,
+  so ``claim`` and ``next_due`` need no separate recovery step. ``pending`` and
+  ``pending_names`` leave leased rows out (their calls are running).
 * ``add_listener`` lets the store push wake-ups (in-process schedules, or PostgreSQL
   ``LISTEN/NOTIFY`` from other processes) so the dispatcher never polls;
   ``recheck_interval`` is the store's fallback for changes it cannot observe.
@@ -28,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._model import DeadLetter, NewCall, StoredCall
+from ._model import DeadLetter, Lease, NewCall, StoredCall
 
 #: A wake-up listener: called (synchronously, in the Trio thread) with the earliest
 #: due time among calls that were just scheduled.
@@ -83,17 +89,48 @@ class Store(Protocol):
         """Earliest due time among pending calls with one of ``names``; None if none."""
         ...
 
-    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
-        """Atomically remove and return due calls (``due_at <= now``).
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> list[StoredCall]:
+        """Atomically take and return due calls (``due_at <= now``).
 
         At most ``slots[name]`` calls of each name and ``limit`` in total, the
         earliest due first across names (ties: id). Names not in ``slots`` are not
-        touched. A call returned here is owned by the caller, which starts it at once.
+        touched. Each taken row's ``attempts`` goes up by one. Rows of names in
+        ``lease.names`` are leased to ``lease.owner`` until ``lease.expires_at`` (their
+        ``due_at`` becomes the expiry); all other taken rows are deleted. The returned
+        calls carry the due time they had before the claim and the new attempt count.
+        A call returned here is owned by the caller, which starts it at once.
         """
         ...
 
-    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
-        """Keep ``call`` (already claimed) as a dead letter with ``error``; return its id."""
+    async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        """Extend ``owner``'s leases on ``call_ids``; return the ids still owned."""
+        ...
+
+    async def complete(self, owner: str, call_id: int) -> bool:
+        """Delete a leased row after its call succeeded; False if the lease was lost."""
+        ...
+
+    async def release(
+        self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
+    ) -> bool:
+        """End ``owner``'s lease: the row is pending again, due at ``due_at``.
+
+        ``refund_attempt`` takes back the attempt counted by the claim (the call was
+        interrupted by shutdown, not failed). Notifies listeners. False if the lease
+        was lost.
+        """
+        ...
+
+    async def dead_letter(
+        self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
+    ) -> int:
+        """Keep ``call`` as a dead letter with ``error``; return the dead letter's id.
+
+        With ``owner``, the leased row is deleted in the same transaction (if that
+        owner still holds it); without, the call was already deleted by its claim.
+        """
         ...
 
     async def dead_letters(

@@ -11,7 +11,7 @@ from typing import final
 
 import attrs
 
-from .._model import DeadLetter, NewCall, StoredCall
+from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._store import Listener, PendingQuery
 from ._listeners import Listeners
 
@@ -40,6 +40,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._calls: dict[int, StoredCall] = {}
+        self._owners: dict[int, str] = {}  # leased rows: id -> lease owner
         self._heaps: dict[str, list[tuple[datetime, int]]] = {}
         self._ids = itertools.count(1)
         self._dead: dict[int, DeadLetter] = {}
@@ -57,26 +58,43 @@ class MemoryStore:
         ids = []
         for new in calls:
             call_id = next(self._ids)
-            self._calls[call_id] = StoredCall(
-                id=call_id,
-                name=new.name,
-                payload=new.payload,
-                due_at=new.due_at,
-                identifier=new.identifier,
-                scheduled_at=new.scheduled_at,
+            self._put(
+                StoredCall(
+                    id=call_id,
+                    name=new.name,
+                    payload=new.payload,
+                    due_at=new.due_at,
+                    identifier=new.identifier,
+                    scheduled_at=new.scheduled_at,
+                    attempts=new.attempts,
+                )
             )
-            heapq.heappush(self._heaps.setdefault(new.name, []), (new.due_at, call_id))
             ids.append(call_id)
         if calls:
             self._listeners.notify(min(c.due_at for c in calls))
         return ids
 
+    def _put(self, call: StoredCall) -> None:
+        # Heap entries are checked lazily: one is live while its row exists with
+        # that same due time (a lease or release pushes a new entry).
+        self._calls[call.id] = call
+        heapq.heappush(self._heaps.setdefault(call.name, []), (call.due_at, call.id))
+
+    def _live(self, entry: tuple[datetime, int]) -> bool:
+        call = self._calls.get(entry[1])
+        return call is not None and call.due_at == entry[0]
+
     async def cancel(self, call_id: int) -> bool:
-        # The heap entry stays and is skipped lazily.
+        if call_id in self._owners:
+            return False  # running under a lease, not pending
         return self._calls.pop(call_id, None) is not None
 
     async def cancel_identifier(self, identifier: str) -> int:
-        doomed = [c.id for c in self._calls.values() if c.identifier == identifier]
+        doomed = [
+            c.id
+            for c in self._calls.values()
+            if c.identifier == identifier and c.id not in self._owners
+        ]
         for call_id in doomed:
             del self._calls[call_id]
         return len(doomed)
@@ -87,7 +105,8 @@ class MemoryStore:
         found = [
             c
             for c in self._calls.values()
-            if (query.name is None or c.name == query.name)
+            if c.id not in self._owners
+            and (query.name is None or c.name == query.name)
             and (query.identifier is None or c.identifier == query.identifier)
             and (query.due_after is None or c.due_at >= query.due_after)
             and (query.due_before is None or c.due_at < query.due_before)
@@ -98,14 +117,14 @@ class MemoryStore:
     async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
         for c in self._calls.values():
-            if due_by is None or c.due_at <= due_by:
+            if c.id not in self._owners and (due_by is None or c.due_at <= due_by):
                 counts[c.name] = counts.get(c.name, 0) + 1
         return counts
 
     def _top(self, name: str) -> tuple[datetime, int] | None:
         heap = self._heaps.get(name)
         while heap:
-            if heap[0][1] in self._calls:
+            if self._live(heap[0]):
                 return heap[0]
             heapq.heappop(heap)
         return None
@@ -120,10 +139,14 @@ class MemoryStore:
 
     # -- claiming ---------------------------------------------------------------------
 
-    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
-        return self._claim_now(now, slots, limit)
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> list[StoredCall]:
+        return self._claim_now(now, slots, limit, lease)
 
-    def _claim_now(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+    def _claim_now(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None
+    ) -> list[StoredCall]:
         if limit <= 0:
             return []
         # Per name, the earliest due rows up to its slots; then the earliest overall.
@@ -132,26 +155,64 @@ class MemoryStore:
             heap = self._heaps.get(name)
             if not heap or free <= 0:
                 continue
-            taken = 0
-            popped = []
-            while heap and taken < free and heap[0][0] <= now:
+            taken: set[int] = set()
+            while heap and len(taken) < free and heap[0][0] <= now:
                 entry = heapq.heappop(heap)
-                if entry[1] in self._calls:
-                    popped.append(entry)
-                    taken += 1
-            candidates.extend((due, call_id, name) for due, call_id in popped)
-        if len(candidates) > limit:
-            candidates.sort()
-            for due, call_id, name in candidates[limit:]:
-                heapq.heappush(self._heaps[name], (due, call_id))
-            del candidates[limit:]
-        else:
-            candidates.sort()
-        return [self._calls.pop(call_id) for _, call_id, _ in candidates]
+                if self._live(entry) and entry[1] not in taken:
+                    taken.add(entry[1])
+                    candidates.append((entry[0], entry[1], name))
+        candidates.sort()
+        for due, call_id, name in candidates[limit:]:
+            heapq.heappush(self._heaps[name], (due, call_id))
+        del candidates[limit:]
+        claimed = []
+        for _, call_id, name in candidates:
+            call = self._calls[call_id]
+            taken_call = attrs.evolve(call, attempts=call.attempts + 1)
+            if lease is not None and name in lease.names:
+                self._owners[call_id] = lease.owner
+                self._put(attrs.evolve(taken_call, due_at=lease.expires_at))
+            else:
+                del self._calls[call_id]
+                self._owners.pop(call_id, None)
+            claimed.append(taken_call)
+        return claimed
+
+    async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        kept = set()
+        for call_id in call_ids:
+            if self._owners.get(call_id) == owner:
+                self._put(attrs.evolve(self._calls[call_id], due_at=expires_at))
+                kept.add(call_id)
+        return kept
+
+    async def complete(self, owner: str, call_id: int) -> bool:
+        if self._owners.get(call_id) != owner:
+            return False
+        del self._owners[call_id]
+        del self._calls[call_id]
+        return True
+
+    async def release(
+        self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
+    ) -> bool:
+        if self._owners.get(call_id) != owner:
+            return False
+        del self._owners[call_id]
+        call = self._calls[call_id]
+        attempts = call.attempts - 1 if refund_attempt and call.attempts > 0 else call.attempts
+        self._put(attrs.evolve(call, due_at=due_at, attempts=attempts))
+        self._listeners.notify(due_at)
+        return True
 
     # -- dead letters -----------------------------------------------------------------
 
-    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
+    async def dead_letter(
+        self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
+    ) -> int:
+        if owner is not None and self._owners.get(call.id) == owner:
+            del self._owners[call.id]
+            del self._calls[call.id]
         dead_id = next(self._dead_ids)
         self._dead[dead_id] = DeadLetter(
             id=dead_id,
@@ -163,7 +224,7 @@ class MemoryStore:
             scheduled_at=call.scheduled_at,
             failed_at=failed_at,
             error=error,
-            attempts=1,
+            attempts=call.attempts,
         )
         return dead_id
 

@@ -27,7 +27,7 @@ from typing import Any, Final, ParamSpec, TypeVar, final
 import trio
 
 from .._errors import InvalidArgumentError, StoreClosedError, StoreError, StoreUnavailableError
-from .._model import DeadLetter, NewCall, StoredCall
+from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._store import Listener, PendingQuery
 from .._validate import check_positive_seconds
 from ._listeners import Listeners
@@ -60,6 +60,7 @@ def _row_to_call(row: Sequence[Any]) -> StoredCall:
         due_at=from_micros(row[3]),
         identifier=row[4],
         scheduled_at=from_micros(row[5]),
+        attempts=row[6],
     )
 
 
@@ -243,6 +244,7 @@ class SQLiteStore:
                         to_micros(c.due_at),
                         c.identifier,
                         to_micros(c.scheduled_at),
+                        c.attempts,
                     ),
                 ).fetchone()[0]
                 for c in calls
@@ -295,33 +297,67 @@ class SQLiteStore:
 
     # -- claiming ---------------------------------------------------------------------
 
-    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> list[StoredCall]:
         if limit <= 0 or not slots:
             return []
         now_us = to_micros(now)
         pick_sql = self._q["claim_candidates"]
-        delete_sql = self._q["delete_returning"]
+        delete_sql = self._q["delete_ids"]
+        lease_sql = self._q["lease_ids"]
         wanted = [(name, free) for name, free in slots.items() if free > 0]
 
         def work(conn: sqlite3.Connection) -> list[StoredCall]:
-            candidates: list[tuple[int, int]] = []
+            rows: list[Any] = []
             for name, free in wanted:
-                candidates.extend(conn.execute(pick_sql, (name, now_us, free)).fetchall())
-            if not candidates:
+                rows.extend(conn.execute(pick_sql, (name, now_us, free)).fetchall())
+            if not rows:
                 return []
-            candidates.sort(key=lambda row: (row[1], row[0]))
-            ids = [row[0] for row in candidates[:limit]]
-            rows = conn.execute(delete_sql, (json.dumps(ids),)).fetchall()
-            calls = [_row_to_call(row) for row in rows]
-            calls.sort(key=lambda c: (c.due_at, c.id))
+            rows.sort(key=lambda row: (row[3], row[0]))
+            calls = [_row_to_call(row) for row in rows[:limit]]
+            leased = [c.id for c in calls if lease is not None and c.name in lease.names]
+            deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
+            if deleted:
+                conn.execute(delete_sql, (json.dumps(deleted),))
+            if leased:
+                assert lease is not None
+                conn.execute(
+                    lease_sql, (lease.owner, to_micros(lease.expires_at), json.dumps(leased))
+                )
             return calls
 
         return await self._write(work)
 
+    async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        if not call_ids:
+            return set()
+        sql = self._q["renew"]
+        params = (to_micros(expires_at), owner, json.dumps(sorted(call_ids)))
+        rows = await self._write(lambda conn: conn.execute(sql, params).fetchall())
+        return {row[0] for row in rows}
+
+    async def complete(self, owner: str, call_id: int) -> bool:
+        sql = self._q["complete"]
+        return await self._write(lambda conn: conn.execute(sql, (call_id, owner)).rowcount > 0)
+
+    async def release(
+        self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
+    ) -> bool:
+        sql = self._q["release"]
+        params = (to_micros(due_at), int(refund_attempt), call_id, owner)
+        released = await self._write(lambda conn: conn.execute(sql, params).rowcount > 0)
+        if released:
+            self._listeners.notify(due_at)
+        return released
+
     # -- dead letters -----------------------------------------------------------------
 
-    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
+    async def dead_letter(
+        self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
+    ) -> int:
         sql = self._q["insert_dead_letter"]
+        delete_sql = self._q["delete_leased"]
         params = (
             call.id,
             call.name,
@@ -331,9 +367,16 @@ class SQLiteStore:
             to_micros(call.scheduled_at),
             to_micros(failed_at),
             error,
-            1,
+            call.attempts,
         )
-        return await self._write(lambda conn: conn.execute(sql, params).fetchone()[0])
+
+        def work(conn: sqlite3.Connection) -> int:
+            if owner is not None:
+                conn.execute(delete_sql, (call.id, owner))
+            dead_id: int = conn.execute(sql, params).fetchone()[0]
+            return dead_id
+
+        return await self._write(work)
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
@@ -367,7 +410,7 @@ class SQLiteStore:
             if row is None:
                 return None
             name, payload, identifier, scheduled_at = row
-            params = (name, payload, to_micros(due_at), identifier, scheduled_at)
+            params = (name, payload, to_micros(due_at), identifier, scheduled_at, 0)
             new_id: int = conn.execute(insert_sql, params).fetchone()[0]
             return new_id
 

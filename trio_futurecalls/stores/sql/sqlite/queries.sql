@@ -1,18 +1,20 @@
 -- name: insert_call
-INSERT INTO futurecalls_calls (name, payload, due_at, identifier, scheduled_at)
-VALUES (?, ?, ?, ?, ?)
+INSERT INTO futurecalls_calls (name, payload, due_at, identifier, scheduled_at, attempts)
+VALUES (?, ?, ?, ?, ?, ?)
 RETURNING id;
 
 -- name: cancel
-DELETE FROM futurecalls_calls WHERE id = ?;
+-- Leased rows are running, not pending: they are not cancelled here.
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NULL;
 
 -- name: cancel_identifier
-DELETE FROM futurecalls_calls WHERE identifier = ?;
+DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
 FROM futurecalls_calls
-WHERE (:name IS NULL OR name = :name)
+WHERE lease_owner IS NULL
+  AND (:name IS NULL OR name = :name)
   AND (:identifier IS NULL OR identifier = :identifier)
   AND (:due_after IS NULL OR due_at >= :due_after)
   AND (:due_before IS NULL OR due_at < :due_before)
@@ -22,23 +24,45 @@ LIMIT coalesce(:limit, -1);
 -- name: pending_names
 -- The parameter is NULL (all pending calls) or a due_at bound (inclusive).
 SELECT name, count(*) FROM futurecalls_calls
-WHERE ?1 IS NULL OR due_at <= ?1
+WHERE lease_owner IS NULL AND (?1 IS NULL OR due_at <= ?1)
 GROUP BY name;
 
 -- name: next_due_of_name
 SELECT min(due_at) FROM futurecalls_calls WHERE name = ?;
 
 -- name: claim_candidates
--- The earliest due rows of one name, up to that name's free slots.
-SELECT id, due_at FROM futurecalls_calls
+-- The earliest due rows of one name, up to that name's free slots (an expired
+-- lease's row is due: its due_at is the expiry).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts + 1
+FROM futurecalls_calls
 WHERE name = ? AND due_at <= ?
 ORDER BY due_at, id
 LIMIT ?;
 
--- name: delete_returning
+-- name: delete_ids
 -- The parameter is a JSON array of ids.
-DELETE FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?))
-RETURNING id, name, payload, due_at, identifier, scheduled_at;
+DELETE FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: lease_ids
+UPDATE futurecalls_calls
+SET lease_owner = ?, due_at = ?, attempts = attempts + 1
+WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: renew
+UPDATE futurecalls_calls SET due_at = ?
+WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))
+RETURNING id;
+
+-- name: complete
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner = ?;
+
+-- name: release
+UPDATE futurecalls_calls
+SET lease_owner = NULL, due_at = ?, attempts = max(attempts - ?, 0)
+WHERE id = ? AND lease_owner = ?;
+
+-- name: delete_leased
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner = ?;
 
 -- name: insert_dead_letter
 INSERT INTO futurecalls_dead_letters

@@ -1,0 +1,360 @@
+"""Delivery guarantees on the memory store with autojump_clock: retries, backoff,
+timeouts, dead letters, leases (renewal, loss, takeover, release at shutdown)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from trio_futurecalls import (
+    Delivery,
+    ExponentialBackoff,
+    FixedBackoff,
+    FutureCall,
+    MemoryStore,
+    NewCall,
+    PendingQuery,
+    StoreUnavailableError,
+    open_scheduler,
+)
+from trio_futurecalls.testing import trio_wall_clock
+
+BOTH = [Delivery.AT_MOST_ONCE, Delivery.AT_LEAST_ONCE]
+
+
+@pytest.fixture
+async def clock() -> Callable[[], datetime]:
+    return trio_wall_clock()
+
+
+class Flaky(FutureCall):
+    """Fails until its attempt number reaches payload["succeed_on"]; records attempts."""
+
+    name = "flaky"
+    max_attempts = 4
+    retry_backoff = FixedBackoff(10)
+    attempts: ClassVar[list[tuple[int, int, float]]] = []  # (call id, attempt, time)
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        Flaky.attempts.append((self.info.id, self.info.attempt, trio.current_time()))
+        await trio.sleep(payload.get("sleep", 0))
+        if self.info.attempt < payload["succeed_on"]:
+            raise (ValueError if payload.get("fatal") else RuntimeError)(
+                f"attempt {self.info.attempt}"
+            )
+
+
+def flaky(delivery: Delivery, **attrs: Any) -> type[FutureCall]:
+    Flaky.attempts = []
+    return type("FlakyVariant", (Flaky,), {"delivery": delivery, **attrs})
+
+
+@pytest.mark.parametrize("delivery", BOTH)
+async def test_failed_attempts_are_retried_with_backoff(
+    autojump_clock: MockClock, clock: Callable[[], datetime], delivery: Delivery
+) -> None:
+    cls = flaky(delivery)
+    store = MemoryStore()
+    async with open_scheduler(store, [cls], clock=clock) as s:
+        t0 = trio.current_time()
+        await s.schedule(cls, {"succeed_on": 3})
+        await trio.sleep(100)
+        stats = s.statistics().classes["flaky"]
+    assert [(a, t - t0) for _, a, t in Flaky.attempts] == [(1, 0), (2, 10), (3, 20)]
+    assert (stats.started, stats.failed, stats.retried, stats.succeeded) == (3, 2, 2, 1)
+    assert await store.pending(PendingQuery()) == []
+    assert await store.dead_letters() == []
+
+
+@pytest.mark.parametrize("delivery", BOTH)
+async def test_last_failed_attempt_goes_to_dead_letters(
+    autojump_clock: MockClock, clock: Callable[[], datetime], delivery: Delivery
+) -> None:
+    cls = flaky(delivery, max_attempts=2)
+    store = MemoryStore()
+    async with open_scheduler(store, [cls], clock=clock) as s:
+        await s.schedule(cls, {"succeed_on": 99}, identifier="doomed")
+        await trio.sleep(100)
+    assert [a for _, a, _ in Flaky.attempts] == [1, 2]
+    (dead,) = await store.dead_letters()
+    assert (dead.name, dead.identifier, dead.attempts) == ("flaky", "doomed", 2)
+    assert "RuntimeError: attempt 2" in dead.error
+    assert await store.pending(PendingQuery()) == []
+
+
+@pytest.mark.parametrize("delivery", BOTH)
+async def test_requeued_dead_letter_runs_again(
+    autojump_clock: MockClock, clock: Callable[[], datetime], delivery: Delivery
+) -> None:
+    cls = flaky(delivery, max_attempts=1)
+    store = MemoryStore()
+    async with open_scheduler(store, [cls], clock=clock):
+        await store.schedule(
+            [
+                NewCall(
+                    name="flaky", payload='{"succeed_on": 2}', due_at=clock(), scheduled_at=clock()
+                )
+            ]
+        )
+        await trio.sleep(10)
+        (dead,) = await store.dead_letters()
+        # Requeued, it starts over at attempt 1 - and fails again (succeed_on 2 > 1).
+        new_id = await store.requeue_dead_letter(dead.id, clock())
+        assert new_id is not None
+        await trio.sleep(10)
+    assert [(i, a) for i, a, _ in Flaky.attempts] == [(1, 1), (new_id, 1)]
+    assert len(await store.dead_letters()) == 1
+
+
+async def test_non_retryable_exceptions_fail_at_once(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    cls = flaky(Delivery.AT_LEAST_ONCE, no_retry_on=(ValueError,))
+    store = MemoryStore()
+    async with open_scheduler(store, [cls], clock=clock):
+        await store.schedule(
+            [
+                NewCall(
+                    name="flaky",
+                    payload='{"succeed_on": 3, "fatal": true}',
+                    due_at=clock(),
+                    scheduled_at=clock(),
+                )
+            ]
+        )
+        await trio.sleep(100)
+    assert [a for _, a, _ in Flaky.attempts] == [1]
+    (dead,) = await store.dead_letters()
+    assert "ValueError" in dead.error
+
+
+async def test_exponential_backoff_and_custom_backoff_functions(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    cls = flaky(Delivery.AT_MOST_ONCE, retry_backoff=ExponentialBackoff(base=1, jitter=0))
+    async with open_scheduler(MemoryStore(), [cls], clock=clock) as s:
+        t0 = trio.current_time()
+        await s.schedule(cls, {"succeed_on": 4})
+        await trio.sleep(100)
+    assert [t - t0 for _, _, t in Flaky.attempts] == [0, 1, 3, 7]
+
+    def by_attempt(attempt: int) -> float:
+        return attempt * 100.0
+
+    cls = flaky(Delivery.AT_MOST_ONCE, retry_backoff=by_attempt)
+    async with open_scheduler(MemoryStore(), [cls], clock=clock) as s:
+        t0 = trio.current_time()
+        await s.schedule(cls, {"succeed_on": 3})
+        await trio.sleep(1000)
+    assert [t - t0 for _, _, t in Flaky.attempts] == [0, 100, 300]
+
+
+def test_exponential_backoff_jitter_stays_in_bounds() -> None:
+    policy = ExponentialBackoff(base=2, factor=3, maximum=50, jitter=0.25)
+    for attempt in range(1, 30):
+        ideal = min(2 * 3 ** (attempt - 1), 50)
+        assert ideal * 0.75 <= policy(attempt) <= ideal * 1.25
+    assert ExponentialBackoff(jitter=0)(10_000) == 3600
+
+
+@pytest.mark.parametrize("delivery", BOTH)
+async def test_timeout_cancels_the_attempt_and_counts_as_failure(
+    autojump_clock: MockClock,
+    clock: Callable[[], datetime],
+    delivery: Delivery,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cls = flaky(delivery, timeout=5, max_attempts=2)
+    store = MemoryStore()
+    async with open_scheduler(store, [cls], clock=clock) as s:
+        t0 = trio.current_time()
+        await s.schedule(cls, {"succeed_on": 1, "sleep": 100})
+        await trio.sleep(1000)
+        stats = s.statistics().classes["flaky"]
+    # Two attempts of 5 s each, 10 s apart; then a dead letter.
+    assert [t - t0 for _, _, t in Flaky.attempts] == [0, 15]
+    assert (stats.failed, stats.retried, stats.dead_lettered) == (2, 1, 1)
+    (dead,) = await store.dead_letters()
+    assert "timed out after 5 s" in dead.error
+    assert any("timed out" in r.getMessage() for r in caplog.records)
+
+
+class Hang(FutureCall):
+    name = "hang"
+    delivery = Delivery.AT_LEAST_ONCE
+    max_attempts = 3
+    runs: ClassVar[list[tuple[int, float]]] = []  # (attempt, time)
+    finished: ClassVar[list[int]] = []
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        Hang.runs.append((self.info.attempt, trio.current_time()))
+        await trio.sleep(payload.get("sleep", 0))
+        Hang.finished.append(self.info.id)
+
+
+class SometimesDown(MemoryStore):
+    """A memory store whose lease renewals fail for chosen owners (a cut-off worker)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut_off: set[str] = set()
+
+    async def renew(self, owner: str, call_ids: Any, expires_at: datetime) -> set[int]:
+        if owner in self.cut_off:
+            raise StoreUnavailableError("connection lost")
+        return await super().renew(owner, call_ids, expires_at)
+
+
+async def test_leases_are_renewed_while_a_long_call_runs(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    store = MemoryStore()
+    Hang.runs, Hang.finished = [], []
+    async with (
+        open_scheduler(store, [Hang], clock=clock, lease_duration=30) as a,
+        open_scheduler(store, [Hang], clock=clock, lease_duration=30) as b,
+    ):
+        await store.schedule(
+            [NewCall(name="hang", payload='{"sleep": 600}', due_at=clock(), scheduled_at=clock())]
+        )
+        await trio.sleep(1000)
+        assert a.statistics().total.started + b.statistics().total.started == 1
+    # Ten minutes, twenty lease lengths: it ran once, in one worker, and finished.
+    assert len(Hang.runs) == 1
+    assert len(Hang.finished) == 1
+    assert await store.pending(PendingQuery()) == []
+
+
+async def test_cut_off_worker_cancels_its_call_and_another_takes_it_over(
+    autojump_clock: MockClock,
+    clock: Callable[[], datetime],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = SometimesDown()
+    Hang.runs, Hang.finished = [], []
+    async with open_scheduler(
+        store, [Hang], clock=clock, lease_duration=30, lease_renew_interval=10
+    ) as first:
+        t0 = trio.current_time()
+        await store.schedule(
+            [NewCall(name="hang", payload='{"sleep": 100}', due_at=clock(), scheduled_at=clock())]
+        )
+        await trio.sleep(1)
+        store.cut_off.add(first.owner)
+        # Renewals at 10 and 20 fail; at 20 the lease (expiring at 30) is too close:
+        # the first worker cancels its call instead of running on unaware.
+        await trio.sleep(25)
+        assert first.running() == []
+        assert first.statistics().classes["hang"].cancelled == 1
+        # Its row stays leased until expiry; a second worker takes it over then.
+        async with open_scheduler(store, [Hang], clock=clock, lease_duration=30) as second:
+            await trio.sleep(200)
+            assert second.statistics().classes["hang"].succeeded == 1
+        assert first.statistics().classes["hang"].started == 1
+    assert [(attempt, t - t0) for attempt, t in Hang.runs] == [(1, 0), (2, 30)]
+    assert len(Hang.finished) == 1
+    assert any("lost its lease" in r.getMessage() for r in caplog.records)
+    assert await store.pending(PendingQuery()) == []
+
+
+async def test_stolen_lease_cancels_the_running_call(
+    autojump_clock: MockClock,
+    clock: Callable[[], datetime],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    Hang.runs, Hang.finished = [], []
+    async with open_scheduler(
+        store, [Hang], clock=clock, lease_duration=30, lease_renew_interval=10
+    ) as s:
+        await store.schedule(
+            [NewCall(name="hang", payload='{"sleep": 100}', due_at=clock(), scheduled_at=clock())]
+        )
+        await trio.sleep(1)
+        (running,) = s.running()
+        # Simulate another worker holding the lease now (ours expired behind our back).
+        await store.release(s.owner, running.id, clock() + timedelta(hours=1))
+        await trio.sleep(15)
+        assert s.running() == []
+        assert s.statistics().classes["hang"].cancelled == 1
+    assert Hang.finished == []
+    assert any("lost its lease" in r.getMessage() for r in caplog.records)
+
+
+async def test_shutdown_releases_leased_calls_at_once(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    store = MemoryStore()
+    Hang.runs, Hang.finished = [], []
+    async with open_scheduler(store, [Hang], clock=clock, grace_period=5):
+        call_id = (
+            await store.schedule(
+                [
+                    NewCall(
+                        name="hang", payload='{"sleep": 100}', due_at=clock(), scheduled_at=clock()
+                    )
+                ]
+            )
+        )[0]
+        await trio.sleep(1)
+    end = clock()
+    (pending,) = await store.pending(PendingQuery())
+    # Back at once (due now, not at lease expiry), and the interrupted attempt refunded.
+    assert (pending.id, pending.due_at, pending.attempts) == (call_id, end, 0)
+    assert Hang.finished == []
+
+
+async def test_call_that_keeps_killing_its_worker_ends_in_dead_letters(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    store = MemoryStore()
+    Hang.runs, Hang.finished = [], []
+    # Three "crashed" attempts: leased rows whose leases simply expired.
+    (call_id,) = await store.schedule(
+        [NewCall(name="hang", payload="{}", due_at=clock(), scheduled_at=clock(), attempts=0)]
+    )
+    from trio_futurecalls import Lease
+
+    for n in range(3):
+        await store.claim(
+            clock(),
+            {"hang": 1},
+            1,
+            Lease(owner=f"crashed-{n}", expires_at=clock(), names=frozenset({"hang"})),
+        )
+    async with open_scheduler(store, [Hang], clock=clock):
+        await trio.sleep(10)
+    assert Hang.runs == []
+    (dead,) = await store.dead_letters()
+    assert dead.call_id == call_id
+    assert "lease expired during attempt 3 of 3" in dead.error
+
+
+async def test_unknown_names_can_be_moved_to_dead_letters(
+    autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    await store.schedule(
+        [
+            NewCall(name="ghost", payload="1", due_at=clock(), scheduled_at=clock()),
+            NewCall(
+                name="ghost",
+                payload="2",
+                due_at=clock() + timedelta(days=9),
+                scheduled_at=clock(),
+            ),
+        ]
+    )
+    async with open_scheduler(store, [Hang], clock=clock) as s:
+        assert await s.move_unknown_to_dead_letters() == 2
+        assert await s.unknown_calls() == []
+    dead = await store.dead_letters()
+    assert sorted(d.payload for d in dead) == ["1", "2"]
+    assert all("no FutureCall class named 'ghost'" in d.error for d in dead)
+    assert caplog.records[-1].levelno >= logging.WARNING
