@@ -37,8 +37,10 @@ class FutureCall:
     payload_type: ClassVar[type[Any] | None] = None
     #: ``Delivery.AT_MOST_ONCE`` or ``AT_LEAST_ONCE``; None: the scheduler's default.
     delivery: ClassVar[Delivery | None] = None
-    #: Attempts before a failing call goes to dead letters (1: no retries).
-    max_attempts: ClassVar[int] = 1
+    #: Attempts (starts, crashes included) before a failing call goes to dead letters.
+    #: None: 1 for at-most-once classes (no retries), 5 for at-least-once classes (a
+    #: call must survive a crash or two of its worker).
+    max_attempts: ClassVar[int | None] = None
     #: Seconds to wait before the next attempt, given the attempt that failed.
     retry_backoff: ClassVar[Backoff] = ExponentialBackoff()
     #: Exception types that fail the call at once, whatever attempts are left.
@@ -62,8 +64,10 @@ class FutureCall:
             raise InvalidArgumentError(f"{where}.delivery must be a Delivery or None")
         if "max_attempts" in cls.__dict__:
             attempts = cls.__dict__["max_attempts"]
-            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-                raise InvalidArgumentError(f"{where}.max_attempts must be an int >= 1")
+            if attempts is not None and (
+                isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+            ):
+                raise InvalidArgumentError(f"{where}.max_attempts must be an int >= 1 or None")
         if "retry_backoff" in cls.__dict__ and not callable(cls.__dict__["retry_backoff"]):
             raise InvalidArgumentError(f"{where}.retry_backoff must be callable")
         if "no_retry_on" in cls.__dict__:

@@ -69,6 +69,8 @@ DEFAULT_LEASE_DURATION: Final = 60.0
 CLEANUP_TIMEOUT: Final = 10.0
 
 LEASED: Final = Delivery.AT_LEAST_ONCE
+#: ``max_attempts`` of classes that leave it None, per delivery mode.
+DEFAULT_MAX_ATTEMPTS: Final = {Delivery.AT_MOST_ONCE: 1, Delivery.AT_LEAST_ONCE: 5}
 
 T = TypeVar("T")
 
@@ -226,6 +228,7 @@ class _ClassState:
     limiter: trio.CapacityLimiter
     limit: int | None
     delivery: Delivery
+    max_attempts: int
     started: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -316,11 +319,13 @@ class Scheduler:
         self._classes: dict[str, _ClassState] = {}
         for name, cls in self._registry.items():
             limit = cls.max_concurrent
+            delivery = cls.delivery or default_delivery
             self._classes[name] = _ClassState(
                 cls,
                 trio.CapacityLimiter(math.inf if limit is None else limit),
                 limit,
-                cls.delivery or default_delivery,
+                delivery,
+                cls.max_attempts or DEFAULT_MAX_ATTEMPTS[delivery],
             )
         self._leased_names = frozenset(
             name for name, state in self._classes.items() if state.delivery is LEASED
@@ -677,7 +682,7 @@ class Scheduler:
         self._running[call.id] = running
         outcome = "cancelled"
         try:
-            if leased and call.attempts > cls.max_attempts:
+            if leased and call.attempts > state.max_attempts:
                 # Claimed again after its lease expired on the last allowed attempt:
                 # the worker running it died, hung or was cut off. Give up rather than
                 # let a call that kills its worker loop forever.
@@ -685,7 +690,7 @@ class Scheduler:
                 await self._give_up(
                     state,
                     call,
-                    f"lease expired during attempt {call.attempts - 1} of {cls.max_attempts} "
+                    f"lease expired during attempt {call.attempts - 1} of {state.max_attempts} "
                     "(the worker running it died, hung or lost the database)",
                 )
                 return
@@ -744,12 +749,12 @@ class Scheduler:
                     call.identifier,
                     call.due_at.isoformat(),
                     call.attempts,
-                    cls.max_attempts,
+                    state.max_attempts,
                     exc_info=failure,
                     extra=_call_fields(call),
                 )
                 retryable = not isinstance(failure, cls.no_retry_on)
-            if retryable and call.attempts < cls.max_attempts:
+            if retryable and call.attempts < state.max_attempts:
                 await self._retry(state, call, error)
             else:
                 await self._give_up(state, call, error)
@@ -872,7 +877,7 @@ class Scheduler:
                 call.id,
                 delay,
                 call.attempts + 1,
-                cls.max_attempts,
+                state.max_attempts,
                 extra=_call_fields(call),
             )
 
