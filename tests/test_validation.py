@@ -230,3 +230,21 @@ def test_every_library_error_is_a_futurecalls_error() -> None:
     assert issubclass(InvalidPayloadError, FutureCallsError)
     assert issubclass(UnregisteredCallError, InvalidArgumentError)
     assert issubclass(InvalidArgumentError, ValueError)
+
+
+async def test_schedule_many_validates_every_request(scheduler: Scheduler) -> None:
+    with pytest.raises(InvalidArgumentError, match="timezone-aware"):
+        await scheduler.schedule_many([(Ok, None, 1), (Ok, None, datetime(2030, 1, 1))])
+    with pytest.raises(UnregisteredCallError):
+        await scheduler.schedule_many([(Ok, None, 1), (Other, None, 1)])
+    with pytest.raises(InvalidArgumentError, match="each request"):
+        await scheduler.schedule_many([(Ok, None)])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError, match="identifier"):
+        await scheduler.schedule_many([(Ok, None, 1, "")])
+    with pytest.raises(InvalidPayloadError):
+        await scheduler.schedule_many([(TypedCall, {"n": 1}, 1)])
+    # Nothing was stored by the failed batches.
+    assert await scheduler.pending() == []
+    ids = await scheduler.schedule_many([(Ok, None, 1, "x"), (TypedCall, Typed(2), 0)])
+    assert len(ids) == 2
+    assert [c.identifier for c in await scheduler.pending(identifier="x")] == ["x"]

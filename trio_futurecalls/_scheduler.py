@@ -48,6 +48,8 @@ from ._stats import Distribution, QueueLength
 from ._stats import Recorder as StatsRecorder
 from ._store import PendingQuery, Store
 from ._validate import (
+    check_aware,
+    check_delay,
     check_identifier,
     check_limit,
     check_positive_seconds,
@@ -382,22 +384,53 @@ class Scheduler:
         return call_id
 
     async def schedule_many(
-        self, requests: Iterable[tuple[type[FutureCall], object, datetime | timedelta | float]]
+        self,
+        requests: Iterable[
+            tuple[type[FutureCall], object, datetime | timedelta | float]
+            | tuple[type[FutureCall], object, datetime | timedelta | float, str | None]
+        ],
     ) -> list[int]:
         """Schedule several calls in one store round trip.
 
-        Each request is ``(call_class, payload, at_or_delay)``; a datetime is a due
-        time, a timedelta or number a delay. All are validated before any is stored.
+        Each request is ``(call_class, payload, at_or_delay)`` or
+        ``(call_class, payload, at_or_delay, identifier)``; a datetime is a due time, a
+        timedelta or number a delay. All are validated before any is stored; the ids
+        come back in the same order.
         """
         self._check_open()
         now = self._clock()
         batch = []
-        for call_class, payload, when in requests:
-            cls = self._registered(call_class)
+        checked: dict[object, type[FutureCall]] = {}
+        for request in requests:
+            if not isinstance(request, tuple) or len(request) not in (3, 4):
+                raise InvalidArgumentError(
+                    "each request must be (call_class, payload, at_or_delay[, identifier])"
+                )
+            call_class, payload, when = request[0], request[1], request[2]
+            identifier = request[3] if len(request) == 4 else None
+            cls = checked.get(id(call_class))
+            if cls is None:
+                # Validated once per class, not once per call: this is the hot path of
+                # bulk scheduling.
+                cls = checked[id(call_class)] = self._registered(call_class)
             if isinstance(when, datetime):
-                batch.append(build_new_call(cls, payload, now=now, at=when))
+                due_at = check_aware(when, "at")
             else:
-                batch.append(build_new_call(cls, payload, now=now, delay=when))
+                try:
+                    due_at = now + check_delay(when)
+                except OverflowError:
+                    raise InvalidArgumentError(
+                        f"delay {when!r} goes past the largest datetime"
+                    ) from None
+            batch.append(
+                NewCall(
+                    name=cls.name,
+                    payload=encode_payload(cls.payload_type, payload),
+                    due_at=due_at,
+                    identifier=check_identifier(identifier),
+                    scheduled_at=now,
+                )
+            )
         if not batch:
             return []
         return await self._store.schedule(batch)
@@ -701,19 +734,19 @@ class Scheduler:
                 await self._give_up(state, call, str(exc))
                 return
             failure: BaseException | None = None
-            timed_out = False
+            # One scope per call: its deadline is the class's timeout (if any), and the
+            # lease keeper cancels it when the lease is lost.
+            if cls.timeout is not None:
+                running.scope.deadline = trio.current_time() + cls.timeout
             with running.scope:
                 try:
                     instance = cls(info)
-                    with trio.move_on_after(
-                        math.inf if cls.timeout is None else cls.timeout
-                    ) as timeout_scope:
-                        async with self._store.open_session(call) as session:
-                            await instance.invoke(session, payload)
-                    timed_out = timeout_scope.cancelled_caught
+                    async with self._store.open_session(call) as session:
+                        await instance.invoke(session, payload)
                 except Exception as exc:
                     failure = exc
-            if running.scope.cancelled_caught:
+            timed_out = running.scope.cancelled_caught and not running.lost
+            if running.lost and running.scope.cancelled_caught:
                 _call_log.error(
                     "call %s (id=%d) lost its lease and was cancelled; another worker may run it",
                     call.name,
