@@ -145,6 +145,12 @@ def _sizes(args: argparse.Namespace) -> Sizes:
 
 def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, str, Target | None]:
     """(metric name, unit, target) of one value a workload returned."""
+    if workload == "drain" and key == "at-least-once drain rate":
+        return (
+            f"{sizes.drain_n:,} due calls, limit {sizes.drain_limit}, at-least-once",
+            "calls/s",
+            None,
+        )
     if workload == "drain":
         return (
             f"{sizes.drain_n:,} due calls, limit {sizes.drain_limit}",

@@ -19,7 +19,7 @@ import trio
 
 from benchmarks._calls import NOOP_NAME, Counter, counting_call
 from benchmarks._stores import StoreConfig, open_store, pg_execute, pg_run, pg_schema
-from trio_futurecalls import FutureCall, SQLiteStore, Store, open_scheduler
+from trio_futurecalls import Delivery, FutureCall, SQLiteStore, Store, open_scheduler
 
 #: The repository root (subprocesses run ``python -m benchmarks.<module>`` from here).
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -89,11 +89,17 @@ async def _prefill(store: Store, cls: type[FutureCall], n: int, delay: float = 0
 
 
 async def run_until_done(
-    store: Store, cls: type[FutureCall], counter: Counter, max_concurrent: int
+    store: Store,
+    cls: type[FutureCall],
+    counter: Counter,
+    max_concurrent: int,
+    delivery: Delivery = Delivery.AT_MOST_ONCE,
 ) -> float:
     """Seconds from entering open_scheduler until ``counter`` is done."""
     started = time.perf_counter()
-    async with open_scheduler(store, [cls], max_concurrent=max_concurrent, grace_period=5):
+    async with open_scheduler(
+        store, [cls], max_concurrent=max_concurrent, grace_period=5, default_delivery=delivery
+    ):
         with trio.fail_after(_timeout(counter.target)):
             await counter.done.wait()
         elapsed = time.perf_counter() - started
@@ -104,17 +110,22 @@ async def run_until_done(
 
 
 def drain(kind: str, config: StoreConfig, sizes: Sizes) -> dict[str, float]:
-    """N due no-op calls, scheduled before the worker starts: calls/s."""
+    """N due no-op calls, scheduled before the worker starts: calls/s, for each delivery
+    mode (at-least-once leases each row, then deletes it when its call finishes)."""
 
-    async def main() -> float:
+    async def main(delivery: Delivery) -> float:
         counter = Counter(sizes.drain_n)
         cls = counting_call(counter, max_concurrent=sizes.drain_limit)
         async with open_store(kind, config) as store:
             await _prefill(store, cls, sizes.drain_n)
-            return await run_until_done(store, cls, counter, sizes.drain_limit)
+            return await run_until_done(store, cls, counter, sizes.drain_limit, delivery)
 
-    elapsed = trio.run(main)
-    return {"drain rate": sizes.drain_n / elapsed}
+    at_most_once = trio.run(main, Delivery.AT_MOST_ONCE)
+    at_least_once = trio.run(main, Delivery.AT_LEAST_ONCE)
+    return {
+        "drain rate": sizes.drain_n / at_most_once,
+        "at-least-once drain rate": sizes.drain_n / at_least_once,
+    }
 
 
 # -- sleepy -----------------------------------------------------------------------------

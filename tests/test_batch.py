@@ -1,0 +1,100 @@
+"""GroupCommit: concurrent requests share store round trips; errors reach every caller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from trio_futurecalls import StoreError
+from trio_futurecalls.stores._batch import GroupCommit
+
+
+async def test_concurrent_submits_are_batched_and_answered_in_order() -> None:
+    batches: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        await trio.sleep(0.01)
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    results: dict[int, int] = {}
+
+    async def submit(i: int) -> None:
+        results[i] = await group.submit(i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(submit, i)
+    assert results == {i: i * 10 for i in range(20)}
+    assert sorted(i for batch in batches for i in batch) == list(range(20))
+    assert len(batches) < 20  # the first runs alone; the rest share batches
+    assert await group.submit(7) == 70
+
+
+async def test_a_failed_batch_fails_every_caller_in_it() -> None:
+    async def run(items: Sequence[int]) -> list[int]:
+        await trio.sleep(0.01)
+        raise RuntimeError("disk full")
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    errors: list[BaseException] = []
+
+    async def submit(i: int) -> None:
+        try:
+            await group.submit(i)
+        except StoreError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(submit, i)
+    assert len(errors) == 5
+    assert all("disk full" in str(e) for e in errors)
+
+
+async def test_cancelled_runner_hands_the_queue_over() -> None:
+    release = trio.Event()
+
+    async def run(items: Sequence[int]) -> list[int]:
+        await release.wait()
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    got: list[int] = []
+    cancelled_scope = trio.CancelScope()
+
+    async def runner() -> None:
+        with cancelled_scope:
+            await group.submit(1)
+
+    async def waiter() -> None:
+        got.append(await group.submit(2))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waiter)  # queued behind the runner's batch
+        await trio.testing.wait_all_tasks_blocked()
+        cancelled_scope.cancel()  # the runner dies mid-batch; the waiter takes over
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert cancelled_scope.cancelled_caught
+    assert got == [2]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_sequential_submits_run_one_batch_each(n: int) -> None:
+    calls: list[Sequence[int]] = []
+
+    async def run(items: Sequence[int]) -> list[bool]:
+        calls.append(items)
+        return [True for _ in items]
+
+    group: GroupCommit[int, bool] = GroupCommit(run)
+    for i in range(n):
+        assert await group.submit(i) is True
+    assert [list(c) for c in calls] == [[i] for i in range(n)]

@@ -1,0 +1,75 @@
+"""Group commit: concurrent requests of the same kind share one store round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import trio
+
+from .._errors import StoreError
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+class _Slot(Generic[K, R]):
+    __slots__ = ("done", "error", "item", "result", "wakeup")
+
+    def __init__(self, item: K) -> None:
+        self.item = item
+        self.done = False
+        self.result: R | None = None
+        self.error: BaseException | None = None
+        self.wakeup = trio.Event()
+
+
+class GroupCommit(Generic[K, R]):
+    """Coalesce concurrent ``submit`` calls into batches for ``run_batch``.
+
+    The first caller runs a batch of everything queued so far; callers arriving
+    meanwhile wait and are served by the next batch, run by the first of them. With
+    one caller at a time it costs nothing extra; with many (calls finishing together)
+    it turns N transactions, each with its own fsync, into a few.
+    """
+
+    def __init__(self, run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R]]]) -> None:
+        self._run_batch = run_batch
+        self._queue: list[_Slot[K, R]] = []
+        self._busy = False
+
+    async def submit(self, item: K) -> R:
+        slot: _Slot[K, R] = _Slot(item)
+        self._queue.append(slot)
+        while not slot.done:
+            if self._busy:
+                await slot.wakeup.wait()
+                slot.wakeup = trio.Event()
+                continue
+            self._busy = True
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._run_batch([s.item for s in batch])
+                for s, result in zip(batch, results, strict=True):
+                    s.result = result
+            except Exception as exc:
+                error = exc if isinstance(exc, StoreError) else StoreError(repr(exc))
+                for s in batch:
+                    s.error = error
+            except BaseException:
+                # Cancelled (or worse) in the middle: the others learn it failed; this
+                # caller re-raises.
+                for s in batch:
+                    s.error = StoreError("the batch was interrupted")
+                raise
+            finally:
+                self._busy = False
+                for s in batch:
+                    s.done = True
+                    s.wakeup.set()
+                if self._queue:
+                    # Whoever queued during this batch takes the next one.
+                    self._queue[0].wakeup.set()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result  # type: ignore[return-value]
