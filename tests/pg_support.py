@@ -11,8 +11,8 @@ import asyncio
 import os
 import secrets
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+import trio
+import trio_asyncio
 from trio_asyncio import aio_as_trio
 
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
@@ -91,23 +93,20 @@ def random_schema() -> str:
     return f"test_fc_{secrets.token_hex(6)}"
 
 
-async def admin_execute(sql: str, *args: Any) -> Any:
-    """Run one statement on a fresh connection (needs a running trio-asyncio loop)."""
-    conn = await aio_as_trio(asyncpg.connect)(pg_dsn(), timeout=10)
-    try:
-        return await aio_as_trio(conn.fetch)(sql, *args)
-    finally:
-        await aio_as_trio(conn.close)()
-
-
-async def drop_schema(store_or_schema: PostgresStore | str) -> None:
-    schema = store_or_schema if isinstance(store_or_schema, str) else store_or_schema.schema
-    assert schema.startswith("test_fc_"), schema
-    # Each open_postgres_store has its own loop; this one runs on a short-lived one.
-    import trio_asyncio
-
+async def admin_fetch(sql: str, *args: Any) -> list[Any]:
+    """Run one statement on a fresh connection, on a short-lived asyncio loop of its own."""
     async with trio_asyncio.open_loop():
-        await admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn = await aio_as_trio(asyncpg.connect)(pg_dsn(), timeout=10)
+        try:
+            rows: list[Any] = await aio_as_trio(conn.fetch)(sql, *args)
+        finally:
+            await aio_as_trio(conn.close)()
+    return rows
+
+
+async def drop_schema(schema: str) -> None:
+    assert schema.startswith("test_fc_"), schema
+    await admin_fetch(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @asynccontextmanager
@@ -131,4 +130,5 @@ async def open_test_postgres_store(**options: Any) -> AsyncIterator[PostgresStor
             )
     finally:
         if schema.startswith("test_fc_"):
-            await drop_schema(schema)
+            with trio.CancelScope(shield=True):
+                await drop_schema(schema)

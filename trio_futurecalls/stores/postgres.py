@@ -54,20 +54,20 @@ on ``trio_futurecalls.store.postgres`` and returns False in that case.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Literal, TypeVar, cast, final
 
 import asyncpg
 import asyncpg.exceptions
 import trio
 import trio_asyncio
+from asyncpg.pool import PoolConnectionProxy
 from trio_asyncio import aio_as_trio
 
 from .._errors import (
@@ -77,7 +77,7 @@ from .._errors import (
     StoreError,
     StoreUnavailableError,
 )
-from .._model import DeadLetter, NewCall, StoredCall
+from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._payload import MAX_PAYLOAD_BYTES
 from .._store import Listener, PendingQuery
 from .._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, check_positive_seconds
@@ -113,12 +113,14 @@ _MAX_LISTEN_BACKOFF: Final = 5.0
 
 T = TypeVar("T")
 
+#: Transaction isolation levels accepted by :meth:`PostgresSession.transaction`.
+IsolationLevel = Literal["read_committed", "read_uncommitted", "serializable", "repeatable_read"]
+
 #: Errors that mean "the database cannot be reached right now".
 _UNAVAILABLE: Final = (
     OSError,  # includes ConnectionError, socket.gaierror
     TimeoutError,  # asyncio.TimeoutError: connect, acquire or command timeout
     asyncpg.exceptions.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError
-    asyncpg.exceptions.InterfaceError,  # connection closed/closing, pool closing
     asyncpg.exceptions.OperatorInterventionError,  # 57: admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
 )
@@ -165,19 +167,46 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _translate(exc: BaseException, what: str) -> StoreError:
+def _unavailable(exc: BaseException) -> bool:
     if isinstance(exc, _UNAVAILABLE):
-        return StoreUnavailableError(f"PostgreSQL unavailable ({what}): {type(exc).__name__}: {exc}")
+        return True
+    # InterfaceError is also raised for misuse (wrong argument count, concurrent use of
+    # one connection); only a closed or closing connection or pool means an outage.
+    text = str(exc)
+    return (
+        isinstance(exc, asyncpg.exceptions.InterfaceError)
+        and not isinstance(exc, asyncpg.exceptions.ClientConfigurationError)
+        and ("closed" in text or "closing" in text)
+    )
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    if _unavailable(exc):
+        return StoreUnavailableError(
+            f"PostgreSQL unavailable ({what}): {type(exc).__name__}: {exc}"
+        )
     return StoreError(f"PostgreSQL error ({what}): {type(exc).__name__}: {exc}")
 
 
-async def _bridge(what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-    """Run an asyncio coroutine function from Trio; translate driver errors."""
+async def _bridge(
+    loop: Any, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+) -> T:
+    """Run an asyncio coroutine function on ``loop`` (the store's); translate errors.
+
+    The loop is explicit: trio-asyncio's *current* loop is a context variable, and
+    inside another store's (or the application's own) ``open_loop()`` it is not ours;
+    asyncpg connections only work on the loop that created them.
+    """
     try:
-        return await aio_as_trio(fn)(*args, **kwargs)
+        return cast(T, await aio_as_trio(fn, loop=loop)(*args, **kwargs))
     except StoreError:
         raise
-    except (asyncpg.exceptions.PostgresError, *_UNAVAILABLE, asyncpg.exceptions.InternalClientError) as exc:
+    except (
+        asyncpg.exceptions.PostgresError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
+        *_UNAVAILABLE,
+    ) as exc:
         raise _translate(exc, what) from exc
 
 
@@ -189,6 +218,7 @@ def _row_to_call(row: Sequence[Any]) -> StoredCall:
         due_at=_utc(row[3]),
         identifier=row[4],
         scheduled_at=_utc(row[5]),
+        attempts=row[6],
     )
 
 
@@ -223,8 +253,17 @@ async def _aio_pool_call(
         return await getattr(conn, method)(sql, *args)
 
 
+async def _aio_acquire(pool: asyncpg.Pool, acquire_timeout: float) -> PoolConnectionProxy:
+    conn: PoolConnectionProxy = await pool.acquire(timeout=acquire_timeout)
+    return conn
+
+
 async def _aio_migrate(
-    pool: asyncpg.Pool, q: Mapping[str, str], sql_of: Callable[[str], str], lock_key: int, acquire_timeout: float
+    pool: asyncpg.Pool,
+    q: Mapping[str, str],
+    sql_of: Callable[[str], str],
+    lock_key: int,
+    acquire_timeout: float,
 ) -> int:
     wanted = migrations("postgres")
     async with pool.acquire(timeout=acquire_timeout) as conn, conn.transaction():
@@ -258,24 +297,37 @@ class PostgresSession:
     ``__cause__`` (e.g. to inspect a unique violation).
 
     For anything not wrapped here, :meth:`connection` returns the raw asyncpg
-    connection; call it through the bridge: ``await aio_as_trio(conn.copy_records_to_table)
-    (...)`` (``from trio_asyncio import aio_as_trio``). Do not keep it after the call.
+    connection. It lives on the store's asyncio loop, so call it through the bridge
+    with that loop::
+
+        from trio_asyncio import aio_as_trio
+
+        conn = await session.connection()
+        await aio_as_trio(conn.copy_records_to_table, loop=session.loop)("t", records=rows)
+
+    Do not keep the connection after the call ends.
     """
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float, call_id: int) -> None:
+    def __init__(self, loop: Any, pool: asyncpg.Pool, acquire_timeout: float, call_id: int) -> None:
+        self._loop = loop
         self._pool = pool
         self._acquire_timeout = acquire_timeout
-        self._conn: asyncpg.Connection | None = None
+        self._conn: PoolConnectionProxy | None = None
         self._lock = trio.Lock()
         self.call_id = call_id
         self.closed = False
+
+    @property
+    def loop(self) -> Any:
+        """The store's asyncio loop (trio-asyncio), for raw calls on :meth:`connection`."""
+        return self._loop
 
     @property
     def acquired(self) -> bool:
         """Whether this session holds a pool connection (it took one on first use)."""
         return self._conn is not None
 
-    async def connection(self) -> asyncpg.Connection:
+    async def connection(self) -> PoolConnectionProxy:
         """The session's asyncpg connection (acquired now if not yet)."""
         if self.closed:
             raise StoreClosedError("this session ended with its call")
@@ -283,56 +335,60 @@ class PostgresSession:
             async with self._lock:
                 if self._conn is None:
                     self._conn = await _bridge(
-                        "acquire", self._pool.acquire, timeout=self._acquire_timeout
+                        self._loop, "acquire", _aio_acquire, self._pool, self._acquire_timeout
                     )
         return self._conn
 
     async def execute(self, sql: str, *args: Any) -> str:
         """Run a statement; return its status (e.g. ``"INSERT 0 1"``)."""
         conn = await self.connection()
-        result: str = await _bridge("session execute", conn.execute, sql, *args)
+        result: str = await _bridge(self._loop, "session execute", conn.execute, sql, *args)
         return result
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         """Run a statement once per argument tuple (in one implicit transaction)."""
         conn = await self.connection()
-        await _bridge("session executemany", conn.executemany, sql, args)
+        await _bridge(self._loop, "session executemany", conn.executemany, sql, args)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run a query; return every row (asyncpg ``Record``: by index or by name)."""
         conn = await self.connection()
-        rows: list[asyncpg.Record] = await _bridge("session fetch", conn.fetch, sql, *args)
+        rows: list[asyncpg.Record] = await _bridge(
+            self._loop, "session fetch", conn.fetch, sql, *args
+        )
         return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """Run a query; return its first row or None."""
         conn = await self.connection()
-        row: asyncpg.Record | None = await _bridge("session fetchrow", conn.fetchrow, sql, *args)
+        row: asyncpg.Record | None = await _bridge(
+            self._loop, "session fetchrow", conn.fetchrow, sql, *args
+        )
         return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run a query; return the first column of its first row (None if no row)."""
         conn = await self.connection()
-        return await _bridge("session fetchval", conn.fetchval, sql, *args)
+        return await _bridge(self._loop, "session fetchval", conn.fetchval, sql, *args)
 
     @asynccontextmanager
     async def transaction(
-        self, *, isolation: str | None = None, readonly: bool = False
+        self, *, isolation: IsolationLevel | None = None, readonly: bool = False
     ) -> AsyncIterator[PostgresSession]:
         """``async with session.transaction():`` commits on success, rolls back on error."""
         conn = await self.connection()
         tx = conn.transaction(isolation=isolation, readonly=readonly)
-        await _bridge("begin", tx.start)
+        await _bridge(self._loop, "begin", tx.start)
         try:
             yield self
         except BaseException:
             with trio.move_on_after(10, shield=True):
                 try:
-                    await _bridge("rollback", tx.rollback)
+                    await _bridge(self._loop, "rollback", tx.rollback)
                 except StoreError as exc:
                     _log.warning("rollback failed: %s", exc)
             raise
-        await _bridge("commit", tx.commit)
+        await _bridge(self._loop, "commit", tx.commit)
 
     async def aclose(self) -> None:
         """Release the connection to the pool (the store does this when the call ends)."""
@@ -344,7 +400,7 @@ class PostgresSession:
             try:
                 # release() resets the connection (rolls back an open transaction,
                 # or terminates a connection left busy by a cancelled query).
-                await _bridge("release", self._pool.release, conn, timeout=5)
+                await _bridge(self._loop, "release", self._pool.release, conn, timeout=5)
             except StoreError as exc:
                 _log.warning("could not release a session's connection cleanly: %s", exc)
         if scope.cancelled_caught:
@@ -361,6 +417,7 @@ class PostgresStore:
     def __init__(
         self,
         *,
+        loop: Any,
         dsn: str,
         schema: str,
         pool: asyncpg.Pool,
@@ -370,6 +427,7 @@ class PostgresStore:
         connect_timeout: float,
         application_name: str,
     ) -> None:
+        self._loop = loop
         self.schema = schema
         #: The NOTIFY channel of this schema.
         self.channel = CHANNEL_PREFIX + schema
@@ -400,7 +458,14 @@ class PostgresStore:
     async def _call(self, method: str, query: str, *args: Any) -> Any:
         pool = self._live_pool()
         return await _bridge(
-            query, _aio_pool_call, pool, method, self._q[query], args, self._acquire_timeout
+            self._loop,
+            query,
+            _aio_pool_call,
+            pool,
+            method,
+            self._q[query],
+            args,
+            self._acquire_timeout,
         )
 
     def connections_in_use(self) -> int:
@@ -453,7 +518,11 @@ class PostgresStore:
             [c.scheduled_at for c in calls],
             self.channel,
             str(_to_micros(earliest)),
+            [c.attempts for c in calls],
         )
+        # Wake this process's listeners at once too; the NOTIFY reaches other
+        # processes (and this one again: listeners tolerate duplicates).
+        self._listeners.notify(earliest)
         return [row[0] for row in rows]
 
     async def cancel(self, call_id: int) -> bool:
@@ -478,8 +547,8 @@ class PostgresStore:
         )
         return [_row_to_call(row) for row in rows]
 
-    async def pending_names(self) -> dict[str, int]:
-        rows = await self._call("fetch", "pending_names")
+    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
+        rows = await self._call("fetch", "pending_names", due_by)
         return {row[0]: row[1] for row in rows}
 
     async def next_due(self, names: Collection[str]) -> datetime | None:
@@ -491,7 +560,9 @@ class PostgresStore:
 
     # -- claiming ---------------------------------------------------------------------
 
-    async def claim(self, now: datetime, slots: Mapping[str, int], limit: int) -> list[StoredCall]:
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> list[StoredCall]:
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
         if limit <= 0 or not wanted:
             return []
@@ -505,6 +576,9 @@ class PostgresStore:
                 [free for _, free in wanted],
                 now,
                 limit,
+                [] if lease is None else sorted(lease.names),
+                None if lease is None else lease.owner,
+                None if lease is None else lease.expires_at,
             )
         calls = [_row_to_call(row) for row in rows]
         calls.sort(key=lambda c: (c.due_at, c.id))
@@ -512,7 +586,38 @@ class PostgresStore:
 
     # -- dead letters -----------------------------------------------------------------
 
-    async def dead_letter(self, call: StoredCall, error: str, failed_at: datetime) -> int:
+    async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        if not call_ids:
+            return set()
+        rows = await self._call("fetch", "renew", expires_at, owner, sorted(call_ids))
+        return {row[0] for row in rows}
+
+    async def complete(self, owner: str, call_id: int) -> bool:
+        with trio.CancelScope(shield=True):  # bounded by the store's timeouts
+            count: int = await self._call("fetchval", "complete", call_id, owner)
+        return count > 0
+
+    async def release(
+        self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
+    ) -> bool:
+        with trio.CancelScope(shield=True):  # bounded by the store's timeouts
+            count: int = await self._call(
+                "fetchval",
+                "release",
+                due_at,
+                int(refund_attempt),
+                call_id,
+                owner,
+                self.channel,
+                str(_to_micros(_utc(due_at))),
+            )
+        if count:
+            self._listeners.notify(_utc(due_at))
+        return count > 0
+
+    async def dead_letter(
+        self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
+    ) -> int:
         with trio.CancelScope(shield=True):  # the call is already claimed: keep it
             new_id: int = await self._call(
                 "fetchval",
@@ -525,6 +630,8 @@ class PostgresStore:
                 call.scheduled_at,
                 failed_at,
                 error.replace("\x00", "\\x00"),
+                call.attempts,
+                owner,
             )
         return new_id
 
@@ -557,6 +664,8 @@ class PostgresStore:
             self.channel,
             str(_to_micros(_utc(due_at))),
         )
+        if new_id is not None:
+            self._listeners.notify(_utc(due_at))
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
@@ -583,6 +692,7 @@ class PostgresStore:
 
     async def _listen_once(self, lost: trio.Event) -> asyncpg.Connection:
         conn: asyncpg.Connection = await _bridge(
+            self._loop,
             "listen connect",
             asyncpg.connect,
             self._dsn,
@@ -592,13 +702,15 @@ class PostgresStore:
         )
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            await _bridge("listen", conn.add_listener, self.channel, self._on_notify)
+            await _bridge(self._loop, "listen", conn.add_listener, self.channel, self._on_notify)
         except BaseException:
             conn.terminate()
             raise
         return conn
 
-    async def _listen_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _listen_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Keep a LISTEN connection open; reconnect with backoff when it drops."""
         backoff = 0.0
         started = False
@@ -622,19 +734,25 @@ class PostgresStore:
             else:
                 started = True
                 task_status.started()
-            backoff = 0.0
+            connected_at = trio.current_time()
             try:
                 await self._watch(conn, lost)
             finally:
                 self._listen_conn = None
                 with trio.move_on_after(2, shield=True) as scope:
-                    try:
-                        await _bridge("listen close", conn.close, timeout=1)
-                    except StoreError:
-                        pass
+                    with suppress(StoreError):
+                        await _bridge(self._loop, "listen close", conn.close, timeout=1)
                 if scope.cancelled_caught or not conn.is_closed():
                     conn.terminate()
-            _log.warning("LISTEN connection on %s lost; reconnecting", self.channel)
+            # A connection that dies right after connecting must not make us spin.
+            if trio.current_time() - connected_at < 5.0:
+                backoff = min(max(backoff * 2, 0.1), _MAX_LISTEN_BACKOFF)
+            else:
+                backoff = 0.0
+            _log.warning(
+                "LISTEN connection on %s lost; reconnecting in %.2f s", self.channel, backoff
+            )
+            await trio.sleep(backoff)
 
     async def _watch(self, conn: asyncpg.Connection, lost: trio.Event) -> None:
         """Return when the LISTEN connection is gone (closed, or fails a ping)."""
@@ -647,7 +765,7 @@ class PostgresStore:
             # A silent network failure shows up only when we talk: ping.
             try:
                 with trio.fail_after(self._connect_timeout):
-                    await _bridge("listen ping", conn.fetchval, "SELECT 1")
+                    await _bridge(self._loop, "listen ping", conn.fetchval, "SELECT 1")
             except (StoreError, trio.TooSlowError) as exc:
                 _log.warning("LISTEN connection failed a ping: %s", exc)
                 return
@@ -657,7 +775,7 @@ class PostgresStore:
     @asynccontextmanager
     async def open_session(self, call: StoredCall) -> AsyncIterator[PostgresSession]:
         pool = self._live_pool()
-        session = PostgresSession(pool, self._acquire_timeout, call.id)
+        session = PostgresSession(self._loop, pool, self._acquire_timeout, call.id)
         self._sessions.add(session)
         try:
             yield session
@@ -676,7 +794,7 @@ class PostgresStore:
             return
         with trio.move_on_after(10, shield=True) as scope:
             try:
-                await _bridge("pool close", pool.close)
+                await _bridge(self._loop, "pool close", pool.close)
             except StoreError as exc:
                 _log.warning("closing the pool failed: %s", exc)
         if scope.cancelled_caught:
@@ -754,19 +872,20 @@ async def open_postgres_store(
     recheck = check_positive_seconds(recheck_interval, "recheck_interval", allow_none=True)
     if recheck == 0:
         raise InvalidArgumentError("recheck_interval must be > 0 or None")
-    timeouts = {}
-    for value, what in (
+    timeouts: dict[str, float | None] = {}
+    for seconds_arg, what in (
         (connect_timeout, "connect_timeout"),
         (command_timeout, "command_timeout"),
         (acquire_timeout, "acquire_timeout"),
     ):
-        seconds = check_positive_seconds(value, what, allow_none=what == "acquire_timeout")
+        seconds = check_positive_seconds(seconds_arg, what, allow_none=what == "acquire_timeout")
         if seconds is not None and (seconds == 0 or math.isinf(seconds)):
-            raise InvalidArgumentError(f"{what} must be > 0, got {value!r}")
+            raise InvalidArgumentError(f"{what} must be > 0, got {seconds_arg!r}")
         timeouts[what] = seconds
     connect_s = timeouts["connect_timeout"]
     command_s = timeouts["command_timeout"]
-    assert connect_s is not None and command_s is not None
+    assert connect_s is not None
+    assert command_s is not None
     acquire_s = timeouts["acquire_timeout"] or connect_s + command_s
     if not isinstance(application_name, str) or not application_name.isprintable():
         raise InvalidArgumentError("application_name must be a printable str")
@@ -778,40 +897,43 @@ async def open_postgres_store(
             recommended_pool_size(1),
         )
 
-    async with trio_asyncio.open_loop():
-        pool: asyncpg.Pool = await _bridge(
-            "create pool",
-            asyncpg.create_pool,
-            dsn,
-            min_size=min_pool_size,
-            max_size=max_pool_size,
-            timeout=connect_s,
-            command_timeout=command_s,
-            server_settings={"application_name": application_name[:63]},
-        )
-        store = PostgresStore(
-            dsn=dsn,
-            schema=checked_schema,
-            pool=pool,
-            max_pool_size=max_pool_size,
-            recheck_interval=recheck,
-            acquire_timeout=acquire_s,
-            connect_timeout=connect_s,
-            application_name=application_name,
-        )
-        try:
-            if migrate:
-                await _bridge(
-                    "migrate",
-                    _aio_migrate,
-                    pool,
-                    store._q,
-                    store._sql_of,
-                    _lock_key(checked_schema),
-                    acquire_s,
-                )
-            body_exc: BaseException | None = None
+    body_exc: BaseException | None = None
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            pool: asyncpg.Pool = await _bridge(
+                loop,
+                "create pool",
+                asyncpg.create_pool,
+                dsn,
+                min_size=min_pool_size,
+                max_size=max_pool_size,
+                timeout=connect_s,
+                command_timeout=command_s,
+                server_settings={"application_name": application_name[:63]},
+            )
+            store = PostgresStore(
+                loop=loop,
+                dsn=dsn,
+                schema=checked_schema,
+                pool=pool,
+                max_pool_size=max_pool_size,
+                recheck_interval=recheck,
+                acquire_timeout=acquire_s,
+                connect_timeout=connect_s,
+                application_name=application_name,
+            )
             try:
+                if migrate:
+                    await _bridge(
+                        loop,
+                        "migrate",
+                        _aio_migrate,
+                        pool,
+                        store._q,
+                        store._sql_of,
+                        _lock_key(checked_schema),
+                        acquire_s,
+                    )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(store._listen_loop)
                     try:
@@ -821,13 +943,13 @@ async def open_postgres_store(
                         raise
                     finally:
                         nursery.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                # Do not leak the nursery's group: re-raise the body's own exception
-                # (or the single failure) as it was.
-                exc = _unwrap_group(group)
-                if exc is body_exc:
-                    raise exc from exc.__cause__
-                raise exc from group
-        finally:
-            with trio.CancelScope(shield=True):
-                await store._aclose()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await store._aclose()
+    except BaseExceptionGroup as group:
+        # The nursery and trio-asyncio's loop wrap what crosses them in groups; do not
+        # leak those: re-raise the body's own exception, or the store's single error.
+        leaf = _unwrap_group(group)
+        if leaf is body_exc or leaf.__cause__ is not None:
+            raise leaf from leaf.__cause__
+        raise leaf from group

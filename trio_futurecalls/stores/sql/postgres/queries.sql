@@ -28,11 +28,12 @@ INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
 -- delivered when the statement's transaction commits).
 WITH input AS (
     SELECT *
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])
-        WITH ORDINALITY AS t (name, payload, due_at, identifier, scheduled_at, ord)
+    FROM unnest(
+        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[]
+    ) WITH ORDINALITY AS t (name, payload, due_at, identifier, scheduled_at, attempts, ord)
 ), inserted AS (
-    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at)
-    SELECT name, payload, due_at, identifier, scheduled_at FROM input ORDER BY ord
+    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at, attempts)
+    SELECT name, payload, due_at, identifier, scheduled_at, attempts FROM input ORDER BY ord
     RETURNING id
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
@@ -40,17 +41,23 @@ WITH input AS (
 SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 
 -- name: cancel
-WITH deleted AS (DELETE FROM {schema}.calls WHERE id = $1 RETURNING 1)
+-- Leased rows are running, not pending: they are not cancelled here.
+WITH deleted AS (
+    DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner IS NULL RETURNING 1
+)
 SELECT count(*) FROM deleted;
 
 -- name: cancel_identifier
-WITH deleted AS (DELETE FROM {schema}.calls WHERE identifier = $1 RETURNING 1)
+WITH deleted AS (
+    DELETE FROM {schema}.calls WHERE identifier = $1 AND lease_owner IS NULL RETURNING 1
+)
 SELECT count(*) FROM deleted;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
 FROM {schema}.calls
-WHERE ($1::text IS NULL OR name = $1::text)
+WHERE lease_owner IS NULL
+  AND ($1::text IS NULL OR name = $1::text)
   AND ($2::text IS NULL OR identifier = $2::text)
   AND ($3::timestamptz IS NULL OR due_at >= $3::timestamptz)
   AND ($4::timestamptz IS NULL OR due_at < $4::timestamptz)
@@ -58,10 +65,12 @@ ORDER BY due_at, id
 LIMIT $5::bigint;
 
 -- name: pending_names
-SELECT name, count(*) FROM {schema}.calls GROUP BY name;
+SELECT name, count(*) FROM {schema}.calls
+WHERE lease_owner IS NULL AND ($1::timestamptz IS NULL OR due_at <= $1::timestamptz)
+GROUP BY name;
 
 -- name: next_due
--- One index seek per name.
+-- One index seek per name. Leased rows count: their due_at is the lease expiry.
 SELECT min(first.due_at)
 FROM unnest($1::text[]) AS n (name)
 CROSS JOIN LATERAL (
@@ -73,9 +82,11 @@ CROSS JOIN LATERAL (
 
 -- name: claim
 -- One statement: lock the earliest due rows of each name (at most its free slots),
--- skipping rows another claimer holds, keep the earliest `limit` across names and
--- delete them, returning what was deleted. Rows locked but not kept are unlocked when
--- the statement's transaction ends.
+-- skipping rows another claimer holds, keep the earliest `limit` across names, then
+-- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
+-- (at-least-once; an expired lease's row is due again, since its due_at is the
+-- expiry). Returns each call with its due time before the claim and its new attempt
+-- count. Rows locked but not kept are unlocked when the statement's transaction ends.
 WITH quotas AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
 ), picked AS (
@@ -90,15 +101,55 @@ WITH quotas AS (
     ) AS c
     ORDER BY c.due_at, c.id
     LIMIT $4::integer
+), deleted AS (
+    DELETE FROM {schema}.calls
+    WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
+    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
+), leased AS (
+    UPDATE {schema}.calls AS c
+    SET lease_owner = $6::text, due_at = $7::timestamptz, attempts = c.attempts + 1
+    FROM picked AS p
+    WHERE c.id = p.id AND c.name = ANY($5::text[])
+    RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
 )
-DELETE FROM {schema}.calls
-WHERE id IN (SELECT id FROM picked)
-RETURNING id, name, payload, due_at, identifier, scheduled_at;
+SELECT * FROM deleted
+UNION ALL
+SELECT * FROM leased;
+
+-- name: renew
+UPDATE {schema}.calls SET due_at = $1
+WHERE lease_owner = $2 AND id = ANY($3::bigint[])
+RETURNING id;
+
+-- name: complete
+WITH deleted AS (
+    DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner = $2 RETURNING 1
+)
+SELECT count(*) FROM deleted;
+
+-- name: release
+-- End a lease (the row is pending again, due at $1) and NOTIFY, in one statement.
+WITH updated AS (
+    UPDATE {schema}.calls
+    SET lease_owner = NULL, due_at = $1, attempts = greatest(attempts - $2::integer, 0)
+    WHERE id = $3 AND lease_owner = $4
+    RETURNING 1
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($5::text, $6::text) FROM updated) AS n
+)
+SELECT count(*) FROM updated CROSS JOIN wakeup;
+
+-- name: delete_leased
+DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner = $2;
 
 -- name: insert_dead_letter
+-- With an owner ($10), the leased row goes in the same statement (if still owned).
+WITH removed AS (
+    DELETE FROM {schema}.calls WHERE $10::text IS NOT NULL AND id = $1 AND lease_owner = $10
+)
 INSERT INTO {schema}.dead_letters
     (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id;
 
 -- name: dead_letters

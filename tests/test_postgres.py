@@ -1,0 +1,749 @@
+"""Tests of the PostgreSQL store against a real server (no mocks).
+
+Every test gets its own randomly named schema (``pg_support.open_test_postgres_store``).
+These are real-time tests: they talk to a server, run subprocesses and a TCP proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import trio
+import trio.testing
+from pg_support import (
+    admin_fetch,
+    drop_schema,
+    open_test_postgres_store,
+    pg_dsn,
+    random_schema,
+    require_postgres,
+)
+from pg_worker import WORKER_LIMITS, Wake
+
+from trio_futurecalls import (
+    MAX_PAYLOAD_BYTES,
+    FutureCall,
+    InvalidArgumentError,
+    InvalidPayloadError,
+    NewCall,
+    PendingQuery,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+    open_scheduler,
+)
+from trio_futurecalls.stores._sql import migrations
+from trio_futurecalls.stores.postgres import (
+    PostgresSession,
+    PostgresStore,
+    open_postgres_store,
+    recommended_pool_size,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+TESTS = Path(__file__).parent
+WORKER = str(TESTS / "pg_worker.py")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ALL_VERSIONS = [(m.version, m.name) for m in migrations("postgres")]
+
+
+@pytest.fixture(autouse=True)
+def _needs_postgres() -> None:
+    require_postgres()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new(name: str = "a", due: datetime | None = None, payload: str = "null") -> NewCall:
+    t = now()
+    return NewCall(name=name, payload=payload, due_at=due or t, scheduled_at=t)
+
+
+async def worker(*args: str, limit_s: float = 60) -> Any:
+    """Run tests/pg_worker.py in a subprocess; return its JSON output."""
+    with trio.fail_after(limit_s):
+        proc = await trio.run_process(
+            [sys.executable, WORKER, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+    if proc.returncode != 0:
+        raise AssertionError(f"worker {args} failed:\n{proc.stderr.decode()}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+# -- configuration and validation ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        'bad"quote',
+        "semi;colon",
+        "Upper",
+        "",
+        "with space",
+        "dot.ted",
+        "1digit",
+        "pg_temp",
+        "x" * 60,
+    ],
+)
+async def test_bad_schema_names_are_rejected_before_connecting(schema: str) -> None:
+    # Port 1: nothing listens there, so reaching the network would fail differently.
+    with pytest.raises(InvalidArgumentError):
+        async with open_postgres_store("postgresql://nobody@127.0.0.1:1/none", schema=schema):
+            pass
+
+
+async def test_non_str_schema_and_bad_options_are_rejected() -> None:
+    dsn = "postgresql://nobody@127.0.0.1:1/none"
+    bad: list[dict[str, Any]] = [
+        {"schema": 42},
+        {"max_pool_size": 0},
+        {"min_pool_size": 5, "max_pool_size": 2},
+        {"recheck_interval": 0},
+        {"connect_timeout": -1},
+        {"command_timeout": 0},
+    ]
+    for options in bad:
+        with pytest.raises(InvalidArgumentError):
+            async with open_postgres_store(dsn, **options):
+                pass
+
+
+async def test_unreachable_server_at_start_is_store_unavailable() -> None:
+    with trio.fail_after(10), pytest.raises(StoreUnavailableError):
+        async with open_postgres_store(
+            "postgresql://nobody@127.0.0.1:1/none", schema="futurecalls", connect_timeout=2
+        ):
+            pass
+
+
+def test_recommended_pool_size() -> None:
+    assert recommended_pool_size(1) == 3
+    assert recommended_pool_size(10) == 12
+    assert recommended_pool_size(None) == 3
+
+
+async def test_check_pool_size_warns(caplog: pytest.LogCaptureFixture) -> None:
+    async with open_test_postgres_store(max_pool_size=10, min_pool_size=0) as store:
+        caplog.set_level(logging.WARNING, logger="trio_futurecalls.store.postgres")
+        assert store.check_pool_size(8)
+        assert not caplog.records
+        assert not store.check_pool_size(9)
+        assert not store.check_pool_size(None)
+        assert len(caplog.records) == 2
+        assert "max_pool_size=10 is too small for max_concurrent=9" in caplog.records[0].message
+
+
+async def test_tiny_pool_warns_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_futurecalls.store.postgres")
+    async with open_test_postgres_store(max_pool_size=2, min_pool_size=0):
+        pass
+    assert any("below the minimum useful size" in r.message for r in caplog.records)
+
+
+async def test_payload_and_name_limits_are_enforced() -> None:
+    async with open_test_postgres_store() as store:
+        with pytest.raises(InvalidPayloadError):
+            await store.schedule([new(payload='"' + "x" * MAX_PAYLOAD_BYTES + '"')])
+        with pytest.raises(InvalidArgumentError):
+            await store.schedule([new(name="n" * 201)])
+        # The same through the engine.
+
+        class Big(FutureCall):
+            name = "pg.big"
+
+            async def invoke(self, session: Any, payload: Any) -> None:
+                pass
+
+        async with open_scheduler(store, [Big], execute=False) as scheduler:
+            with pytest.raises(InvalidPayloadError):
+                await scheduler.schedule(Big, "x" * MAX_PAYLOAD_BYTES)
+        # A payload just under the limit fits (the CHECK counts bytes, not characters).
+        fits = '"' + "\u00e9" * ((MAX_PAYLOAD_BYTES - 2) // 2) + '"'
+        (call_id,) = await store.schedule([new(payload=fits)])
+        (call,) = await store.pending(PendingQuery())
+        assert call.id == call_id
+        assert call.payload == fits
+        # The table's CHECK is the backstop behind the Python checks.
+        with pytest.raises(StoreError, match="calls_payload_size"):
+            await store._call(
+                "fetch",
+                "insert_calls",
+                ["a"],
+                ["x" * (MAX_PAYLOAD_BYTES + 1)],
+                [now()],
+                [None],
+                [now()],
+                store.channel,
+                "0",
+                [0],
+            )
+
+
+# -- migrations ---------------------------------------------------------------------
+
+
+async def _versions(schema: str) -> list[tuple[int, str]]:
+    rows = await admin_fetch(f'SELECT version, name FROM "{schema}".schema_version ORDER BY 1')
+    return [(r[0], r[1]) for r in rows]
+
+
+async def test_migrations_are_idempotent() -> None:
+    async with open_test_postgres_store() as store:
+        (call_id,) = await store.schedule([new()])
+        schema = store.schema
+        # Open the same schema again (it migrates again): nothing changes, data stays.
+        async with open_postgres_store(pg_dsn(), schema=schema, min_pool_size=0) as again:
+            assert [c.id for c in await again.pending(PendingQuery())] == [call_id]
+        assert await _versions(schema) == ALL_VERSIONS
+
+
+async def test_concurrent_migrations_in_one_process() -> None:
+    schema = random_schema()
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(_open_and_close, schema)
+        assert await _versions(schema) == ALL_VERSIONS
+    finally:
+        await drop_schema(schema)
+
+
+async def _open_and_close(schema: str) -> None:
+    async with open_postgres_store(pg_dsn(), schema=schema, min_pool_size=0) as store:
+        await store.pending_names()
+
+
+async def test_concurrent_migrations_in_separate_processes() -> None:
+    schema = random_schema()
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(worker, "migrate", pg_dsn(), schema)
+        assert await _versions(schema) == ALL_VERSIONS
+    finally:
+        await drop_schema(schema)
+
+
+async def test_migrations_produce_the_expected_schema() -> None:
+    async with open_test_postgres_store() as store:
+        rows = await admin_fetch(
+            "SELECT table_name, column_name, data_type, is_nullable, is_identity "
+            "FROM information_schema.columns WHERE table_schema = $1 "
+            "ORDER BY table_name, ordinal_position",
+            store.schema,
+        )
+        columns = {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+        tz = "timestamp with time zone"
+        assert columns == {
+            ("calls", "id"): ("bigint", "NO", "YES"),
+            ("calls", "name"): ("text", "NO", "NO"),
+            ("calls", "payload"): ("text", "NO", "NO"),
+            ("calls", "due_at"): (tz, "NO", "NO"),
+            ("calls", "identifier"): ("text", "YES", "NO"),
+            ("calls", "scheduled_at"): (tz, "NO", "NO"),
+            ("calls", "attempts"): ("integer", "NO", "NO"),
+            ("calls", "lease_owner"): ("text", "YES", "NO"),
+            ("dead_letters", "id"): ("bigint", "NO", "YES"),
+            ("dead_letters", "call_id"): ("bigint", "NO", "NO"),
+            ("dead_letters", "name"): ("text", "NO", "NO"),
+            ("dead_letters", "payload"): ("text", "NO", "NO"),
+            ("dead_letters", "due_at"): (tz, "NO", "NO"),
+            ("dead_letters", "identifier"): ("text", "YES", "NO"),
+            ("dead_letters", "scheduled_at"): (tz, "NO", "NO"),
+            ("dead_letters", "failed_at"): (tz, "NO", "NO"),
+            ("dead_letters", "error"): ("text", "NO", "NO"),
+            ("dead_letters", "attempts"): ("integer", "NO", "NO"),
+            ("schema_version", "version"): ("integer", "NO", "NO"),
+            ("schema_version", "name"): ("text", "NO", "NO"),
+            ("schema_version", "applied_at"): (tz, "NO", "NO"),
+        }
+        indexes = await admin_fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1", store.schema
+        )
+        defs = {r[0]: r[1].split(" USING ")[1] for r in indexes}
+        assert defs == {
+            "calls_pkey": "btree (id)",
+            "calls_name_due_id_idx": "btree (name, due_at, id)",
+            "calls_due_id_idx": "btree (due_at, id)",
+            "calls_identifier_idx": "btree (identifier) WHERE (identifier IS NOT NULL)",
+            "dead_letters_pkey": "btree (id)",
+            "dead_letters_failed_id_idx": "btree (failed_at, id)",
+            "schema_version_pkey": "btree (version)",
+        }
+        checks = await admin_fetch(
+            "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+            "WHERE n.nspname = $1 AND c.contype = 'c' ORDER BY 1",
+            store.schema,
+        )
+        assert [r[0] for r in checks] == [
+            "calls_attempts",
+            "calls_identifier_length",
+            "calls_name_length",
+            "calls_payload_size",
+            "dead_letters_attempts",
+        ]
+
+
+# -- claims and scheduling ----------------------------------------------------------
+
+
+async def test_claim_respects_slots_limit_and_order() -> None:
+    async with open_test_postgres_store() as store:
+        t = now()
+        at = [t - timedelta(seconds=s) for s in range(10, 0, -1)]  # at[0] is the earliest
+        ids = await store.schedule(
+            [
+                new("a", at[0]),  # 0
+                new("b", at[1]),  # 1
+                new("a", at[2]),  # 2
+                new("a", at[3]),  # 3
+                new("c", at[4]),  # 4
+                new("b", at[5]),  # 5
+                new("a", at[5]),  # 6 (same due time as 5: the lower id first)
+                new("a", t + timedelta(hours=1)),  # 7: not due
+            ]
+        )
+        # a: at most 2, b: at most 1, c: not asked for; 4 in total at most.
+        got = await store.claim(t, {"a": 2, "b": 1}, 4)
+        assert [c.id for c in got] == [ids[0], ids[1], ids[2]]
+        # Limit across names, earliest first.
+        got = await store.claim(t, {"a": 5, "b": 5, "c": 5}, 2)
+        assert [c.id for c in got] == [ids[3], ids[4]]
+        got = await store.claim(t, {"a": 5, "b": 5}, 10)
+        assert [c.id for c in got] == [ids[5], ids[6]]
+        assert await store.claim(t, {"a": 5}, 10) == []
+        assert [c.id for c in await store.pending(PendingQuery())] == [ids[7]]
+        assert await store.claim(t, {"a": 0}, 10) == []
+        assert await store.claim(t + timedelta(hours=2), {"a": 1}, 0) == []
+
+
+async def test_claim_skips_rows_locked_by_another_transaction() -> None:
+    async with open_test_postgres_store() as store:
+        t = now() - timedelta(seconds=1)
+        first, second = await store.schedule([new("a", t), new("a", t)])
+        async with _locked_row(store.schema, first):
+            with trio.fail_after(5):  # SKIP LOCKED: does not wait for the lock
+                got = await store.claim(now(), {"a": 10}, 10)
+        assert [c.id for c in got] == [second]
+        got = await store.claim(now(), {"a": 10}, 10)
+        assert [c.id for c in got] == [first]
+
+
+@asynccontextmanager
+async def _locked_row(schema: str, call_id: int) -> AsyncIterator[None]:
+    import asyncpg
+    import trio_asyncio
+    from trio_asyncio import aio_as_trio
+
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(pg_dsn())
+        try:
+            async with aio_as_trio(conn.transaction()):
+                await aio_as_trio(conn.execute)(
+                    f'SELECT 1 FROM "{schema}".calls WHERE id = $1 FOR UPDATE', call_id
+                )
+                yield
+        finally:
+            await aio_as_trio(conn.close)()
+
+
+async def test_concurrent_claims_from_two_stores_never_share_a_row() -> None:
+    async with open_test_postgres_store() as store:
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new(("a", "b", "c")[i % 3], t) for i in range(600)])
+        async with open_postgres_store(pg_dsn(), schema=store.schema, min_pool_size=0) as other:
+            claimed: list[list[int]] = []
+
+            async def claimer(s: PostgresStore) -> None:
+                mine: list[int] = []
+                claimed.append(mine)
+                while True:
+                    got = await s.claim(now(), {"a": 7, "b": 5, "c": 3}, 11)
+                    if not got:
+                        return
+                    assert len(got) <= 11
+                    mine.extend(c.id for c in got)
+
+            async with trio.open_nursery() as nursery:
+                for s in (store, other, store, other, store, other):
+                    nursery.start_soon(claimer, s)
+        everything = [i for mine in claimed for i in mine]
+        assert sorted(everything) == sorted(ids)  # each row exactly once
+        assert sum(1 for mine in claimed if mine) >= 2  # really concurrent
+
+
+async def test_claim_is_not_lost_to_cancellation() -> None:
+    async with open_test_postgres_store() as store:
+        ids = await store.schedule([new("a", now() - timedelta(seconds=1)) for _ in range(3)])
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            got = await store.claim(now(), {"a": 10}, 10)  # shielded: completes
+            assert [c.id for c in got] == ids
+        assert await store.pending(PendingQuery()) == []
+
+
+async def test_schedule_many_is_one_round_trip_in_order() -> None:
+    async with open_test_postgres_store() as store:
+        round_trips = 0
+        real_call = store._call
+
+        async def counting(*args: Any) -> Any:
+            nonlocal round_trips
+            round_trips += 1
+            return await real_call(*args)
+
+        store._call = counting  # type: ignore[method-assign,assignment]
+        t = now()
+        batch = [
+            new("a", t + timedelta(seconds=(i * 7919) % 1000), payload=str(i)) for i in range(1000)
+        ]
+        # Another store on the same schema hears only the NOTIFY (no local wake-up).
+        async with open_postgres_store(pg_dsn(), schema=store.schema, min_pool_size=0) as other:
+            heard: list[datetime] = []
+            other.add_listener(heard.append)
+            ids = await store.schedule(batch)
+            assert round_trips == 1
+            assert len(ids) == 1000
+            assert ids == sorted(ids)
+            store._call = real_call  # type: ignore[method-assign]
+            by_id = {c.id: c.payload for c in await store.pending(PendingQuery())}
+            assert [by_id[i] for i in ids] == [str(i) for i in range(1000)]
+            # One NOTIFY for the batch, carrying its earliest due time.
+            await until(lambda: bool(heard), 5)
+            await trio.sleep(0.2)
+            assert heard == [min(c.due_at for c in batch)]
+
+
+# -- wake-ups -----------------------------------------------------------------------
+
+
+async def test_notify_from_another_process_wakes_the_scheduler() -> None:
+    ran = trio.Event()
+
+    class WakeHere(FutureCall):
+        name = Wake.name
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            ran.set()
+
+    async with (
+        open_test_postgres_store(recheck_interval=60.0) as store,
+        open_scheduler(store, [WakeHere], max_concurrent=2) as scheduler,
+    ):
+        await trio.sleep(0.3)  # the dispatcher is asleep, until the recheck (60 s)
+        assert scheduler.running() == []
+        await worker("schedule", pg_dsn(), store.schema, Wake.name, "1")
+        start = trio.current_time()
+        with trio.fail_after(30):  # far below the 60 s recheck: only NOTIFY explains it
+            await ran.wait()
+        assert trio.current_time() - start < 30
+
+
+async def test_listener_reconnects_after_its_backend_is_terminated() -> None:
+    heard: list[datetime] = []
+    schema = random_schema()
+    async with open_test_postgres_store(
+        schema=schema, application_name=f"fc-{schema}", recheck_interval=60.0
+    ) as store:
+        store.add_listener(heard.append)
+        assert store.listener_connects == 1
+        (old_pid,) = await _listener_pids(store)
+        await admin_fetch("SELECT pg_terminate_backend($1)", old_pid)
+        await until(lambda: EPOCH in heard, 15)
+        assert store.listener_connects == 2
+        (new_pid,) = await _listener_pids(store)
+        assert new_pid != old_pid
+        # And it hears NOTIFYs again (here, sent by another connection).
+        heard.clear()
+        due = datetime(2030, 1, 1, tzinfo=UTC)
+        micros = (due - EPOCH) // timedelta(microseconds=1)
+        await admin_fetch("SELECT pg_notify($1, $2)", store.channel, str(micros))
+        await until(lambda: due in heard, 10)
+
+
+async def _listener_pids(store: PostgresStore) -> list[int]:
+    rows = await admin_fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+        store.listener_application_name,
+    )
+    return [r[0] for r in rows]
+
+
+# -- outage and recovery ------------------------------------------------------------
+
+
+class Proxy:
+    """A TCP proxy to the test server that the test can cut and restore."""
+
+    def __init__(self) -> None:
+        parts = urlsplit(pg_dsn())
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.mode = "forward"  # or "reset": accept and close; or "hang": accept, say nothing
+        self.port = 0
+        self._scopes: set[trio.CancelScope] = set()
+
+    def dsn(self) -> str:
+        parts = urlsplit(pg_dsn())
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    def cut(self, mode: str = "reset") -> None:
+        self.mode = mode
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                async with client:
+                    if self.mode == "reset":
+                        return
+                    if self.mode == "hang":
+                        await trio.sleep_forever()
+                    upstream = await trio.open_tcp_stream(*self.target)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, upstream, nursery.cancel_scope)
+                        nursery.start_soon(self._pump, upstream, client, nursery.cancel_scope)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                self._scopes.discard(scope)
+
+    @staticmethod
+    async def _pump(src: trio.SocketStream, dst: trio.SocketStream, done: trio.CancelScope) -> None:
+        try:
+            async for data in src:
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        done.cancel()
+
+
+async def until(predicate: Callable[[], bool], seconds: float) -> None:
+    """Poll state that nothing signals (another process, the server) until it holds."""
+    with trio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+async def _eventually(fn: Callable[[], Awaitable[Any]], seconds: float) -> Any:
+    with trio.fail_after(seconds):
+        while True:
+            try:
+                return await fn()
+            except StoreUnavailableError:
+                await trio.sleep(0.1)
+
+
+async def test_outage_raises_unavailable_promptly_and_recovers() -> None:
+    ran: list[int] = []
+
+    class Job(FutureCall):
+        name = "pg.job"
+
+        async def invoke(self, session: PostgresSession, payload: Any) -> None:
+            assert await session.fetchval("SELECT $1::int", payload) == payload
+            ran.append(payload)
+
+    proxy = Proxy()
+    heard: list[datetime] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with (
+            open_test_postgres_store(
+                dsn=proxy.dsn(),
+                connect_timeout=1.0,
+                command_timeout=2.0,
+                recheck_interval=60.0,
+                min_pool_size=1,
+            ) as store,
+            open_scheduler(store, [Job], max_concurrent=3, grace_period=5) as scheduler,
+        ):
+            store.add_listener(heard.append)
+            await scheduler.schedule(Job, 1)
+            await until(lambda: ran == [1], 10)
+
+            # Connections reset: every method fails fast with StoreUnavailableError.
+            proxy.cut("reset")
+            for method in (
+                lambda: store.pending(PendingQuery()),
+                lambda: store.schedule([new("pg.job")]),
+                lambda: store.claim(now(), {"pg.job": 1}, 1),
+                lambda: store.pending_names(),
+            ):
+                with trio.fail_after(5), pytest.raises(StoreUnavailableError):
+                    await method()
+            # Packets vanish: bounded by connect_timeout.
+            proxy.cut("hang")
+            start = trio.current_time()
+            with pytest.raises(StoreUnavailableError):
+                await store.pending(PendingQuery())
+            assert trio.current_time() - start < 5
+
+            # Back up: the store recovers on its own, the listener reconnects and
+            # announces it, and the dispatcher runs new calls again.
+            proxy.cut("forward")
+            heard.clear()
+            await _eventually(lambda: store.pending(PendingQuery()), 15)
+            await until(lambda: EPOCH in heard, 15)
+            await _eventually(lambda: scheduler.schedule(Job, 2), 10)
+            await until(lambda: ran == [1, 2], 40)
+        nursery.cancel_scope.cancel()
+
+
+# -- sessions -----------------------------------------------------------------------
+
+
+async def test_sessions_take_one_connection_lazily_and_release_it() -> None:
+    seen: dict[str, Any] = {}
+    release = trio.Event()
+
+    class UsesDb(FutureCall):
+        name = "pg.uses"
+        max_concurrent = 5
+
+        async def invoke(self, session: PostgresSession, payload: Any) -> None:
+            if payload == "idle":
+                seen["idle"] = session.acquired
+                return
+            if payload == "tx-fails":
+                async with session.transaction():
+                    await session.execute(f"INSERT INTO {seen['t']} (v) VALUES ($1)", "nope")
+                    raise RuntimeError("boom")
+            if payload == "bad-sql":
+                try:
+                    await session.execute("SELEC nonsense")
+                except StoreError as exc:
+                    seen["bad-sql"] = type(exc.__cause__).__name__
+                    raise
+            if payload == "hold":
+                await session.execute("SELECT 1")
+                seen["hold"] = session.acquired
+                await release.wait()
+                return
+            async with session.transaction():
+                await session.execute(f"INSERT INTO {seen['t']} (v) VALUES ($1)", payload)
+                conn = await session.connection()
+                assert conn is await session.connection()
+            seen.setdefault("rows", []).extend(await session.fetch(f"SELECT v FROM {seen['t']}"))
+
+    async with open_test_postgres_store(max_pool_size=6) as store:
+        await admin_fetch(f'CREATE TABLE "{store.schema}".t (v text)')
+        seen["t"] = f'"{store.schema}".t'
+        async with open_scheduler(store, [UsesDb], max_concurrent=4, grace_period=0.5) as scheduler:
+            for payload in ("idle", "tx-fails", "bad-sql", "kept"):
+                await scheduler.schedule(UsesDb, payload)
+            await scheduler.schedule(UsesDb, "hold")
+            await until(
+                lambda: "hold" in seen and scheduler.statistics().classes["pg.uses"].finished >= 4,
+                10,
+            )
+            assert store.connections_in_use() == 1  # only the held call's
+            assert store.open_sessions == 1
+            # Shutdown cancels the held call after the grace period; its connection
+            # goes back to the pool anyway.
+        assert store.connections_in_use() == 0
+        assert seen["idle"] is False
+        assert seen["hold"] is True
+        assert seen["bad-sql"] == "PostgresSyntaxError"
+        rows = await admin_fetch(f'SELECT v FROM "{store.schema}".t')
+        assert [r[0] for r in rows] == ["kept"]
+        stats = scheduler.statistics().classes["pg.uses"]
+        assert (stats.succeeded, stats.failed, stats.cancelled) == (2, 2, 1)
+
+
+async def test_store_closed_errors() -> None:
+    async with open_test_postgres_store() as store:
+        pass
+    with pytest.raises(StoreClosedError):
+        await store.pending(PendingQuery())
+
+
+# -- many processes -----------------------------------------------------------------
+
+
+async def test_three_worker_processes_run_every_call_exactly_once() -> None:
+    total = 3000
+    max_concurrent = 5
+    async with open_test_postgres_store() as store:
+        await admin_fetch(f'CREATE TABLE "{store.schema}".runs (call_id bigint, worker int)')
+        names = list(WORKER_LIMITS)
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new(names[i % len(names)], t) for i in range(total)])
+        reports: list[dict[str, Any]] = []
+
+        async def one(k: int) -> None:
+            reports.append(
+                await worker("run", pg_dsn(), store.schema, str(k), str(max_concurrent), limit_s=90)
+            )
+
+        async with trio.open_nursery() as nursery:
+            for k in range(3):
+                nursery.start_soon(one, k)
+
+        rows = await admin_fetch(
+            f'SELECT call_id, count(*) FROM "{store.schema}".runs GROUP BY call_id'
+        )
+        counts = {r[0]: r[1] for r in rows}
+        assert set(counts) == set(ids)
+        assert set(counts.values()) == {1}  # exactly once
+        assert await store.pending(PendingQuery()) == []
+        assert sum(r["ran"] for r in reports) == total
+        for report in reports:
+            assert report["failed"] == 0
+            assert report["total_peak"] <= max_concurrent
+            for name, peak in report["peak"].items():
+                limit = WORKER_LIMITS[name]
+                assert limit is None or peak <= limit, (name, peak, limit)
+        # Work really was shared.
+        assert sum(1 for r in reports if r["ran"] > 0) >= 2
+
+
+# -- leases across processes ----------------------------------------------------------
+
+
+async def test_expired_lease_is_taken_over_by_another_store() -> None:
+    from trio_futurecalls._model import Lease
+
+    async with open_test_postgres_store() as store:
+        (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
+        async with open_postgres_store(pg_dsn(), schema=store.schema, min_pool_size=0) as other:
+            short = Lease(
+                owner="w1", expires_at=now() + timedelta(seconds=0.3), names=frozenset("a")
+            )
+            (first,) = await store.claim(now(), {"a": 1}, 1, short)
+            assert (first.id, first.attempts) == (call_id, 1)
+            assert await store.pending(PendingQuery()) == []  # leased: running, not pending
+            assert await other.claim(now(), {"a": 1}, 1) == []  # still leased
+            await trio.sleep(0.4)
+            long = Lease(owner="w2", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
+            (second,) = await other.claim(now(), {"a": 1}, 1, long)
+            assert (second.id, second.attempts) == (call_id, 2)
+            # The first owner lost it: it can neither renew nor complete it.
+            assert await store.renew("w1", [call_id], now() + timedelta(minutes=1)) == set()
+            assert await store.complete("w1", call_id) is False
+            assert await other.renew("w2", [call_id], now() + timedelta(minutes=9)) == {call_id}
+            assert await other.complete("w2", call_id) is True
+        assert await store.pending_names() == {}
