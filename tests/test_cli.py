@@ -1,0 +1,559 @@
+"""The ``futurecalls`` command line, run as real subprocesses (``python -m trio_futurecalls``).
+
+Every test works in its own ``tmp_path`` (the subprocess's cwd) with an SQLite store
+there; ``tests/cli_calls.py`` provides the call classes (the tests directory is put
+on ``PYTHONPATH``). The PostgreSQL test follows ``tests/test_postgres.py``'s rules:
+skipped loudly without a server, failed under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from trio_futurecalls.cli import build_parser, parse_duration
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).parent
+STORE = "sqlite:///calls.sqlite3"
+
+
+@attrs.frozen
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FUTURECALLS_STORE", "PYTHONPATH")}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env.update(extra)
+    return env
+
+
+async def cli(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, rc: int | None = 0
+) -> Result:
+    """Run ``futurecalls ARGS`` in ``cwd``; check the exit code unless ``rc`` is None."""
+    with trio.fail_after(30):
+        proc = await trio.run_process(
+            [sys.executable, "-m", "trio_futurecalls", *args],
+            cwd=cwd,
+            env=cli_env() if env is None else env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    result = Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    if rc is not None:
+        assert result.rc == rc, f"futurecalls {args}: exit {result.rc}\n{result.err}"
+    return result
+
+
+def payload(tmp_path: Path, tag: str, **more: Any) -> str:
+    return json.dumps({"dir": str(tmp_path), "tag": tag, **more})
+
+
+async def until(condition: Callable[[], bool], what: str, limit_s: float = 15) -> None:
+    """Poll ``condition`` (a file a subprocess writes) in real time."""
+    with trio.move_on_after(limit_s):
+        for _ in range(100_000):
+            if condition():
+                return
+            await trio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- parsing, in process ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        *(("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400), ("1h30m", 5400)),
+        *(("90", 90), ("0.5", 0.5), ("1d2h3m4s", 93784), ("0", 0)),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["migrate"],
+        ["schedule"],
+        ["list"],
+        ["cancel"],
+        ["stats"],
+        ["dead-letters"],
+        ["dead-letters", "list"],
+        ["dead-letters", "requeue"],
+        ["dead-letters", "purge"],
+        ["worker"],
+        ["run-once"],
+    ],
+)
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*argv, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: futurecalls")
+    assert "--store" in out or argv == []
+
+
+# -- round trips -----------------------------------------------------------------------
+
+
+async def test_schedule_list_cancel(tmp_path: Path) -> None:
+    r = await cli(tmp_path, "--store", STORE, "migrate")
+    assert "up to date" in r.out
+    first = int((await cli(tmp_path, "--store", STORE, "schedule", "cli-echo", "--in", "0")).out)
+    second = int(
+        (
+            await cli(
+                tmp_path,
+                "schedule",
+                "cli-echo",
+                "--payload",
+                '{ "b": [1, 2],  "a": "é" }',
+                "--at",
+                "2030-01-01T09:00:00+02:00",
+                "--identifier",
+                "user:7",
+                "--store",  # global options may follow the command too
+                STORE,
+            )
+        ).out
+    )
+    third = int(
+        (
+            await cli(
+                tmp_path,
+                "--store",
+                STORE,
+                "schedule",
+                "other",
+                "--in",
+                "1h30m",
+                "--identifier",
+                "user:7",
+            )
+        ).out
+    )
+    assert first < second < third
+
+    listed = (await cli(tmp_path, "--store", STORE, "list", "--json")).json()
+    assert [c["id"] for c in listed] == [first, third, second]  # earliest due first
+    by_id = {c["id"]: c for c in listed}
+    assert by_id[second] == {
+        "id": second,
+        "name": "cli-echo",
+        "identifier": "user:7",
+        "due_at": "2030-01-01T07:00:00+00:00",
+        "scheduled_at": by_id[second]["scheduled_at"],
+        "payload": {"b": [1, 2], "a": "é"},
+    }
+    assert by_id[first]["payload"] is None
+
+    table = (await cli(tmp_path, "--store", STORE, "list")).out.splitlines()
+    assert table[0].split() == ["ID", "NAME", "DUE", "AT", "IDENTIFIER", "PAYLOAD"]
+    assert '{"b":[1,2],"a":"é"}' in table[3]  # stored compactly
+
+    async def ids(*filters: str) -> list[int]:
+        return [
+            c["id"]
+            for c in (await cli(tmp_path, "--store", STORE, "list", "--json", *filters)).json()
+        ]
+
+    assert await ids("--name", "cli-echo") == [first, second]
+    assert await ids("--identifier", "user:7") == [third, second]
+    assert await ids("--due-after", "2029-01-01T00:00:00Z") == [second]
+    assert await ids("--due-before", "2029-01-01T00:00:00Z", "--limit", "1") == [first]
+
+    assert (await cli(tmp_path, "--store", STORE, "cancel", "--id", str(first))).out == "1\n"
+    assert (await cli(tmp_path, "--store", STORE, "cancel", "--id", str(first))).out == "0\n"
+    r = await cli(tmp_path, "--store", STORE, "cancel", "--identifier", "user:7")
+    assert r.out == "2\n"
+    assert (await cli(tmp_path, "--store", STORE, "list", "--json")).json() == []
+
+
+async def test_store_urls_and_environment(tmp_path: Path) -> None:
+    # Default: futurecalls.sqlite3 in the current directory.
+    await cli(tmp_path, "migrate")
+    assert (tmp_path / "futurecalls.sqlite3").exists()
+    # $FUTURECALLS_STORE, relative path.
+    (tmp_path / "sub").mkdir()
+    await cli(
+        tmp_path,
+        "schedule",
+        "x",
+        "--in",
+        "1d",
+        env=cli_env(FUTURECALLS_STORE="sqlite:///sub/env.db"),
+    )
+    assert (tmp_path / "sub" / "env.db").exists()
+    # Absolute path (four slashes), from another directory; --store beats the variable.
+    absolute = f"sqlite:///{tmp_path / 'sub' / 'env.db'}"
+    assert absolute.startswith("sqlite:////")
+    r = await cli(
+        tmp_path / "sub",
+        "--store",
+        absolute,
+        "stats",
+        "--json",
+        env=cli_env(FUTURECALLS_STORE="sqlite:///ignored.db"),
+    )
+    assert r.json() == {"x": {"pending": 1, "due": 0}}
+    assert not (tmp_path / "sub" / "ignored.db").exists()
+
+
+async def test_stats_from_store(tmp_path: Path) -> None:
+    for name, when in (("a", "0"), ("a", "0"), ("a", "1d"), ("b", "1h")):
+        await cli(tmp_path, "--store", STORE, "schedule", name, "--in", when)
+    r = await cli(tmp_path, "--store", STORE, "stats", "--json")
+    assert r.json() == {"a": {"pending": 3, "due": 2}, "b": {"pending": 1, "due": 0}}
+    table = (await cli(tmp_path, "--store", STORE, "stats")).out.splitlines()
+    assert table[0].split() == ["NAME", "PENDING", "DUE"]
+    assert table[1].split() == ["a", "3", "2"]
+
+
+async def test_run_once_and_dead_letters(tmp_path: Path) -> None:
+    s = ("--store", STORE)
+    await cli(
+        tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "now"), "--in", "0"
+    )
+    await cli(
+        tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "later"), "--in", "1h"
+    )
+    await cli(tmp_path, *s, "schedule", "cli-fail", "--in", "0", "--identifier", "f")
+    # Payloads that no longer decode end up as dead letters.
+    for tag in ("bad1", "bad2"):
+        await cli(tmp_path, *s, "schedule", "cli-typed", "--payload", f'"{tag}"', "--in", "0")
+
+    r = await cli(tmp_path, *s, "--log-format", "json", "run-once", "cli_calls:CALLS", rc=1)
+    assert r.out.splitlines()[0].startswith("ran 4 call(s): 1 succeeded, 3 failed, 0 cancelled")
+    assert "  cli-echo: 1 started, 1 succeeded, 0 failed, 0 cancelled, 0 retried" in r.out
+    assert (tmp_path / "now.done").exists()
+    assert not (tmp_path / "later.done").exists()
+    logs = [json.loads(line) for line in r.err.splitlines()]
+    failed = [rec for rec in logs if rec.get("call_name") == "cli-fail"]
+    assert failed, r.err
+    assert failed[0]["level"] == "ERROR"
+    assert failed[0]["call_identifier"] == "f"
+    assert isinstance(failed[0]["call_id"], int)
+    assert "call_due_at" in failed[0]
+    assert "call_attempt" in failed[0]
+    assert "RuntimeError: cli-fail always fails" in failed[0]["exc_info"]
+
+    # Nothing due now any more: a clean run.
+    r = await cli(tmp_path, *s, "run-once", "cli_calls:Echo")
+    assert r.out.splitlines()[0] == (
+        "ran 0 call(s): 0 succeeded, 0 failed, 0 cancelled, 0 retried, 0 dead-lettered"
+    )
+
+    dead = (await cli(tmp_path, *s, "dead-letters", "list", "--json")).json()
+    # Undecodable payloads are dead-lettered (the engine may dead-letter failed calls too).
+    typed = [d for d in dead if d["name"] == "cli-typed"]
+    assert [d["payload"] for d in typed] == ["bad1", "bad2"]
+    assert "does not decode" in typed[0]["error"]
+    table = (await cli(tmp_path, *s, "dead-letters", "list")).out.splitlines()
+    assert table[0].split()[:3] == ["ID", "CALL", "ID"]
+    assert len(table) == 1 + len(dead)
+
+    r = await cli(tmp_path, *s, "dead-letters", "requeue", str(typed[0]["id"]), "--in", "2h")
+    requeued = int(r.out)
+    pending = (await cli(tmp_path, *s, "list", "--json", "--name", "cli-typed")).json()
+    assert [(c["id"], c["payload"]) for c in pending] == [(requeued, "bad1")]
+    r = await cli(tmp_path, *s, "dead-letters", "requeue", str(typed[0]["id"]), rc=1)
+    assert f"futurecalls: error: no dead letter with id {typed[0]['id']}" in r.err
+
+    r = await cli(tmp_path, *s, "dead-letters", "purge", "--id", str(typed[1]["id"]), "999999")
+    assert r.out == "1\n"
+    r = await cli(tmp_path, *s, "dead-letters", "purge", "--all")
+    assert r.out == f"{len(dead) - 2}\n"
+    assert (await cli(tmp_path, *s, "dead-letters", "list", "--json")).json() == []
+
+
+# -- errors ----------------------------------------------------------------------------
+
+BAD_USAGE = [
+    (["--store", "mysql://x/y", "list"], "unsupported store URL 'mysql://x/y'"),
+    (["--store", "sqlite:calls.db", "list"], "invalid SQLite store URL"),
+    (["--store", "postgresql://u:secret@h/db", "--schema", "Bad-Name", "list"], None),
+    (["schedule", "a", "--payload", "{not json", "--in", "1"], "--payload is not valid JSON"),
+    (["schedule", "a", "--payload", "NaN", "--in", "1"], "--payload is not valid JSON"),
+    (["schedule", "a", "--at", "2030-01-01T09:00:00"], "has no timezone"),
+    (["schedule", "a", "--at", "next tuesday"], "invalid ISO 8601 time"),
+    (["schedule", "a", "--in", "5 minutes"], "invalid duration '5 minutes'"),
+    (["schedule", "a", "--in", "-5"], "must be finite and not negative"),
+    (["schedule", "a", "--in", "1000000d"], "invalid duration '1000000d'"),
+    (["schedule", "bad name", "--in", "1"], "call name 'bad name' must start with"),
+    (["schedule", "a", "--in", "1", "--identifier", ""], "identifier must not be empty"),
+    (["schedule", "a"], "one of the arguments --at --in is required"),
+    (["schedule", "a", "--at", "2030-01-01T00:00:00Z", "--in", "1"], "not allowed with"),
+    (["list", "--due-after", "2030-01-01"], "--due-after: time '2030-01-01' has no timezone"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["cancel", "--id", "x"], "expected a positive integer"),
+    (["worker", "no_such_module:CALLS"], "cannot import module 'no_such_module'"),
+    (["worker", "cli_calls"], "expected MODULE:ATTR"),
+    (["worker", "cli_calls:MISSING"], "has no attribute 'MISSING'"),
+    (["run-once", "cli_calls:NOT_CALLS"], "'not a class' is not a FutureCall subclass"),
+    (["worker", "cli_calls:CALLS", "--max-concurrent", "0"], "expected a positive integer"),
+    (["worker", "cli_calls:CALLS", "--grace", "soon"], "invalid duration 'soon'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_USAGE)
+async def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str | None) -> None:
+    r = await cli(tmp_path, *args, rc=2)
+    assert "futurecalls" in r.err
+    assert "error:" in r.err
+    if message is not None:
+        assert message in r.err
+    assert "Traceback" not in r.err
+    assert "secret" not in r.err
+    assert not (tmp_path / "futurecalls.sqlite3").exists()  # nothing opened
+
+
+async def test_runtime_errors_exit_1(tmp_path: Path) -> None:
+    missing = "sqlite:///no/such/dir/calls.sqlite3"
+    r = await cli(tmp_path, "--store", missing, "list", rc=1)
+    assert r.err.startswith("futurecalls: error: SQLite database unavailable"), r.err
+    assert "Traceback" not in r.err
+    r = await cli(tmp_path, "-v", "--store", missing, "list", rc=1)
+    assert "Traceback" in r.err
+    r = await cli(tmp_path, "--store", missing, "worker", "cli_calls:CALLS", rc=1)
+    assert "futurecalls: error: SQLite database unavailable" in r.err
+    # The metrics port is taken: the worker stops at once with a clear message.
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = await cli(tmp_path, "worker", "cli_calls:CALLS", "--metrics-port", str(port), rc=1)
+    assert f"futurecalls: error: cannot serve metrics on 127.0.0.1:{port}" in r.err
+    assert "Traceback" not in r.err
+    # A PostgreSQL server that is not there (nothing listens on port 1).
+    r = await cli(tmp_path, "--store", "postgresql://u:secret@127.0.0.1:1/db", "migrate", rc=1)
+    assert r.err.startswith("futurecalls: error:"), r.err
+    assert "Traceback" not in r.err
+    assert "secret" not in r.err
+    # --metrics-url with nothing listening.
+    r = await cli(tmp_path, "stats", "--metrics-url", "http://127.0.0.1:1/metrics", rc=1)
+    assert "futurecalls: error: cannot fetch metrics from http://127.0.0.1:1/metrics" in r.err
+
+
+# -- the worker ------------------------------------------------------------------------
+
+
+class Worker:
+    """A ``futurecalls worker`` subprocess with its stderr in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.tmp_path = tmp_path
+        self.args = args
+        self.log = tmp_path / "worker.log"
+        self.proc: trio.Process | None = None
+
+    async def __aenter__(self) -> Worker:
+        with self.log.open("wb") as log:
+            self.proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trio_futurecalls", "--store", STORE, *self.args],
+                cwd=self.tmp_path,
+                env=cli_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.kill()
+            with trio.CancelScope(shield=True):
+                await self.proc.wait()
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    async def wait_log(self, needle: str) -> str:
+        await until(lambda: needle in self.text(), f"{needle!r} in the worker log")
+        return self.text()
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def exit_code(self, within: float) -> int:
+        assert self.proc is not None
+        with trio.fail_after(within):
+            return await self.proc.wait()
+
+
+async def test_worker_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
+    s = ("--store", STORE)
+    await cli(
+        tmp_path,
+        *s,
+        "schedule",
+        "cli-slow",
+        "--payload",
+        payload(tmp_path, "slow", seconds=1.0),
+        "--in",
+        "0",
+    )
+    await cli(
+        tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "echo"), "--in", "0"
+    )
+    await cli(
+        tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "later"), "--in", "1h"
+    )
+    async with Worker(
+        tmp_path, "worker", "cli_calls:CALLS", "--grace", "20", "--metrics-port", "0"
+    ) as w:
+        await until((tmp_path / "slow.started").exists, "the slow call to start")
+        await until((tmp_path / "echo.done").exists, "the echo call")
+        log = await w.wait_log("worker started")
+        assert "calls cli-echo, cli-fail, cli-slow" in log
+        match = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", log)
+        assert match, log
+
+        r = await cli(tmp_path, "stats", "--metrics-url", match[1], "--json")
+        stats = r.json()
+        assert stats["cli-echo"]["started"] == 1
+        assert stats["cli-echo"]["succeeded"] == 1
+        assert stats["cli-echo"]["pending"] == 1
+        assert stats["cli-slow"]["running"] == 1
+        assert stats["cli-slow"]["limit"] == 2
+        assert "avg_run_seconds" in stats["cli-echo"]
+        table = (await cli(tmp_path, "stats", "--metrics-url", match[1])).out.splitlines()
+        assert table[0].split()[:3] == ["NAME", "STARTED", "OK"]
+
+        assert not (tmp_path / "slow.finished").exists()
+        w.signal(signal.SIGTERM)
+        assert await w.exit_code(within=15) == 0
+    assert (tmp_path / "slow.finished").exists()  # it got its grace period
+    assert not (tmp_path / "slow.cancelled").exists()
+    log = w.text()
+    assert "received SIGTERM: shutting down gracefully" in log
+    assert "worker stopped: 2 call(s) started, 2 succeeded" in log
+    remaining = (await cli(tmp_path, *s, "list", "--json")).json()
+    assert [c["payload"]["tag"] for c in remaining] == ["later"]
+
+
+async def test_worker_second_signal_cancels_at_once(tmp_path: Path) -> None:
+    await cli(
+        tmp_path,
+        "--store",
+        STORE,
+        "schedule",
+        "cli-slow",
+        "--payload",
+        payload(tmp_path, "slow", seconds=60),
+        "--in",
+        "0",
+    )
+    async with Worker(
+        tmp_path, "--log-format", "json", "worker", "cli_calls:CALLS", "--grace", "60"
+    ) as w:
+        await until((tmp_path / "slow.started").exists, "the slow call to start")
+        w.signal(signal.SIGINT)
+        await w.wait_log("shutting down gracefully")
+        w.signal(signal.SIGTERM)
+        assert await w.exit_code(within=5) == 128 + signal.SIGTERM
+    assert (tmp_path / "slow.cancelled").exists()
+    assert not (tmp_path / "slow.finished").exists()
+    records = [json.loads(line) for line in w.text().splitlines()]
+    messages = [rec["message"] for rec in records]
+    assert any("cancelling running calls now" in m for m in messages)
+    cancelled = [rec for rec in records if rec.get("call_name") == "cli-slow"]
+    assert cancelled
+    assert "was cancelled" in cancelled[0]["message"]
+
+
+async def test_worker_no_execute_runs_nothing(tmp_path: Path) -> None:
+    await cli(
+        tmp_path,
+        "--store",
+        STORE,
+        "schedule",
+        "cli-echo",
+        "--payload",
+        payload(tmp_path, "e"),
+        "--in",
+        "0",
+    )
+    async with Worker(tmp_path, "worker", "cli_calls:CALLS", "--no-execute") as w:
+        log = await w.wait_log("worker started")
+        assert "scheduling only" in log
+        await trio.sleep(1.2)  # longer than SQLite's re-check interval
+        w.signal(signal.SIGINT)
+        assert await w.exit_code(within=10) == 0
+    assert not (tmp_path / "e.done").exists()
+    assert len((await cli(tmp_path, "--store", STORE, "list", "--json")).json()) == 1
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_postgres_store(tmp_path: Path) -> None:
+    from pg_support import drop_schema, pg_dsn, random_schema, require_postgres
+
+    require_postgres()
+    schema = random_schema()
+    pg = ("--store", pg_dsn(), "--schema", schema)
+    try:
+        r = await cli(tmp_path, *pg, "migrate")
+        assert f"schema '{schema}'" in r.out
+        call_id = int(
+            (
+                await cli(
+                    tmp_path,
+                    *pg,
+                    "schedule",
+                    "cli-echo",
+                    "--payload",
+                    '{"a": 1}',
+                    "--in",
+                    "1h",
+                    "--identifier",
+                    "pg",
+                )
+            ).out
+        )
+        listed = (await cli(tmp_path, *pg, "list", "--json")).json()
+        assert [(c["id"], c["name"], c["identifier"], c["payload"]) for c in listed] == [
+            (call_id, "cli-echo", "pg", {"a": 1})
+        ]
+        r = await cli(tmp_path, *pg, "stats", "--json")
+        assert r.json() == {"cli-echo": {"pending": 1, "due": 0}}
+        assert (await cli(tmp_path, *pg, "cancel", "--identifier", "pg")).out == "1\n"
+        # postgres:// is accepted as well.
+        short = pg_dsn().replace("postgresql://", "postgres://", 1)
+        listed = (
+            await cli(tmp_path, "--store", short, "--schema", schema, "list", "--json")
+        ).json()
+        assert listed == []
+    finally:
+        with trio.CancelScope(shield=True):
+            await drop_schema(schema)

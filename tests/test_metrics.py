@@ -1,0 +1,258 @@
+"""The Prometheus exporter, scraped over a real socket on 127.0.0.1 (real time, quick)."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from trio_futurecalls import (
+    BUCKETS,
+    Distribution,
+    FutureCall,
+    MemoryStore,
+    StoreUnavailableError,
+    open_scheduler,
+)
+from trio_futurecalls.metrics import histogram_buckets, serve_metrics
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class Quick(FutureCall):
+    name = "quick"
+    max_concurrent = 3
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class Boom(FutureCall):
+    name = "boom"
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        raise RuntimeError("boom")
+
+
+class Block(FutureCall):
+    name = "block"
+    max_concurrent = None
+    release = trio.Event()
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        await Block.release.wait()
+
+
+async def http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send one raw HTTP request; return status line, headers and body."""
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(request)
+            data = b""
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return status, headers, body
+
+
+async def scrape(port: int) -> Samples:
+    status, headers, body = await http(port, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-type"].startswith("text/plain")
+    assert int(headers["content-length"]) == len(body)
+    out: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            out[sample.name, frozenset(sample.labels.items())] = sample.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[name, frozenset(labels.items())]
+
+
+async def settle(condition: Callable[[], bool]) -> None:
+    """Let every task run until all are blocked, then check ``condition``."""
+    await trio.testing.wait_all_tasks_blocked()
+    assert condition()
+
+
+def test_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "trio_futurecalls.metrics")
+    with pytest.raises(ImportError, match=r"install the `prometheus` extra"):
+        importlib.import_module("trio_futurecalls.metrics")
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    counts = [0] * len(BUCKETS)
+    counts[0] = 1  # <= 1 ms
+    counts[5] = 2  # <= 50 ms
+    counts[-1] = 1  # > 1 h
+    dist = Distribution(count=4, sum=5000.1, min=0.0005, max=5000.0, counts=tuple(counts))
+    buckets = histogram_buckets(dist)
+    assert [le for le, _ in buckets][:3] == ["0.001", "0.0025", "0.005"]
+    assert buckets[-1] == ("+Inf", 4.0)
+    assert [n for _, n in buckets][:7] == [1, 1, 1, 1, 1, 3, 3]
+    assert buckets[-2] == ("3600.0", 3.0)
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets))
+
+
+async def test_scrape_over_http() -> None:
+    Block.release = trio.Event()
+    store = MemoryStore()
+    now = datetime.now(UTC)
+    async with (
+        open_scheduler(store, [Quick, Boom, Block], max_concurrent=10) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        await scheduler.schedule(Quick, 1)
+        await scheduler.schedule(Quick, 2)
+        await scheduler.schedule(Quick, 3, at=now + timedelta(hours=1))
+        await scheduler.schedule(Boom)
+        await scheduler.schedule(Block)
+
+        def settled() -> bool:
+            stats = scheduler.statistics().classes
+            return (
+                stats["quick"].succeeded == 2
+                and stats["boom"].failed == 1
+                and stats["block"].running == 1
+            )
+
+        await settle(settled)
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        samples = await scrape(port)
+
+        assert value(samples, "futurecalls_calls_started_total", call_class="quick") == 2
+        assert value(samples, "futurecalls_calls_started_total", call_class="block") == 1
+        finished = "futurecalls_calls_finished_total"
+        assert value(samples, finished, call_class="quick", outcome="succeeded") == 2
+        assert value(samples, finished, call_class="quick", outcome="failed") == 0
+        assert value(samples, finished, call_class="boom", outcome="failed") == 1
+        assert value(samples, finished, call_class="block", outcome="cancelled") == 0
+        boom = scheduler.statistics().classes["boom"]
+        for counter, expected in (("retried", boom.retried), ("dead_lettered", boom.dead_lettered)):
+            metric = f"futurecalls_calls_{counter}_total"
+            assert value(samples, metric, call_class="boom") == expected
+            assert value(samples, metric, call_class="quick") == 0
+        assert value(samples, "futurecalls_calls_running", call_class="block") == 1
+        assert value(samples, "futurecalls_calls_running", call_class="quick") == 0
+        assert value(samples, "futurecalls_calls_pending", call_class="quick") == 1
+        assert value(samples, "futurecalls_calls_due_waiting", call_class="quick") == 0
+        assert value(samples, "futurecalls_calls_pending", call_class="boom") == 0
+        assert value(samples, "futurecalls_concurrency_limit", call_class="quick") == 3
+        assert value(samples, "futurecalls_concurrency_limit", call_class="block") == math.inf
+        assert value(samples, "futurecalls_global_concurrency_limit") == 10
+        assert value(samples, "futurecalls_store_up") == 1
+
+        for metric, count in (
+            ("futurecalls_call_wait_seconds", 2),
+            ("futurecalls_call_run_seconds", 2),
+        ):
+            assert value(samples, f"{metric}_count", call_class="quick") == count
+            assert value(samples, f"{metric}_bucket", call_class="quick", le="+Inf") == count
+            assert value(samples, f"{metric}_sum", call_class="quick") >= 0
+            cumulative = [
+                value(samples, f"{metric}_bucket", call_class="quick", le=le)
+                for le, _ in histogram_buckets(scheduler.statistics().classes["quick"].wait)
+            ]
+            assert cumulative == sorted(cumulative)
+        # The running call has waited but not finished.
+        assert value(samples, "futurecalls_call_wait_seconds_count", call_class="block") == 1
+        assert value(samples, "futurecalls_call_run_seconds_count", call_class="block") == 0
+
+        # Scraped again: counters move on.
+        Block.release.set()
+        await settle(lambda: scheduler.statistics().classes["block"].succeeded == 1)
+        again = await scrape(port)
+        assert value(again, finished, call_class="block", outcome="succeeded") == 1
+        assert value(again, "futurecalls_call_run_seconds_count", call_class="block") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_http_errors_and_head() -> None:
+    async with (
+        open_scheduler(MemoryStore(), [Quick]) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        status, _, body = await http(port, b"GET /nope HTTP/1.1\r\n\r\n")
+        assert status == "HTTP/1.1 404 Not Found"
+        status, _, _ = await http(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert status == "HTTP/1.1 405 Method Not Allowed"
+        status, _, _ = await http(port, b"garbage\r\n\r\n")
+        assert status == "HTTP/1.1 400 Bad Request"
+        status, headers, body = await http(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        assert status == "HTTP/1.1 200 OK"
+        assert body == b""
+        assert int(headers["content-length"]) > 0
+        # A client that connects and leaves does not disturb the server.
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.aclose()
+        assert value(await scrape(port), "futurecalls_store_up") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_store_down_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with (
+        open_scheduler(MemoryStore(), [Quick], max_concurrent=None) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def unavailable() -> None:
+            raise StoreUnavailableError("database is down")
+
+        monkeypatch.setattr(scheduler, "queue_lengths", unavailable)
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        samples = await scrape(port)
+        assert value(samples, "futurecalls_store_up") == 0
+        assert value(samples, "futurecalls_global_concurrency_limit") == math.inf
+        assert not any(name == "futurecalls_calls_pending" for name, _ in samples)
+        assert value(samples, "futurecalls_calls_started_total", call_class="quick") == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_port_in_use_fails_at_start() -> None:
+    async with (
+        open_scheduler(MemoryStore(), [Quick]) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        with pytest.raises(OSError, match=r"(?i)address already in use"):
+            await nursery.start(partial(serve_metrics, scheduler, port=port))
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_scrape_answers_500_and_the_server_survives(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        open_scheduler(MemoryStore(), [Quick]) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        with monkeypatch.context() as patch:
+
+            def broken() -> None:
+                raise RuntimeError("statistics are broken")
+
+            patch.setattr(scheduler, "statistics", broken)
+            status, _, _ = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        assert status == "HTTP/1.1 500 Internal Server Error"
+        assert "could not answer a scrape" in caplog.text
+        assert value(await scrape(port), "futurecalls_store_up") == 1
+        nursery.cancel_scope.cancel()

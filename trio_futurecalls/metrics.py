@@ -1,0 +1,304 @@
+"""Prometheus metrics for a running scheduler.
+
+Optional: needs the ``prometheus`` extra (``pip install 'trio_futurecalls[prometheus]'``).
+
+Serve them over HTTP from inside the Trio program that runs the scheduler::
+
+    from trio_futurecalls.metrics import serve_metrics
+
+    async with open_scheduler(store, calls) as scheduler, trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_metrics, scheduler, port=9464))
+        ...
+
+or add :class:`SchedulerCollector` to a ``prometheus_client`` registry of your own.
+
+The exporter is pure Trio: the HTTP server is a small HTTP/1.1 handler on Trio sockets
+(``GET /metrics``), not ``prometheus_client``'s threaded server, and the metrics come
+from a private ``CollectorRegistry``, so nothing leaks into the global default registry.
+Counters and histograms are read from :meth:`Scheduler.statistics` at scrape time; the
+queue lengths (pending and due calls per name) need a store round trip, which the HTTP
+handler makes before each scrape (bounded by ``store_timeout``, 5 s); when the store cannot
+answer, ``futurecalls_store_up`` is 0 and the queue-length gauges are left out.
+
+Metrics (``call_class`` is the call class's ``name``):
+
+* ``futurecalls_calls_started_total{call_class}``
+* ``futurecalls_calls_finished_total{call_class, outcome}``
+  (``outcome``: ``succeeded``, ``failed``, ``cancelled``)
+* ``futurecalls_calls_retried_total{call_class}``: failed attempts scheduled again
+* ``futurecalls_calls_dead_lettered_total{call_class}``: calls kept as dead letters
+* ``futurecalls_calls_running{call_class}``
+* ``futurecalls_calls_pending{call_class}``: pending calls in the store (also names no
+  registered class matches)
+* ``futurecalls_calls_due_waiting{call_class}``: pending calls already due (waiting for
+  a free slot)
+* ``futurecalls_call_wait_seconds{call_class}``: histogram of start minus due time
+* ``futurecalls_call_run_seconds{call_class}``: histogram of execution time
+* ``futurecalls_concurrency_limit{call_class}``: per-class limit (``+Inf``: unlimited)
+* ``futurecalls_global_concurrency_limit``: the scheduler's global limit (``+Inf``:
+  unlimited). A separate metric rather than a ``call_class="global"`` label, because
+  ``global`` is a valid call-class name.
+* ``futurecalls_store_up``: 1 if the last queue-length query succeeded, else 0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from typing import Final, final
+
+import trio
+
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # pragma: no cover - exercised by a test with the module hidden
+    raise ImportError(
+        "trio_futurecalls.metrics needs the prometheus-client package; install the "
+        "`prometheus` extra: pip install 'trio_futurecalls[prometheus]'"
+    ) from exc
+
+from ._errors import FutureCallsError
+from ._scheduler import Scheduler
+from ._stats import BUCKETS, Distribution, QueueLength
+
+__all__ = ["SchedulerCollector", "histogram_buckets", "serve_metrics"]
+
+_log = logging.getLogger("trio_futurecalls.metrics")
+
+#: Longest request head (request line and headers) the HTTP handler reads.
+_MAX_REQUEST_HEAD: Final = 16 * 1024
+#: Seconds a client gets to send its request before the connection is dropped.
+_REQUEST_TIMEOUT: Final = 10.0
+_OUTCOMES: Final = ("succeeded", "failed", "cancelled")
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def histogram_buckets(distribution: Distribution) -> list[tuple[str, float]]:
+    """Prometheus buckets (``le`` label, *cumulative* count) of a :class:`Distribution`.
+
+    ``Distribution.counts`` holds one non-cumulative count per :data:`BUCKETS` bound;
+    Prometheus wants the running total, ending with ``+Inf`` (the total count).
+    """
+    out: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip(BUCKETS, distribution.counts, strict=True):
+        total += count
+        out.append((_le(bound), float(total)))
+    return out
+
+
+def _limit(value: int | None) -> float:
+    return math.inf if value is None else float(value)
+
+
+@final
+class SchedulerCollector(Collector):
+    """A ``prometheus_client`` collector reading one :class:`Scheduler`.
+
+    :meth:`collect` is synchronous (as ``prometheus_client`` requires) and reads
+    :meth:`Scheduler.statistics`; queue lengths come from the last
+    :meth:`refresh_queue_lengths`, which is async (a store query) and must be awaited
+    before a scrape (:func:`serve_metrics` does) or periodically.
+    """
+
+    def __init__(self, scheduler: Scheduler, *, store_timeout: float = 5.0) -> None:
+        self._scheduler = scheduler
+        self._store_timeout = store_timeout
+        self._queues: dict[str, QueueLength] | None = None
+        self._store_up = False
+
+    async def refresh_queue_lengths(self) -> bool:
+        """Query the store for queue lengths (at most ``store_timeout`` seconds).
+
+        Returns False, and leaves the queue-length gauges out, when the store fails.
+        """
+        queues: dict[str, QueueLength] | None = None
+        with trio.move_on_after(self._store_timeout):
+            try:
+                queues = await self._scheduler.queue_lengths()
+            except FutureCallsError as exc:
+                _log.warning("metrics: could not read queue lengths from the store: %s", exc)
+        self._queues = queues
+        self._store_up = queues is not None
+        return self._store_up
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        stats = self._scheduler.statistics()
+        classes = sorted(stats.classes.values(), key=lambda c: c.name)
+
+        started = CounterMetricFamily(
+            "futurecalls_calls_started_total", "Calls started.", labels=["call_class"]
+        )
+        finished = CounterMetricFamily(
+            "futurecalls_calls_finished_total",
+            "Calls finished, by outcome (succeeded, failed, cancelled).",
+            labels=["call_class", "outcome"],
+        )
+        retried = CounterMetricFamily(
+            "futurecalls_calls_retried_total",
+            "Failed attempts that were scheduled again.",
+            labels=["call_class"],
+        )
+        dead_lettered = CounterMetricFamily(
+            "futurecalls_calls_dead_lettered_total",
+            "Calls given up on and kept as dead letters.",
+            labels=["call_class"],
+        )
+        running = GaugeMetricFamily(
+            "futurecalls_calls_running", "Calls running now.", labels=["call_class"]
+        )
+        wait = HistogramMetricFamily(
+            "futurecalls_call_wait_seconds",
+            "Time from a call's due time to its start.",
+            labels=["call_class"],
+        )
+        run = HistogramMetricFamily(
+            "futurecalls_call_run_seconds",
+            "Execution time of finished calls.",
+            labels=["call_class"],
+        )
+        limit = GaugeMetricFamily(
+            "futurecalls_concurrency_limit",
+            "Per-class limit on calls running at once (+Inf: unlimited).",
+            labels=["call_class"],
+        )
+        for c in classes:
+            started.add_metric([c.name], c.started)
+            for outcome in _OUTCOMES:
+                finished.add_metric([c.name, outcome], getattr(c, outcome))
+            retried.add_metric([c.name], c.retried)
+            dead_lettered.add_metric([c.name], c.dead_lettered)
+            running.add_metric([c.name], c.running)
+            wait.add_metric([c.name], histogram_buckets(c.wait), c.wait.sum)
+            run.add_metric([c.name], histogram_buckets(c.run), c.run.sum)
+            limit.add_metric([c.name], _limit(c.max_concurrent))
+        yield from (started, finished, retried, dead_lettered, running, wait, run, limit)
+        yield GaugeMetricFamily(
+            "futurecalls_global_concurrency_limit",
+            "Scheduler-wide limit on calls running at once (+Inf: unlimited).",
+            value=_limit(stats.max_concurrent),
+        )
+        yield GaugeMetricFamily(
+            "futurecalls_store_up",
+            "1 if the last queue-length query to the store succeeded, else 0.",
+            value=1.0 if self._store_up else 0.0,
+        )
+        if self._queues is not None:
+            pending = GaugeMetricFamily(
+                "futurecalls_calls_pending", "Pending calls in the store.", labels=["call_class"]
+            )
+            due = GaugeMetricFamily(
+                "futurecalls_calls_due_waiting",
+                "Pending calls already due, waiting for a free slot.",
+                labels=["call_class"],
+            )
+            for name, queue in self._queues.items():
+                pending.add_metric([name], queue.pending)
+                due.add_metric([name], queue.due)
+            yield from (pending, due)
+
+
+def _response(status: str, content_type: str, body: bytes, *, head: bool = False) -> bytes:
+    headers = (
+        f"HTTP/1.1 {status}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    )
+    return headers.encode("ascii") + (b"" if head else body)
+
+
+async def _read_request_head(stream: trio.SocketStream) -> bytes | None:
+    data = b""
+    while b"\r\n\r\n" not in data and b"\n\n" not in data:
+        if len(data) > _MAX_REQUEST_HEAD:
+            return None
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _text(status: str, message: str, *, head: bool = False) -> bytes:
+    return _response(status, "text/plain; charset=utf-8", message.encode() + b"\n", head=head)
+
+
+async def _handle(
+    stream: trio.SocketStream, registry: CollectorRegistry, collector: SchedulerCollector
+) -> None:
+    try:
+        with trio.move_on_after(_REQUEST_TIMEOUT):
+            head = await _read_request_head(stream)
+            if head is None:
+                await stream.send_all(_text("400 Bad Request", "bad request"))
+                return
+            request_line = head.split(b"\n", 1)[0].decode("latin-1").strip()
+            parts = request_line.split()
+            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+                await stream.send_all(_text("400 Bad Request", "bad request"))
+                return
+            method, target = parts[0], parts[1]
+            path = target.split("?", 1)[0]
+            is_head = method == "HEAD"
+            if method not in ("GET", "HEAD"):
+                await stream.send_all(_text("405 Method Not Allowed", "use GET"))
+            elif path not in ("/metrics", "/"):
+                await stream.send_all(
+                    _text("404 Not Found", "not found; try /metrics", head=is_head)
+                )
+            else:
+                await collector.refresh_queue_lengths()
+                body = generate_latest(registry)
+                await stream.send_all(_response("200 OK", CONTENT_TYPE_LATEST, body, head=is_head))
+    except trio.BrokenResourceError:
+        pass  # the client went away
+    except Exception:
+        # A bug here must never take down the program that runs the scheduler.
+        _log.exception("metrics: could not answer a scrape")
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(_text("500 Internal Server Error", "internal error"))
+    finally:
+        await stream.aclose()
+
+
+async def serve_metrics(
+    scheduler: Scheduler,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``scheduler``'s metrics over HTTP at ``http://host:port/metrics`` forever.
+
+    ``port=0`` picks a free port. Start it with ``await nursery.start(...)``: set-up
+    errors (port in use) surface there, and the value is the port actually bound.
+    Cancel the enclosing scope to stop it.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int within 0..65535, got {port!r}")
+    collector = SchedulerCollector(scheduler)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound: int = listeners[0].socket.getsockname()[1]
+    _log.info("serving metrics on http://%s:%d/metrics", host, bound)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await _handle(stream, registry, collector)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        task_status.started(bound)
