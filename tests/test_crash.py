@@ -46,10 +46,7 @@ async def run_crash_test(
     rng = random.Random(seed)
     now = trio_now()
     await store.schedule(
-        [
-            NewCall(name="work", payload=str(i), due_at=now, scheduled_at=now)
-            for i in range(calls)
-        ]
+        [NewCall(name="work", payload=str(i), due_at=now, scheduled_at=now) for i in range(calls)]
     )
     procs: list[trio.Process] = []
 

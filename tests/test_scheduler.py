@@ -577,3 +577,23 @@ def test_distribution_quantiles_interpolate_within_buckets() -> None:
     assert dist.quantile(1.0) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="within"):
         dist.quantile(1.5)
+
+
+async def test_exception_group_from_the_body_passes_through(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    call = make_call("c", rec)
+
+    async def fail() -> None:
+        raise ValueError("inside the user's nursery")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with (
+            open_scheduler(MemoryStore(), [call], clock=clock),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(fail)
+    assert not isinstance(info.value, SchedulerError)
+    (leaf,) = info.value.exceptions
+    assert isinstance(leaf, ValueError)

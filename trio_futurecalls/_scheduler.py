@@ -1088,6 +1088,7 @@ async def open_scheduler(
         lease_duration=lease_duration,
         lease_renew_interval=lease_renew_interval,
     )
+    _check_pool(store, scheduler)
     async with _serve(scheduler):
         yield scheduler
 
@@ -1118,9 +1119,19 @@ async def run_due_calls(
         lease_duration=lease_duration,
     )
     scheduler._run_until = clock()
+    _check_pool(store, scheduler)
     async with _serve(scheduler):
         await scheduler._drained.wait()
     return scheduler.statistics()
+
+
+def _check_pool(store: Store, scheduler: Scheduler) -> None:
+    """Let a store with a connection pool warn when it is too small for the limits."""
+    if not scheduler._execute:
+        return
+    check = getattr(store, "check_pool_size", None)
+    if callable(check):
+        check(scheduler.max_concurrent)
 
 
 @asynccontextmanager
@@ -1141,11 +1152,16 @@ async def _serve(scheduler: Scheduler) -> AsyncIterator[None]:
                 scheduler._request_shutdown(None)
                 await scheduler._done.wait()
     except BaseExceptionGroup as group:
+        # What the block raised (itself, or the members of a group it raised) is the
+        # user's, and passes through unchanged; anything else came from our tasks.
+        mine = {id(body_exc)} if body_exc is not None else set()
+        if isinstance(body_exc, BaseExceptionGroup):
+            mine |= {id(e) for e in _leaves(body_exc)}
         leaves = list(_leaves(group))
         for leaf in leaves:
-            if leaf is not body_exc and not isinstance(leaf, Exception | trio.Cancelled):
+            if id(leaf) not in mine and not isinstance(leaf, Exception | trio.Cancelled):
                 raise leaf from None  # KeyboardInterrupt, SystemExit...
-        errors = [e for e in leaves if e is not body_exc and not isinstance(e, trio.Cancelled)]
+        errors = [e for e in leaves if id(e) not in mine and not isinstance(e, trio.Cancelled)]
         if errors:
             raise SchedulerError(f"the scheduler failed: {errors[0]!r}") from group
         if body_exc is not None:
