@@ -123,3 +123,20 @@ async def test_sqlite_workers_killed_at_random(tmp_path: Path, delivery: str) ->
         await run_crash_test(
             f"sqlite:{path}", store, remaining, delivery, tmp_path / "executions.log"
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
+async def test_postgres_workers_killed_at_random(tmp_path: Path, delivery: str) -> None:
+    from pg_support import admin_fetch, open_test_postgres_store, pg_dsn
+
+    async with open_test_postgres_store() as store:
+        schema = store.schema
+
+        async def remaining() -> int:
+            rows = await admin_fetch(f'SELECT count(*) FROM "{schema}".calls')
+            return int(rows[0][0])
+
+        await run_crash_test(
+            f"{pg_dsn()}#{schema}", store, remaining, delivery, tmp_path / "executions.log"
+        )
