@@ -157,3 +157,26 @@ async def test_session_errors_are_translated(tmp_path: Path) -> None:
         assert await session.execute("SELECT sum(x) FROM t") == [(3,)]
     finally:
         await session.aclose()
+
+
+async def test_dispatcher_does_not_poll_sqlite_and_errors_pass_through(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite3"
+    with pytest.raises(KeyError, match="mine"):  # noqa: PT012 - the block is the test
+        async with open_sqlite_store(path) as store:
+            # Other processes' changes are watched by the store (PRAGMA data_version),
+            # so the engine needs no fallback re-check.
+            assert store.recheck_interval is None
+            raise KeyError("mine")
+
+
+async def test_another_connections_commit_wakes_listeners(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite3"
+    woken = trio.Event()
+    async with open_sqlite_store(path, recheck_interval=0.05) as store:
+        store.add_listener(lambda due: woken.set())
+        await trio.sleep(0.2)
+        assert not woken.is_set()  # nothing changed: no wake-up
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
+        with trio.fail_after(5):
+            await woken.wait()

@@ -47,6 +47,7 @@ from ._retry import Delivery, backoff_delay
 from ._stats import Distribution, QueueLength
 from ._stats import Recorder as StatsRecorder
 from ._store import PendingQuery, Store
+from ._util import unwrap_group
 from ._validate import (
     check_aware,
     check_delay,
@@ -1035,14 +1036,6 @@ async def list_pending(
     )
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
 @asynccontextmanager
 async def open_scheduler(
     store: Store,
@@ -1152,18 +1145,13 @@ async def _serve(scheduler: Scheduler) -> AsyncIterator[None]:
                 scheduler._request_shutdown(None)
                 await scheduler._done.wait()
     except BaseExceptionGroup as group:
-        # What the block raised (itself, or the members of a group it raised) is the
-        # user's, and passes through unchanged; anything else came from our tasks.
-        mine = {id(body_exc)} if body_exc is not None else set()
-        if isinstance(body_exc, BaseExceptionGroup):
-            mine |= {id(e) for e in _leaves(body_exc)}
-        leaves = list(_leaves(group))
-        for leaf in leaves:
-            if id(leaf) not in mine and not isinstance(leaf, Exception | trio.Cancelled):
-                raise leaf from None  # KeyboardInterrupt, SystemExit...
-        errors = [e for e in leaves if id(e) not in mine and not isinstance(e, trio.Cancelled)]
-        if errors:
-            raise SchedulerError(f"the scheduler failed: {errors[0]!r}") from group
-        if body_exc is not None:
+        replacement = unwrap_group(
+            group, body_exc, lambda e: SchedulerError(f"the scheduler failed: {e!r}")
+        )
+        if replacement is group:
+            raise
+        if replacement is body_exc:
             raise body_exc from body_exc.__cause__
-        raise
+        if isinstance(replacement, SchedulerError):
+            raise replacement from group
+        raise replacement from None

@@ -8,15 +8,17 @@ block the writer), ``synchronous=FULL`` by default (a call acknowledged by ``sch
 survives power loss), and its schema is versioned with ``PRAGMA user_version``.
 
 Several processes may share one file (e.g. a web process that schedules and a worker
-that runs): SQLite's locking keeps claims atomic (``BEGIN IMMEDIATE``). Changes made by
-another process are not pushed to this one; the dispatcher re-checks every
-``recheck_interval`` seconds for them. Changes made through this store wake the
-dispatcher at once.
+that runs): SQLite's locking keeps claims atomic (``BEGIN IMMEDIATE``). Changes made
+through this store wake the dispatcher at once; SQLite cannot push changes made by
+other connections, so a watcher task reads ``PRAGMA data_version`` (one cheap pragma,
+no table access) every ``recheck_interval`` seconds and wakes the dispatcher only when
+another connection committed something. The dispatcher itself never polls.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -29,6 +31,7 @@ import trio
 from .._errors import InvalidArgumentError, StoreClosedError, StoreError, StoreUnavailableError
 from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._store import Listener, PendingQuery
+from .._util import unwrap_group
 from .._validate import check_positive_seconds
 from ._batch import GroupCommit
 from ._listeners import Listeners
@@ -40,6 +43,8 @@ DEFAULT_RECHECK_INTERVAL: Final = 1.0
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO: Final = timedelta(microseconds=1)
 _SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_log = logging.getLogger("trio_futurecalls.store.sqlite")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -197,7 +202,9 @@ class SQLiteStore:
         busy_timeout: float,
     ) -> None:
         self.path = path
-        self.recheck_interval = recheck_interval
+        #: The dispatcher needs no fallback re-check: the watcher wakes it.
+        self.recheck_interval: float | None = None
+        self._watch_interval = recheck_interval
         self._conn: sqlite3.Connection | None = conn
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
@@ -455,6 +462,28 @@ class SQLiteStore:
             with trio.CancelScope(shield=True):
                 await session.aclose()
 
+    async def _watch_other_connections(self, interval: float) -> None:
+        """Wake listeners when another connection (process) changed the database."""
+
+        def version(conn: sqlite3.Connection) -> int:
+            value: int = conn.execute("PRAGMA data_version").fetchone()[0]
+            return value
+
+        last: int | None = None
+        while True:
+            try:
+                current = await self._run(version)
+            except StoreClosedError:
+                return
+            except StoreError as exc:
+                _log.warning("could not check %s for changes: %s", self.path, exc)
+            else:
+                # data_version moves only for commits by *other* connections.
+                if last is not None and current != last:
+                    self._listeners.notify(_EPOCH)
+                last = current
+            await trio.sleep(interval)
+
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -471,9 +500,10 @@ async def open_sqlite_store(
 ) -> AsyncIterator[SQLiteStore]:
     """Open (creating and migrating if needed) the SQLite store at ``path``.
 
-    * ``recheck_interval``: seconds between checks for calls scheduled by *other*
-      processes (None: never; only calls scheduled through this store wake the
-      dispatcher).
+    * ``recheck_interval``: seconds between checks (``PRAGMA data_version``) for
+      changes made by *other* connections, e.g. calls scheduled by another process;
+      the dispatcher is woken only when there was one (None: never check; only calls
+      scheduled through this store wake the dispatcher).
     * ``synchronous``: SQLite's ``PRAGMA synchronous`` (``FULL`` keeps every
       acknowledged call through power loss; ``NORMAL`` is faster and still safe against
       process crashes in WAL mode).
@@ -511,8 +541,24 @@ async def open_sqlite_store(
     store = SQLiteStore(
         text_path, conn, recheck_interval=recheck, synchronous=mode, busy_timeout=timeout
     )
+    body_exc: BaseException | None = None
     try:
-        yield store
-    finally:
-        with trio.CancelScope(shield=True):
-            await store.aclose()
+        async with trio.open_nursery() as nursery:
+            if recheck is not None:
+                nursery.start_soon(store._watch_other_connections, recheck)
+            try:
+                yield store
+            except BaseException as exc:
+                body_exc = exc
+                raise
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await store.aclose()
+    except BaseExceptionGroup as group:
+        replacement = unwrap_group(group, body_exc, lambda e: StoreError(f"SQLite store: {e!r}"))
+        if replacement is group:
+            raise
+        if replacement is body_exc:
+            raise body_exc from body_exc.__cause__
+        raise replacement from group

@@ -1,0 +1,44 @@
+"""Small helpers shared by the engine and the stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import trio
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    """The non-group exceptions inside ``group``, depth first."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from leaves(exc)
+        else:
+            yield exc
+
+
+def unwrap_group(
+    group: BaseExceptionGroup[BaseException],
+    body_exc: BaseException | None,
+    wrap: Callable[[BaseException], BaseException],
+) -> BaseException:
+    """What a context manager owning a nursery should raise instead of ``group``.
+
+    ``body_exc`` is what the ``async with`` block raised (if anything): it, or the
+    members of a group it raised, pass through unchanged. ``KeyboardInterrupt`` and
+    the like from our own tasks pass through too. Any other error from our own tasks
+    becomes ``wrap(first_error)`` (the caller chains the group as its cause). Returns
+    ``group`` itself when it holds nothing but ``Cancelled``.
+    """
+    mine = {id(body_exc)} if body_exc is not None else set()
+    if isinstance(body_exc, BaseExceptionGroup):
+        mine |= {id(e) for e in leaves(body_exc)}
+    found = list(leaves(group))
+    for leaf in found:
+        if id(leaf) not in mine and not isinstance(leaf, Exception | trio.Cancelled):
+            return leaf
+    errors = [e for e in found if id(e) not in mine and not isinstance(e, trio.Cancelled)]
+    if errors:
+        return wrap(errors[0])
+    if body_exc is not None:
+        return body_exc
+    return group
