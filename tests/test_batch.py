@@ -98,3 +98,38 @@ async def test_sequential_submits_run_one_batch_each(n: int) -> None:
     for i in range(n):
         assert await group.submit(i) is True
     assert [list(c) for c in calls] == [[i] for i in range(n)]
+
+
+async def test_a_waiter_that_gives_up_does_not_strand_the_ones_behind_it() -> None:
+    release = trio.Event()
+
+    async def run(items: Sequence[int]) -> list[int]:
+        if 1 in items:
+            await release.wait()
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    got: list[int] = []
+    quitter = trio.CancelScope()
+
+    async def submit(i: int) -> None:
+        got.append(await group.submit(i))
+
+    async def give_up() -> None:
+        with quitter:
+            await group.submit(2)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(submit, 1)  # runs the first batch, which waits
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(give_up)  # first in the queue behind it...
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(submit, 3)  # ...then this one
+        await trio.testing.wait_all_tasks_blocked()
+        quitter.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+        with trio.fail_after(5):
+            while len(got) < 2:  # noqa: ASYNC110 - waiting on tasks of this nursery
+                await trio.sleep(0.01)
+    assert sorted(got) == [1, 3]

@@ -336,3 +336,12 @@ async def test_dead_letter_of_a_leased_call_removes_the_row(store: Store) -> Non
     (dead,) = await store.dead_letters()
     assert (dead.call_id, dead.attempts, dead.error) == (call_id, 1, "gave up")
     assert await store.claim(at(1000), {"a": 1}, 1) == []
+
+
+async def test_dead_letter_after_the_lease_was_lost_writes_nothing(store: Store) -> None:
+    (call_id,) = await store.schedule([new()])
+    (stale,) = await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))
+    await store.claim(at(30), {"a": 1}, 1, lease("w2", 60))  # w1's lease expired
+    assert await store.dead_letter(stale, "too late", at(31), owner="w1") is None
+    assert await store.dead_letters() == []
+    assert await store.complete("w2", call_id) is True

@@ -55,10 +55,17 @@ async def run_crash_test(
             [sys.executable, str(TESTS / "crash_worker.py"), url, delivery, str(log_path)],
             stdout=subprocess.PIPE,
         )
-        assert proc.stdout is not None
-        with trio.fail_after(30):
-            line = await proc.stdout.receive_some()
-        assert b"ready" in line, line
+        try:
+            assert proc.stdout is not None
+            with trio.fail_after(30):
+                line = await proc.stdout.receive_some()
+            assert b"ready" in line, line
+        except BaseException:
+            # Never leave a worker behind (it would run forever after the test).
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+            raise
         return proc
 
     killed = 0

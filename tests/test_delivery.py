@@ -3,11 +3,11 @@ timeouts, dead letters, leases (renewal, loss, takeover, release at shutdown).""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+import attrs
 import pytest
 import trio
 from trio.testing import MockClock
@@ -17,6 +17,7 @@ from trio_futurecalls import (
     ExponentialBackoff,
     FixedBackoff,
     FutureCall,
+    Lease,
     MemoryStore,
     NewCall,
     PendingQuery,
@@ -321,8 +322,6 @@ async def test_call_that_keeps_killing_its_worker_ends_in_dead_letters(
     (call_id,) = await store.schedule(
         [NewCall(name="hang", payload="{}", due_at=clock(), scheduled_at=clock(), attempts=0)]
     )
-    from trio_futurecalls import Lease
-
     for n in range(3):
         await store.claim(
             clock(),
@@ -342,21 +341,143 @@ async def test_unknown_names_can_be_moved_to_dead_letters(
     autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
 ) -> None:
     store = MemoryStore()
+    later = clock() + timedelta(days=9)
     await store.schedule(
         [
             NewCall(name="ghost", payload="1", due_at=clock(), scheduled_at=clock()),
-            NewCall(
-                name="ghost",
-                payload="2",
-                due_at=clock() + timedelta(days=9),
-                scheduled_at=clock(),
-            ),
+            NewCall(name="ghost", payload="2", due_at=clock(), scheduled_at=clock()),
+            NewCall(name="ghost", payload="3", due_at=later, scheduled_at=clock()),
         ]
     )
+    # One "ghost" call is running in another deployment that knows the name.
+    await store.claim(
+        clock(),
+        {"ghost": 1},
+        1,
+        Lease(owner="other", expires_at=clock() + timedelta(hours=1), names=frozenset({"ghost"})),
+    )
     async with open_scheduler(store, [Hang], clock=clock) as s:
-        assert await s.move_unknown_to_dead_letters() == 2
-        assert await s.unknown_calls() == []
-    dead = await store.dead_letters()
-    assert sorted(d.payload for d in dead) == ["1", "2"]
-    assert all("no FutureCall class named 'ghost'" in d.error for d in dead)
-    assert caplog.records[-1].levelno >= logging.WARNING
+        assert await s.move_unknown_to_dead_letters() == 1
+        left = await s.unknown_calls()
+    # The due, pending one moved; the one due later stays pending; the running one
+    # (leased elsewhere) was not touched.
+    assert [c.payload for c in left] == ["3"]
+    (dead,) = await store.dead_letters()
+    assert dead.payload == "2"
+    assert "no FutureCall class named 'ghost'" in dead.error
+    assert await store.complete("other", 1) is True
+    assert any("moved due calls named 'ghost'" in r.getMessage() for r in caplog.records)
+
+
+@attrs.frozen
+class Strict:
+    n: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.n < 0:
+            raise LookupError("v2 of this class refuses negative numbers")
+
+
+class StrictCall(FutureCall):
+    name = "strict"
+    payload_type = Strict
+    ran: ClassVar[list[int]] = []
+
+    async def invoke(self, session: Any, payload: Strict) -> None:
+        StrictCall.ran.append(payload.n)
+
+
+async def test_payload_failing_in_its_own_class_code_goes_to_dead_letters(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    StrictCall.ran = []
+    Hang.runs, Hang.finished = [], []
+    store = MemoryStore()
+    await store.schedule(
+        [
+            NewCall(name="strict", payload='{"n": -1}', due_at=clock(), scheduled_at=clock()),
+            NewCall(name="strict", payload='{"n": 2}', due_at=clock(), scheduled_at=clock()),
+        ]
+    )
+    async with open_scheduler(store, [StrictCall, Hang], clock=clock) as s:
+        await s.schedule(Hang, {"sleep": 5})
+        await trio.sleep(10)
+    # The bad payload is kept; the scheduler and the other calls carried on.
+    (dead,) = await store.dead_letters()
+    assert "LookupError" in dead.error
+    assert StrictCall.ran == [2]
+    assert len(Hang.finished) == 1
+
+
+async def test_backoff_that_overflows_ends_in_dead_letters_not_a_crash(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    cls = flaky(Delivery.AT_MOST_ONCE, retry_backoff=FixedBackoff(1e12))
+    store = MemoryStore()
+    async with open_scheduler(store, [cls], clock=clock) as s:
+        await s.schedule(cls, {"succeed_on": 2})
+        await trio.sleep(10)
+    (dead,) = await store.dead_letters()
+    assert "retry_backoff failed" in dead.error
+
+
+class HangingRenewals(MemoryStore):
+    """Renewals never answer (a database that stopped responding)."""
+
+    async def renew(self, owner: str, call_ids: Any, expires_at: datetime) -> set[int]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_hanging_renewal_still_cancels_the_call_before_its_lease_expires(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    store = HangingRenewals()
+    Hang.runs, Hang.finished = [], []
+    async with open_scheduler(
+        store, [Hang], clock=clock, lease_duration=30, lease_renew_interval=10
+    ) as s:
+        t0 = trio.current_time()
+        await store.schedule(
+            [NewCall(name="hang", payload='{"sleep": 100}', due_at=clock(), scheduled_at=clock())]
+        )
+        while not s.running():  # noqa: ASYNC110 - autojump clock, deterministic
+            await trio.sleep(0.001)
+        while s.running():  # noqa: ASYNC110 - autojump clock, deterministic
+            await trio.sleep(0.001)
+        stopped = trio.current_time() - t0
+    assert Hang.finished == []
+    assert stopped < 30  # stopped before the lease (claimed at 0 for 30 s) ran out
+
+
+class SlowClaims(MemoryStore):
+    """Claims that take 50 s to answer (and cannot be interrupted, like a shielded one)."""
+
+    async def claim(
+        self, now: datetime, slots: Any, limit: int, lease: Lease | None = None
+    ) -> list[Any]:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(50)
+        return await super().claim(now, slots, limit, lease)
+
+
+async def test_grace_period_starts_when_shutdown_is_asked_for(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    store = SlowClaims()
+    Hang.runs, Hang.finished = [], []
+    await store.schedule(
+        [NewCall(name="hang", payload='{"sleep": 30}', due_at=clock(), scheduled_at=clock())]
+    )
+    wide = type("HangWide", (Hang,), {"max_concurrent": None})
+    async with open_scheduler(store, [wide], clock=clock, grace_period=10) as s:
+        await trio.sleep(60)  # the first claim returned at 50; the call runs; a claim is in flight
+        assert len(Hang.runs) == 1
+        t0 = trio.current_time()
+        await s.shutdown()
+        took = trio.current_time() - t0
+    # The running call was cancelled when the grace ran out (at +10), not after the
+    # claim in flight came back; shutdown itself waited for that claim (+40).
+    assert Hang.finished == []
+    assert s.statistics().classes["hang"].cancelled == 1
+    assert took == pytest.approx(40)

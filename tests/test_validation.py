@@ -248,3 +248,44 @@ async def test_schedule_many_validates_every_request(scheduler: Scheduler) -> No
     ids = await scheduler.schedule_many([(Ok, None, 1, "x"), (TypedCall, Typed(2), 0)])
     assert len(ids) == 2
     assert [c.identifier for c in await scheduler.pending(identifier="x")] == ["x"]
+
+
+@attrs.frozen
+class Derived:
+    n: int
+    doubled: int = attrs.field(init=False)
+    pair: tuple[int, str] = (0, "")
+
+    @doubled.default
+    def _double(self) -> int:
+        return self.n * 2
+
+
+class DerivedCall(FutureCall):
+    name = "derived"
+    payload_type = Derived
+
+    async def invoke(self, session: Any, payload: Derived) -> None:
+        pass
+
+
+async def test_attrs_payload_is_checked_to_decode_back_at_the_call_site() -> None:
+    async with open_scheduler(MemoryStore(), [TypedCall, DerivedCall], execute=False) as s:
+        # A wrongly typed field would fail every attempt later: refuse it now.
+        with pytest.raises(InvalidPayloadError, match="would not decode"):
+            await s.schedule(TypedCall, Typed("abc"))  # type: ignore[arg-type]
+        # init=False fields are derived, not stored; tuples round-trip.
+        await s.schedule(DerivedCall, Derived(3, (1, "x")))
+        (call,) = await s.pending(DerivedCall)
+        assert call.payload == '{"n":3,"pair":[1,"x"]}'
+    from trio_futurecalls._payload import decode_payload
+
+    assert decode_payload(Derived, call.payload) == Derived(3, (1, "x"))
+
+
+async def test_naive_clock_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="clock"):
+        async with open_scheduler(MemoryStore(), [Ok], clock=datetime.now):
+            pass
+    with pytest.raises(InvalidArgumentError, match="clock"):
+        await schedule_call(MemoryStore(), Ok, None, clock=datetime.now)

@@ -6,7 +6,9 @@ Payloads are never pickled. A call class declares ``payload_type``:
   ``str``, ``list`` and ``dict`` with ``str`` keys, nested).
 * an attrs class: the payload must be an instance; it is stored as a JSON object and
   rebuilt into that class (fields may be JSON values, nested attrs classes, ``list[T]``,
-  ``dict[str, T]``, ``T | None``, ``Any`` and aware ``datetime`` as ISO 8601 text).
+  ``tuple[...]``, ``dict[str, T]``, ``T | None``, ``Any`` and aware ``datetime`` as
+  ISO 8601 text; ``init=False`` fields are not stored). A payload is checked at the
+  call site to decode back into its class, so a call never fails later for that.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ def encode_payload(payload_type: type[Any] | None, value: object) -> str:
         raise InvalidPayloadError(
             f"payload is {len(text.encode())} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
         )
+    if payload_type is not None:
+        # Prove now that it will decode at run time (a wrongly typed field, an
+        # unsupported annotation...), rather than fail every attempt later.
+        try:
+            _structure(data, payload_type, "payload")
+        except Exception as exc:
+            raise InvalidPayloadError(
+                f"payload would not decode back into {payload_type.__qualname__}: {exc}"
+            ) from None
     return text
 
 
@@ -72,9 +83,10 @@ def decode_payload(payload_type: type[Any] | None, text: str) -> Any:
         return data
     try:
         return _structure(data, payload_type, "payload")
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # the class's own __init__/validators may raise anything
         raise PayloadDecodeError(
-            f"stored payload does not decode into {payload_type.__qualname__}: {exc}"
+            f"stored payload does not decode into {payload_type.__qualname__}: "
+            f"{type(exc).__name__}: {exc}"
         ) from None
 
 
@@ -109,12 +121,13 @@ def _unstructure(value: object, path: str) -> object:
         return {
             field.name: _unstructure(getattr(value, field.name), f"{path}.{field.name}")
             for field in attrs.fields(cls)
+            if field.init  # init=False fields are derived, not payload
         }
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise InvalidPayloadError(f"{path} is a naive datetime; use an aware one")
         return value.isoformat()
-    if type(value) is list:
+    if type(value) is list or type(value) is tuple:
         return [_unstructure(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if type(value) is dict:
         out = {}
@@ -154,6 +167,18 @@ def _structure(data: object, tp: Any, path: str) -> Any:
         if type(data) is not dict:
             raise TypeError(f"{path}: expected an object, got {type(data).__name__}")
         return {k: _structure(v, value_tp, f"{path}[{k!r}]") for k, v in data.items()}
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if type(data) is not list:
+            raise TypeError(f"{path}: expected a list, got {type(data).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_structure(item, args[0], f"{path}[{i}]") for i, item in enumerate(data))
+        if len(args) != len(data):
+            raise TypeError(f"{path}: expected {len(args)} items, got {len(data)}")
+        return tuple(
+            _structure(item, item_tp, f"{path}[{i}]")
+            for i, (item, item_tp) in enumerate(zip(data, args, strict=True))
+        )
     if tp is list or tp is dict:
         return _structure(data, tp[Any], path)
     if isinstance(tp, type) and attrs.has(tp):
@@ -163,6 +188,8 @@ def _structure(data: object, tp: Any, path: str) -> Any:
         kwargs = {}
         known = set()
         for field in attrs.fields(tp):
+            if not field.init:
+                continue
             known.add(field.name)
             if field.name not in data:
                 if field.default is attrs.NOTHING:

@@ -72,6 +72,8 @@ DEFAULT_LEASE_DURATION: Final = 60.0
 CLEANUP_TIMEOUT: Final = 10.0
 
 LEASED: Final = Delivery.AT_LEAST_ONCE
+#: Shortest sleep of the dispatcher when a due call could not be claimed.
+MIN_RECHECK: Final = 0.01
 #: ``max_attempts`` of classes that leave it None, per delivery mode.
 DEFAULT_MAX_ATTEMPTS: Final = {Delivery.AT_MOST_ONCE: 1, Delivery.AT_LEAST_ONCE: 5}
 
@@ -170,9 +172,8 @@ async def schedule_call(
     For processes that only schedule (a web process) while workers elsewhere run the
     calls. Returns the new call's id.
     """
-    new = build_new_call(
-        call_class, payload, now=clock(), at=at, delay=delay, identifier=identifier
-    )
+    now = check_aware(clock(), "clock()")
+    new = build_new_call(call_class, payload, now=now, at=at, delay=delay, identifier=identifier)
     (call_id,) = await store.schedule([new])
     return call_id
 
@@ -295,6 +296,9 @@ class Scheduler:
         assert grace is not None
         self._grace = grace
         self._execute = bool(execute)
+        if not callable(clock):
+            raise InvalidArgumentError(f"clock must be callable, got {clock!r}")
+        check_aware(clock(), "clock()")
         self._clock = clock
         interval = check_positive_seconds(unknown_check_interval, "unknown_check_interval")
         if not interval:
@@ -478,28 +482,36 @@ class Scheduler:
         return found
 
     async def move_unknown_to_dead_letters(self, names: Iterable[str] | None = None) -> int:
-        """Move pending calls with unknown names (or just ``names``) to dead letters.
+        """Move *due* pending calls with unknown names (or just ``names``) to dead letters.
 
         An explicit operator decision: by default such rows are kept, since another
-        deployment may still know the name. Returns how many were moved.
+        deployment may still know the name. Each row is first leased to this scheduler
+        (rows running elsewhere are never touched), then moved; if that fails part way,
+        the rest stay leased and become pending again when the lease expires. Calls due
+        later stay pending. Returns how many were moved.
         """
         known = set(self._registry)
-        found = await self._store.pending_names()
-        wanted = set(found) - known if names is None else set(names) - known
+        found = await self._store.pending_names(due_by=self._clock())
+        wanted = set(found) - known if names is None else set(names) & set(found) - known
         moved = 0
-        far_future = datetime.max.replace(tzinfo=UTC)
-        for name in sorted(wanted & set(found)):
+        for name in sorted(wanted):
+            error = f"no FutureCall class named {name!r} is registered"
             while True:
+                now = self._clock()
+                lease = Lease(
+                    owner=self._owner,
+                    expires_at=now + timedelta(seconds=self._lease_duration),
+                    names=frozenset({name}),
+                )
                 batch = await self._store.claim(
-                    far_future, {name: MAX_CLAIM_BATCH}, MAX_CLAIM_BATCH
+                    now, {name: MAX_CLAIM_BATCH}, MAX_CLAIM_BATCH, lease
                 )
                 if not batch:
                     break
                 for call in batch:
-                    error = f"no FutureCall class named {name!r} is registered"
-                    await self._store.dead_letter(call, error, self._clock())
-                    moved += 1
-            _log.warning("moved pending calls named %r to dead letters", name)
+                    if await self._store.dead_letter(call, error, now, self._owner) is not None:
+                        moved += 1
+            _log.warning("moved due calls named %r to dead letters", name)
         return moved
 
     def running(self) -> list[CallInfo]:
@@ -593,6 +605,9 @@ class Scheduler:
                             control.start_soon(self._unknown_names_loop)
                         task_status.started()
                         await self._shutdown_requested.wait()
+                        # The grace period starts now, even if the dispatcher needs a
+                        # moment to finish a claim in flight.
+                        calls.cancel_scope.deadline = trio.current_time() + self._grace
                         control.cancel_scope.cancel()
                     # Dispatching has stopped: nothing new starts. Running calls get the
                     # grace period, then the deadline cancels them through their scopes.
@@ -602,7 +617,6 @@ class Scheduler:
                             self._grace,
                             len(self._running),
                         )
-                    calls.cancel_scope.deadline = trio.current_time() + self._grace
                 keeper.cancel_scope.cancel()
         finally:
             remove_listener()
@@ -647,8 +661,9 @@ class Scheduler:
                         )
                     claimed = await self._store.claim(now, slots, limit, lease)
                     if claimed:
+                        expiry = lease.expires_at if lease is not None else None
                         for call in claimed:
-                            self._start(call)
+                            self._start(call, expiry)
                         backoff = 0.0
                         # More may be due: claim again before sleeping.
                         await trio.lowlevel.checkpoint()
@@ -670,9 +685,10 @@ class Scheduler:
                 continue
             deadline = math.inf
             if next_due is not None:
-                delta = (next_due - self._clock()).total_seconds()
-                if delta <= 0:
-                    continue
+                # Due but not claimed: another worker holds it locked mid-claim (or it
+                # was scheduled a moment ago, in which case a wake-up is already set).
+                # A short floor keeps this from spinning on the store.
+                delta = max((next_due - self._clock()).total_seconds(), MIN_RECHECK)
                 deadline = trio.current_time() + delta
             if recheck is not None:
                 deadline = min(deadline, trio.current_time() + recheck)
@@ -681,7 +697,7 @@ class Scheduler:
             with trio.move_on_at(deadline):
                 await self._wakeup.wait()
 
-    def _start(self, call: StoredCall) -> None:
+    def _start(self, call: StoredCall, lease_expires_at: datetime | None) -> None:
         state = self._classes[call.name]
         token = object()
         # Free slots were counted just before the claim and only this task acquires,
@@ -689,9 +705,15 @@ class Scheduler:
         self._global.acquire_on_behalf_of_nowait(token)
         state.limiter.acquire_on_behalf_of_nowait(token)
         assert self._calls_nursery is not None
-        self._calls_nursery.start_soon(self._run_call, state, call, token)
+        self._calls_nursery.start_soon(self._run_call, state, call, token, lease_expires_at)
 
-    async def _run_call(self, state: _ClassState, call: StoredCall, token: object) -> None:
+    async def _run_call(
+        self,
+        state: _ClassState,
+        call: StoredCall,
+        token: object,
+        lease_expires_at: datetime | None,
+    ) -> None:
         cls = state.cls
         started_wall = self._clock()
         started = trio.current_time()
@@ -711,7 +733,7 @@ class Scheduler:
             info,
             trio.CancelScope(),
             leased,
-            started_wall + timedelta(seconds=self._lease_duration) if leased else None,
+            lease_expires_at if leased else None,
         )
         self._running[call.id] = running
         outcome = "cancelled"
@@ -835,13 +857,15 @@ class Scheduler:
         with trio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
             try:
                 return await fn(*args, **kw)
-            except FutureCallsError as exc:
+            except Exception as exc:
+                # A store failure here must not take the scheduler down with it.
                 _call_log.error(
-                    "call %s (id=%d): could not %s: %s",
+                    "call %s (id=%d): could not %s: %r",
                     call.name,
                     call.id,
                     what,
                     exc,
+                    exc_info=not isinstance(exc, FutureCallsError),
                     extra=_call_fields(call),
                 )
                 return None
@@ -874,11 +898,11 @@ class Scheduler:
             delay = backoff_delay(
                 cls.retry_backoff, call.attempts, f"{cls.__qualname__}.retry_backoff"
             )
+            due_at = self._clock() + timedelta(seconds=delay)
         except Exception as exc:
             _call_log.exception("retry_backoff of %s failed", cls.__qualname__)
             await self._give_up(state, call, f"{error}\n(retry_backoff failed: {exc!r})")
             return
-        due_at = self._clock() + timedelta(seconds=delay)
         if state.delivery is LEASED:
             done = await self._store_write(
                 call, "schedule the retry", self._store.release, self._owner, call.id, due_at
@@ -924,17 +948,21 @@ class Scheduler:
             extra=_call_fields(call),
         )
         owner = self._owner if state.delivery is LEASED else None
-        dead_id = await self._store_write(
-            call,
-            "keep it as a dead letter",
-            self._store.dead_letter,
-            call,
-            error,
-            self._clock(),
-            owner,
+        answer = await self._store_write(
+            call, "keep it as a dead letter", self._keep_dead, call, error, owner
         )
-        if dead_id is not None:
-            state.dead_lettered += 1
+        if answer is not None:
+            _, dead_id = answer
+            if dead_id is not None:
+                state.dead_lettered += 1
+            else:
+                _call_log.warning(
+                    "call %s (id=%d) not kept as a dead letter: its lease was lost and "
+                    "another worker has it",
+                    call.name,
+                    call.id,
+                    extra=_call_fields(call),
+                )
         elif owner is None:
             # Last resort: the row is already gone, so put everything in the log.
             _call_log.critical(
@@ -944,20 +972,36 @@ class Scheduler:
                 call.payload,
                 extra=_call_fields(call),
             )
+        # (Leased and the store failed: the row stays leased, and the call runs again
+        # after the lease expires.)
+
+    async def _keep_dead(
+        self, call: StoredCall, error: str, owner: str | None
+    ) -> tuple[bool, int | None]:
+        """(the store answered, the dead letter's id or None if the lease was lost)."""
+        return True, await self._store.dead_letter(call, error, self._clock(), owner)
 
     async def _lease_loop(self) -> None:
+        margin = self._renew_interval / 2
         while True:
             await trio.sleep(self._renew_interval)
             leased = {i: r for i, r in self._running.items() if r.leased and not r.lost}
             if not leased:
                 continue
-            expires_at = self._clock() + timedelta(seconds=self._lease_duration)
-            kept: set[int] | None
-            try:
-                kept = await self._store.renew(self._owner, leased.keys(), expires_at)
-            except StoreError as exc:
-                _log.warning("could not renew %d lease(s): %s", len(leased), exc)
-                kept = None
+            now = self._clock()
+            expires_at = now + timedelta(seconds=self._lease_duration)
+            earliest = min(r.lease_expires_at or now for r in leased.values())
+            # The answer must come while there is still time to stop a call before its
+            # lease runs out; a renewal that hangs (database cut off) counts as failed.
+            budget = max(0.0, (earliest - now).total_seconds() - margin)
+            kept: set[int] | None = None
+            with trio.move_on_after(budget) as scope:
+                try:
+                    kept = await self._store.renew(self._owner, leased.keys(), expires_at)
+                except StoreError as exc:
+                    _log.warning("could not renew %d lease(s): %s", len(leased), exc)
+            if scope.cancelled_caught:
+                _log.warning("renewing %d lease(s) took over %.3g s", len(leased), budget)
             now = self._clock()
             for call_id, running in leased.items():
                 if kept is not None and call_id in kept:

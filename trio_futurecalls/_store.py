@@ -125,11 +125,13 @@ class Store(Protocol):
 
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
-    ) -> int:
+    ) -> int | None:
         """Keep ``call`` as a dead letter with ``error``; return the dead letter's id.
 
-        With ``owner``, the leased row is deleted in the same transaction (if that
-        owner still holds it); without, the call was already deleted by its claim.
+        With ``owner``, the leased row is deleted in the same transaction, and only if
+        that owner still holds it: otherwise nothing is written and None is returned
+        (another worker has the call). Without, the call was already deleted by its
+        claim.
         """
         ...
 

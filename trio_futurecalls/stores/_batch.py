@@ -43,7 +43,16 @@ class GroupCommit(Generic[K, R]):
         self._queue.append(slot)
         while not slot.done:
             if self._busy:
-                await slot.wakeup.wait()
+                try:
+                    await slot.wakeup.wait()
+                except BaseException:
+                    # Leaving (cancelled): give up our place, and if we were the one
+                    # woken to run the next batch, pass that on.
+                    if slot in self._queue:
+                        self._queue.remove(slot)
+                    if not self._busy and self._queue:
+                        self._queue[0].wakeup.set()
+                    raise
                 slot.wakeup = trio.Event()
                 continue
             self._busy = True

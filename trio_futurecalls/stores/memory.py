@@ -221,8 +221,10 @@ class MemoryStore:
 
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
-    ) -> int:
-        if owner is not None and self._owners.get(call.id) == owner:
+    ) -> int | None:
+        if owner is not None:
+            if self._owners.get(call.id) != owner:
+                return None  # the lease was lost: another worker has the call now
             del self._owners[call.id]
             del self._calls[call.id]
         dead_id = next(self._dead_ids)

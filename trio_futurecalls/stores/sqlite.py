@@ -372,7 +372,7 @@ class SQLiteStore:
 
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
-    ) -> int:
+    ) -> int | None:
         sql = self._q["insert_dead_letter"]
         delete_sql = self._q["delete_leased"]
         params = (
@@ -387,9 +387,9 @@ class SQLiteStore:
             call.attempts,
         )
 
-        def work(conn: sqlite3.Connection) -> int:
-            if owner is not None:
-                conn.execute(delete_sql, (call.id, owner))
+        def work(conn: sqlite3.Connection) -> int | None:
+            if owner is not None and conn.execute(delete_sql, (call.id, owner)).rowcount == 0:
+                return None  # the lease was lost: another worker has the call now
             dead_id: int = conn.execute(sql, params).fetchone()[0]
             return dead_id
 
