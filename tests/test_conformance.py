@@ -223,6 +223,7 @@ async def test_requeue_dead_letter_makes_it_pending_again(store: Store) -> None:
     await store.schedule([new("a", payload="[1]")])
     (call,) = await store.claim(at(1), {"a": 1}, 1)
     dead_id = await store.dead_letter(call, "boom", at(1))
+    assert dead_id is not None
     new_id = await store.requeue_dead_letter(dead_id, at(5))
     assert new_id is not None
     assert await store.dead_letters() == []
@@ -240,6 +241,7 @@ async def test_purge_dead_letters(store: Store) -> None:
     await store.schedule([new(), new(), new()])
     calls = await store.claim(at(1), {"a": 3}, 3)
     dead_ids = [await store.dead_letter(c, "x", at(1)) for c in calls]
+    assert dead_ids[0] is not None
     assert await store.purge_dead_letters([dead_ids[0], 10**12]) == 1
     assert len(await store.dead_letters()) == 2
     assert await store.purge_dead_letters() == 2
