@@ -747,3 +747,173 @@ async def test_expired_lease_is_taken_over_by_another_store() -> None:
             assert await other.renew("w2", [call_id], now() + timedelta(minutes=9)) == {call_id}
             assert await other.complete("w2", call_id) is True
         assert await store.pending_names() == {}
+
+
+# -- hot paths: connection reuse, grouped completions ------------------------------------
+
+
+def _fake_call(call_id: int = 1) -> Any:
+    from trio_futurecalls import StoredCall
+
+    t = now()
+    return StoredCall(
+        id=call_id, name="a", payload="null", due_at=t, identifier=None, scheduled_at=t, attempts=1
+    )
+
+
+async def _last_query(pid: int) -> str:
+    rows = await admin_fetch("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+    return str(rows[0][0])
+
+
+async def test_session_connections_are_reset_and_store_connections_are_not() -> None:
+    # One connection: the store's statements and both sessions share it in turn, and
+    # pg_stat_activity shows the last statement each left on it.
+    async with open_test_postgres_store(max_pool_size=1, min_pool_size=1) as store:
+        async with store.open_session(_fake_call()) as session:
+            pid = await session.fetchval("SELECT pg_backend_pid()")
+            await session.execute("SET application_name = 'dirty'")
+            await session.execute("SELECT pg_advisory_lock(4242)")
+        # Released: what the session did is undone before anyone else gets it.
+        assert "pg_advisory_unlock_all" in await _last_query(pid)
+        # The store's own statements leave nothing behind: no reset round trip after them.
+        assert await store.pending(PendingQuery()) == []
+        last = await _last_query(pid)
+        assert ".calls" in last
+        assert "pg_advisory_unlock_all" not in last
+        assert await store.next_due(["a"]) is None
+        assert "pg_advisory_unlock_all" not in await _last_query(pid)
+        async with store.open_session(_fake_call(2)) as session:
+            assert await session.fetchval("SELECT pg_backend_pid()") == pid
+            assert await session.fetchval("SHOW application_name") == "trio_futurecalls"
+            locks = await session.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )
+            assert locks == 0
+        assert store.connections_in_use() == 0
+
+
+async def test_sessions_never_wait_for_the_stores_idle_connection() -> None:
+    async with open_test_postgres_store(max_pool_size=2, acquire_timeout=2.0) as store:
+        await store.pending(PendingQuery())  # the store keeps a connection for its next one
+        assert store.connections_in_use() == 0  # idle: not counted
+        pids: list[int] = []
+        both = trio.Event()
+
+        async def hold(call_id: int) -> None:
+            async with store.open_session(_fake_call(call_id)) as session:
+                pids.append(await session.fetchval("SELECT pg_backend_pid()"))
+                if len(pids) == 2:
+                    both.set()
+                await both.wait()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hold, 1)
+                nursery.start_soon(hold, 2)
+        assert len(set(pids)) == 2  # two sessions at once on a pool of two
+        # The store's statements work again afterwards (taking a connection back).
+        assert await store.pending(PendingQuery()) == []
+        assert store.connections_in_use() == 0
+
+
+async def test_store_statement_cancelled_mid_query_leaves_a_usable_store() -> None:
+    async with open_test_postgres_store(max_pool_size=3) as store:
+        (first,) = await store.schedule([new("a", now() + timedelta(hours=1))])
+        await store.pending(PendingQuery())
+        async with _locked_row(store.schema, first):
+            # cancel() waits for the row lock; the caller gives up.
+            with trio.move_on_after(0.3) as scope:
+                await store.cancel(first)
+            assert scope.cancelled_caught
+        # The statement was cancelled on the server and its connection handed back to
+        # the pool: the next statements run normally.
+        with trio.fail_after(10):
+            assert [c.id for c in await store.pending(PendingQuery())] == [first]
+            assert await store.cancel(first) is True
+        assert store.connections_in_use() == 0
+
+
+async def test_concurrent_completions_share_one_delete() -> None:
+    from trio_futurecalls._model import Lease
+
+    async with open_test_postgres_store() as store:
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new("a", t) for _ in range(6)])
+        mine = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
+        assert len(await store.claim(now(), {"a": 6}, 6, mine)) == 6
+        # Another worker owns the last one now (as after an expired lease).
+        await admin_fetch(
+            f'UPDATE "{store.schema}".calls SET lease_owner = $1 WHERE id = $2', "w2", ids[5]
+        )
+        statements: list[str] = []
+        run = store._connections.run
+
+        async def counting_run(method: str, sql: str, args: Any) -> Any:
+            statements.append(sql)
+            return await run(method, sql, args)
+
+        store._connections.run = counting_run  # type: ignore[method-assign]
+        results: dict[tuple[str, int], bool] = {}
+
+        async def complete(owner: str, call_id: int) -> None:
+            results[owner, call_id] = await store.complete(owner, call_id)
+
+        async with trio.open_nursery() as nursery:
+            for call_id in ids:
+                nursery.start_soon(complete, "w1", call_id)
+            nursery.start_soon(complete, "w3", ids[0])  # not the owner
+        assert results == {
+            **{("w1", i): True for i in ids[:5]},
+            ("w1", ids[5]): False,
+            ("w3", ids[0]): False,
+        }
+        # The first completion ran alone; everything that arrived meanwhile went in
+        # the next batch: one DELETE per owner.
+        assert 2 <= len(statements) <= 3
+        assert [r[0] for r in await admin_fetch(f'SELECT id FROM "{store.schema}".calls')] == [
+            ids[5]
+        ]
+        # One call completed three times at once (some in one batch): one deleted it.
+        twice: list[bool] = []
+
+        async def complete_last() -> None:
+            twice.append(await store.complete("w2", ids[5]))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(complete_last)
+        assert sorted(twice) == [False, False, True]
+        assert await admin_fetch(f'SELECT id FROM "{store.schema}".calls') == []
+
+
+async def test_claim_uses_the_statement_of_its_delivery_mode() -> None:
+    from trio_futurecalls._model import Lease
+
+    async with open_test_postgres_store() as store:
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new(name, t) for name in ("a", "b", "a", "b")])
+        used: list[str] = []
+        call = store._call
+
+        async def recording_call(method: str, query: str, *args: Any) -> Any:
+            used.append(query)
+            return await call(method, query, *args)
+
+        store._call = recording_call  # type: ignore[method-assign]
+        lease_a = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
+        # Only "b" asked for, and "b" is not leased: plain delete.
+        (b1,) = await store.claim(now(), {"b": 1}, 1, lease_a)
+        # Only "a": lease only.
+        (a1,) = await store.claim(now(), {"a": 1}, 1, lease_a)
+        # Both: the combined statement.
+        got = await store.claim(now(), {"a": 1, "b": 1}, 2, lease_a)
+        assert used == ["claim_delete", "claim_lease", "claim"]
+        assert [b1.id, a1.id] == [ids[1], ids[0]]
+        assert [c.id for c in got] == [ids[2], ids[3]]
+        assert [c.attempts for c in (b1, a1, *got)] == [1, 1, 1, 1]
+        leased = await admin_fetch(
+            f'SELECT id FROM "{store.schema}".calls WHERE lease_owner = $1 ORDER BY id', "w1"
+        )
+        assert [r[0] for r in leased] == [ids[0], ids[2]]

@@ -14,6 +14,16 @@ lifetime (``trio_asyncio.open_loop()``), creates an asyncpg pool, migrates the s
 and starts a ``LISTEN`` task; every database call crosses the bridge once
 (``aio_as_trio``), so the rest of the program stays pure Trio.
 
+**Connections.** The store keeps one pool connection for its own statements (claims,
+``next_due``, ``schedule``, completions...), so that they skip the pool's acquire and
+release; a statement that finds it busy takes another pool connection. The store's
+statements are single statements and leave no session state, so the pool does not
+reset a connection only they used; a connection a running call's session used gets
+asyncpg's full reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
+when released, before anyone else can have it. The kept connection goes back to the
+pool when anything goes wrong with it, when the pool runs short (sessions never wait
+for it) and when the store closes.
+
 **Schema.** Everything lives in one PostgreSQL schema (``futurecalls`` by default):
 ``calls``, ``dead_letters`` and ``schema_version``. Migrations are applied in one
 transaction under ``pg_advisory_xact_lock``, so several processes may start at once.
@@ -40,6 +50,8 @@ acquire timeouts) become :class:`StoreUnavailableError`, everything else
 down, every method fails within ``connect_timeout``/``command_timeout`` seconds and
 the store recovers by itself when the server is back (the dispatcher retries).
 
+**Completions** (at-least-once) of calls finishing together share one ``DELETE``.
+
 **Pool size.** The pool serves the dispatcher's claims, application calls to
 ``schedule``/``cancel``..., and one connection per running call *that uses its
 session* (sessions acquire lazily, on first use, and keep that connection until the
@@ -55,6 +67,7 @@ on ``trio_futurecalls.store.postgres`` and returns False in that case.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import math
 import re
@@ -81,6 +94,7 @@ from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._payload import MAX_PAYLOAD_BYTES
 from .._store import Listener, PendingQuery
 from .._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, check_positive_seconds
+from ._batch import GroupCommit
 from ._listeners import Listeners
 from ._sql import migrations, queries
 
@@ -164,7 +178,8 @@ def _to_micros(value: datetime) -> int:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    # asyncpg returns timestamptz values in UTC already: skip the conversion then.
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -230,7 +245,8 @@ def _check_new_call(call: NewCall) -> None:
         raise InvalidArgumentError(f"call name must be 1 to {MAX_NAME_LENGTH} characters")
     if call.identifier is not None and not 1 <= len(call.identifier) <= MAX_IDENTIFIER_LENGTH:
         raise InvalidArgumentError(f"identifier must be 1 to {MAX_IDENTIFIER_LENGTH} characters")
-    size = len(call.payload.encode())
+    payload = call.payload
+    size = len(payload) if payload.isascii() else len(payload.encode())
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidPayloadError(
             f"payload is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
@@ -246,16 +262,163 @@ def _check_new_call(call: NewCall) -> None:
 # -- asyncio side (runs on the store's asyncio loop, called through aio_as_trio) ------
 
 
-async def _aio_pool_call(
-    pool: asyncpg.Pool, method: str, sql: str, args: Sequence[Any], acquire_timeout: float
-) -> Any:
-    async with pool.acquire(timeout=acquire_timeout) as conn:
-        return await getattr(conn, method)(sql, *args)
+class _StoreConnection(asyncpg.Connection):
+    """A pool connection that remembers whether a session has used it.
+
+    The store's own statements (claim, schedule, complete...) are single statements in
+    their own implicit transaction: they leave no session state behind. A running
+    call's session may leave anything (settings, advisory locks, LISTEN, cursors), so
+    a connection a session used gets asyncpg's full reset before the pool hands it
+    out again, and the others skip that round trip (see :func:`_aio_reset`).
+    """
+
+    __slots__ = ("_futurecalls_session_used",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._futurecalls_session_used = False
+
+    def _futurecalls_mark_session_use(self) -> None:
+        self._futurecalls_session_used = True
 
 
-async def _aio_acquire(pool: asyncpg.Pool, acquire_timeout: float) -> PoolConnectionProxy:
-    conn: PoolConnectionProxy = await pool.acquire(timeout=acquire_timeout)
-    return conn
+def _mark_session_use(conn: PoolConnectionProxy) -> None:
+    # The pool proxy forwards unknown attributes to its connection. Without our class
+    # (asyncpg < 0.30) there is nothing to mark: every connection is reset anyway.
+    mark: Callable[[], None] | None = getattr(conn, "_futurecalls_mark_session_use", None)
+    if mark is not None:
+        mark()
+
+
+async def _aio_reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset hook: runs on release, after asyncpg rolled back any open
+    transaction and dropped the connection's listeners.
+
+    The full reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
+    only for connections a session used (or that are not ours); the flag is cleared
+    only once the reset succeeded (if it fails, the pool terminates the connection).
+    """
+    if isinstance(conn, _StoreConnection) and not conn._futurecalls_session_used:
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+    if isinstance(conn, _StoreConnection):
+        conn._futurecalls_session_used = False
+
+
+def _pool_options() -> dict[str, Any]:
+    """``create_pool`` options for the selective reset (asyncpg >= 0.30 has the hook;
+    older versions keep the default: every released connection is reset)."""
+    if "reset" not in inspect.signature(asyncpg.create_pool).parameters:
+        return {}  # pragma: no cover - asyncpg < 0.30
+    return {"connection_class": _StoreConnection, "reset": _aio_reset}
+
+
+class _Connections:
+    """The store's pool, plus one pool connection the store keeps for its own statements.
+
+    Runs on the store's asyncio loop only (no locking needed: every method checks and
+    updates its state before its first ``await``). Each store method is one call of
+    :meth:`run`, i.e. one bridge crossing that takes a connection, runs the statement
+    and gives the connection back.
+
+    The kept connection spares each statement the pool's acquire and release (a few
+    asyncio tasks and timers each, which trio-asyncio makes expensive). The store's
+    statements are single statements in implicit transactions, so it carries no state
+    between them. Statements that find it busy take a pool connection as before. It
+    goes back to the pool whenever anything goes wrong with it (errors, cancellation:
+    the pool then waits out a cancelled query, rolls back or reconnects), when the
+    pool runs short (after a statement, or when a session needs a connection: sessions
+    never wait for the store's idle connection) and when the store closes.
+
+    Every acquire and release after migrations goes through here, so :attr:`out`
+    counts the connections checked out or being acquired (waiters included): the pool
+    is short when that reaches its size.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self.pool = pool
+        self.max_size = pool.get_max_size()
+        self.acquire_timeout = acquire_timeout
+        self.kept: PoolConnectionProxy | None = None
+        self.busy = False
+        self.closing = False
+        self.out = 0
+
+    @property
+    def kept_idle(self) -> bool:
+        return self.kept is not None and not self.busy
+
+    @property
+    def short(self) -> bool:
+        """Whether an acquire now could wait (every connection is out or promised)."""
+        return self.out >= self.max_size
+
+    async def _acquire(self) -> PoolConnectionProxy:
+        self.out += 1
+        try:
+            conn: PoolConnectionProxy = await self.pool.acquire(timeout=self.acquire_timeout)
+        except BaseException:
+            self.out -= 1
+            raise
+        return conn
+
+    async def release(self, conn: PoolConnectionProxy, seconds: float | None = None) -> None:
+        """Give a connection back to the pool (which resets it if a session used it)."""
+        try:
+            await self.pool.release(conn, timeout=seconds)
+        finally:
+            self.out -= 1
+
+    async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        if self.busy or self.closing:
+            conn = await self._acquire()
+            try:
+                return await getattr(conn, method)(sql, *args)
+            finally:
+                await self.release(conn)
+        self.busy = True
+        try:
+            kept = self.kept
+            if kept is not None and kept.is_closed():
+                # Lost while idle (server restart, network): the pool would have
+                # replaced it on acquire, so do the same.
+                self.kept = None
+                await self.release(kept)
+                kept = None
+            if kept is None:
+                kept = self.kept = await self._acquire()
+            result = await getattr(kept, method)(sql, *args)
+        except BaseException:
+            self.busy = False
+            await self.give_back()
+            raise
+        self.busy = False
+        if self.closing or self.short:
+            await self.give_back()
+        return result
+
+    async def give_back(self) -> None:
+        """Return the kept connection (if idle) to the pool."""
+        if self.busy:
+            return  # the statement using it gives it back when it ends, if it must
+        conn, self.kept = self.kept, None
+        if conn is not None:
+            await self.release(conn)
+
+    async def acquire_session(self) -> PoolConnectionProxy:
+        """A connection for a running call's session: fully reset when released."""
+        if self.short and self.kept_idle:
+            await self.give_back()  # sessions never wait for the store's idle connection
+        conn = await self._acquire()
+        _mark_session_use(conn)
+        return conn
+
+    async def close(self) -> None:
+        self.closing = True
+        await self.give_back()
+        await self.pool.close()
 
 
 async def _aio_migrate(
@@ -308,12 +471,11 @@ class PostgresSession:
     Do not keep the connection after the call ends.
     """
 
-    def __init__(self, loop: Any, pool: asyncpg.Pool, acquire_timeout: float, call_id: int) -> None:
+    def __init__(self, loop: Any, connections: _Connections, call_id: int) -> None:
         self._loop = loop
-        self._pool = pool
-        self._acquire_timeout = acquire_timeout
+        self._connections = connections
         self._conn: PoolConnectionProxy | None = None
-        self._lock = trio.Lock()
+        self._lock: trio.Lock | None = None  # made on first use: most calls never use it
         self.call_id = call_id
         self.closed = False
 
@@ -332,10 +494,12 @@ class PostgresSession:
         if self.closed:
             raise StoreClosedError("this session ended with its call")
         if self._conn is None:
+            if self._lock is None:
+                self._lock = trio.Lock()
             async with self._lock:
                 if self._conn is None:
                     self._conn = await _bridge(
-                        self._loop, "acquire", _aio_acquire, self._pool, self._acquire_timeout
+                        self._loop, "acquire", self._connections.acquire_session
                     )
         return self._conn
 
@@ -400,11 +564,39 @@ class PostgresSession:
             try:
                 # release() resets the connection (rolls back an open transaction,
                 # or terminates a connection left busy by a cancelled query).
-                await _bridge(self._loop, "release", self._pool.release, conn, timeout=5)
+                await _bridge(self._loop, "release", self._connections.release, conn, 5)
             except StoreError as exc:
                 _log.warning("could not release a session's connection cleanly: %s", exc)
         if scope.cancelled_caught:
             conn.terminate()
+
+
+@final
+class _SessionScope:
+    """What :meth:`PostgresStore.open_session` returns: opens the session on entry and
+    closes it (releasing its connection, if it took one) on exit. A plain class rather
+    than ``@asynccontextmanager``: every call opens one, even calls that never use it.
+    """
+
+    __slots__ = ("_call_id", "_session", "_store")
+
+    def __init__(self, store: PostgresStore, call_id: int) -> None:
+        self._store = store
+        self._call_id = call_id
+        self._session: PostgresSession | None = None
+
+    async def __aenter__(self) -> PostgresSession:
+        store = self._store
+        store._live_pool()
+        session = self._session = PostgresSession(store._loop, store._connections, self._call_id)
+        store._sessions.add(session)
+        return session
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        session = self._session
+        if session is not None:
+            self._store._sessions.discard(session)
+            await session.aclose()  # shielded inside
 
 
 # -- the store --------------------------------------------------------------------------
@@ -437,7 +629,8 @@ class PostgresStore:
         self.listener_application_name = f"{application_name}:listen"[:63]
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = pool
-        self._acquire_timeout = acquire_timeout
+        self._connections = _Connections(pool, acquire_timeout)
+        self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(self._complete_batch)
         self._connect_timeout = connect_timeout
         self._listeners = Listeners()
         self._listen_conn: asyncpg.Connection | None = None
@@ -456,24 +649,19 @@ class PostgresStore:
         return self._pool
 
     async def _call(self, method: str, query: str, *args: Any) -> Any:
-        pool = self._live_pool()
-        return await _bridge(
-            self._loop,
-            query,
-            _aio_pool_call,
-            pool,
-            method,
-            self._q[query],
-            args,
-            self._acquire_timeout,
-        )
+        self._live_pool()
+        return await _bridge(self._loop, query, self._connections.run, method, self._q[query], args)
 
     def connections_in_use(self) -> int:
-        """Pool connections checked out right now (by sessions or store operations)."""
+        """Pool connections checked out right now (by sessions or store operations).
+
+        The connection the store keeps for its own next statement does not count
+        while it is idle: it goes back to the pool as soon as the pool runs short.
+        """
         pool = self._pool
         if pool is None:
             return 0
-        return pool.get_size() - pool.get_idle_size()
+        return pool.get_size() - pool.get_idle_size() - int(self._connections.kept_idle)
 
     def check_pool_size(self, max_concurrent: int | None) -> bool:
         """True if the pool suits ``max_concurrent`` running calls; else log a warning.
@@ -507,7 +695,7 @@ class PostgresStore:
             return []
         for call in calls:
             _check_new_call(call)
-        earliest = min(_utc(c.due_at) for c in calls)
+        earliest = _utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
         rows = await self._call(
             "fetch",
             "insert_calls",
@@ -566,20 +754,39 @@ class PostgresStore:
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
         if limit <= 0 or not wanted:
             return []
+        names = [name for name, _ in wanted]
+        quotas = [free for _, free in wanted]
+        leased = [] if lease is None else [name for name in names if name in lease.names]
         # Shielded: once the DELETE committed, its rows must reach the dispatcher even if
         # the caller is being cancelled. Bounded by the acquire and command timeouts.
         with trio.CancelScope(shield=True):
-            rows = await self._call(
-                "fetch",
-                "claim",
-                [name for name, _ in wanted],
-                [free for _, free in wanted],
-                now,
-                limit,
-                [] if lease is None else sorted(lease.names),
-                None if lease is None else lease.owner,
-                None if lease is None else lease.expires_at,
-            )
+            if not leased:
+                rows = await self._call("fetch", "claim_delete", names, quotas, now, limit)
+            elif len(leased) == len(names):
+                assert lease is not None
+                rows = await self._call(
+                    "fetch",
+                    "claim_lease",
+                    names,
+                    quotas,
+                    now,
+                    limit,
+                    lease.owner,
+                    lease.expires_at,
+                )
+            else:
+                assert lease is not None
+                rows = await self._call(
+                    "fetch",
+                    "claim",
+                    names,
+                    quotas,
+                    now,
+                    limit,
+                    sorted(leased),
+                    lease.owner,
+                    lease.expires_at,
+                )
         calls = [_row_to_call(row) for row in rows]
         calls.sort(key=lambda c: (c.due_at, c.id))
         return calls
@@ -593,9 +800,25 @@ class PostgresStore:
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
+        # Calls finishing together share one DELETE (see _complete_batch).
         with trio.CancelScope(shield=True):  # bounded by the store's timeouts
-            count: int = await self._call("fetchval", "complete", call_id, owner)
-        return count > 0
+            done = await self._completions.submit((owner, call_id))
+        return done
+
+    async def _complete_batch(self, items: Sequence[tuple[str, int]]) -> list[bool]:
+        by_owner: dict[str, list[int]] = {}
+        for owner, call_id in items:
+            by_owner.setdefault(owner, []).append(call_id)
+        deleted: set[tuple[str, int]] = set()
+        for owner, ids in by_owner.items():  # in practice one owner: the scheduler's
+            rows = await self._call("fetch", "complete", owner, sorted(set(ids)))
+            deleted.update((owner, row[0]) for row in rows)
+        results = []
+        for item in items:
+            # A call completed twice in one batch: the first one deleted the row.
+            results.append(item in deleted)
+            deleted.discard(item)
+        return results
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
@@ -617,9 +840,9 @@ class PostgresStore:
 
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
-    ) -> int:
+    ) -> int | None:
         with trio.CancelScope(shield=True):  # the call is already claimed: keep it
-            new_id: int = await self._call(
+            new_id: int | None = await self._call(
                 "fetchval",
                 "insert_dead_letter",
                 call.id,
@@ -772,16 +995,9 @@ class PostgresStore:
 
     # -- sessions and lifetime --------------------------------------------------------
 
-    @asynccontextmanager
-    async def open_session(self, call: StoredCall) -> AsyncIterator[PostgresSession]:
-        pool = self._live_pool()
-        session = PostgresSession(self._loop, pool, self._acquire_timeout, call.id)
-        self._sessions.add(session)
-        try:
-            yield session
-        finally:
-            self._sessions.discard(session)
-            await session.aclose()  # shielded inside
+    def open_session(self, call: StoredCall) -> _SessionScope:
+        """``async with store.open_session(call) as session``: closed on exit."""
+        return _SessionScope(self, call.id)
 
     @property
     def open_sessions(self) -> int:
@@ -794,7 +1010,7 @@ class PostgresStore:
             return
         with trio.move_on_after(10, shield=True) as scope:
             try:
-                await _bridge(self._loop, "pool close", pool.close)
+                await _bridge(self._loop, "pool close", self._connections.close)
             except StoreError as exc:
                 _log.warning("closing the pool failed: %s", exc)
         if scope.cancelled_caught:
@@ -910,6 +1126,7 @@ async def open_postgres_store(
                 timeout=connect_s,
                 command_timeout=command_s,
                 server_settings={"application_name": application_name[:63]},
+                **_pool_options(),
             )
             store = PostgresStore(
                 loop=loop,

@@ -116,16 +116,63 @@ SELECT * FROM deleted
 UNION ALL
 SELECT * FROM leased;
 
+-- name: claim_delete
+-- The claim when no name is leased (at-most-once only): the same picks as "claim",
+-- deleted, without the lease branch (a cheaper statement to plan and run).
+WITH quotas AS (
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
+), picked AS (
+    SELECT c.id
+    FROM quotas AS q
+    CROSS JOIN LATERAL (
+        SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
+        WHERE calls.name = q.name AND calls.due_at <= $3::timestamptz
+        ORDER BY calls.due_at, calls.id
+        LIMIT q.slots
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.due_at, c.id
+    LIMIT $4::integer
+)
+DELETE FROM {schema}.calls
+WHERE id IN (SELECT id FROM picked)
+RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts;
+
+-- name: claim_lease
+-- The claim when every name is leased (at-least-once only): the same picks as
+-- "claim", leased to $5 until $6, without the delete branch.
+WITH quotas AS (
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
+), picked AS (
+    SELECT c.id, c.due_at
+    FROM quotas AS q
+    CROSS JOIN LATERAL (
+        SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
+        WHERE calls.name = q.name AND calls.due_at <= $3::timestamptz
+        ORDER BY calls.due_at, calls.id
+        LIMIT q.slots
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.due_at, c.id
+    LIMIT $4::integer
+)
+UPDATE {schema}.calls AS c
+SET lease_owner = $5::text, due_at = $6::timestamptz, attempts = c.attempts + 1
+FROM picked AS p
+WHERE c.id = p.id
+RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts;
+
 -- name: renew
 UPDATE {schema}.calls SET due_at = $1
 WHERE lease_owner = $2 AND id = ANY($3::bigint[])
 RETURNING id;
 
 -- name: complete
-WITH deleted AS (
-    DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner = $2 RETURNING 1
-)
-SELECT count(*) FROM deleted;
+-- The rows of many finished calls of one owner in one statement (calls finishing
+-- together share a round trip and a commit); a row goes only while $1 owns it.
+-- Returns the ids deleted.
+DELETE FROM {schema}.calls WHERE id = ANY($2::bigint[]) AND lease_owner = $1::text
+RETURNING id;
 
 -- name: release
 -- End a lease (the row is pending again, due at $1) and NOTIFY, in one statement.
@@ -143,13 +190,18 @@ SELECT count(*) FROM updated CROSS JOIN wakeup;
 DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner = $2;
 
 -- name: insert_dead_letter
--- With an owner ($10), the leased row goes in the same statement (if still owned).
+-- With an owner ($10): only while that owner still holds the leased row, which goes in
+-- the same statement; if the lease was lost (another worker has the call), nothing is
+-- written and no row is returned. Without an owner the row went with its claim.
 WITH removed AS (
     DELETE FROM {schema}.calls WHERE $10::text IS NOT NULL AND id = $1 AND lease_owner = $10
+    RETURNING 1
 )
 INSERT INTO {schema}.dead_letters
     (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT $1::bigint, $2::text, $3::text, $4::timestamptz, $5::text, $6::timestamptz,
+    $7::timestamptz, $8::text, $9::integer
+WHERE $10::text IS NULL OR EXISTS (SELECT 1 FROM removed)
 RETURNING id;
 
 -- name: dead_letters
