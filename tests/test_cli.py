@@ -417,7 +417,7 @@ async def test_worker_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
         "schedule",
         "cli-slow",
         "--payload",
-        payload(tmp_path, "slow", seconds=1.0),
+        payload(tmp_path, "slow", seconds=5.0),
         "--in",
         "0",
     )

@@ -917,3 +917,63 @@ async def test_claim_uses_the_statement_of_its_delivery_mode() -> None:
             f'SELECT id FROM "{store.schema}".calls WHERE lease_owner = $1 ORDER BY id', "w1"
         )
         assert [r[0] for r in leased] == [ids[0], ids[2]]
+
+
+async def test_session_state_that_reset_all_misses_does_not_leak() -> None:
+    role = random_schema().replace("test_fc_", "test_fc_role_")
+    await admin_fetch(f'CREATE ROLE "{role}"')
+    try:
+        async with open_test_postgres_store(max_pool_size=1, min_pool_size=1) as store:
+            async with store.open_session(_fake_call()) as session:
+                await session.execute(f'SET ROLE "{role}"')
+                await session.execute("CREATE TEMP TABLE scratch (x int)")
+            # The store's own statements still run as the store's user...
+            assert await store.pending(PendingQuery()) == []
+            async with store.open_session(_fake_call(2)) as session:
+                # ...and the next call's session starts clean.
+                assert await session.fetchval("SELECT current_user") == "postgres"
+                assert await session.fetchval("SELECT to_regclass('pg_temp.scratch')") is None
+    finally:
+        await admin_fetch(f'DROP ROLE IF EXISTS "{role}"')
+
+
+async def test_call_leaving_a_transaction_open_does_not_break_the_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_test_postgres_store(max_pool_size=2) as store:
+        async with store.open_session(_fake_call()) as session:
+            await session.execute("BEGIN")
+            await session.execute("SELECT 1")
+        # Cancelled in the middle of a transaction block, too.
+        with trio.move_on_after(0.05):
+            async with store.open_session(_fake_call(2)) as session, session.transaction():
+                await session.execute("SELECT pg_sleep(5)")
+        assert await store.pending(PendingQuery()) == []
+        async with store.open_session(_fake_call(3)) as session:
+            assert await session.fetchval("SELECT 1") == 1
+
+
+async def test_store_recovers_when_its_kept_connection_died_while_idle() -> None:
+    async with open_test_postgres_store(max_pool_size=3) as store:
+        await store.pending(PendingQuery())  # the store now keeps a connection
+        await admin_fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'trio_futurecalls' AND pid <> pg_backend_pid()"
+        )
+        await trio.sleep(0.2)
+        # The next statement takes a fresh connection instead of failing.
+        assert await store.pending(PendingQuery()) == []
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://postgres@127.0.0.1:notaport/test",
+        "postgresql://postgres@127.0.0.1:70000/test",
+    ],
+)
+async def test_malformed_dsn_is_a_clear_error(dsn: str) -> None:
+    require_postgres()
+    with pytest.raises(InvalidArgumentError, match="DSN"):
+        async with open_postgres_store(dsn, schema=random_schema()):
+            pass

@@ -19,10 +19,13 @@ and starts a ``LISTEN`` task; every database call crosses the bridge once
 release; a statement that finds it busy takes another pool connection. The store's
 statements are single statements and leave no session state, so the pool does not
 reset a connection only they used; a connection a running call's session used gets
-asyncpg's full reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
-when released, before anyone else can have it. The kept connection goes back to the
-pool when anything goes wrong with it, when the pool runs short (sessions never wait
-for it) and when the store closes.
+``RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP`` and then asyncpg's
+reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) when released,
+before anyone else can have it; an open transaction is rolled back. Not undone:
+statements a session prepared by hand (SQL ``PREPARE``) and type codecs it set on
+``session.connection()`` (asyncpg's statement cache depends on them staying). The kept
+connection goes back to the pool when anything goes wrong with it, when the pool runs
+short (sessions never wait for it) and when the store closes.
 
 **Schema.** Everything lives in one PostgreSQL schema (``futurecalls`` by default):
 ``calls``, ``dead_letters`` and ``schema_version``. Migrations are applied in one
@@ -191,7 +194,7 @@ def _unavailable(exc: BaseException) -> bool:
     return (
         isinstance(exc, asyncpg.exceptions.InterfaceError)
         and not isinstance(exc, asyncpg.exceptions.ClientConfigurationError)
-        and ("closed" in text or "closing" in text)
+        and ("closed" in text or "closing" in text or "released back to the pool" in text)
     )
 
 
@@ -290,6 +293,9 @@ def _mark_session_use(conn: PoolConnectionProxy) -> None:
         mark()
 
 
+_SESSION_RESET: Final = "RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP"
+
+
 async def _aio_reset(conn: asyncpg.Connection) -> None:
     """The pool's reset hook: runs on release, after asyncpg rolled back any open
     transaction and dropped the connection's listeners.
@@ -300,11 +306,27 @@ async def _aio_reset(conn: asyncpg.Connection) -> None:
     """
     if isinstance(conn, _StoreConnection) and not conn._futurecalls_session_used:
         return
+    # RESET ALL leaves the role and session authorization alone and drops no temporary
+    # tables: a call's session must not hand those to the next call (or to the store's
+    # own statements). Prepared statements are left to asyncpg's statement cache.
+    await conn.execute(_SESSION_RESET)
     query = conn.get_reset_query()
     if query:
         await conn.execute(query)
     if isinstance(conn, _StoreConnection):
         conn._futurecalls_session_used = False
+
+
+def _log_loop_exception(loop: Any, context: dict[str, Any]) -> None:
+    _log.warning("asyncio: %s", context.get("message", "error"), exc_info=context.get("exception"))
+
+
+def _lost(conn: PoolConnectionProxy) -> bool:
+    """Whether a pool connection we hold died (asyncpg detaches a dead one at once)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.exceptions.InterfaceError:  # "released back to the pool"
+        return True
 
 
 def _pool_options() -> dict[str, Any]:
@@ -381,7 +403,7 @@ class _Connections:
         self.busy = True
         try:
             kept = self.kept
-            if kept is not None and kept.is_closed():
+            if kept is not None and _lost(kept):
                 # Lost while idle (server restart, network): the pool would have
                 # replaced it on acquire, so do the same.
                 self.kept = None
@@ -542,8 +564,9 @@ class PostgresSession:
         """``async with session.transaction():`` commits on success, rolls back on error."""
         conn = await self.connection()
         tx = conn.transaction(isolation=isolation, readonly=readonly)
-        await _bridge(self._loop, "begin", tx.start)
         try:
+            # Inside the try: a BEGIN cancelled half-way must still be rolled back.
+            await _bridge(self._loop, "begin", tx.start)
             yield self
         except BaseException:
             with trio.move_on_after(10, shield=True):
@@ -568,7 +591,8 @@ class PostgresSession:
             except StoreError as exc:
                 _log.warning("could not release a session's connection cleanly: %s", exc)
         if scope.cancelled_caught:
-            conn.terminate()
+            with suppress(asyncpg.exceptions.InterfaceError):  # already detached
+                conn.terminate()
 
 
 @final
@@ -1116,18 +1140,26 @@ async def open_postgres_store(
     body_exc: BaseException | None = None
     try:
         async with trio_asyncio.open_loop() as loop:
-            pool: asyncpg.Pool = await _bridge(
-                loop,
-                "create pool",
-                asyncpg.create_pool,
-                dsn,
-                min_size=min_pool_size,
-                max_size=max_pool_size,
-                timeout=connect_s,
-                command_timeout=command_s,
-                server_settings={"application_name": application_name[:63]},
-                **_pool_options(),
-            )
+            # asyncpg reports some conditions (a connection released with a transaction
+            # still open, say) to the loop's exception handler; trio-asyncio's default
+            # handler raises them inside the loop and would take the store down. They
+            # are already dealt with (asyncpg rolls back), so log them.
+            loop.set_exception_handler(_log_loop_exception)
+            try:
+                pool: asyncpg.Pool = await _bridge(
+                    loop,
+                    "create pool",
+                    asyncpg.create_pool,
+                    dsn,
+                    min_size=min_pool_size,
+                    max_size=max_pool_size,
+                    timeout=connect_s,
+                    command_timeout=command_s,
+                    server_settings={"application_name": application_name[:63]},
+                    **_pool_options(),
+                )
+            except (ValueError, OverflowError) as exc:  # a malformed DSN
+                raise InvalidArgumentError(f"bad PostgreSQL DSN: {exc}") from exc
             store = PostgresStore(
                 loop=loop,
                 dsn=dsn,
