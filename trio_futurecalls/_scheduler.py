@@ -685,10 +685,12 @@ class Scheduler:
                 continue
             deadline = math.inf
             if next_due is not None:
-                # Due but not claimed: another worker holds it locked mid-claim (or it
-                # was scheduled a moment ago, in which case a wake-up is already set).
-                # A short floor keeps this from spinning on the store.
-                delta = max((next_due - self._clock()).total_seconds(), MIN_RECHECK)
+                delta = (next_due - self._clock()).total_seconds()
+                if delta <= 0:
+                    # Due but not claimed: another worker holds it locked mid-claim (or
+                    # it was scheduled a moment ago, and a wake-up is already set). A
+                    # short floor keeps this from spinning on the store.
+                    delta = MIN_RECHECK
                 deadline = trio.current_time() + delta
             if recheck is not None:
                 deadline = min(deadline, trio.current_time() + recheck)
