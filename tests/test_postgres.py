@@ -977,3 +977,11 @@ async def test_malformed_dsn_is_a_clear_error(dsn: str) -> None:
     with pytest.raises(InvalidArgumentError, match="DSN"):
         async with open_postgres_store(dsn, schema=random_schema()):
             pass
+
+
+async def test_exception_group_from_the_block_passes_through_unchanged() -> None:
+    group = ExceptionGroup("mine", [ValueError("one")])
+    with pytest.raises(ExceptionGroup) as info:
+        async with open_test_postgres_store():
+            raise group
+    assert info.value is group

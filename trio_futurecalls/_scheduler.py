@@ -47,7 +47,7 @@ from ._retry import Delivery, backoff_delay
 from ._stats import Distribution, QueueLength
 from ._stats import Recorder as StatsRecorder
 from ._store import PendingQuery, Store
-from ._util import unwrap_group
+from ._util import raise_unwrapped
 from ._validate import (
     check_aware,
     check_delay,
@@ -1191,13 +1191,4 @@ async def _serve(scheduler: Scheduler) -> AsyncIterator[None]:
                 scheduler._request_shutdown(None)
                 await scheduler._done.wait()
     except BaseExceptionGroup as group:
-        replacement = unwrap_group(
-            group, body_exc, lambda e: SchedulerError(f"the scheduler failed: {e!r}")
-        )
-        if replacement is group:
-            raise
-        if replacement is body_exc:
-            raise body_exc from body_exc.__cause__
-        if isinstance(replacement, SchedulerError):
-            raise replacement from group
-        raise replacement from None
+        raise_unwrapped(group, body_exc, lambda e: SchedulerError(f"the scheduler failed: {e!r}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 import trio
 
@@ -42,3 +43,22 @@ def unwrap_group(
     if body_exc is not None:
         return body_exc
     return group
+
+
+def raise_unwrapped(
+    group: BaseExceptionGroup[BaseException],
+    body_exc: BaseException | None,
+    wrap: Callable[[BaseException], BaseException],
+) -> NoReturn:
+    """Raise what :func:`unwrap_group` picks instead of ``group``, chained sensibly.
+
+    For the ``except BaseExceptionGroup`` of a context manager that owns a nursery:
+    the block's own exception keeps its own cause; an exception that already has a
+    cause (a translated driver error) keeps it; anything else is chained to ``group``.
+    """
+    replacement = unwrap_group(group, body_exc, wrap)
+    if replacement is group:
+        raise group
+    if replacement is body_exc or replacement.__cause__ is not None:
+        raise replacement from replacement.__cause__
+    raise replacement from group

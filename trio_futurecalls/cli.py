@@ -49,6 +49,7 @@ from . import (
     queue_lengths,
     run_due_calls,
 )
+from ._util import leaves as group_leaves
 from ._validate import check_aware, check_delay, check_identifier, check_name, resolve_due
 
 ENV_STORE: Final = "FUTURECALLS_STORE"
@@ -922,9 +923,7 @@ def _error(message: str) -> None:
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
+    return list(group_leaves(exc)) if isinstance(exc, BaseExceptionGroup) else [exc]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,6 +87,7 @@ from asyncpg.pool import PoolConnectionProxy
 from trio_asyncio import aio_as_trio
 
 from .._errors import (
+    FutureCallsError,
     InvalidArgumentError,
     InvalidPayloadError,
     StoreClosedError,
@@ -96,6 +97,7 @@ from .._errors import (
 from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._payload import MAX_PAYLOAD_BYTES
 from .._store import Listener, PendingQuery
+from .._util import raise_unwrapped
 from .._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, check_positive_seconds
 from ._batch import GroupCommit
 from ._listeners import Listeners
@@ -1047,23 +1049,11 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-def _unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for exc in g.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                leaves.append(exc)
-
-    walk(group)
-    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
-    if len(real) == 1:
-        return real[0]
-    if not real and leaves:
-        return leaves[0]
-    return StoreError(f"the PostgreSQL store failed: {real!r}")
+def _wrap_internal(exc: BaseException) -> BaseException:
+    # The store's own errors are already library errors (translated at the edge).
+    if isinstance(exc, FutureCallsError):
+        return exc
+    return StoreError(f"the PostgreSQL store failed: {exc!r}")
 
 
 @asynccontextmanager
@@ -1197,8 +1187,5 @@ async def open_postgres_store(
                     await store._aclose()
     except BaseExceptionGroup as group:
         # The nursery and trio-asyncio's loop wrap what crosses them in groups; do not
-        # leak those: re-raise the body's own exception, or the store's single error.
-        leaf = _unwrap_group(group)
-        if leaf is body_exc or leaf.__cause__ is not None:
-            raise leaf from leaf.__cause__
-        raise leaf from group
+        # leak those: re-raise the body's own exception, or the store's own error.
+        raise_unwrapped(group, body_exc, _wrap_internal)

@@ -24,14 +24,14 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, ParamSpec, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import trio
 
 from .._errors import InvalidArgumentError, StoreClosedError, StoreError, StoreUnavailableError
 from .._model import DeadLetter, Lease, NewCall, StoredCall
 from .._store import Listener, PendingQuery
-from .._util import unwrap_group
+from .._util import raise_unwrapped
 from .._validate import check_positive_seconds
 from ._batch import GroupCommit
 from ._listeners import Listeners
@@ -46,7 +46,6 @@ _SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -204,7 +203,6 @@ class SQLiteStore:
         self.path = path
         #: The dispatcher needs no fallback re-check: the watcher wakes it.
         self.recheck_interval: float | None = None
-        self._watch_interval = recheck_interval
         self._conn: sqlite3.Connection | None = conn
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
@@ -556,9 +554,4 @@ async def open_sqlite_store(
                 with trio.CancelScope(shield=True):
                     await store.aclose()
     except BaseExceptionGroup as group:
-        replacement = unwrap_group(group, body_exc, lambda e: StoreError(f"SQLite store: {e!r}"))
-        if replacement is group:
-            raise
-        if replacement is body_exc:
-            raise body_exc from body_exc.__cause__
-        raise replacement from group
+        raise_unwrapped(group, body_exc, lambda e: StoreError(f"SQLite store: {e!r}"))
