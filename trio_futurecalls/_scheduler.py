@@ -50,9 +50,9 @@ from ._store import PendingQuery, Store
 from ._util import raise_unwrapped
 from ._validate import (
     check_aware,
-    check_delay,
     check_identifier,
     check_limit,
+    check_name,
     check_positive_seconds,
     resolve_due,
 )
@@ -146,12 +146,22 @@ def build_new_call(
     identifier: str | None = None,
 ) -> NewCall:
     """Validate one scheduling request and turn it into a :class:`NewCall`."""
-    cls = check_call_class(call_class)
-    due_at = resolve_due(now, at, delay)
+    return _new_call(check_call_class(call_class), payload, now, at, delay, identifier)
+
+
+def _new_call(
+    cls: type[FutureCall],
+    payload: object,
+    now: datetime,
+    at: datetime | None,
+    delay: timedelta | float | None,
+    identifier: object,
+) -> NewCall:
+    """:func:`build_new_call` for a class already checked."""
     return NewCall(
         name=cls.name,
         payload=encode_payload(cls.payload_type, payload),
-        due_at=due_at,
+        due_at=resolve_due(now, at, delay),
         identifier=check_identifier(identifier),
         scheduled_at=now,
     )
@@ -419,23 +429,9 @@ class Scheduler:
                 # bulk scheduling.
                 cls = checked[id(call_class)] = self._registered(call_class)
             if isinstance(when, datetime):
-                due_at = check_aware(when, "at")
+                batch.append(_new_call(cls, payload, now, when, None, identifier))
             else:
-                try:
-                    due_at = now + check_delay(when)
-                except OverflowError:
-                    raise InvalidArgumentError(
-                        f"delay {when!r} goes past the largest datetime"
-                    ) from None
-            batch.append(
-                NewCall(
-                    name=cls.name,
-                    payload=encode_payload(cls.payload_type, payload),
-                    due_at=due_at,
-                    identifier=check_identifier(identifier),
-                    scheduled_at=now,
-                )
-            )
+                batch.append(_new_call(cls, payload, now, None, when, identifier))
         if not batch:
             return []
         return await self._store.schedule(batch)
@@ -1062,8 +1058,6 @@ async def list_pending(
     limit: int | None = None,
 ) -> list[StoredCall]:
     """Pending calls in ``store`` matching the filters, earliest due first."""
-    from ._validate import check_aware, check_name
-
     name: str | None
     if call_class is None or isinstance(call_class, str):
         name = None if call_class is None else check_name(call_class)
