@@ -101,6 +101,7 @@ from .._util import raise_unwrapped
 from .._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, check_positive_seconds
 from ._batch import GroupCommit
 from ._listeners import Listeners
+from ._rows import call_from_row, dead_letter_from_row
 from ._sql import migrations, queries
 
 __all__ = [
@@ -228,18 +229,6 @@ async def _bridge(
         *_UNAVAILABLE,
     ) as exc:
         raise _translate(exc, what) from exc
-
-
-def _row_to_call(row: Sequence[Any]) -> StoredCall:
-    return StoredCall(
-        id=row[0],
-        name=row[1],
-        payload=row[2],
-        due_at=_utc(row[3]),
-        identifier=row[4],
-        scheduled_at=_utc(row[5]),
-        attempts=row[6],
-    )
 
 
 def _check_new_call(call: NewCall) -> None:
@@ -759,7 +748,7 @@ class PostgresStore:
             query.due_before,
             query.limit,
         )
-        return [_row_to_call(row) for row in rows]
+        return [call_from_row(row, _utc) for row in rows]
 
     async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
         rows = await self._call("fetch", "pending_names", due_by)
@@ -813,7 +802,7 @@ class PostgresStore:
                     lease.owner,
                     lease.expires_at,
                 )
-        calls = [_row_to_call(row) for row in rows]
+        calls = [call_from_row(row, _utc) for row in rows]
         calls.sort(key=lambda c: (c.due_at, c.id))
         return calls
 
@@ -888,21 +877,7 @@ class PostgresStore:
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
         rows = await self._call("fetch", "dead_letters", name, limit)
-        return [
-            DeadLetter(
-                id=r[0],
-                call_id=r[1],
-                name=r[2],
-                payload=r[3],
-                due_at=_utc(r[4]),
-                identifier=r[5],
-                scheduled_at=_utc(r[6]),
-                failed_at=_utc(r[7]),
-                error=r[8],
-                attempts=r[9],
-            )
-            for r in rows
-        ]
+        return [dead_letter_from_row(r, _utc) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
         new_id: int | None = await self._call(

@@ -35,6 +35,7 @@ from .._util import raise_unwrapped
 from .._validate import check_positive_seconds
 from ._batch import GroupCommit
 from ._listeners import Listeners
+from ._rows import call_from_row, dead_letter_from_row
 from ._sql import migrations, queries
 
 #: Seconds between the dispatcher's re-checks for changes made by other processes.
@@ -55,18 +56,6 @@ def to_micros(value: datetime) -> int:
 
 def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
-
-
-def _row_to_call(row: Sequence[Any]) -> StoredCall:
-    return StoredCall(
-        id=row[0],
-        name=row[1],
-        payload=row[2],
-        due_at=from_micros(row[3]),
-        identifier=row[4],
-        scheduled_at=from_micros(row[5]),
-        attempts=row[6],
-    )
 
 
 def _translate(exc: sqlite3.Error) -> StoreError:
@@ -281,7 +270,7 @@ class SQLiteStore:
         }
         sql = self._q["pending"]
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [_row_to_call(row) for row in rows]
+        return [call_from_row(row, from_micros) for row in rows]
 
     async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
         sql = self._q["pending_names"]
@@ -322,7 +311,7 @@ class SQLiteStore:
             if not rows:
                 return []
             rows.sort(key=lambda row: (row[3], row[0]))
-            calls = [_row_to_call(row) for row in rows[:limit]]
+            calls = [call_from_row(row, from_micros) for row in rows[:limit]]
             leased = [c.id for c in calls if lease is not None and c.name in lease.names]
             deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
             if deleted:
@@ -400,21 +389,7 @@ class SQLiteStore:
         rows = await self._run(
             lambda conn: conn.execute(sql, {"name": name, "limit": limit}).fetchall()
         )
-        return [
-            DeadLetter(
-                id=r[0],
-                call_id=r[1],
-                name=r[2],
-                payload=r[3],
-                due_at=from_micros(r[4]),
-                identifier=r[5],
-                scheduled_at=from_micros(r[6]),
-                failed_at=from_micros(r[7]),
-                error=r[8],
-                attempts=r[9],
-            )
-            for r in rows
-        ]
+        return [dead_letter_from_row(r, from_micros) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
         take_sql = self._q["take_dead_letter"]

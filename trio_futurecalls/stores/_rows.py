@@ -1,0 +1,44 @@
+"""Rows of the SQL stores' queries into values. Both dialects select the same columns
+in the same order; only the conversion of stored times differs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .._model import DeadLetter, StoredCall
+
+#: Turns a stored time (SQLite: integer microseconds; PostgreSQL: timestamptz) into an
+#: aware UTC datetime.
+TimeReader = Callable[[Any], datetime]
+
+
+def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
+    """``id, name, payload, due_at, identifier, scheduled_at, attempts``."""
+    return StoredCall(
+        id=row[0],
+        name=row[1],
+        payload=row[2],
+        due_at=when(row[3]),
+        identifier=row[4],
+        scheduled_at=when(row[5]),
+        attempts=row[6],
+    )
+
+
+def dead_letter_from_row(row: Sequence[Any], when: TimeReader) -> DeadLetter:
+    """``id, call_id, name, payload, due_at, identifier, scheduled_at, failed_at,
+    error, attempts``."""
+    return DeadLetter(
+        id=row[0],
+        call_id=row[1],
+        name=row[2],
+        payload=row[3],
+        due_at=when(row[4]),
+        identifier=row[5],
+        scheduled_at=when(row[6]),
+        failed_at=when(row[7]),
+        error=row[8],
+        attempts=row[9],
+    )
