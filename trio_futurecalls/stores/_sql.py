@@ -11,6 +11,7 @@ number is the schema version a migration brings the database to.
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import cache
 from importlib import resources
@@ -30,15 +31,44 @@ class Migration:
 
 @cache
 def queries(dialect: str) -> dict[str, str]:
-    """Named queries of a dialect, as ``{name: sql}``."""
+    """Named queries of a dialect, as ``{name: sql}``.
+
+    A name starting with ``_`` is a fragment, not a query: queries include it where
+    they say ``{_name}``, so that statements which must agree share one text.
+    """
     text = resources.files(__package__).joinpath("sql", dialect, "queries.sql").read_text()
+    return parse_queries(text, f"{dialect}/queries.sql")
+
+
+_FRAGMENT_REF = re.compile(r"\{(_[a-z0-9_]+)\}")
+
+
+def parse_queries(text: str, where: str) -> dict[str, str]:
+    """The named queries in ``text`` with their fragments filled in."""
     parts = _NAME_LINE.split(text)
     found: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in found:
-            raise RuntimeError(f"query {name!r} is defined twice in {dialect}/queries.sql")
+            raise RuntimeError(f"query {name!r} is defined twice in {where}")
         found[name] = body.strip().rstrip(";").strip()
-    return found
+    # A fragment's own leading comment lines describe it here, not in each query.
+    fragments = {
+        name: "\n".join(itertools.dropwhile(lambda line: line.startswith("--"), body.splitlines()))
+        for name, body in found.items()
+        if name.startswith("_")
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        fragment = fragments.get(match.group(1))
+        if fragment is None:
+            raise RuntimeError(f"unknown fragment {match.group(0)} in {where}")
+        return fragment
+
+    return {
+        name: _FRAGMENT_REF.sub(fill, body)
+        for name, body in found.items()
+        if not name.startswith("_")
+    }
 
 
 @cache

@@ -80,13 +80,11 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS first;
 
--- name: claim
--- One statement: lock the earliest due rows of each name (at most its free slots),
--- skipping rows another claimer holds, keep the earliest `limit` across names, then
--- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
--- (at-least-once; an expired lease's row is due again, since its due_at is the
--- expiry). Returns each call with its due time before the claim and its new attempt
--- count. Rows locked but not kept are unlocked when the statement's transaction ends.
+-- name: _claim_picked
+-- A fragment (names starting with "_" are not queries), shared by the three claim
+-- statements so that they always pick alike: lock the earliest due rows of each name
+-- ($1 names, $2 their free slots), at most its slots, skipping rows another claimer
+-- holds, keep the earliest $4 across names due by $3.
 WITH quotas AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
 ), picked AS (
@@ -101,7 +99,16 @@ WITH quotas AS (
     ) AS c
     ORDER BY c.due_at, c.id
     LIMIT $4::integer
-), deleted AS (
+)
+
+-- name: claim
+-- One statement: lock the earliest due rows of each name (at most its free slots),
+-- skipping rows another claimer holds, keep the earliest `limit` across names, then
+-- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
+-- (at-least-once; an expired lease's row is due again, since its due_at is the
+-- expiry). Returns each call with its due time before the claim and its new attempt
+-- count. Rows locked but not kept are unlocked when the statement's transaction ends.
+{_claim_picked}, deleted AS (
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
@@ -119,21 +126,7 @@ SELECT * FROM leased;
 -- name: claim_delete
 -- The claim when no name is leased (at-most-once only): the same picks as "claim",
 -- deleted, without the lease branch (a cheaper statement to plan and run).
-WITH quotas AS (
-    SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
-), picked AS (
-    SELECT c.id
-    FROM quotas AS q
-    CROSS JOIN LATERAL (
-        SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
-        WHERE calls.name = q.name AND calls.due_at <= $3::timestamptz
-        ORDER BY calls.due_at, calls.id
-        LIMIT q.slots
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.due_at, c.id
-    LIMIT $4::integer
-)
+{_claim_picked}
 DELETE FROM {schema}.calls
 WHERE id IN (SELECT id FROM picked)
 RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts;
@@ -141,21 +134,7 @@ RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS a
 -- name: claim_lease
 -- The claim when every name is leased (at-least-once only): the same picks as
 -- "claim", leased to $5 until $6, without the delete branch.
-WITH quotas AS (
-    SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
-), picked AS (
-    SELECT c.id, c.due_at
-    FROM quotas AS q
-    CROSS JOIN LATERAL (
-        SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
-        WHERE calls.name = q.name AND calls.due_at <= $3::timestamptz
-        ORDER BY calls.due_at, calls.id
-        LIMIT q.slots
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.due_at, c.id
-    LIMIT $4::integer
-)
+{_claim_picked}
 UPDATE {schema}.calls AS c
 SET lease_owner = $5::text, due_at = $6::timestamptz, attempts = c.attempts + 1
 FROM picked AS p

@@ -1,0 +1,43 @@
+"""The .sql loader: named queries, fragments shared between queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from trio_futurecalls.stores._sql import parse_queries, queries
+
+TEXT = """
+-- name: _pick
+-- What both statements pick.
+SELECT id FROM t WHERE due <= $1
+
+-- name: take
+DELETE FROM t WHERE id IN ({_pick});
+
+-- name: peek
+{_pick} LIMIT 1;
+"""
+
+
+def test_fragments_are_filled_in_and_not_queries_themselves() -> None:
+    found = parse_queries(TEXT, "test")
+    assert found == {
+        "take": "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE due <= $1)",
+        "peek": "SELECT id FROM t WHERE due <= $1 LIMIT 1",
+    }
+
+
+def test_unknown_fragment_and_duplicate_names_are_errors() -> None:
+    with pytest.raises(RuntimeError, match="unknown fragment"):
+        parse_queries("-- name: q\nSELECT {_nope}", "test")
+    with pytest.raises(RuntimeError, match="twice"):
+        parse_queries("-- name: q\nSELECT 1\n-- name: q\nSELECT 2", "test")
+
+
+def test_the_three_postgres_claims_pick_with_the_same_text() -> None:
+    found = queries("postgres")
+    picked = found["claim_delete"].split("\nDELETE FROM")[0].splitlines()[2:]
+    for name in ("claim", "claim_lease"):
+        assert "\n".join(picked) in found[name]
+    assert not any(name.startswith("_") for name in found)
+    assert all("{_" not in sql for sql in found.values())
