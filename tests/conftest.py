@@ -1,4 +1,15 @@
-"""Shared fixtures. ``store`` runs a test once per store adapter (the conformance suite)."""
+"""Shared fixtures. ``store`` runs a test once per store adapter (the conformance suite).
+
+Tests live in folders by kind:
+
+* ``unit/``: pure functions and small objects; no scheduler loop, no I/O.
+* ``engine/``: the scheduler on the memory store, under Trio's ``autojump_clock``.
+* ``stores/``: the conformance suite every store passes, and SQLite specifics.
+* ``postgres/``: the PostgreSQL store against a real server (marked ``postgres``).
+* ``processes/``: real subprocesses: the CLI, SIGKILLed workers (marked ``slow``).
+
+Markers follow the folder, so ``-m "not slow"`` runs everything quick.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +29,16 @@ def _postgres_kinds() -> list[str]:
     from pg_support import postgres_available
 
     return ["postgres"] if postgres_available() else []
+
+
+_FOLDER_MARKERS = {"postgres": ("postgres", "slow"), "processes": ("slow",)}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        for marker in _FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(marker)
 
 
 #: Every store adapter the conformance suite runs against.

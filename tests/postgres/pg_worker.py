@@ -1,8 +1,8 @@
 """A separate process for the PostgreSQL multi-process tests.
 
-    python tests/pg_worker.py migrate  DSN SCHEMA
-    python tests/pg_worker.py schedule DSN SCHEMA NAME COUNT
-    python tests/pg_worker.py run      DSN SCHEMA WORKER_ID MAX_CONCURRENT
+    python tests/postgres/pg_worker.py migrate  DSN SCHEMA
+    python tests/postgres/pg_worker.py schedule DSN SCHEMA NAME COUNT
+    python tests/postgres/pg_worker.py run      DSN SCHEMA WORKER_ID MAX_CONCURRENT
 
 ``run`` executes calls of the WORKER_CLASSES below until the schema has nothing pending
 and nothing runs here; each call inserts ``(call_id, worker)`` into ``SCHEMA.runs``

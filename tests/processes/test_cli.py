@@ -1,8 +1,8 @@
 """The ``futurecalls`` command line, run as real subprocesses (``python -m trio_futurecalls``).
 
 Every test works in its own ``tmp_path`` (the subprocess's cwd) with an SQLite store
-there; ``tests/cli_calls.py`` provides the call classes (the tests directory is put
-on ``PYTHONPATH``). The PostgreSQL test follows ``tests/test_postgres.py``'s rules:
+there; ``tests/processes/cli_calls.py`` provides the call classes (the tests directory is put
+on ``PYTHONPATH``). The PostgreSQL test follows ``tests/postgres/test_postgres.py``'s rules:
 skipped loudly without a server, failed under ``CI=true``.
 """
 
@@ -23,8 +23,6 @@ import pytest
 import trio
 
 from trio_futurecalls.cli import build_parser, parse_duration
-
-pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).parent
 STORE = "sqlite:///calls.sqlite3"

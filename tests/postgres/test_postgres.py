@@ -49,8 +49,6 @@ from trio_futurecalls.stores.postgres import (
     recommended_pool_size,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
 TESTS = Path(__file__).parent
 WORKER = str(TESTS / "pg_worker.py")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,7 +70,7 @@ def new(name: str = "a", due: datetime | None = None, payload: str = "null") -> 
 
 
 async def worker(*args: str, limit_s: float = 60) -> Any:
-    """Run tests/pg_worker.py in a subprocess; return its JSON output."""
+    """Run tests/postgres/pg_worker.py in a subprocess; return its JSON output."""
     with trio.fail_after(limit_s):
         proc = await trio.run_process(
             [sys.executable, WORKER, *args], capture_stdout=True, capture_stderr=True, check=False

@@ -4,7 +4,7 @@ at_least_once: every call completes at least once. at_most_once: no call ever ru
 twice, and the calls lost are at most those running when the workers were killed.
 Executions are counted from a log file the calls append to, outside the workers.
 These run in real time (real processes), on SQLite here and on PostgreSQL in
-tests/test_postgres.py (through `run_crash_test`).
+tests/postgres/test_postgres.py (through `run_crash_test`).
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ def trio_now() -> datetime:
     return datetime.now(UTC)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
 async def test_sqlite_workers_killed_at_random(tmp_path: Path, delivery: str) -> None:
     import sqlite3
@@ -132,7 +131,6 @@ async def test_sqlite_workers_killed_at_random(tmp_path: Path, delivery: str) ->
         )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
 async def test_postgres_workers_killed_at_random(tmp_path: Path, delivery: str) -> None:
     from pg_support import admin_fetch, open_test_postgres_store, pg_dsn
