@@ -44,10 +44,9 @@ from ._store import Store as Store
 from ._validate import MAX_DELAY as MAX_DELAY
 from ._validate import MAX_IDENTIFIER_LENGTH as MAX_IDENTIFIER_LENGTH
 from ._validate import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from ._version import __version__ as __version__
 from .stores.memory import MemorySession as MemorySession
 from .stores.memory import MemoryStore as MemoryStore
 from .stores.sqlite import SQLiteSession as SQLiteSession
 from .stores.sqlite import SQLiteStore as SQLiteStore
 from .stores.sqlite import open_sqlite_store as open_sqlite_store
-
-__version__ = "0.1.0"
