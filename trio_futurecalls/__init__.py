@@ -3,6 +3,9 @@
 The public API is this list; everything else lives in private modules.
 """
 
+from ._admin import list_pending as list_pending
+from ._admin import queue_lengths as queue_lengths
+from ._admin import schedule_call as schedule_call
 from ._call import FutureCall as FutureCall
 from ._errors import FutureCallsError as FutureCallsError
 from ._errors import InvalidArgumentError as InvalidArgumentError
@@ -19,27 +22,27 @@ from ._model import DeadLetter as DeadLetter
 from ._model import Lease as Lease
 from ._model import NewCall as NewCall
 from ._model import StoredCall as StoredCall
+from ._options import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
+from ._options import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION
+from ._options import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
+from ._options import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
+from ._options import SchedulerKeywords as SchedulerKeywords
+from ._options import SchedulerOptions as SchedulerOptions
 from ._payload import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from ._retry import Backoff as Backoff
 from ._retry import Delivery as Delivery
 from ._retry import ExponentialBackoff as ExponentialBackoff
 from ._retry import FixedBackoff as FixedBackoff
-from ._scheduler import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
-from ._scheduler import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION
-from ._scheduler import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
-from ._scheduler import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
-from ._scheduler import ClassStatistics as ClassStatistics
 from ._scheduler import Scheduler as Scheduler
-from ._scheduler import SchedulerStatistics as SchedulerStatistics
-from ._scheduler import list_pending as list_pending
 from ._scheduler import open_scheduler as open_scheduler
-from ._scheduler import queue_lengths as queue_lengths
 from ._scheduler import run_due_calls as run_due_calls
-from ._scheduler import schedule_call as schedule_call
 from ._stats import BUCKETS as BUCKETS
+from ._stats import ClassStatistics as ClassStatistics
 from ._stats import Distribution as Distribution
 from ._stats import QueueLength as QueueLength
+from ._stats import SchedulerStatistics as SchedulerStatistics
 from ._store import PendingQuery as PendingQuery
+from ._store import PoolSizeCheck as PoolSizeCheck
 from ._store import Store as Store
 from ._validate import MAX_DELAY as MAX_DELAY
 from ._validate import MAX_IDENTIFIER_LENGTH as MAX_IDENTIFIER_LENGTH

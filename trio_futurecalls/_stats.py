@@ -1,10 +1,14 @@
-"""Statistics values: counters and time distributions per call class."""
+"""Statistics: counters and time distributions per call class, and their snapshots.
+
+The engine updates a :class:`ClassCounters` per class as calls start and end;
+:meth:`Scheduler.statistics` turns them into frozen :class:`ClassStatistics` values.
+"""
 
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Final, final
+from typing import Final, Literal, final
 
 import attrs
 
@@ -136,3 +140,110 @@ class QueueLength:
 
     pending: int
     due: int
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ClassStatistics:
+    """Counters of one call class in one scheduler since it started (or all classes)."""
+
+    name: str
+    max_concurrent: int | None
+    running: int
+    started: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    #: Failed attempts that were scheduled again.
+    retried: int
+    #: Calls given up on and kept as dead letters.
+    dead_lettered: int
+    #: Start minus due time of started calls.
+    wait: Distribution
+    #: Execution time of finished calls.
+    run: Distribution
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    @property
+    def average_wait_seconds(self) -> float | None:
+        """Average of (start - due) over started calls."""
+        return self.wait.mean
+
+    @property
+    def average_run_seconds(self) -> float | None:
+        """Average execution time over finished calls."""
+        return self.run.mean
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SchedulerStatistics:
+    """A snapshot of :meth:`Scheduler.statistics`."""
+
+    max_concurrent: int | None
+    running: int
+    classes: dict[str, ClassStatistics]
+    #: All classes together (``name`` is ``"*"``).
+    total: ClassStatistics
+
+
+@attrs.define(eq=False)
+class ClassCounters:
+    """What happened to the calls of one class so far (mutable, cheap to update)."""
+
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    wait: Recorder = attrs.Factory(Recorder)
+    run: Recorder = attrs.Factory(Recorder)
+
+    def count_end(self, counter: Literal["succeeded", "failed", "cancelled"]) -> None:
+        """Count a call that ended: it succeeded, failed or was cancelled."""
+        if counter == "succeeded":
+            self.succeeded += 1
+        elif counter == "failed":
+            self.failed += 1
+        else:
+            self.cancelled += 1
+
+    def snapshot(self, name: str, limit: int | None, running: int) -> ClassStatistics:
+        return ClassStatistics(
+            name=name,
+            max_concurrent=limit,
+            running=running,
+            started=self.started,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            retried=self.retried,
+            dead_lettered=self.dead_lettered,
+            wait=self.wait.snapshot(),
+            run=self.run.snapshot(),
+        )
+
+
+def total_statistics(
+    classes: dict[str, ClassStatistics], limit: int | None, running: int
+) -> SchedulerStatistics:
+    """The scheduler's snapshot: each class, and all of them together as ``"*"``."""
+    parts = list(classes.values())
+    total = ClassStatistics(
+        name="*",
+        max_concurrent=limit,
+        running=running,
+        started=sum(c.started for c in parts),
+        succeeded=sum(c.succeeded for c in parts),
+        failed=sum(c.failed for c in parts),
+        cancelled=sum(c.cancelled for c in parts),
+        retried=sum(c.retried for c in parts),
+        dead_lettered=sum(c.dead_lettered for c in parts),
+        wait=Recorder.merge([c.wait for c in parts]),
+        run=Recorder.merge([c.run for c in parts]),
+    )
+    return SchedulerStatistics(max_concurrent=limit, running=running, classes=classes, total=total)

@@ -156,3 +156,17 @@ class Store(Protocol):
     def open_session(self, call: StoredCall) -> AbstractAsyncContextManager[Any]:
         """A session for one running call: its own database handle, closed on exit."""
         ...
+
+
+@runtime_checkable
+class PoolSizeCheck(Protocol):
+    """An optional capability: a store with a connection pool checks its size.
+
+    The scheduler calls it once at start (when it executes calls) so that a pool too
+    small for ``max_concurrent`` running calls, each with its own session, is reported
+    before calls queue for connections.
+    """
+
+    def check_pool_size(self, max_concurrent: int | None) -> bool:
+        """Log a warning and return False when the pool is too small for the limit."""
+        ...

@@ -1,0 +1,182 @@
+"""Store-level operations that need no running scheduler.
+
+Scheduling from a process that only produces calls (:func:`schedule_call`),
+inspecting pending calls and queue lengths, and finding or moving calls whose name
+no class knows. :class:`Scheduler` delegates to these too, so each exists once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable
+from datetime import datetime, timedelta
+
+from ._call import FutureCall, check_call_class
+from ._errors import InvalidArgumentError
+from ._model import Lease, NewCall, StoredCall
+from ._options import Clock, utc_now
+from ._payload import encode_payload
+from ._slots import MAX_CLAIM_BATCH
+from ._stats import QueueLength
+from ._store import PendingQuery, Store
+from ._validate import check_aware, check_identifier, check_name, resolve_due
+
+_log = logging.getLogger("trio_futurecalls.scheduler.admin")
+
+#: One scheduling request of ``schedule_many``:
+#: ``(call_class, payload, at_or_delay[, identifier])``.
+Request = (
+    tuple[type[FutureCall], object, datetime | timedelta | float]
+    | tuple[type[FutureCall], object, datetime | timedelta | float, str | None]
+)
+
+
+def new_call(
+    cls: type[FutureCall],
+    payload: object,
+    now: datetime,
+    at: datetime | None,
+    delay: timedelta | float | None,
+    identifier: object,
+) -> NewCall:
+    """Validate one scheduling request of the checked class ``cls``."""
+    return NewCall(
+        name=cls.name,
+        payload=encode_payload(cls.payload_type, payload),
+        due_at=resolve_due(now, at, delay),
+        identifier=check_identifier(identifier),
+        scheduled_at=now,
+    )
+
+
+def new_calls(
+    requests: Iterable[Request],
+    now: datetime,
+    check_class: Callable[[object], type[FutureCall]],
+) -> list[NewCall]:
+    """Validate every request of ``schedule_many`` (``check_class`` checks a class)."""
+    batch = []
+    checked: dict[object, type[FutureCall]] = {}
+    for request in requests:
+        if not isinstance(request, tuple) or len(request) not in (3, 4):
+            raise InvalidArgumentError(
+                "each request must be (call_class, payload, at_or_delay[, identifier])"
+            )
+        call_class, payload, when = request[0], request[1], request[2]
+        identifier = request[3] if len(request) == 4 else None
+        cls = checked.get(id(call_class))
+        if cls is None:
+            # Validated once per class, not once per call: this is the hot path of
+            # bulk scheduling.
+            cls = checked[id(call_class)] = check_class(call_class)
+        if isinstance(when, datetime):
+            batch.append(new_call(cls, payload, now, when, None, identifier))
+        else:
+            batch.append(new_call(cls, payload, now, None, when, identifier))
+    return batch
+
+
+async def schedule_call(
+    store: Store,
+    call_class: type[FutureCall],
+    payload: object = None,
+    *,
+    at: datetime | None = None,
+    delay: timedelta | float | None = None,
+    identifier: str | None = None,
+    clock: Clock = utc_now,
+) -> int:
+    """Schedule a call through a store alone, with no scheduler running here.
+
+    For processes that only schedule (a web process) while workers elsewhere run the
+    calls. Returns the new call's id.
+    """
+    now = check_aware(clock(), "clock()")
+    new = new_call(check_call_class(call_class), payload, now, at, delay, identifier)
+    (call_id,) = await store.schedule([new])
+    return call_id
+
+
+async def queue_lengths(
+    store: Store, names: Iterable[str] = (), now: datetime | None = None
+) -> dict[str, QueueLength]:
+    """Pending and due counts per name in ``store`` (``names`` are listed even if 0)."""
+    when = utc_now() if now is None else now
+    pending = await store.pending_names()
+    due = await store.pending_names(due_by=when)
+    out = {name: QueueLength(pending=0, due=0) for name in names}
+    for name, count in pending.items():
+        out[name] = QueueLength(pending=count, due=due.get(name, 0))
+    return dict(sorted(out.items()))
+
+
+async def list_pending(
+    store: Store,
+    call_class: type[FutureCall] | str | None = None,
+    *,
+    identifier: str | None = None,
+    due_after: datetime | None = None,
+    due_before: datetime | None = None,
+    limit: int | None = None,
+) -> list[StoredCall]:
+    """Pending calls in ``store`` matching the filters, earliest due first."""
+    name: str | None
+    if call_class is None or isinstance(call_class, str):
+        name = None if call_class is None else check_name(call_class)
+    else:
+        name = check_call_class(call_class).name
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
+    return await store.pending(
+        PendingQuery(
+            name=name,
+            identifier=check_identifier(identifier),
+            due_after=None if due_after is None else check_aware(due_after, "due_after"),
+            due_before=None if due_before is None else check_aware(due_before, "due_before"),
+            limit=limit,
+        )
+    )
+
+
+async def unknown_calls(store: Store, known: Collection[str]) -> list[StoredCall]:
+    """Pending calls whose name is not in ``known``, earliest due first."""
+    names = await store.pending_names()
+    found: list[StoredCall] = []
+    for name in sorted(set(names) - set(known)):
+        found.extend(await store.pending(PendingQuery(name=name)))
+    found.sort(key=lambda c: (c.due_at, c.id))
+    return found
+
+
+async def move_unknown_to_dead_letters(
+    store: Store,
+    known: Collection[str],
+    names: Iterable[str] | None,
+    *,
+    owner: str,
+    clock: Clock,
+    lease_duration: float,
+) -> int:
+    """Move *due* pending calls with names not in ``known`` (or just ``names``) to dead
+    letters, leasing each to ``owner`` first; return how many were moved."""
+    known = set(known)
+    found = await store.pending_names(due_by=clock())
+    wanted = set(found) - known if names is None else set(names) & set(found) - known
+    moved = 0
+    for name in sorted(wanted):
+        error = f"no FutureCall class named {name!r} is registered"
+        while True:
+            now = clock()
+            lease = Lease(
+                owner=owner,
+                expires_at=now + timedelta(seconds=lease_duration),
+                names=frozenset({name}),
+            )
+            batch = await store.claim(now, {name: MAX_CLAIM_BATCH}, MAX_CLAIM_BATCH, lease)
+            if not batch:
+                break
+            for call in batch:
+                if await store.dead_letter(call, error, now, owner) is not None:
+                    moved += 1
+        _log.warning("moved due calls named %r to dead letters", name)
+    return moved

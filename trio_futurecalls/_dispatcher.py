@@ -1,0 +1,125 @@
+"""The dispatcher: claims due calls that have free slots, starts them, sleeps until next.
+
+One task per scheduler. Each round it counts free slots, claims at most that many
+due calls per class (earliest due first) and starts each in its own task; when
+nothing more can start, it sleeps until the next due time it knows, or until the
+doorbell rings (a call was scheduled, a slot freed, shutdown). It never polls; the
+store's ``recheck_interval`` is the only fallback. In run-once mode it starts only
+calls due by a fixed time and sets :attr:`Dispatcher.drained` when none is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import Final
+
+import trio
+
+from ._errors import StoreError
+from ._execution import Execution
+from ._model import Lease
+from ._options import SchedulerOptions
+from ._running import RunningCalls
+from ._slots import Slots
+from ._store import Store
+
+#: Shortest sleep of the dispatcher when a due call could not be claimed.
+MIN_RECHECK: Final = 0.01
+#: Longest pause after store errors (the pause doubles from 50 ms up to this).
+MAX_BACKOFF: Final = 30.0
+
+_log = logging.getLogger("trio_futurecalls.scheduler.dispatcher")
+
+
+class Dispatcher:
+    """Feeds due calls to :class:`Execution` as slots allow."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        slots: Slots,
+        execution: Execution,
+        running: RunningCalls,
+        options: SchedulerOptions,
+        owner: str,
+        names: Collection[str],
+        leased_names: frozenset[str],
+        run_until: datetime | None = None,
+    ) -> None:
+        self._store = store
+        self._slots = slots
+        self._execution = execution
+        self._running = running
+        self._clock = options.clock
+        self._lease_duration = options.lease_duration
+        self._owner = owner
+        self._names = names
+        self._leased_names = leased_names
+        self._run_until = run_until
+        #: Set in run-once mode when nothing due by ``run_until`` is left to start.
+        self.drained = trio.Event()
+
+    def _lease(self, wall: datetime) -> Lease | None:
+        if not self._leased_names:
+            return None
+        return Lease(
+            owner=self._owner,
+            expires_at=wall + timedelta(seconds=self._lease_duration),
+            names=self._leased_names,
+        )
+
+    async def run(self, calls: trio.Nursery) -> None:
+        """Dispatch until cancelled (or drained, in run-once mode); calls run in ``calls``."""
+        backoff = 0.0
+        recheck = self._store.recheck_interval
+        until = self._run_until
+        doorbell = self._slots.doorbell
+        while True:
+            doorbell.arm()
+            try:
+                limit, slots = self._slots.free()
+                next_due: datetime | None = None
+                if slots:
+                    wall = self._clock()
+                    now = wall if until is None else min(wall, until)
+                    lease = self._lease(wall)
+                    claimed = await self._store.claim(now, slots, limit, lease)
+                    if claimed:
+                        expiry = lease.expires_at if lease is not None else None
+                        for call in claimed:
+                            self._execution.start(calls, call, expiry)
+                        backoff = 0.0
+                        # More may be due: claim again before sleeping.
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    limit, slots = self._slots.free()
+                    if slots and until is None:
+                        next_due = await self._store.next_due(slots.keys())
+                if until is not None and not self._running:
+                    # Run-once mode: done when nothing due by `until` is left to start.
+                    first = await self._store.next_due(self._names)
+                    if first is None or first > until:
+                        self.drained.set()
+                        return
+                backoff = 0.0
+            except StoreError as exc:
+                backoff = min(max(backoff * 2, 0.05), MAX_BACKOFF)
+                _log.warning("store error while dispatching (retrying in %.2f s): %s", backoff, exc)
+                await trio.sleep(backoff)
+                continue
+            deadline = math.inf
+            if next_due is not None:
+                delta = (next_due - self._clock()).total_seconds()
+                if delta <= 0:
+                    # Due but not claimed: another worker holds it locked mid-claim (or
+                    # it was scheduled a moment ago, and a wake-up is already set). A
+                    # short floor keeps this from spinning on the store.
+                    delta = MIN_RECHECK
+                deadline = trio.current_time() + delta
+            if recheck is not None:
+                deadline = min(deadline, trio.current_time() + recheck)
+            await doorbell.sleep(deadline, next_due)

@@ -1,0 +1,167 @@
+"""Scheduler options: every setting of a scheduler, validated once, in one frozen value.
+
+:func:`open_scheduler` and :func:`run_due_calls` take these settings as keyword
+arguments (typed by :class:`SchedulerKeywords`) and/or as a ready
+:class:`SchedulerOptions` (``options=``); either way they build one
+:class:`SchedulerOptions` and hand it down, so a setting is declared, documented and
+checked here only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final, TypedDict, final
+
+import attrs
+
+from ._errors import InvalidArgumentError
+from ._retry import Delivery
+from ._validate import check_aware, check_limit, check_positive_seconds
+
+#: Environment variable read for the global limit when ``max_concurrent`` is not given.
+ENV_MAX_CONCURRENT: Final = "TRIO_FUTURECALLS_MAX_CONCURRENT"
+#: Global limit used when neither the argument nor the environment variable is set.
+DEFAULT_MAX_CONCURRENT: Final = 100
+#: Seconds running calls get to finish at shutdown before they are cancelled.
+DEFAULT_GRACE_PERIOD: Final = 30.0
+#: Default lease length of at-least-once calls (renewed every third of it).
+DEFAULT_LEASE_DURATION: Final = 60.0
+#: Seconds between checks of the store for pending calls no registered class matches.
+DEFAULT_UNKNOWN_CHECK_INTERVAL: Final = 60.0
+
+#: A wall clock: returns the current time as an aware datetime.
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default wall clock: an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def global_limit_from_env() -> int | None:
+    """``$TRIO_FUTURECALLS_MAX_CONCURRENT`` (a positive int or ``unlimited``), else 100."""
+    raw = os.environ.get(ENV_MAX_CONCURRENT)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_CONCURRENT
+    text = raw.strip().lower()
+    if text in ("unlimited", "none", "inf"):
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{ENV_MAX_CONCURRENT}={raw!r}: expected a positive integer or 'unlimited'"
+        ) from None
+    if number <= 0:
+        raise InvalidArgumentError(f"{ENV_MAX_CONCURRENT}={raw!r}: must be >= 1 (or 'unlimited')")
+    return number
+
+
+def _limit(value: object) -> int | None:
+    return check_limit(value, "max_concurrent")
+
+
+def _seconds(value: object, what: str, *, positive: bool = False) -> float:
+    seconds = check_positive_seconds(value, what)
+    assert seconds is not None
+    if positive and not seconds:
+        raise InvalidArgumentError(f"{what} must be > 0")
+    return seconds
+
+
+# attrs converters must be named functions for mypy to follow them.
+def _grace_period(value: object) -> float:
+    return _seconds(value, "grace_period")
+
+
+def _unknown_check_interval(value: object) -> float:
+    return _seconds(value, "unknown_check_interval", positive=True)
+
+
+def _lease_duration(value: object) -> float:
+    return _seconds(value, "lease_duration", positive=True)
+
+
+def _lease_renew_interval(value: object) -> float | None:
+    return None if value is None else _seconds(value, "lease_renew_interval", positive=True)
+
+
+def _check_clock(instance: object, attribute: object, clock: object) -> None:
+    if not callable(clock):
+        raise InvalidArgumentError(f"clock must be callable, got {clock!r}")
+    check_aware(clock(), "clock()")
+
+
+def _check_delivery(instance: object, attribute: object, value: object) -> None:
+    if not isinstance(value, Delivery):
+        raise InvalidArgumentError(f"default_delivery must be a Delivery, got {value!r}")
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SchedulerOptions:
+    """How a scheduler runs. Every field is also a keyword of :func:`open_scheduler`."""
+
+    #: The global limit on calls running at once; None: unlimited (only the per-class
+    #: limits apply). Not given: ``$TRIO_FUTURECALLS_MAX_CONCURRENT``, else 100.
+    max_concurrent: int | None = attrs.field(factory=global_limit_from_env, converter=_limit)
+    #: Seconds running calls get at shutdown before they are cancelled.
+    grace_period: float = attrs.field(default=DEFAULT_GRACE_PERIOD, converter=_grace_period)
+    #: False: this node only schedules; it starts no calls.
+    execute: bool = attrs.field(default=True, converter=bool)
+    #: Returns the current aware datetime (tests pass one tied to Trio's clock).
+    clock: Clock = attrs.field(default=utc_now, validator=_check_clock)
+    #: Seconds between checks for pending calls whose name no class here matches.
+    unknown_check_interval: float = attrs.field(
+        default=DEFAULT_UNKNOWN_CHECK_INTERVAL,
+        converter=_unknown_check_interval,
+    )
+    #: Delivery of classes whose ``delivery`` is None.
+    default_delivery: Delivery = attrs.field(
+        default=Delivery.AT_MOST_ONCE, validator=_check_delivery
+    )
+    #: How long a claim leases an at-least-once call's row.
+    lease_duration: float = attrs.field(default=DEFAULT_LEASE_DURATION, converter=_lease_duration)
+    #: How often running calls' leases are renewed; None: a third of ``lease_duration``.
+    lease_renew_interval: float | None = attrs.field(default=None, converter=_lease_renew_interval)
+
+    def __attrs_post_init__(self) -> None:
+        if self.renew_interval >= self.lease_duration:
+            raise InvalidArgumentError(
+                "lease_renew_interval must be > 0 and shorter than lease_duration "
+                f"({self.lease_duration} s)"
+            )
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between lease renewals (``lease_renew_interval`` resolved)."""
+        if self.lease_renew_interval is None:
+            return self.lease_duration / 3
+        return self.lease_renew_interval
+
+
+class SchedulerKeywords(TypedDict, total=False):
+    """The keyword arguments of :func:`open_scheduler` and :func:`run_due_calls`.
+
+    One per :class:`SchedulerOptions` field (a unit test keeps the two in step).
+    """
+
+    max_concurrent: int | None
+    grace_period: float
+    execute: bool
+    clock: Clock
+    unknown_check_interval: float
+    default_delivery: Delivery
+    lease_duration: float
+    lease_renew_interval: float | None
+
+
+def build_options(base: SchedulerOptions | None, keywords: SchedulerKeywords) -> SchedulerOptions:
+    """``base`` (or the defaults) with ``keywords`` applied, validated once."""
+    if base is None:
+        return SchedulerOptions(**keywords)
+    if not isinstance(base, SchedulerOptions):
+        raise InvalidArgumentError(f"options must be a SchedulerOptions, got {base!r}")
+    return attrs.evolve(base, **keywords) if keywords else base

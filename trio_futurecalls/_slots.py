@@ -1,0 +1,121 @@
+"""Free slots: the hierarchy of ``trio.CapacityLimiter``s, and the dispatcher's doorbell.
+
+One limiter is global, one per call class. The dispatcher counts free slots
+(:meth:`Slots.free`) before it claims, and takes a token from both limiters on behalf
+of each call it starts (:meth:`Slots.take`), so nothing ever waits while holding a
+token. The call's task gives the tokens back (:meth:`Slots.give_back`), which rings the
+:class:`Doorbell` when a full limiter got room: that is how a freed slot wakes the
+dispatcher without the call's task knowing the dispatcher.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Final
+
+import trio
+
+#: Most calls claimed in one store round trip.
+MAX_CLAIM_BATCH: Final = 512
+
+
+class Doorbell:
+    """Wakes the dispatcher: a call was scheduled, a slot freed, or shutdown began."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._awake = True
+        self._sleep_until: datetime | None = None
+
+    def ring(self) -> None:
+        self._event.set()
+
+    def on_scheduled(self, due_at: datetime) -> None:
+        """A store listener: calls due at ``due_at`` were scheduled (here or elsewhere).
+
+        Rings only when it changes what the dispatcher waits for.
+        """
+        if self._awake or self._sleep_until is None or due_at < self._sleep_until:
+            self._event.set()
+
+    def arm(self) -> None:
+        """Start a round: a ring from now on ends the next :meth:`sleep` at once."""
+        self._event = trio.Event()
+        self._awake = True
+
+    async def sleep(self, deadline: float, next_due: datetime | None) -> None:
+        """Sleep until ``deadline`` (Trio time) or a ring; ``next_due`` is what we await."""
+        self._sleep_until = next_due
+        self._awake = False
+        with trio.move_on_at(deadline):
+            await self._event.wait()
+
+
+class Slots:
+    """The global limiter and one limiter per class, with the doorbell they ring."""
+
+    def __init__(
+        self,
+        global_limit: int | None,
+        class_limits: Mapping[str, int | None],
+        *,
+        max_batch: int = MAX_CLAIM_BATCH,
+        ring_on_every_release: bool = False,
+    ) -> None:
+        self.doorbell = Doorbell()
+        self._global = trio.CapacityLimiter(_tokens(global_limit))
+        self._classes = {
+            name: trio.CapacityLimiter(_tokens(limit)) for name, limit in class_limits.items()
+        }
+        self._max_batch = max_batch
+        # Run-once mode must look again whenever a call ends, to see when it is done.
+        self._ring_always = ring_on_every_release
+
+    def free(self) -> tuple[int, dict[str, int]]:
+        """(calls that may start now in all, {name: calls of that class that may start}).
+
+        Both are capped at ``max_batch``; names with no free slot are left out.
+        """
+        free_global = self._global.available_tokens
+        limit = self._max_batch if free_global >= self._max_batch else int(free_global)
+        slots = {}
+        if limit > 0:
+            for name, limiter in self._classes.items():
+                free = limiter.available_tokens
+                if free >= 1:
+                    slots[name] = limit if free >= limit else int(free)
+        return limit, slots
+
+    def take(self, name: str) -> object:
+        """Take a global and a class token for one call; return the token's borrower.
+
+        Only for slots counted free by :meth:`free` since the last ``await``: then this
+        cannot fail.
+        """
+        token = object()
+        self._global.acquire_on_behalf_of_nowait(token)
+        try:
+            self._classes[name].acquire_on_behalf_of_nowait(token)
+        except BaseException:
+            self._global.release_on_behalf_of(token)
+            raise
+        return token
+
+    def give_back(self, name: str, token: object) -> None:
+        """Return the call's tokens; ring the doorbell if that made room."""
+        limiter = self._classes[name]
+        was_full = self._global.available_tokens < 1 or limiter.available_tokens < 1
+        limiter.release_on_behalf_of(token)
+        self._global.release_on_behalf_of(token)
+        if was_full or self._ring_always:
+            self.doorbell.ring()
+
+    def running(self, name: str) -> int:
+        """Tokens of class ``name`` in use (its calls running)."""
+        return int(self._classes[name].borrowed_tokens)
+
+
+def _tokens(limit: int | None) -> float:
+    return math.inf if limit is None else limit
