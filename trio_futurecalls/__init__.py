@@ -53,3 +53,29 @@ from .stores.memory import MemoryStore as MemoryStore
 from .stores.sqlite import SQLiteSession as SQLiteSession
 from .stores.sqlite import SQLiteStore as SQLiteStore
 from .stores.sqlite import open_sqlite_store as open_sqlite_store
+
+
+def _fixup_module_metadata() -> None:
+    """Public names defined in private modules report their public home
+    (``trio_futurecalls.StoreError``, not ``trio_futurecalls._errors.StoreError``) in
+    reprs and tracebacks, the way trio does it.
+
+    A class's own annotations are evaluated first, in the module that wrote them, so
+    that ``typing.get_type_hints`` (attrs, cattrs...) still works on it afterwards.
+    """
+    import typing
+
+    for name, value in list(globals().items()):
+        if name.startswith("_") or not callable(value):
+            continue
+        module = getattr(value, "__module__", "")
+        if not (isinstance(module, str) and module.startswith(f"{__name__}._")):
+            continue
+        if isinstance(value, type) and value.__dict__.get("__annotations__"):
+            hints = typing.get_type_hints(value, include_extras=True)
+            value.__annotations__ = {key: hints[key] for key in value.__dict__["__annotations__"]}
+        value.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata
