@@ -121,6 +121,9 @@ async def open_test_postgres_store(**options: Any) -> AsyncIterator[PostgresStor
     options.setdefault("connect_timeout", 5.0)
     options.setdefault("command_timeout", 15.0)
     schema = options["schema"]
+    # Our own name in pg_stat_activity: a test that terminates connections picks its
+    # own by this name and never touches other programs on the shared server.
+    options.setdefault("application_name", f"fc-{schema}")
     try:
         async with open_postgres_store(options.pop("dsn", pg_dsn()), **options) as store:
             yield store

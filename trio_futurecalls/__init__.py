@@ -63,6 +63,7 @@ def _fixup_module_metadata() -> None:
     A class's own annotations are evaluated first, in the module that wrote them, so
     that ``typing.get_type_hints`` (attrs, cattrs...) still works on it afterwards.
     """
+    import inspect
     import typing
 
     for name, value in list(globals().items()):
@@ -71,9 +72,10 @@ def _fixup_module_metadata() -> None:
         module = getattr(value, "__module__", "")
         if not (isinstance(module, str) and module.startswith(f"{__name__}._")):
             continue
-        if isinstance(value, type) and value.__dict__.get("__annotations__"):
+        own = inspect.get_annotations(value) if isinstance(value, type) else {}
+        if own:
             hints = typing.get_type_hints(value, include_extras=True)
-            value.__annotations__ = {key: hints[key] for key in value.__dict__["__annotations__"]}
+            value.__annotations__ = {key: hints[key] for key in own}
         value.__module__ = __name__
 
 

@@ -767,7 +767,10 @@ async def _last_query(pid: int) -> str:
 async def test_session_connections_are_reset_and_store_connections_are_not() -> None:
     # One connection: the store's statements and both sessions share it in turn, and
     # pg_stat_activity shows the last statement each left on it.
-    async with open_test_postgres_store(max_pool_size=1, min_pool_size=1) as store:
+    name = f"fc-reset-{random_schema()}"
+    async with open_test_postgres_store(
+        max_pool_size=1, min_pool_size=1, application_name=name
+    ) as store:
         async with store.open_session(_fake_call()) as session:
             pid = await session.fetchval("SELECT pg_backend_pid()")
             await session.execute("SET application_name = 'dirty'")
@@ -783,7 +786,7 @@ async def test_session_connections_are_reset_and_store_connections_are_not() -> 
         assert "pg_advisory_unlock_all" not in await _last_query(pid)
         async with store.open_session(_fake_call(2)) as session:
             assert await session.fetchval("SELECT pg_backend_pid()") == pid
-            assert await session.fetchval("SHOW application_name") == "trio_futurecalls"
+            assert await session.fetchval("SHOW application_name") == name
             locks = await session.fetchval(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                 "AND pid = pg_backend_pid()"
@@ -952,11 +955,14 @@ async def test_call_leaving_a_transaction_open_does_not_break_the_store(
 
 
 async def test_store_recovers_when_its_kept_connection_died_while_idle() -> None:
-    async with open_test_postgres_store(max_pool_size=3) as store:
+    name = f"fc-kept-{random_schema()}"
+    async with open_test_postgres_store(max_pool_size=3, application_name=name) as store:
         await store.pending(PendingQuery())  # the store now keeps a connection
+        # Only this store's connections (its own application_name), never anyone else's.
         await admin_fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'trio_futurecalls' AND pid <> pg_backend_pid()"
+            "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            name,
         )
         await trio.sleep(0.2)
         # The next statement takes a fresh connection instead of failing.
