@@ -19,6 +19,7 @@ from ._model import DeadLetter as DeadLetter
 from ._model import Lease as Lease
 from ._model import NewCall as NewCall
 from ._model import StoredCall as StoredCall
+from ._open_store import open_store as open_store
 from ._payload import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from ._retry import Backoff as Backoff
 from ._retry import Delivery as Delivery

@@ -21,12 +21,11 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final, NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -45,10 +44,11 @@ from . import (
     __version__,
     list_pending,
     open_scheduler,
-    open_sqlite_store,
+    open_store,
     queue_lengths,
     run_due_calls,
 )
+from ._open_store import parse_store_url, redact
 from ._util import leaves as group_leaves
 from ._validate import check_aware, check_delay, check_identifier, check_name, resolve_due
 
@@ -195,49 +195,10 @@ def _seconds(text: str) -> float:
 # -- stores ----------------------------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def check_store_url(url: str) -> None:
-    """Raise :class:`UsageError` unless ``url`` is a store URL this CLI understands."""
-    if url.startswith("sqlite:"):
-        if not url.startswith("sqlite:///") or not url[len("sqlite:///") :]:
-            raise UsageError(
-                f"invalid SQLite store URL {url!r}: use sqlite:///relative/path "
-                "or sqlite:////absolute/path"
-            )
-        return
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme in ("postgresql", "postgres"):
-        if not url.lower().startswith(f"{scheme}://"):
-            raise UsageError(f"invalid PostgreSQL store URL {redact(url)!r}")
-        return
-    raise UsageError(
-        f"unsupported store URL {redact(url)!r}: use sqlite:///path, "
-        "postgresql://user@host/db or postgres://..."
-    )
-
-
-@asynccontextmanager
-async def open_store(url: str, schema: str) -> AsyncIterator[Store]:
-    """Open (and migrate) the store at ``url``."""
-    check_store_url(url)
-    if url.startswith("sqlite:"):
-        async with open_sqlite_store(url[len("sqlite:///") :]) as store:
-            yield store
-    else:
-        # Imported here so that SQLite users never load asyncpg and trio-asyncio.
-        from .stores.postgres import open_postgres_store
-
-        async with open_postgres_store(url, schema=schema) as pg_store:
-            yield pg_store
+def _open_store(args: argparse.Namespace) -> AbstractAsyncContextManager[Store]:
+    """The store of ``--store``; ``--schema`` applies to PostgreSQL only."""
+    postgres = parse_store_url(args.store).kind == "postgres"
+    return open_store(args.store, **({"schema": args.schema} if postgres else {}))
 
 
 # -- logging ---------------------------------------------------------------------------
@@ -315,8 +276,9 @@ def _iso(value: datetime) -> str:
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
-    async with open_store(args.store, args.schema) as store:
-        where = f"schema {args.schema!r} of " if not args.store.startswith("sqlite:") else ""
+    async with _open_store(args) as store:
+        postgres = parse_store_url(args.store).kind == "postgres"
+        where = f"schema {args.schema!r} of " if postgres else ""
         print(f"migrated: {where}{redact(args.store)} is up to date ({type(store).__name__})")
     return 0
 
@@ -330,7 +292,7 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     new_call = NewCall(
         name=name, payload=payload, due_at=due_at, identifier=identifier, scheduled_at=now
     )
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         (call_id,) = await store.schedule([new_call])
     print(call_id)
     return 0
@@ -341,7 +303,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
     identifier = _check(check_identifier, args.identifier)
     due_after = None if args.due_after is None else parse_time(args.due_after, "--due-after")
     due_before = None if args.due_before is None else parse_time(args.due_before, "--due-before")
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         calls = await list_pending(
             store,
             name,
@@ -374,7 +336,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
     identifier = _check(check_identifier, args.identifier)
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         if identifier is not None:
             count = await store.cancel_identifier(identifier)
         else:
@@ -386,7 +348,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 async def cmd_stats(args: argparse.Namespace) -> int:
     if args.metrics_url is not None:
         return await _stats_from_metrics(args.metrics_url, as_json=args.json)
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         lengths = await queue_lengths(store)
     if args.json:
         _print_json({name: {"pending": q.pending, "due": q.due} for name, q in lengths.items()})
@@ -499,7 +461,7 @@ async def _stats_from_metrics(url: str, *, as_json: bool) -> int:
 
 async def cmd_dead_list(args: argparse.Namespace) -> int:
     name = None if args.name is None else _check(check_name, args.name)
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         letters = await store.dead_letters(name=name, limit=args.limit)
     if args.json:
         _print_json(
@@ -532,7 +494,7 @@ async def cmd_dead_list(args: argparse.Namespace) -> int:
 
 async def cmd_dead_requeue(args: argparse.Namespace) -> int:
     due_at = _due_at(args, datetime.now(UTC))
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         call_id = await store.requeue_dead_letter(args.id, due_at)
     if call_id is None:
         raise FutureCallsError(f"no dead letter with id {args.id}")
@@ -541,7 +503,7 @@ async def cmd_dead_requeue(args: argparse.Namespace) -> int:
 
 
 async def cmd_dead_purge(args: argparse.Namespace) -> int:
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         count = await store.purge_dead_letters(None if args.all else args.id)
     print(count)
     return 0
@@ -645,7 +607,7 @@ async def _run_worker(
 ) -> None:
     # The metrics server's nursery is outside the scheduler's block, so that a server
     # that cannot start surfaces as its own error, and is stopped after the drain.
-    async with open_store(args.store, args.schema) as store, trio.open_nursery() as nursery:
+    async with _open_store(args) as store, trio.open_nursery() as nursery:
         options = _scheduler_options(args)
         async with open_scheduler(store, classes, execute=args.execute, **options) as sched:
             metrics = ""
@@ -694,7 +656,7 @@ def _outcomes(c: ClassStatistics) -> str:
 
 async def cmd_run_once(args: argparse.Namespace) -> int:
     classes = load_calls(args.calls)
-    async with open_store(args.store, args.schema) as store:
+    async with _open_store(args) as store:
         stats = await run_due_calls(store, classes, **_scheduler_options(args))
     print(_summary(stats))
     return 1 if stats.total.failed or stats.total.cancelled else 0
@@ -714,7 +676,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="URL",
         default=default(os.environ.get(ENV_STORE) or DEFAULT_STORE),
         help=f"store URL: sqlite:///relative/path, sqlite:////absolute/path, "
-        f"postgresql://user:pass@host:port/db or postgres://... "
+        f"postgresql://user:pass@host:port/db, postgres://... or memory:// "
         f"(default: ${ENV_STORE}, else {DEFAULT_STORE})",
     )
     parser.add_argument(
@@ -932,7 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.log_format)
     run: Callable[[argparse.Namespace], Any] = args.run
     try:
-        check_store_url(args.store)
+        parse_store_url(args.store)  # a bad URL is a usage error, whatever the command
         code: int = trio.run(run, args)
     except BaseException as caught:
         leaves = _leaves(caught)

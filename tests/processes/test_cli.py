@@ -222,6 +222,9 @@ async def test_store_urls_and_environment(tmp_path: Path) -> None:
     )
     assert r.json() == {"x": {"pending": 1, "due": 0}}
     assert not (tmp_path / "sub" / "ignored.db").exists()
+    # memory:// is a new, empty store for the one command.
+    r = await cli(tmp_path, "--store", "memory://", "run-once", "cli_calls:CALLS")
+    assert r.out.startswith("ran 0 call(s)")
 
 
 async def test_stats_from_store(tmp_path: Path) -> None:
@@ -297,6 +300,8 @@ BAD_USAGE = [
     (["--store", "mysql://x/y", "list"], "unsupported store URL 'mysql://x/y'"),
     (["--store", "sqlite:calls.db", "list"], "invalid SQLite store URL"),
     (["--store", "postgresql://u:secret@h/db", "--schema", "Bad-Name", "list"], None),
+    (["--store", "postgresql://u@h/db?password=secret", "--schema", "Bad-Name", "list"], None),
+    (["--store", "mysql://u:secret@h/db", "list"], "unsupported store URL 'mysql://u:***@h/db'"),
     (["schedule", "a", "--payload", "{not json", "--in", "1"], "--payload is not valid JSON"),
     (["schedule", "a", "--payload", "NaN", "--in", "1"], "--payload is not valid JSON"),
     (["schedule", "a", "--at", "2030-01-01T09:00:00"], "has no timezone"),
