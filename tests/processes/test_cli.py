@@ -451,9 +451,17 @@ async def test_worker_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
         table = (await cli(tmp_path, "stats", "--metrics-url", match[1])).out.splitlines()
         assert table[0].split()[:3] == ["NAME", "STARTED", "OK"]
 
-        assert not (tmp_path / "slow.finished").exists()
-        w.signal(signal.SIGTERM)
-        assert await w.exit_code(within=15) == 0
+        # A scraper that keeps its connection open (HTTP keep-alive) must not hold up
+        # the exit once the calls are done.
+        port = int(match[1].rsplit(":", 1)[1].split("/")[0])
+        async with await trio.open_tcp_stream("127.0.0.1", port) as idle:
+            await idle.send_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert (await idle.receive_some(65536)).startswith(b"HTTP/1.1 200")
+
+            assert not (tmp_path / "slow.finished").exists()
+            w.signal(signal.SIGTERM)
+            await until((tmp_path / "slow.finished").exists, "the slow call to finish")
+            assert await w.exit_code(within=3) == 0
     assert (tmp_path / "slow.finished").exists()  # it got its grace period
     assert not (tmp_path / "slow.cancelled").exists()
     log = w.text()
@@ -476,7 +484,9 @@ async def test_worker_second_signal_cancels_at_once(tmp_path: Path) -> None:
         "0",
     )
     async with Worker(
-        tmp_path, "--log-format", "json", "worker", "cli_calls:CALLS", "--grace", "60"
+        tmp_path,
+        *("--log-format", "json", "worker", "cli_calls:CALLS", "--grace", "60"),
+        *("--metrics-port", "0"),
     ) as w:
         await until((tmp_path / "slow.started").exists, "the slow call to start")
         w.signal(signal.SIGINT)
