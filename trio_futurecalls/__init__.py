@@ -22,6 +22,7 @@ from ._model import DeadLetter as DeadLetter
 from ._model import Lease as Lease
 from ._model import NewCall as NewCall
 from ._model import StoredCall as StoredCall
+from ._open_store import open_store as open_store
 from ._options import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
 from ._options import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION
 from ._options import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT

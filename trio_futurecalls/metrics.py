@@ -12,13 +12,13 @@ Serve them over HTTP from inside the Trio program that runs the scheduler::
 
 or add :class:`SchedulerCollector` to a ``prometheus_client`` registry of your own.
 
-The exporter is pure Trio: the HTTP server is a small HTTP/1.1 handler on Trio sockets
-(``GET /metrics``), not ``prometheus_client``'s threaded server, and the metrics come
-from a private ``CollectorRegistry``, so nothing leaks into the global default registry.
-Counters and histograms are read from :meth:`Scheduler.statistics` at scrape time; the
-queue lengths (pending and due calls per name) need a store round trip, which the HTTP
-handler makes before each scrape (bounded by ``store_timeout``, 5 s); when the store cannot
-answer, ``futurecalls_store_up`` is 0 and the queue-length gauges are left out.
+The HTTP side is ``prometheus_client``'s ASGI app served by Hypercorn's Trio worker
+(``_metrics_http.py``), inside the caller's nursery; the metrics come from a private
+``CollectorRegistry``, so nothing leaks into the global default registry. Counters and
+histograms are read from :meth:`Scheduler.statistics` at scrape time; the queue lengths
+(pending and due calls per name) need a store round trip, which is made before each
+scrape (bounded by ``store_timeout``, 5 s); when the store cannot answer,
+``futurecalls_store_up`` is 0 and the queue-length gauges are left out.
 
 Metrics (``call_class`` is the call class's ``name``):
 
@@ -43,7 +43,6 @@ Metrics (``call_class`` is the call class's ``name``):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -52,16 +51,18 @@ from typing import Final, final
 import trio
 
 try:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client import CollectorRegistry
     from prometheus_client.core import (
         CounterMetricFamily,
         GaugeMetricFamily,
         HistogramMetricFamily,
     )
     from prometheus_client.registry import Collector
+
+    from ._metrics_http import scrape_app, serve_asgi
 except ImportError as exc:  # pragma: no cover - exercised by a test with the module hidden
     raise ImportError(
-        "trio_futurecalls.metrics needs the prometheus-client package; install the "
+        "trio_futurecalls.metrics needs prometheus-client and Hypercorn; install the "
         "`prometheus` extra: pip install 'trio_futurecalls[prometheus]'"
     ) from exc
 
@@ -73,10 +74,6 @@ __all__ = ["SchedulerCollector", "histogram_buckets", "serve_metrics"]
 
 _log = logging.getLogger("trio_futurecalls.metrics")
 
-#: Longest request head (request line and headers) the HTTP handler reads.
-_MAX_REQUEST_HEAD: Final = 16 * 1024
-#: Seconds a client gets to send its request before the connection is dropped.
-_REQUEST_TIMEOUT: Final = 10.0
 _OUTCOMES: Final = ("succeeded", "failed", "cancelled")
 
 
@@ -209,71 +206,6 @@ class SchedulerCollector(Collector):
             yield from (pending, due)
 
 
-def _response(status: str, content_type: str, body: bytes, *, head: bool = False) -> bytes:
-    headers = (
-        f"HTTP/1.1 {status}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n"
-        "\r\n"
-    )
-    return headers.encode("ascii") + (b"" if head else body)
-
-
-async def _read_request_head(stream: trio.SocketStream) -> bytes | None:
-    data = b""
-    while b"\r\n\r\n" not in data and b"\n\n" not in data:
-        if len(data) > _MAX_REQUEST_HEAD:
-            return None
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def _text(status: str, message: str, *, head: bool = False) -> bytes:
-    return _response(status, "text/plain; charset=utf-8", message.encode() + b"\n", head=head)
-
-
-async def _handle(
-    stream: trio.SocketStream, registry: CollectorRegistry, collector: SchedulerCollector
-) -> None:
-    try:
-        with trio.move_on_after(_REQUEST_TIMEOUT):
-            head = await _read_request_head(stream)
-            if head is None:
-                await stream.send_all(_text("400 Bad Request", "bad request"))
-                return
-            request_line = head.split(b"\n", 1)[0].decode("latin-1").strip()
-            parts = request_line.split()
-            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-                await stream.send_all(_text("400 Bad Request", "bad request"))
-                return
-            method, target = parts[0], parts[1]
-            path = target.split("?", 1)[0]
-            is_head = method == "HEAD"
-            if method not in ("GET", "HEAD"):
-                await stream.send_all(_text("405 Method Not Allowed", "use GET"))
-            elif path not in ("/metrics", "/"):
-                await stream.send_all(
-                    _text("404 Not Found", "not found; try /metrics", head=is_head)
-                )
-            else:
-                await collector.refresh_queue_lengths()
-                body = generate_latest(registry)
-                await stream.send_all(_response("200 OK", CONTENT_TYPE_LATEST, body, head=is_head))
-    except trio.BrokenResourceError:
-        pass  # the client went away
-    except Exception:
-        # A bug here must never take down the program that runs the scheduler.
-        _log.exception("metrics: could not answer a scrape")
-        with contextlib.suppress(trio.BrokenResourceError):
-            await stream.send_all(_text("500 Internal Server Error", "internal error"))
-    finally:
-        await stream.aclose()
-
-
 async def serve_metrics(
     scheduler: Scheduler,
     *,
@@ -292,13 +224,7 @@ async def serve_metrics(
     collector = SchedulerCollector(scheduler)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound: int = listeners[0].socket.getsockname()[1]
-    _log.info("serving metrics on http://%s:%d/metrics", host, bound)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await _handle(stream, registry, collector)
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
-        task_status.started(bound)
+    app = scrape_app(registry, collector.refresh_queue_lengths)
+    await serve_asgi(
+        app, host=host, port=port, what="metrics", path="/metrics", task_status=task_status
+    )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import itertools
+import logging
 import math
 import sys
 from collections.abc import Callable
@@ -53,8 +55,11 @@ class Block(FutureCall):
         await Block.release.wait()
 
 
-async def http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Send one raw HTTP request; return status line, headers and body."""
+async def http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw HTTP request; return the status code, headers and body.
+
+    Reads until the server closes the connection: send ``Connection: close``.
+    """
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
@@ -64,13 +69,20 @@ async def http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
                 data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status, *lines = head.decode("latin-1").split("\r\n")
+    version, code, *_ = status.split(" ")  # Hypercorn sends no reason phrase
+    assert version == "HTTP/1.1", status
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-    return status, headers, body
+    return int(code), headers, body
+
+
+def request(method: str, path: str, *extra: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", "Connection: close", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 async def scrape(port: int) -> Samples:
-    status, headers, body = await http(port, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-    assert status == "HTTP/1.1 200 OK"
+    status, headers, body = await http(port, request("GET", "/metrics"))
+    assert status == 200
     assert headers["content-type"].startswith("text/plain")
     assert int(headers["content-length"]) == len(body)
     out: Samples = {}
@@ -90,9 +102,11 @@ async def settle(condition: Callable[[], bool]) -> None:
     assert condition()
 
 
-def test_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+@pytest.mark.parametrize("missing", ["prometheus_client", "hypercorn.config"])
+def test_import_error_names_the_extra(missing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)
     monkeypatch.delitem(sys.modules, "trio_futurecalls.metrics")
+    monkeypatch.delitem(sys.modules, "trio_futurecalls._metrics_http")
     with pytest.raises(ImportError, match=r"install the `prometheus` extra"):
         importlib.import_module("trio_futurecalls.metrics")
 
@@ -190,21 +204,77 @@ async def test_http_errors_and_head() -> None:
         trio.open_nursery() as nursery,
     ):
         port = await nursery.start(partial(serve_metrics, scheduler, port=0))
-        status, _, body = await http(port, b"GET /nope HTTP/1.1\r\n\r\n")
-        assert status == "HTTP/1.1 404 Not Found"
-        status, _, _ = await http(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-        assert status == "HTTP/1.1 405 Method Not Allowed"
+        status, _, body = await http(port, request("GET", "/nope"))
+        assert (status, body) == (404, b"not found; try /metrics\n")
+        status, _, _ = await http(port, request("POST", "/metrics", "Content-Length: 0"))
+        assert status == 405
         status, _, _ = await http(port, b"garbage\r\n\r\n")
-        assert status == "HTTP/1.1 400 Bad Request"
-        status, headers, body = await http(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
-        assert status == "HTTP/1.1 200 OK"
+        assert status == 400
+        # HTTP/1.1 requires a Host header (Hypercorn's h11 answers 400 without one).
+        status, _, _ = await http(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert status == 400
+        status, headers, body = await http(port, request("HEAD", "/metrics"))
+        assert status == 200
         assert body == b""
         assert int(headers["content-length"]) > 0
+        upgrade = ("Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13")
+        websocket = request("GET", "/metrics", *upgrade, "Sec-WebSocket-Key: dGhlIHNhbXBsZQ==")
+        status, _, _ = await http(port, websocket.replace(b"Connection: close\r\n", b""))
+        assert status == 403
+        status, _, body = await http(port, request("GET", "/?x=1"))
+        assert status == 200
+        assert b"futurecalls_store_up 1.0" in body
         # A client that connects and leaves does not disturb the server.
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.aclose()
         assert value(await scrape(port), "futurecalls_store_up") == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_openmetrics_and_gzip_when_the_scraper_asks() -> None:
+    """prometheus_client's content negotiation: Prometheus itself asks for OpenMetrics."""
+    async with (
+        open_scheduler(MemoryStore(), [Quick]) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        accept = "Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        status, headers, body = await http(
+            port, request("GET", "/metrics", accept, "Accept-Encoding: gzip")
+        )
+        assert status == 200
+        assert headers["content-type"].startswith("application/openmetrics-text")
+        assert headers["content-encoding"] == "gzip"
+        assert int(headers["content-length"]) == len(body)
+        text = gzip.decompress(body).decode()
+        assert "# TYPE futurecalls_calls_started counter\n" in text  # OpenMetrics naming
+        assert 'futurecalls_calls_started_total{call_class="quick"} 0.0\n' in text
+        assert text.endswith("# EOF\n")
+        nursery.cancel_scope.cancel()
+
+
+async def test_quiet_and_stopped_at_once(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No access log or banner on stderr; cancelling stops the server even while a
+    client keeps a connection open (keep-alive)."""
+    caplog.set_level(logging.INFO)
+    async with (
+        open_scheduler(MemoryStore(), [Quick]) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        await scrape(port)
+        idle = await trio.open_tcp_stream("127.0.0.1", port)
+        await idle.send_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await idle.receive_some(65536)).startswith(b"HTTP/1.1 200")
+        started = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - started < 1.0
+    await idle.aclose()
+    assert capfd.readouterr().err == ""
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith(("trio_f", "hyper"))]
+    assert messages == [f"serving metrics on http://127.0.0.1:{port}/metrics"]
 
 
 async def test_store_down_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,8 +321,8 @@ async def test_a_failing_scrape_answers_500_and_the_server_survives(
                 raise RuntimeError("statistics are broken")
 
             patch.setattr(scheduler, "statistics", broken)
-            status, _, _ = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
-        assert status == "HTTP/1.1 500 Internal Server Error"
+            status, _, body = await http(port, request("GET", "/metrics"))
+        assert (status, body) == (500, b"internal error\n")
         assert "could not answer a scrape" in caplog.text
         assert value(await scrape(port), "futurecalls_store_up") == 1
         nursery.cancel_scope.cancel()

@@ -222,6 +222,9 @@ async def test_store_urls_and_environment(tmp_path: Path) -> None:
     )
     assert r.json() == {"x": {"pending": 1, "due": 0}}
     assert not (tmp_path / "sub" / "ignored.db").exists()
+    # memory:// is a new, empty store for the one command.
+    r = await cli(tmp_path, "--store", "memory://", "run-once", "cli_calls:CALLS")
+    assert r.out.startswith("ran 0 call(s)")
 
 
 async def test_stats_from_store(tmp_path: Path) -> None:
@@ -297,6 +300,8 @@ BAD_USAGE = [
     (["--store", "mysql://x/y", "list"], "unsupported store URL 'mysql://x/y'"),
     (["--store", "sqlite:calls.db", "list"], "invalid SQLite store URL"),
     (["--store", "postgresql://u:secret@h/db", "--schema", "Bad-Name", "list"], None),
+    (["--store", "postgresql://u@h/db?password=secret", "--schema", "Bad-Name", "list"], None),
+    (["--store", "mysql://u:secret@h/db", "list"], "unsupported store URL 'mysql://u:***@h/db'"),
     (["schedule", "a", "--payload", "{not json", "--in", "1"], "--payload is not valid JSON"),
     (["schedule", "a", "--payload", "NaN", "--in", "1"], "--payload is not valid JSON"),
     (["schedule", "a", "--at", "2030-01-01T09:00:00"], "has no timezone"),
@@ -446,9 +451,17 @@ async def test_worker_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
         table = (await cli(tmp_path, "stats", "--metrics-url", match[1])).out.splitlines()
         assert table[0].split()[:3] == ["NAME", "STARTED", "OK"]
 
-        assert not (tmp_path / "slow.finished").exists()
-        w.signal(signal.SIGTERM)
-        assert await w.exit_code(within=15) == 0
+        # A scraper that keeps its connection open (HTTP keep-alive) must not hold up
+        # the exit once the calls are done.
+        port = int(match[1].rsplit(":", 1)[1].split("/")[0])
+        async with await trio.open_tcp_stream("127.0.0.1", port) as idle:
+            await idle.send_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert (await idle.receive_some(65536)).startswith(b"HTTP/1.1 200")
+
+            assert not (tmp_path / "slow.finished").exists()
+            w.signal(signal.SIGTERM)
+            await until((tmp_path / "slow.finished").exists, "the slow call to finish")
+            assert await w.exit_code(within=3) == 0
     assert (tmp_path / "slow.finished").exists()  # it got its grace period
     assert not (tmp_path / "slow.cancelled").exists()
     log = w.text()
@@ -471,7 +484,9 @@ async def test_worker_second_signal_cancels_at_once(tmp_path: Path) -> None:
         "0",
     )
     async with Worker(
-        tmp_path, "--log-format", "json", "worker", "cli_calls:CALLS", "--grace", "60"
+        tmp_path,
+        *("--log-format", "json", "worker", "cli_calls:CALLS", "--grace", "60"),
+        *("--metrics-port", "0"),
     ) as w:
         await until((tmp_path / "slow.started").exists, "the slow call to start")
         w.signal(signal.SIGINT)

@@ -1,0 +1,77 @@
+"""The ``futurecalls`` command line: operate a store and run workers.
+
+A thin layer over the public API: argument parsing, output formatting, signal
+handling and exit codes live here; everything else is a call into the library.
+
+Exit codes: 0 success; 1 runtime error (store unreachable, failed calls in
+``run-once``...); 2 usage error (bad arguments, URL, JSON, time, duration, name);
+128 + signal number when a worker is stopped by a second signal (running calls
+cancelled at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from .. import FutureCallsError, InvalidArgumentError
+from .._open_store import parse_store_url
+from .._util import leaves as group_leaves
+from ._arguments import UsageError as UsageError
+from ._arguments import parse_duration as parse_duration
+from ._arguments import parse_payload as parse_payload
+from ._arguments import parse_time as parse_time
+from ._output import JsonFormatter as JsonFormatter
+from ._output import setup_logging as setup_logging
+from ._parser import DEFAULT_SCHEMA as DEFAULT_SCHEMA
+from ._parser import DEFAULT_STORE as DEFAULT_STORE
+from ._parser import ENV_STORE as ENV_STORE
+from ._parser import PROG as PROG
+from ._parser import build_parser as build_parser
+from ._worker import load_calls as load_calls
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    return list(group_leaves(exc)) if isinstance(exc, BaseExceptionGroup) else [exc]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``futurecalls`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.log_format)
+    run: Callable[[argparse.Namespace], Any] = args.run
+    try:
+        parse_store_url(args.store)  # a bad URL is a usage error, whatever the command
+        code: int = trio.run(run, args)
+    except BaseException as caught:
+        leaves = _leaves(caught)
+        known = [e for e in leaves if isinstance(e, UsageError | FutureCallsError)]
+        exc = leaves[0] if len(leaves) == 1 else (known[0] if known else caught)
+        if isinstance(exc, KeyboardInterrupt):
+            _error("interrupted")
+            return 130
+        if isinstance(exc, SystemExit):
+            raise
+        if isinstance(exc, UsageError | InvalidArgumentError):
+            _error(str(exc))
+            return 2
+        if args.verbose:
+            traceback.print_exception(caught)
+        if isinstance(exc, FutureCallsError):
+            _error(str(exc))
+        elif isinstance(exc, Exception):
+            _error(f"{type(exc).__name__}: {exc}")
+        else:
+            raise
+        return 1
+    return code

@@ -1,0 +1,156 @@
+"""The store commands: migrate, schedule, list, cancel, stats and dead-letters.
+
+Each opens the store of ``--store`` (``--schema`` for PostgreSQL), makes one or two
+calls of the public API, prints the result and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+
+from .. import FutureCallsError, NewCall, Store, list_pending, open_store, queue_lengths
+from .._open_store import parse_store_url, redact
+from .._validate import check_identifier, check_name
+from ._arguments import checked, due_time, parse_payload, parse_time
+from ._output import iso, json_or_text, print_json, print_table, shorten
+from ._scrape import stats_from_metrics
+
+
+def store_of(args: argparse.Namespace) -> AbstractAsyncContextManager[Store]:
+    """The store of ``--store``; ``--schema`` applies to PostgreSQL only."""
+    postgres = parse_store_url(args.store).kind == "postgres"
+    return open_store(args.store, **({"schema": args.schema} if postgres else {}))
+
+
+async def cmd_migrate(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        postgres = parse_store_url(args.store).kind == "postgres"
+        where = f"schema {args.schema!r} of " if postgres else ""
+        print(f"migrated: {where}{redact(args.store)} is up to date ({type(store).__name__})")
+    return 0
+
+
+async def cmd_schedule(args: argparse.Namespace) -> int:
+    name = checked(check_name, args.name)
+    identifier = checked(check_identifier, args.identifier)
+    payload = parse_payload(args.payload)
+    now = datetime.now(UTC)
+    due_at = due_time(args, now)
+    new_call = NewCall(
+        name=name, payload=payload, due_at=due_at, identifier=identifier, scheduled_at=now
+    )
+    async with store_of(args) as store:
+        (call_id,) = await store.schedule([new_call])
+    print(call_id)
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    name = None if args.name is None else checked(check_name, args.name)
+    identifier = checked(check_identifier, args.identifier)
+    due_after = None if args.due_after is None else parse_time(args.due_after, "--due-after")
+    due_before = None if args.due_before is None else parse_time(args.due_before, "--due-before")
+    async with store_of(args) as store:
+        calls = await list_pending(
+            store,
+            name,
+            identifier=identifier,
+            due_after=due_after,
+            due_before=due_before,
+            limit=args.limit,
+        )
+    if args.json:
+        print_json(
+            [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "identifier": c.identifier,
+                    "due_at": iso(c.due_at),
+                    "scheduled_at": iso(c.scheduled_at),
+                    "payload": json_or_text(c.payload),
+                }
+                for c in calls
+            ]
+        )
+    else:
+        print_table(
+            ["ID", "NAME", "DUE AT", "IDENTIFIER", "PAYLOAD"],
+            ([c.id, c.name, iso(c.due_at), c.identifier, shorten(c.payload)] for c in calls),
+        )
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    identifier = checked(check_identifier, args.identifier)
+    async with store_of(args) as store:
+        if identifier is not None:
+            count = await store.cancel_identifier(identifier)
+        else:
+            count = int(await store.cancel(args.id))
+    print(count)
+    return 0
+
+
+async def cmd_stats(args: argparse.Namespace) -> int:
+    if args.metrics_url is not None:
+        return await stats_from_metrics(args.metrics_url, as_json=args.json)
+    async with store_of(args) as store:
+        lengths = await queue_lengths(store)
+    if args.json:
+        print_json({name: {"pending": q.pending, "due": q.due} for name, q in lengths.items()})
+    else:
+        print_table(["NAME", "PENDING", "DUE"], ([n, q.pending, q.due] for n, q in lengths.items()))
+    return 0
+
+
+async def cmd_dead_list(args: argparse.Namespace) -> int:
+    name = None if args.name is None else checked(check_name, args.name)
+    async with store_of(args) as store:
+        letters = await store.dead_letters(name=name, limit=args.limit)
+    if args.json:
+        print_json(
+            [
+                {
+                    "id": d.id,
+                    "call_id": d.call_id,
+                    "name": d.name,
+                    "identifier": d.identifier,
+                    "due_at": iso(d.due_at),
+                    "scheduled_at": iso(d.scheduled_at),
+                    "failed_at": iso(d.failed_at),
+                    "attempts": d.attempts,
+                    "error": d.error,
+                    "payload": json_or_text(d.payload),
+                }
+                for d in letters
+            ]
+        )
+    else:
+        print_table(
+            ["ID", "CALL ID", "NAME", "FAILED AT", "ATTEMPTS", "ERROR"],
+            (
+                [d.id, d.call_id, d.name, iso(d.failed_at), d.attempts, shorten(d.error)]
+                for d in letters
+            ),
+        )
+    return 0
+
+
+async def cmd_dead_requeue(args: argparse.Namespace) -> int:
+    due_at = due_time(args, datetime.now(UTC))
+    async with store_of(args) as store:
+        call_id = await store.requeue_dead_letter(args.id, due_at)
+    if call_id is None:
+        raise FutureCallsError(f"no dead letter with id {args.id}")
+    print(call_id)
+    return 0
+
+
+async def cmd_dead_purge(args: argparse.Namespace) -> int:
+    async with store_of(args) as store:
+        count = await store.purge_dead_letters(None if args.all else args.id)
+    print(count)
+    return 0

@@ -1,0 +1,247 @@
+"""The argument parser: global options, one sub-command per command, and their help."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Final
+
+from .. import DEFAULT_GRACE_PERIOD, ENV_MAX_CONCURRENT, __version__
+from ._arguments import (
+    NOT_GIVEN,
+    concurrency_limit,
+    duration_seconds,
+    non_negative_int,
+    port_number,
+    positive_int,
+)
+from ._commands import (
+    cmd_cancel,
+    cmd_dead_list,
+    cmd_dead_purge,
+    cmd_dead_requeue,
+    cmd_list,
+    cmd_migrate,
+    cmd_schedule,
+    cmd_stats,
+)
+from ._worker import cmd_run_once, cmd_worker
+
+ENV_STORE: Final = "FUTURECALLS_STORE"
+DEFAULT_STORE: Final = "sqlite:///futurecalls.sqlite3"
+DEFAULT_SCHEMA: Final = "futurecalls"
+PROG: Final = "futurecalls"
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options accepted before and after the command (after: only if given)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=default(os.environ.get(ENV_STORE) or DEFAULT_STORE),
+        help=f"store URL: sqlite:///relative/path, sqlite:////absolute/path, "
+        f"postgresql://user:pass@host:port/db, postgres://... or memory:// "
+        f"(default: ${ENV_STORE}, else {DEFAULT_STORE})",
+    )
+    parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=default(DEFAULT_SCHEMA),
+        help=f"PostgreSQL schema of the store (default: {DEFAULT_SCHEMA})",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="debug logging, and tracebacks with errors",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=default("text"),
+        help="log lines on stderr as text, or one JSON object per line (default: text)",
+    )
+
+
+def _when_options(parser: argparse.ArgumentParser, *, required: bool, what: str) -> None:
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument(
+        "--at",
+        metavar="ISO8601",
+        help=f"{what} at this timezone-aware time, e.g. 2030-01-01T09:00:00Z",
+    )
+    group.add_argument(
+        "--in",
+        dest="in_",
+        metavar="DURATION",
+        help=f"{what} after this delay: 30s, 5m, 2h, 1d, 1h30m or seconds (0: now)",
+    )
+
+
+def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "calls",
+        metavar="MODULE:ATTR",
+        help="the call classes: a FutureCall subclass or an iterable of them, "
+        "importable from the current directory (e.g. myapp.calls:CALLS)",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=concurrency_limit,
+        default=NOT_GIVEN,
+        metavar="N",
+        help=f"global limit on calls running at once, or 'unlimited' "
+        f"(default: ${ENV_MAX_CONCURRENT}, else 100)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=duration_seconds,
+        default=DEFAULT_GRACE_PERIOD,
+        metavar="DURATION",
+        help=f"time running calls get to finish at shutdown before they are cancelled "
+        f"(default: {DEFAULT_GRACE_PERIOD:g}s)",
+    )
+    parser.add_argument(
+        "--delivery",
+        choices=["at-most-once", "at-least-once"],
+        default="at-most-once",
+        help="default delivery of classes that do not set their own: delete the row when "
+        "the call starts, or lease it until the call finishes (default: at-most-once)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Operate a trio_futurecalls store and run workers.",
+        epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[common], **kwargs)
+
+    p = command("migrate", "Create or upgrade the store's schema.")
+    p.set_defaults(run=cmd_migrate)
+
+    p = command(
+        "schedule",
+        "Schedule a call by name (no import of its class); prints its id.",
+    )
+    p.add_argument("name", metavar="NAME", help="the call class's name")
+    p.add_argument("--payload", metavar="JSON", default="null", help="JSON payload (default null)")
+    p.add_argument("--identifier", metavar="X", help="optional, non-unique identifier")
+    _when_options(p, required=True, what="due")
+    p.set_defaults(run=cmd_schedule)
+
+    p = command("list", "List pending calls, earliest due first.")
+    p.add_argument("--name", help="only calls with this name")
+    p.add_argument("--identifier", metavar="X", help="only calls with this identifier")
+    p.add_argument("--due-after", metavar="ISO8601", help="only calls due at or after this")
+    p.add_argument("--due-before", metavar="ISO8601", help="only calls due before this")
+    p.add_argument("--limit", type=non_negative_int, metavar="N", help="at most N calls")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=cmd_list)
+
+    p = command(
+        "cancel", "Cancel pending calls by id or identifier; prints how many were cancelled."
+    )
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--id", type=positive_int, metavar="N", help="the call's id")
+    group.add_argument("--identifier", metavar="X", help="every call with this identifier")
+    p.set_defaults(run=cmd_cancel)
+
+    p = command(
+        "stats",
+        "Queue lengths per name from the store; with --metrics-url, a running worker's "
+        "per-class counters and timings.",
+    )
+    p.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="a worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=cmd_stats)
+
+    p = command("dead-letters", "Inspect, requeue and purge dead letters.")
+    dead = p.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
+    d = dead.add_parser(
+        "list",
+        help="List dead letters, oldest failure first.",
+        description="List dead letters, oldest failure first.",
+        parents=[common],
+    )
+    d.add_argument("--name", help="only dead letters with this call name")
+    d.add_argument("--limit", type=non_negative_int, metavar="N", help="at most N")
+    d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.set_defaults(run=cmd_dead_list)
+    d = dead.add_parser(
+        "requeue",
+        help="Move a dead letter back to pending (due now by default); prints the new call id.",
+        description="Move a dead letter back to pending (due now by default); "
+        "prints the new call id.",
+        parents=[common],
+    )
+    d.add_argument("id", type=positive_int, metavar="ID", help="the dead letter's id")
+    _when_options(d, required=False, what="due")
+    d.set_defaults(run=cmd_dead_requeue)
+    d = dead.add_parser(
+        "purge",
+        help="Delete dead letters; prints how many were deleted.",
+        description="Delete dead letters; prints how many were deleted.",
+        parents=[common],
+    )
+    group = d.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--id", type=positive_int, nargs="+", metavar="N", help="the dead letters' ids"
+    )
+    group.add_argument("--all", action="store_true", help="every dead letter")
+    d.set_defaults(run=cmd_dead_purge)
+
+    p = command(
+        "worker",
+        "Run a scheduler until SIGINT/SIGTERM, then shut down gracefully.",
+        epilog="On the first SIGINT or SIGTERM, no new call starts and running calls get "
+        "--grace to finish (exit 0); a second signal cancels them at once "
+        "(exit 128 + signal number).",
+    )
+    _scheduler_arguments(p)
+    p.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="N",
+        help="serve Prometheus metrics on this port (needs the `prometheus` extra)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics server binds (default: 127.0.0.1)",
+    )
+    p.add_argument(
+        "--no-execute",
+        dest="execute",
+        action="store_false",
+        help="a scheduling-only node: start no calls",
+    )
+    p.set_defaults(run=cmd_worker)
+
+    p = command(
+        "run-once",
+        "Run every call due now, wait for them, print a summary and exit.",
+        epilog="Exit status: 0 if every call succeeded (or none was due), 1 if any call "
+        "failed or was cancelled (so cron and CI notice), 2 on usage errors.",
+    )
+    _scheduler_arguments(p)
+    p.set_defaults(run=cmd_run_once)
+    return parser
