@@ -67,16 +67,16 @@ makes sessions wait for a connection (up to ``acquire_timeout``, then
 on ``trio_futurecalls.store.postgres`` and returns False in that case.
 """
 
-from ._store import CHANNEL_PREFIX as CHANNEL_PREFIX
-from ._store import DEFAULT_RECHECK_INTERVAL as DEFAULT_RECHECK_INTERVAL
-from ._store import DEFAULT_SCHEMA as DEFAULT_SCHEMA
-from ._store import MAX_SCHEMA_LENGTH as MAX_SCHEMA_LENGTH
-from ._store import IsolationLevel as IsolationLevel
-from ._store import PostgresSession as PostgresSession
+from ._open import DEFAULT_RECHECK_INTERVAL as DEFAULT_RECHECK_INTERVAL
+from ._open import open_postgres_store as open_postgres_store
+from ._pool import recommended_pool_size as recommended_pool_size
+from ._schema import CHANNEL_PREFIX as CHANNEL_PREFIX
+from ._schema import DEFAULT_SCHEMA as DEFAULT_SCHEMA
+from ._schema import MAX_SCHEMA_LENGTH as MAX_SCHEMA_LENGTH
+from ._schema import check_schema_name as check_schema_name
+from ._session import IsolationLevel as IsolationLevel
+from ._session import PostgresSession as PostgresSession
 from ._store import PostgresStore as PostgresStore
-from ._store import check_schema_name as check_schema_name
-from ._store import open_postgres_store as open_postgres_store
-from ._store import recommended_pool_size as recommended_pool_size
 
 __all__ = [
     "DEFAULT_RECHECK_INTERVAL",
