@@ -20,7 +20,7 @@ import trio
 
 from ..._errors import StoreError
 from .._listeners import Listeners
-from ._errors import bridge
+from ._errors import bridge, on_connection
 
 _log = logging.getLogger("trio_futurecalls.store.postgres")
 
@@ -89,7 +89,15 @@ class NotifyListener:
         )
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            await bridge(self._loop, "listen", conn.add_listener, self.channel, self._on_notify)
+            await bridge(
+                self._loop,
+                "listen",
+                on_connection,
+                conn,
+                conn.add_listener,
+                self.channel,
+                self._on_notify,
+            )
         except BaseException:
             conn.terminate()
             raise
@@ -153,7 +161,9 @@ class NotifyListener:
             # A silent network failure shows up only when we talk: ping.
             try:
                 with trio.fail_after(self._connect_timeout):
-                    await bridge(self._loop, "listen ping", conn.fetchval, "SELECT 1")
+                    await bridge(
+                        self._loop, "listen ping", on_connection, conn, conn.fetchval, "SELECT 1"
+                    )
             except (StoreError, trio.TooSlowError) as exc:
                 _log.warning("LISTEN connection failed a ping: %s", exc)
                 return

@@ -16,6 +16,7 @@ import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError
+from ._errors import lost, on_connection, raise_if_gone
 
 
 def recommended_pool_size(max_concurrent: int | None) -> int:
@@ -85,14 +86,6 @@ async def _aio_reset(conn: asyncpg.Connection) -> None:
         conn._futurecalls_session_used = False
 
 
-def lost(conn: PoolConnectionProxy) -> bool:
-    """Whether a pool connection we hold died (asyncpg detaches a dead one at once)."""
-    try:
-        return bool(conn.is_closed())
-    except asyncpg.exceptions.InterfaceError:  # "released back to the pool"
-        return True
-
-
 def pool_options() -> dict[str, Any]:
     """``create_pool`` options for the selective reset (asyncpg >= 0.30 has the hook;
     older versions keep the default: every released connection is reset)."""
@@ -145,8 +138,9 @@ class Connections:
         self.out += 1
         try:
             conn: PoolConnectionProxy = await self.pool.acquire(timeout=self.acquire_timeout)
-        except BaseException:
+        except BaseException as exc:
             self.out -= 1
+            raise_if_gone(exc, self.pool.is_closing())
             raise
         return conn
 
@@ -161,7 +155,7 @@ class Connections:
         if self.busy or self.closing:
             conn = await self._acquire()
             try:
-                return await getattr(conn, method)(sql, *args)
+                return await on_connection(conn, getattr(conn, method), sql, *args)
             finally:
                 await self.release(conn)
         self.busy = True
@@ -175,7 +169,7 @@ class Connections:
                 kept = None
             if kept is None:
                 kept = self.kept = await self._acquire()
-            result = await getattr(kept, method)(sql, *args)
+            result = await on_connection(kept, getattr(kept, method), sql, *args)
         except BaseException:
             self.busy = False
             await self.give_back()

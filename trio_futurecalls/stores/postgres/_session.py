@@ -19,7 +19,7 @@ import trio
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import StoreClosedError, StoreError
-from ._errors import bridge
+from ._errors import bridge, on_connection
 from ._pool import Connections
 
 _log = logging.getLogger("trio_futurecalls.store.postgres")
@@ -81,37 +81,33 @@ class PostgresSession:
                     )
         return self._conn
 
+    async def _run(self, what: str, method: str, *args: Any) -> Any:
+        """One bridge crossing: ``method`` of the session's connection."""
+        conn = await self.connection()
+        return await bridge(self._loop, what, on_connection, conn, getattr(conn, method), *args)
+
     async def execute(self, sql: str, *args: Any) -> str:
         """Run a statement; return its status (e.g. ``"INSERT 0 1"``)."""
-        conn = await self.connection()
-        result: str = await bridge(self._loop, "session execute", conn.execute, sql, *args)
+        result: str = await self._run("session execute", "execute", sql, *args)
         return result
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         """Run a statement once per argument tuple (in one implicit transaction)."""
-        conn = await self.connection()
-        await bridge(self._loop, "session executemany", conn.executemany, sql, args)
+        await self._run("session executemany", "executemany", sql, args)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run a query; return every row (asyncpg ``Record``: by index or by name)."""
-        conn = await self.connection()
-        rows: list[asyncpg.Record] = await bridge(
-            self._loop, "session fetch", conn.fetch, sql, *args
-        )
+        rows: list[asyncpg.Record] = await self._run("session fetch", "fetch", sql, *args)
         return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """Run a query; return its first row or None."""
-        conn = await self.connection()
-        row: asyncpg.Record | None = await bridge(
-            self._loop, "session fetchrow", conn.fetchrow, sql, *args
-        )
+        row: asyncpg.Record | None = await self._run("session fetchrow", "fetchrow", sql, *args)
         return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run a query; return the first column of its first row (None if no row)."""
-        conn = await self.connection()
-        return await bridge(self._loop, "session fetchval", conn.fetchval, sql, *args)
+        return await self._run("session fetchval", "fetchval", sql, *args)
 
     @asynccontextmanager
     async def transaction(
@@ -122,16 +118,16 @@ class PostgresSession:
         tx = conn.transaction(isolation=isolation, readonly=readonly)
         try:
             # Inside the try: a BEGIN cancelled half-way must still be rolled back.
-            await bridge(self._loop, "begin", tx.start)
+            await bridge(self._loop, "begin", on_connection, conn, tx.start)
             yield self
         except BaseException:
             with trio.move_on_after(10, shield=True):
                 try:
-                    await bridge(self._loop, "rollback", tx.rollback)
+                    await bridge(self._loop, "rollback", on_connection, conn, tx.rollback)
                 except StoreError as exc:
                     _log.warning("rollback failed: %s", exc)
             raise
-        await bridge(self._loop, "commit", tx.commit)
+        await bridge(self._loop, "commit", on_connection, conn, tx.commit)
 
     async def aclose(self) -> None:
         """Release the connection to the pool (the store does this when the call ends)."""
