@@ -8,8 +8,10 @@ Use it as::
         async with open_scheduler(store, [SendEmail], max_concurrent=10) as scheduler:
             ...
 
-Only this package imports ``asyncpg`` and ``trio_asyncio``; ``trio_futurecalls`` itself
-never imports it. :func:`open_postgres_store` opens one asyncio loop for the store's
+Only this package imports ``asyncpg`` and ``trio_asyncio``, the ``postgres`` extra
+(``pip install 'trio_futurecalls[postgres]'``); ``trio_futurecalls`` itself never
+imports them, and importing this package without them raises an ``ImportError`` that
+names the extra. :func:`open_postgres_store` opens one asyncio loop for the store's
 lifetime (``trio_asyncio.open_loop()``), creates an asyncpg pool, migrates the schema
 and starts a ``LISTEN`` task; every database call crosses the bridge once
 (``aio_as_trio``), so the rest of the program stays pure Trio.
@@ -67,6 +69,18 @@ makes sessions wait for a connection (up to ``acquire_timeout``, then
 on ``trio_futurecalls.store.postgres`` and returns False in that case.
 """
 
+# Checked before anything else, so that a missing extra is named here rather than
+# surfacing as a bare "No module named ..." from deep inside a submodule.
+try:
+    import asyncpg as _asyncpg
+    import trio_asyncio as _trio_asyncio
+except ImportError as exc:
+    raise ImportError(
+        "the PostgreSQL store needs asyncpg and trio-asyncio: "
+        "pip install 'trio_futurecalls[postgres]'",
+        name=exc.name,
+    ) from exc
+
 from ._open import DEFAULT_RECHECK_INTERVAL as DEFAULT_RECHECK_INTERVAL
 from ._open import open_postgres_store as open_postgres_store
 from ._pool import recommended_pool_size as recommended_pool_size
@@ -97,4 +111,4 @@ for _public in (
     recommended_pool_size,
 ):
     _public.__module__ = __name__
-del _public
+del _public, _asyncpg, _trio_asyncio
