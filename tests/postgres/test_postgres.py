@@ -995,12 +995,18 @@ async def test_statements_on_a_closed_pool_are_an_outage() -> None:
 
 
 async def test_store_recovers_when_its_kept_connection_died_while_idle() -> None:
-    async with open_test_postgres_store(max_pool_size=3) as store:
+    schema = random_schema()
+    name = f"fc-{schema}"  # only this store's pool connections (not its listener's)
+    async with open_test_postgres_store(
+        schema=schema, application_name=name, max_pool_size=3
+    ) as store:
         await store.pending(PendingQuery())  # the store now keeps a connection
-        await admin_fetch(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'trio_futurecalls' AND pid <> pg_backend_pid()"
+        killed = await admin_fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            name,
         )
+        assert killed
+        assert all(row[0] for row in killed)
         await trio.sleep(0.2)
         # The next statement takes a fresh connection instead of failing.
         assert await store.pending(PendingQuery()) == []
