@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import asyncpg
-import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError

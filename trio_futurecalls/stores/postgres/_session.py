@@ -157,7 +157,9 @@ class Sessions:
 
     __slots__ = ("_check_open", "_connections", "_loop", "_open")
 
-    def __init__(self, loop: Any, connections: Connections, check_open: Callable[[], object]):
+    def __init__(
+        self, loop: Any, connections: Connections, check_open: Callable[[], object]
+    ) -> None:
         self._loop = loop
         self._connections = connections
         self._check_open = check_open
