@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 import trio
 import trio.testing
+import trio_asyncio
 from pg_support import (
     admin_fetch,
     drop_schema,
@@ -48,6 +50,8 @@ from trio_futurecalls.stores.postgres import (
     open_postgres_store,
     recommended_pool_size,
 )
+from trio_futurecalls.stores.postgres._errors import bridge, lost
+from trio_futurecalls.stores.postgres._pool import Connections
 
 TESTS = Path(__file__).parent
 WORKER = str(TESTS / "pg_worker.py")
@@ -954,16 +958,58 @@ async def test_call_leaving_a_transaction_open_does_not_break_the_store(
             assert await session.fetchval("SELECT 1") == 1
 
 
+async def test_interface_errors_are_outages_only_once_the_connection_is_gone() -> None:
+    async with open_test_postgres_store() as store:
+        async with store.open_session(_fake_call()) as session:
+            # Misuse (a missing argument) raises asyncpg's InterfaceError on a healthy
+            # connection: an error, not an outage.
+            with pytest.raises(StoreError) as misuse:
+                await session.fetchval("SELECT $1::int")
+            assert type(misuse.value) is StoreError
+            assert type(misuse.value.__cause__) is asyncpg.exceptions.InterfaceError
+            # The same type from a connection the server closed (this session's own
+            # backend) is an outage.
+            pid = await session.fetchval("SELECT pg_backend_pid()")
+            conn = await session.connection()
+            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
+            await until(lambda: lost(conn), 10)
+            with pytest.raises(StoreUnavailableError) as outage:
+                await session.fetchval("SELECT 1")
+            assert type(outage.value.__cause__) is asyncpg.exceptions.InterfaceError
+        assert await store.pending(PendingQuery()) == []
+
+
+async def test_statements_on_a_closed_pool_are_an_outage() -> None:
+    async with trio_asyncio.open_loop() as loop:
+        pool = await bridge(
+            loop,
+            "create pool",
+            asyncpg.create_pool,
+            pg_dsn(),
+            min_size=1,
+            max_size=1,
+            server_settings={"application_name": f"fc-{random_schema()}"},
+        )
+        connections = Connections(pool, acquire_timeout=5.0)
+        await bridge(loop, "close", pool.close)
+        with pytest.raises(StoreUnavailableError) as outage:
+            await bridge(loop, "pending", connections.run, "fetchval", "SELECT 1", [])
+        assert type(outage.value.__cause__) is asyncpg.exceptions.InterfaceError
+
+
 async def test_store_recovers_when_its_kept_connection_died_while_idle() -> None:
-    name = f"fc-kept-{random_schema()}"
-    async with open_test_postgres_store(max_pool_size=3, application_name=name) as store:
+    schema = random_schema()
+    name = f"fc-{schema}"  # only this store's pool connections (not its listener's)
+    async with open_test_postgres_store(
+        schema=schema, application_name=name, max_pool_size=3
+    ) as store:
         await store.pending(PendingQuery())  # the store now keeps a connection
-        # Only this store's connections (its own application_name), never anyone else's.
-        await admin_fetch(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        killed = await admin_fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
             name,
         )
+        assert killed
+        assert all(row[0] for row in killed)
         await trio.sleep(0.2)
         # The next statement takes a fresh connection instead of failing.
         assert await store.pending(PendingQuery()) == []

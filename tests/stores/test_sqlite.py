@@ -19,6 +19,7 @@ from trio_futurecalls import (
     SQLiteSession,
     StoreClosedError,
     StoreError,
+    StoreUnavailableError,
     open_scheduler,
     open_sqlite_store,
     schedule_call,
@@ -132,6 +133,26 @@ async def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         async with open_sqlite_store(tmp_path / "missing-dir" / "calls.sqlite3"):
             pass
+
+
+async def test_locked_or_unopenable_database_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError) as unopenable:
+        async with open_sqlite_store(tmp_path / "missing-dir" / "calls.sqlite3"):
+            pass
+    assert isinstance(unopenable.value.__cause__, sqlite3.Error)
+    assert unopenable.value.__cause__.sqlite_errorname == "SQLITE_CANTOPEN"
+    path = tmp_path / "calls.sqlite3"
+    async with open_sqlite_store(path, busy_timeout=0.05) as store:
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(StoreUnavailableError) as locked:
+                await schedule_call(store, Remember, "x")
+        finally:
+            holder.close()
+        assert isinstance(locked.value.__cause__, sqlite3.Error)
+        assert locked.value.__cause__.sqlite_errorname == "SQLITE_BUSY"
+        await schedule_call(store, Remember, "y")  # free again
 
 
 async def test_closed_store_and_ended_session_refuse_work(tmp_path: Path) -> None:

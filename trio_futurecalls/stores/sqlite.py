@@ -58,11 +58,20 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+#: Primary result codes that mean "not now": another connection holds the database or
+#: a table, or the file cannot be opened (yet). Extended codes (SQLITE_BUSY_SNAPSHOT...)
+#: carry the primary code in their low byte.
+_UNAVAILABLE_CODES: Final = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
+)
+
+
 def _translate(exc: sqlite3.Error) -> StoreError:
+    # By result code, never by message text. Errors the sqlite3 module raises itself
+    # (a closed connection, a bad parameter) have no code.
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in text or "busy" in text or "unable to open" in text
-    ):
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _UNAVAILABLE_CODES:
         return StoreUnavailableError(f"SQLite database unavailable: {text}")
     return StoreError(f"SQLite error: {type(exc).__name__}: {text}")
 

@@ -1,0 +1,53 @@
+"""Schema migrations: bring the store's schema to the version this library knows.
+
+The migrations themselves are ``stores/sql/postgres/migrations/NNNN_*.sql``. They are
+applied in one transaction under ``pg_advisory_xact_lock`` (a key per schema), so
+several processes may start at once: the first migrates, the others wait and find the
+schema current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from ..._errors import StoreError
+from .._sql import migrations
+from ._errors import bridge
+from ._schema import in_schema, schema_queries
+
+_log = logging.getLogger("trio_futurecalls.store.postgres")
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"trio_futurecalls:migrate:{schema}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+async def _aio_migrate(pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> int:
+    q = schema_queries(schema)
+    wanted = migrations("postgres")
+    async with pool.acquire(timeout=acquire_timeout) as conn, conn.transaction():
+        await conn.execute(q["migration_lock"], _lock_key(schema))
+        await conn.execute(q["create_schema"])
+        await conn.execute(q["create_version_table"])
+        version: int = await conn.fetchval(q["schema_version"])
+        if version > len(wanted):
+            raise StoreError(
+                f"database schema version {version} is newer than this library knows "
+                f"({len(wanted)}); upgrade trio_futurecalls"
+            )
+        for migration in wanted[version:]:
+            # No arguments: the simple query protocol runs a multi-statement script.
+            await conn.execute(in_schema(migration.sql, schema))
+            await conn.execute(q["record_version"], migration.version, migration.name)
+            _log.info("applied migration %s", migration.name)
+    return len(wanted)
+
+
+async def migrate(loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> None:
+    """Create or upgrade ``schema`` (checked) through ``pool``, on the store's ``loop``."""
+    await bridge(loop, "migrate", _aio_migrate, pool, schema, acquire_timeout)

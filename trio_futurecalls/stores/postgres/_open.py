@@ -1,0 +1,166 @@
+"""Opening the store: :func:`open_postgres_store` checks its options, opens the asyncio
+loop, the pool and the listener task, migrates the schema, and closes it all on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from ..._errors import FutureCallsError, InvalidArgumentError, StoreError
+from ..._util import raise_unwrapped
+from ..._validate import check_positive_seconds
+from ._errors import bridge
+from ._migrations import migrate as migrate_schema
+from ._pool import pool_options, recommended_pool_size
+from ._schema import DEFAULT_SCHEMA, check_schema_name
+from ._store import PostgresStore
+
+_log = logging.getLogger("trio_futurecalls.store.postgres")
+
+#: Seconds between the dispatcher's fallback re-checks (for lost notifications).
+DEFAULT_RECHECK_INTERVAL: Final = 5.0
+
+
+def _log_loop_exception(loop: Any, context: dict[str, Any]) -> None:
+    _log.warning("asyncio: %s", context.get("message", "error"), exc_info=context.get("exception"))
+
+
+def _wrap_internal(exc: BaseException) -> BaseException:
+    # The store's own errors are already library errors (translated at the edge).
+    if isinstance(exc, FutureCallsError):
+        return exc
+    return StoreError(f"the PostgreSQL store failed: {exc!r}")
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    dsn: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    min_pool_size: int = 1,
+    max_pool_size: int = 10,
+    recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL,
+    connect_timeout: float = 5.0,
+    command_timeout: float = 30.0,
+    acquire_timeout: float | None = None,
+    application_name: str = "trio_futurecalls",
+    migrate: bool = True,
+) -> AsyncIterator[PostgresStore]:
+    """Open the PostgreSQL store in ``schema`` (created and migrated if needed).
+
+    * ``dsn``: an asyncpg/libpq connection string (``postgresql://user@host/db``).
+    * ``schema``: lower-case identifier; the store's tables and channel live there.
+    * ``min_pool_size``/``max_pool_size``: the asyncpg pool's bounds; see
+      :func:`recommended_pool_size` (``max_concurrent + 2``).
+    * ``recheck_interval``: seconds between the dispatcher's fallback re-checks in case
+      a notification was lost (None: rely on NOTIFY alone).
+    * ``connect_timeout``: seconds to open a connection; ``command_timeout``: seconds
+      a statement may take; ``acquire_timeout``: seconds to wait for a pool connection
+      (default: ``connect_timeout + command_timeout``). Together they bound how long a
+      method takes to raise :class:`StoreUnavailableError` during an outage.
+    * ``application_name``: shown in ``pg_stat_activity`` (the LISTEN connection adds
+      ``:listen``).
+    * ``migrate=False``: do not create or upgrade the schema (it must be current).
+
+    Raises :class:`StoreUnavailableError` if the database cannot be reached at start.
+    """
+    if not isinstance(dsn, str) or not dsn:
+        raise InvalidArgumentError("dsn must be a non-empty connection string")
+    checked_schema = check_schema_name(schema)
+    for value, what in ((min_pool_size, "min_pool_size"), (max_pool_size, "max_pool_size")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidArgumentError(f"{what} must be a non-negative int, got {value!r}")
+    if max_pool_size < 1 or min_pool_size > max_pool_size:
+        raise InvalidArgumentError(
+            f"need 0 <= min_pool_size <= max_pool_size and max_pool_size >= 1, got "
+            f"{min_pool_size} and {max_pool_size}"
+        )
+    recheck = check_positive_seconds(recheck_interval, "recheck_interval", allow_none=True)
+    if recheck == 0:
+        raise InvalidArgumentError("recheck_interval must be > 0 or None")
+    timeouts: dict[str, float | None] = {}
+    for seconds_arg, what in (
+        (connect_timeout, "connect_timeout"),
+        (command_timeout, "command_timeout"),
+        (acquire_timeout, "acquire_timeout"),
+    ):
+        seconds = check_positive_seconds(seconds_arg, what, allow_none=what == "acquire_timeout")
+        if seconds is not None and (seconds == 0 or math.isinf(seconds)):
+            raise InvalidArgumentError(f"{what} must be > 0, got {seconds_arg!r}")
+        timeouts[what] = seconds
+    connect_s = timeouts["connect_timeout"]
+    command_s = timeouts["command_timeout"]
+    assert connect_s is not None
+    assert command_s is not None
+    acquire_s = timeouts["acquire_timeout"] or connect_s + command_s
+    if not isinstance(application_name, str) or not application_name.isprintable():
+        raise InvalidArgumentError("application_name must be a printable str")
+    if max_pool_size < recommended_pool_size(1):
+        _log.warning(
+            "max_pool_size=%d is below the minimum useful size %d (dispatcher, one running "
+            "call, one spare); see recommended_pool_size()",
+            max_pool_size,
+            recommended_pool_size(1),
+        )
+
+    body_exc: BaseException | None = None
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            # asyncpg reports some conditions (a connection released with a transaction
+            # still open, say) to the loop's exception handler; trio-asyncio's default
+            # handler raises them inside the loop and would take the store down. They
+            # are already dealt with (asyncpg rolls back), so log them.
+            loop.set_exception_handler(_log_loop_exception)
+            try:
+                pool: asyncpg.Pool = await bridge(
+                    loop,
+                    "create pool",
+                    asyncpg.create_pool,
+                    dsn,
+                    min_size=min_pool_size,
+                    max_size=max_pool_size,
+                    timeout=connect_s,
+                    command_timeout=command_s,
+                    server_settings={"application_name": application_name[:63]},
+                    **pool_options(),
+                )
+            except (ValueError, OverflowError) as exc:  # a malformed DSN
+                raise InvalidArgumentError(f"bad PostgreSQL DSN: {exc}") from exc
+            store = PostgresStore(
+                loop=loop,
+                dsn=dsn,
+                schema=checked_schema,
+                pool=pool,
+                max_pool_size=max_pool_size,
+                recheck_interval=recheck,
+                acquire_timeout=acquire_s,
+                connect_timeout=connect_s,
+                application_name=application_name,
+            )
+            try:
+                if migrate:
+                    await migrate_schema(loop, pool, checked_schema, acquire_s)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(store._listener.run)
+                    try:
+                        yield store
+                    except BaseException as exc:
+                        body_exc = exc
+                        raise
+                    finally:
+                        nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await store._aclose()
+    except BaseExceptionGroup as group:
+        # The nursery and trio-asyncio's loop wrap what crosses them in groups; do not
+        # leak those: re-raise the body's own exception, or the store's own error.
+        raise_unwrapped(group, body_exc, _wrap_internal)

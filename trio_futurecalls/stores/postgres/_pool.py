@@ -1,0 +1,200 @@
+"""The store's connection pool: its size, the connection the store keeps for its own
+statements, and the reset a connection gets after a running call's session used it.
+
+Everything here but :func:`recommended_pool_size` runs on the store's asyncio loop,
+called through the bridge (:func:`._errors.bridge`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ..._errors import InvalidArgumentError
+from ._errors import lost, on_connection, raise_if_gone
+
+
+def recommended_pool_size(max_concurrent: int | None) -> int:
+    """Pool size for a scheduler running at most ``max_concurrent`` calls at once.
+
+    ``max_concurrent + 2``: one connection per running call (for its session), one for
+    the dispatcher, one spare for application code that schedules or cancels. The
+    ``LISTEN`` connection is separate from the pool. ``None`` (unlimited) has no safe
+    size; the minimum (3) is returned and :meth:`PostgresStore.check_pool_size` warns.
+    """
+    if max_concurrent is None:
+        return 3
+    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+        raise InvalidArgumentError(f"max_concurrent must be an int or None, got {max_concurrent!r}")
+    return max(max_concurrent, 1) + 2
+
+
+class _StoreConnection(asyncpg.Connection):
+    """A pool connection that remembers whether a session has used it.
+
+    The store's own statements (claim, schedule, complete...) are single statements in
+    their own implicit transaction: they leave no session state behind. A running
+    call's session may leave anything (settings, advisory locks, LISTEN, cursors), so
+    a connection a session used gets asyncpg's full reset before the pool hands it
+    out again, and the others skip that round trip (see :func:`_aio_reset`).
+    """
+
+    __slots__ = ("_futurecalls_session_used",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._futurecalls_session_used = False
+
+    def _futurecalls_mark_session_use(self) -> None:
+        self._futurecalls_session_used = True
+
+
+def _mark_session_use(conn: PoolConnectionProxy) -> None:
+    # The pool proxy forwards unknown attributes to its connection. Without our class
+    # (asyncpg < 0.30) there is nothing to mark: every connection is reset anyway.
+    mark: Callable[[], None] | None = getattr(conn, "_futurecalls_mark_session_use", None)
+    if mark is not None:
+        mark()
+
+
+_SESSION_RESET: Final = "RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP"
+
+
+async def _aio_reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset hook: runs on release, after asyncpg rolled back any open
+    transaction and dropped the connection's listeners.
+
+    The full reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
+    only for connections a session used (or that are not ours); the flag is cleared
+    only once the reset succeeded (if it fails, the pool terminates the connection).
+    """
+    if isinstance(conn, _StoreConnection) and not conn._futurecalls_session_used:
+        return
+    # RESET ALL leaves the role and session authorization alone and drops no temporary
+    # tables: a call's session must not hand those to the next call (or to the store's
+    # own statements). Prepared statements are left to asyncpg's statement cache.
+    await conn.execute(_SESSION_RESET)
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+    if isinstance(conn, _StoreConnection):
+        conn._futurecalls_session_used = False
+
+
+def pool_options() -> dict[str, Any]:
+    """``create_pool`` options for the selective reset (asyncpg >= 0.30 has the hook;
+    older versions keep the default: every released connection is reset)."""
+    if "reset" not in inspect.signature(asyncpg.create_pool).parameters:
+        return {}  # pragma: no cover - asyncpg < 0.30
+    return {"connection_class": _StoreConnection, "reset": _aio_reset}
+
+
+class Connections:
+    """The store's pool, plus one pool connection the store keeps for its own statements.
+
+    Runs on the store's asyncio loop only (no locking needed: every method checks and
+    updates its state before its first ``await``). Each store method is one call of
+    :meth:`run`, i.e. one bridge crossing that takes a connection, runs the statement
+    and gives the connection back.
+
+    The kept connection spares each statement the pool's acquire and release (a few
+    asyncio tasks and timers each, which trio-asyncio makes expensive). The store's
+    statements are single statements in implicit transactions, so it carries no state
+    between them. Statements that find it busy take a pool connection as before. It
+    goes back to the pool whenever anything goes wrong with it (errors, cancellation:
+    the pool then waits out a cancelled query, rolls back or reconnects), when the
+    pool runs short (after a statement, or when a session needs a connection: sessions
+    never wait for the store's idle connection) and when the store closes.
+
+    Every acquire and release after migrations goes through here, so :attr:`out`
+    counts the connections checked out or being acquired (waiters included): the pool
+    is short when that reaches its size.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self.pool = pool
+        self.max_size = pool.get_max_size()
+        self.acquire_timeout = acquire_timeout
+        self.kept: PoolConnectionProxy | None = None
+        self.busy = False
+        self.closing = False
+        self.out = 0
+
+    @property
+    def kept_idle(self) -> bool:
+        return self.kept is not None and not self.busy
+
+    @property
+    def short(self) -> bool:
+        """Whether an acquire now could wait (every connection is out or promised)."""
+        return self.out >= self.max_size
+
+    async def _acquire(self) -> PoolConnectionProxy:
+        self.out += 1
+        try:
+            conn: PoolConnectionProxy = await self.pool.acquire(timeout=self.acquire_timeout)
+        except BaseException as exc:
+            self.out -= 1
+            raise_if_gone(exc, self.pool.is_closing())
+            raise
+        return conn
+
+    async def release(self, conn: PoolConnectionProxy, seconds: float | None = None) -> None:
+        """Give a connection back to the pool (which resets it if a session used it)."""
+        try:
+            await self.pool.release(conn, timeout=seconds)
+        finally:
+            self.out -= 1
+
+    async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        if self.busy or self.closing:
+            conn = await self._acquire()
+            try:
+                return await on_connection(conn, getattr(conn, method), sql, *args)
+            finally:
+                await self.release(conn)
+        self.busy = True
+        try:
+            kept = self.kept
+            if kept is not None and lost(kept):
+                # Lost while idle (server restart, network): the pool would have
+                # replaced it on acquire, so do the same.
+                self.kept = None
+                await self.release(kept)
+                kept = None
+            if kept is None:
+                kept = self.kept = await self._acquire()
+            result = await on_connection(kept, getattr(kept, method), sql, *args)
+        except BaseException:
+            self.busy = False
+            await self.give_back()
+            raise
+        self.busy = False
+        if self.closing or self.short:
+            await self.give_back()
+        return result
+
+    async def give_back(self) -> None:
+        """Return the kept connection (if idle) to the pool."""
+        if self.busy:
+            return  # the statement using it gives it back when it ends, if it must
+        conn, self.kept = self.kept, None
+        if conn is not None:
+            await self.release(conn)
+
+    async def acquire_session(self) -> PoolConnectionProxy:
+        """A connection for a running call's session: fully reset when released."""
+        if self.short and self.kept_idle:
+            await self.give_back()  # sessions never wait for the store's idle connection
+        conn = await self._acquire()
+        _mark_session_use(conn)
+        return conn
+
+    async def close(self) -> None:
+        self.closing = True
+        await self.give_back()
+        await self.pool.close()
