@@ -102,16 +102,9 @@ def parse_store_url(url: str) -> StoreURL:
 
 
 def _postgres_opener() -> _Opener:
-    try:
-        from .stores.postgres import open_postgres_store
-    except ModuleNotFoundError as exc:
-        driver = (exc.name or "").split(".", 1)[0]
-        if driver not in ("asyncpg", "trio_asyncio"):
-            raise
-        raise ImportError(
-            "PostgreSQL store URLs need the `postgres` extra: "
-            "pip install 'trio_futurecalls[postgres]'"
-        ) from exc
+    # Without the `postgres` extra, this import raises an ImportError naming it.
+    from .stores.postgres import open_postgres_store
+
     return open_postgres_store
 
 
