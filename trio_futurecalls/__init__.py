@@ -18,6 +18,7 @@ from ._errors import StoreError as StoreError
 from ._errors import StoreUnavailableError as StoreUnavailableError
 from ._errors import UnregisteredCallError as UnregisteredCallError
 from ._model import CallInfo as CallInfo
+from ._model import Claim as Claim
 from ._model import DeadLetter as DeadLetter
 from ._model import Lease as Lease
 from ._model import NewCall as NewCall

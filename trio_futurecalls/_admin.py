@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 
 from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
-from ._model import Lease, NewCall, StoredCall
+from ._model import NewCall, StoredCall
 from ._options import Clock, utc_now
 from ._payload import encode_payload
-from ._slots import MAX_CLAIM_BATCH
 from ._stats import QueueLength
 from ._store import PendingQuery, Store
 from ._validate import check_aware, check_identifier, check_name, resolve_due
@@ -102,11 +101,8 @@ async def queue_lengths(
 ) -> dict[str, QueueLength]:
     """Pending and due counts per name in ``store`` (``names`` are listed even if 0)."""
     when = utc_now() if now is None else now
-    pending = await store.pending_names()
-    due = await store.pending_names(due_by=when)
     out = {name: QueueLength(pending=0, due=0) for name in names}
-    for name, count in pending.items():
-        out[name] = QueueLength(pending=count, due=due.get(name, 0))
+    out.update(await store.pending_counts(when))
     return dict(sorted(out.items()))
 
 
@@ -138,9 +134,9 @@ async def list_pending(
     )
 
 
-async def unknown_calls(store: Store, known: Collection[str]) -> list[StoredCall]:
+async def unknown_calls(store: Store, known: Collection[str], now: datetime) -> list[StoredCall]:
     """Pending calls whose name is not in ``known``, earliest due first."""
-    names = await store.pending_names()
+    names = await store.pending_counts(now)
     found: list[StoredCall] = []
     for name in sorted(set(names) - set(known)):
         found.extend(await store.pending(PendingQuery(name=name)))
@@ -149,34 +145,17 @@ async def unknown_calls(store: Store, known: Collection[str]) -> list[StoredCall
 
 
 async def move_unknown_to_dead_letters(
-    store: Store,
-    known: Collection[str],
-    names: Iterable[str] | None,
-    *,
-    owner: str,
-    clock: Clock,
-    lease_duration: float,
+    store: Store, known: Collection[str], names: Iterable[str] | None, now: datetime
 ) -> int:
-    """Move *due* pending calls with names not in ``known`` (or just ``names``) to dead
-    letters, leasing each to ``owner`` first; return how many were moved."""
+    """Move pending calls due by ``now`` whose name is not in ``known`` (or just those
+    of ``names``) to dead letters, one statement per name; return how many moved."""
     known = set(known)
-    found = await store.pending_names(due_by=clock())
-    wanted = set(found) - known if names is None else set(names) & set(found) - known
+    found = {name for name, n in (await store.pending_counts(now)).items() if n.due}
+    wanted = found - known if names is None else set(names) & found - known
     moved = 0
     for name in sorted(wanted):
         error = f"no FutureCall class named {name!r} is registered"
-        while True:
-            now = clock()
-            lease = Lease(
-                owner=owner,
-                expires_at=now + timedelta(seconds=lease_duration),
-                names=frozenset({name}),
-            )
-            batch = await store.claim(now, {name: MAX_CLAIM_BATCH}, MAX_CLAIM_BATCH, lease)
-            if not batch:
-                break
-            for call in batch:
-                if await store.dead_letter(call, error, now, owner) is not None:
-                    moved += 1
-        _log.warning("moved due calls named %r to dead letters", name)
+        count = await store.dead_letter_due(name, now, error, now)
+        _log.warning("moved %d due call(s) named %r to dead letters", count, name)
+        moved += count
     return moved

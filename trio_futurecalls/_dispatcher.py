@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -22,7 +21,6 @@ from ._errors import StoreError
 from ._execution import Execution
 from ._model import Lease
 from ._options import SchedulerOptions
-from ._running import RunningCalls
 from ._slots import Slots
 from ._store import Store
 
@@ -43,21 +41,17 @@ class Dispatcher:
         store: Store,
         slots: Slots,
         execution: Execution,
-        running: RunningCalls,
         options: SchedulerOptions,
         owner: str,
-        names: Collection[str],
         leased_names: frozenset[str],
         run_until: datetime | None = None,
     ) -> None:
         self._store = store
         self._slots = slots
         self._execution = execution
-        self._running = running
         self._clock = options.clock
         self._lease_duration = options.lease_duration
         self._owner = owner
-        self._names = names
         self._leased_names = leased_names
         self._run_until = run_until
         #: Set in run-once mode when nothing due by ``run_until`` is left to start.
@@ -82,30 +76,32 @@ class Dispatcher:
             doorbell.arm()
             try:
                 limit, slots = self._slots.free()
+                # Nothing running: every class has room, so this claim looks at all.
+                idle = not self._slots.busy
                 next_due: datetime | None = None
                 if slots:
                     wall = self._clock()
                     now = wall if until is None else min(wall, until)
                     lease = self._lease(wall)
-                    claimed = await self._store.claim(now, slots, limit, lease)
-                    if claimed:
-                        expiry = lease.expires_at if lease is not None else None
-                        for call in claimed:
-                            self._execution.start(calls, call, expiry)
-                        backoff = 0.0
-                        # More may be due: claim again before sleeping.
+                    claim = await self._store.claim(now, slots, limit, lease)
+                    expiry = lease.expires_at if lease is not None else None
+                    for call in claim.calls:
+                        self._execution.start(calls, call, expiry)
+                    next_due = claim.next_due
+                    backoff = 0.0
+                    if claim.calls and next_due is not None and next_due <= now:
+                        # More is due for classes that still have room: claim again
+                        # before sleeping.
                         await trio.lowlevel.checkpoint()
                         continue
-                    limit, slots = self._slots.free()
-                    if slots and until is None:
-                        next_due = await self._store.next_due(slots.keys())
-                if until is not None and not self._running:
-                    # Run-once mode: done when nothing due by `until` is left to start.
-                    first = await self._store.next_due(self._names)
-                    if first is None or first > until:
-                        self.drained.set()
-                        return
-                backoff = 0.0
+                    if until is not None:
+                        # Run-once mode: done when nothing ran while this claim looked
+                        # at every class and found nothing due by `until`; otherwise
+                        # wait for calls to end (each end rings), not for later calls.
+                        if idle and not claim.calls and (next_due is None or next_due > until):
+                            self.drained.set()
+                            return
+                        next_due = None
             except StoreError as exc:
                 backoff = min(max(backoff * 2, 0.05), MAX_BACKOFF)
                 _log.warning("store error while dispatching (retrying in %.2f s): %s", backoff, exc)

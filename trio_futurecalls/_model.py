@@ -46,6 +46,17 @@ class Lease:
     names: frozenset[str]
 
 
+@attrs.frozen
+class Claim:
+    """What :meth:`Store.claim` hands back, in one round trip."""
+
+    #: The calls taken, earliest due first; each now belongs to the claimer.
+    calls: list[StoredCall]
+    #: After the claim: the earliest due time among pending calls of the names that
+    #: still have free slots (None when there is none, or no slot is left at all).
+    next_due: datetime | None
+
+
 @attrs.frozen(kw_only=True)
 class DeadLetter:
     """A call that could not run and was kept, with the reason, instead of being dropped."""

@@ -107,10 +107,8 @@ class Scheduler:
             store=store,
             slots=self._slots,
             execution=execution,
-            running=self._running,
             options=options,
             owner=self._owner,
-            names=tuple(self._registry),
             leased_names=leased_names,
             run_until=run_until,
         )
@@ -120,7 +118,7 @@ class Scheduler:
             else None
         )
         self._unknown = UnknownNamesReporter(
-            store, self._registry.keys(), options.unknown_check_interval
+            store, self._registry.keys(), options.unknown_check_interval, self._clock
         )
         self._shutdown_requested = trio.Event()
         self._done = trio.Event()
@@ -219,24 +217,18 @@ class Scheduler:
 
     async def unknown_calls(self) -> list[StoredCall]:
         """Pending calls whose name matches no class registered here (they are kept)."""
-        return await unknown_calls(self._store, self._registry.keys())
+        return await unknown_calls(self._store, self._registry.keys(), self._clock())
 
     async def move_unknown_to_dead_letters(self, names: Iterable[str] | None = None) -> int:
         """Move *due* pending calls with unknown names (or just ``names``) to dead letters.
 
         An explicit operator decision: by default such rows are kept, since another
-        deployment may still know the name. Each row is first leased to this scheduler
-        (rows running elsewhere are never touched), then moved; if that fails part way,
-        the rest stay leased and become pending again when the lease expires. Calls due
-        later stay pending. Returns how many were moved.
+        deployment may still know the name. Each name moves in one statement; rows
+        leased by a running worker and calls due later are not touched. Returns how
+        many were moved.
         """
         return await move_unknown_to_dead_letters(
-            self._store,
-            self._registry.keys(),
-            names,
-            owner=self._owner,
-            clock=self._clock,
-            lease_duration=self._options.lease_duration,
+            self._store, self._registry.keys(), names, self._clock()
         )
 
     def running(self) -> list[CallInfo]:

@@ -32,6 +32,11 @@ class Doorbell:
     def ring(self) -> None:
         self._event.set()
 
+    @property
+    def awake(self) -> bool:
+        """True from :meth:`arm` until :meth:`sleep`: the dispatcher is in a round."""
+        return self._awake
+
     def on_scheduled(self, due_at: datetime) -> None:
         """A store listener: calls due at ``due_at`` were scheduled (here or elsewhere).
 
@@ -104,13 +109,23 @@ class Slots:
         return token
 
     def give_back(self, name: str, token: object) -> None:
-        """Return the call's tokens; ring the doorbell if that made room."""
+        """Return the call's tokens; ring the doorbell if the dispatcher must look again.
+
+        It must when a full limiter got room (it sleeps without waiting for that
+        class), and when it is in a round: the free slots it counted before its claim
+        are stale, and the claim's answer does not cover this one.
+        """
         limiter = self._classes[name]
         was_full = self._global.available_tokens < 1 or limiter.available_tokens < 1
         limiter.release_on_behalf_of(token)
         self._global.release_on_behalf_of(token)
-        if was_full or self._ring_always:
+        if was_full or self._ring_always or self.doorbell.awake:
             self.doorbell.ring()
+
+    @property
+    def busy(self) -> bool:
+        """True while any call holds tokens (from its start until its writes are done)."""
+        return self._global.borrowed_tokens > 0
 
     def running(self, name: str) -> int:
         """Tokens of class ``name`` in use (its calls running)."""

@@ -15,8 +15,10 @@ statement:
   owned by the worker until the lease expires (at-least-once), and ``complete``,
   ``release``, ``renew`` and ``dead_letter`` act on it only while that worker owns it.
 * A leased row's ``due_at`` is its lease expiry: an expired lease is simply a due row,
-  so ``claim`` and ``next_due`` need no separate recovery step. ``pending`` and
-  ``pending_names`` leave leased rows out (their calls are running).
+  so ``claim`` needs no separate recovery step. ``pending`` and ``pending_counts``
+  leave leased rows out (their calls are running).
+* ``claim`` also answers when the next call is due, so an idle dispatcher costs one
+  round trip per wake-up.
 * ``add_listener`` lets the store push wake-ups (in-process schedules, or PostgreSQL
   ``LISTEN/NOTIFY`` from other processes) so the dispatcher never polls;
   ``recheck_interval`` is the store's fallback for changes it cannot observe.
@@ -34,7 +36,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._model import DeadLetter, Lease, NewCall, StoredCall
+from ._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from ._stats import QueueLength
 
 #: A wake-up listener: called (synchronously, in the Trio thread) with the earliest
 #: due time among calls that were just scheduled.
@@ -77,22 +80,18 @@ class Store(Protocol):
         """Pending calls matching ``query``, earliest due first (ties: id). No claim."""
         ...
 
-    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
-        """Names of pending calls with their counts (only ``due_at <= due_by`` if given).
+    async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        """Per name, pending calls and how many of them are due (``due_at <= due_by``).
 
-        Used to find unknown names and to measure queue lengths; names with no
-        matching call are left out.
+        One query. Used to find unknown names and to measure queue lengths; names
+        with no pending call are left out.
         """
-        ...
-
-    async def next_due(self, names: Collection[str]) -> datetime | None:
-        """Earliest due time among pending calls with one of ``names``; None if none."""
         ...
 
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
-    ) -> list[StoredCall]:
-        """Atomically take and return due calls (``due_at <= now``).
+    ) -> Claim:
+        """Atomically take due calls (``due_at <= now``); say when the next one is due.
 
         At most ``slots[name]`` calls of each name and ``limit`` in total, the
         earliest due first across names (ties: id). Names not in ``slots`` are not
@@ -101,6 +100,11 @@ class Store(Protocol):
         ``due_at`` becomes the expiry); all other taken rows are deleted. The returned
         calls carry the due time they had before the claim and the new attempt count.
         A call returned here is owned by the caller, which starts it at once.
+
+        In the same round trip, :attr:`Claim.next_due` is the earliest due time among
+        the rows of the names that still have a free slot (``slots[name]`` minus what
+        was taken, while ``limit`` is not used up), leaving out the rows this claim
+        took; None if there is none. A leased row counts at its lease expiry.
         """
         ...
 
@@ -132,6 +136,16 @@ class Store(Protocol):
         that owner still holds it: otherwise nothing is written and None is returned
         (another worker has the call). Without, the call was already deleted by its
         claim.
+        """
+        ...
+
+    async def dead_letter_due(
+        self, name: str, due_by: datetime, error: str, failed_at: datetime
+    ) -> int:
+        """Move every row named ``name`` that is due by ``due_by`` to dead letters.
+
+        One statement (or one transaction). Rows leased by a live worker are due only
+        after their lease expires, so they are not touched. Returns how many moved.
         """
         ...
 

@@ -13,6 +13,7 @@ from collections.abc import Collection
 import trio
 
 from ._errors import StoreError
+from ._options import Clock
 from ._store import Store
 
 _log = logging.getLogger("trio_futurecalls.scheduler.unknown")
@@ -21,8 +22,9 @@ _log = logging.getLogger("trio_futurecalls.scheduler.unknown")
 class UnknownNamesReporter:
     """Checks the store every ``interval`` seconds for names not in ``known``."""
 
-    def __init__(self, store: Store, known: Collection[str], interval: float) -> None:
+    def __init__(self, store: Store, known: Collection[str], interval: float, clock: Clock) -> None:
         self._store = store
+        self._clock = clock
         self._known = known
         self._interval = interval
         self._reported: set[str] = set()
@@ -34,17 +36,17 @@ class UnknownNamesReporter:
 
     async def check_once(self) -> None:
         try:
-            names = await self._store.pending_names()
+            names = await self._store.pending_counts(self._clock())
         except StoreError as exc:
             _log.debug("could not check for unknown call names: %s", exc)
             return
-        for name, count in sorted(names.items()):
+        for name, counts in sorted(names.items()):
             if name not in self._known and name not in self._reported:
                 self._reported.add(name)
                 _log.error(
                     "%d pending call(s) named %r match no registered FutureCall "
                     "class; they are kept, not run (see Scheduler.unknown_calls())",
-                    count,
+                    counts.pending,
                     name,
                     extra={"call_name": name},
                 )

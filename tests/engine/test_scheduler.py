@@ -15,6 +15,7 @@ from helpers import Recorder, make_call
 from trio.testing import MockClock
 
 from trio_futurecalls import (
+    Claim,
     FutureCall,
     Lease,
     MemoryStore,
@@ -23,7 +24,6 @@ from trio_futurecalls import (
     QueueLength,
     SchedulerClosedError,
     SchedulerError,
-    StoredCall,
     StoreUnavailableError,
     open_scheduler,
     run_due_calls,
@@ -391,7 +391,7 @@ class CountingStore(MemoryStore):
 
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
-    ) -> list[StoredCall]:
+    ) -> Claim:
         self.claims += 1
         return await super().claim(now, slots, limit, lease)
 
@@ -406,7 +406,7 @@ class FlakyStore(MemoryStore):
 
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
-    ) -> list[StoredCall]:
+    ) -> Claim:
         if self.failures:
             self.failures -= 1
             raise self.error
@@ -510,6 +510,54 @@ async def test_run_due_calls_runs_what_is_due_then_returns(
     assert stats.classes["serial"].succeeded == 3
     assert stats.classes["wide"].succeeded == 3
     assert [c.id for c in await store.pending(PendingQuery())] == [later]
+
+
+class SlowClaims(MemoryStore):
+    """Claims that take ``seconds`` to answer (a store on a slow network)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def claim(
+        self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
+    ) -> Claim:
+        await trio.sleep(self.seconds)
+        return await super().claim(now, slots, limit, lease)
+
+
+async def test_run_due_calls_is_not_done_when_a_call_ends_during_a_claim(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    serial = make_call("serial", rec, max_concurrent=1)
+    other = make_call("other", rec, max_concurrent=None)
+    store = SlowClaims(1.0)
+    await schedule_call(store, serial, {"tag": "s1", "sleep": 1.0}, clock=clock)
+    await schedule_call(store, serial, {"tag": "s2", "sleep": 1.0}, clock=clock)
+    await schedule_call(store, other, {"tag": "o", "sleep": 0.5}, clock=clock)
+    # 0-1: a claim takes s1 and o. o ends at 1.5: a claim (1.5-2.5) looks at "other"
+    # only ("serial" is full), and s1 ends in the middle of it (2.0). Nothing is
+    # running when it answers, but it never looked at "serial": s2 must still run.
+    stats = await run_due_calls(store, [serial, other], clock=clock)
+    assert sorted(rec.tags("finished")) == ["o", "s1", "s2"]
+    assert stats.total.succeeded == 3
+
+
+async def test_a_slot_freed_during_a_claim_is_used(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    call = make_call("c", rec, max_concurrent=None)
+    store = SlowClaims(1.0)
+    for tag, sleep in [("a", 0.5), ("b", 1.2), ("c", 0.1), ("d", 0.1), ("e", 0.1)]:
+        await schedule_call(store, call, {"tag": tag, "sleep": sleep}, clock=clock)
+    async with open_scheduler(store, [call], max_concurrent=2, clock=clock):
+        # 0-1: a claim takes a and b (the limit). a ends at 1.5: a claim (1.5-2.5) for
+        # its one slot takes c. b ends at 2.2, during that claim, when no limiter is
+        # full: the dispatcher must still look again once the claim answers.
+        await trio.sleep(30)
+    assert sorted(rec.tags("finished")) == ["a", "b", "c", "d", "e"]
 
 
 async def test_run_due_calls_with_nothing_due_returns_at_once(

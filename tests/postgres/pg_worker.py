@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import trio
@@ -107,7 +108,8 @@ async def run(dsn: str, schema: str, worker: int, max_concurrent: int) -> None:
                 idle = 0
                 while idle < 3:
                     await trio.sleep(0.1)
-                    pending = sum((await store.pending_names()).values())
+                    counts = await store.pending_counts(datetime.now(UTC))
+                    pending = sum(c.pending for c in counts.values())
                     idle = idle + 1 if pending == 0 and not scheduler.running() else 0
                 stats = scheduler.statistics()
     print(

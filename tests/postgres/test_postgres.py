@@ -226,7 +226,7 @@ async def test_concurrent_migrations_in_one_process() -> None:
 
 async def _open_and_close(schema: str) -> None:
     async with open_postgres_store(pg_dsn(), schema=schema, min_pool_size=0) as store:
-        await store.pending_names()
+        await store.pending_counts(now())
 
 
 async def test_concurrent_migrations_in_separate_processes() -> None:
@@ -320,17 +320,17 @@ async def test_claim_respects_slots_limit_and_order() -> None:
             ]
         )
         # a: at most 2, b: at most 1, c: not asked for; 4 in total at most.
-        got = await store.claim(t, {"a": 2, "b": 1}, 4)
+        got = (await store.claim(t, {"a": 2, "b": 1}, 4)).calls
         assert [c.id for c in got] == [ids[0], ids[1], ids[2]]
         # Limit across names, earliest first.
-        got = await store.claim(t, {"a": 5, "b": 5, "c": 5}, 2)
+        got = (await store.claim(t, {"a": 5, "b": 5, "c": 5}, 2)).calls
         assert [c.id for c in got] == [ids[3], ids[4]]
-        got = await store.claim(t, {"a": 5, "b": 5}, 10)
+        got = (await store.claim(t, {"a": 5, "b": 5}, 10)).calls
         assert [c.id for c in got] == [ids[5], ids[6]]
-        assert await store.claim(t, {"a": 5}, 10) == []
+        assert (await store.claim(t, {"a": 5}, 10)).calls == []
         assert [c.id for c in await store.pending(PendingQuery())] == [ids[7]]
-        assert await store.claim(t, {"a": 0}, 10) == []
-        assert await store.claim(t + timedelta(hours=2), {"a": 1}, 0) == []
+        assert (await store.claim(t, {"a": 0}, 10)).calls == []
+        assert (await store.claim(t + timedelta(hours=2), {"a": 1}, 0)).calls == []
 
 
 async def test_claim_skips_rows_locked_by_another_transaction() -> None:
@@ -339,9 +339,9 @@ async def test_claim_skips_rows_locked_by_another_transaction() -> None:
         first, second = await store.schedule([new("a", t), new("a", t)])
         async with _locked_row(store.schema, first):
             with trio.fail_after(5):  # SKIP LOCKED: does not wait for the lock
-                got = await store.claim(now(), {"a": 10}, 10)
+                got = (await store.claim(now(), {"a": 10}, 10)).calls
         assert [c.id for c in got] == [second]
-        got = await store.claim(now(), {"a": 10}, 10)
+        got = (await store.claim(now(), {"a": 10}, 10)).calls
         assert [c.id for c in got] == [first]
 
 
@@ -374,7 +374,7 @@ async def test_concurrent_claims_from_two_stores_never_share_a_row() -> None:
                 mine: list[int] = []
                 claimed.append(mine)
                 while True:
-                    got = await s.claim(now(), {"a": 7, "b": 5, "c": 3}, 11)
+                    got = (await s.claim(now(), {"a": 7, "b": 5, "c": 3}, 11)).calls
                     if not got:
                         return
                     assert len(got) <= 11
@@ -393,7 +393,7 @@ async def test_claim_is_not_lost_to_cancellation() -> None:
         ids = await store.schedule([new("a", now() - timedelta(seconds=1)) for _ in range(3)])
         with trio.CancelScope() as scope:
             scope.cancel()
-            got = await store.claim(now(), {"a": 10}, 10)  # shielded: completes
+            got = (await store.claim(now(), {"a": 10}, 10)).calls  # shielded: completes
             assert [c.id for c in got] == ids
         assert await store.pending(PendingQuery()) == []
 
@@ -593,7 +593,7 @@ async def test_outage_raises_unavailable_promptly_and_recovers() -> None:
                 lambda: store.pending(PendingQuery()),
                 lambda: store.schedule([new("pg.job")]),
                 lambda: store.claim(now(), {"pg.job": 1}, 1),
-                lambda: store.pending_names(),
+                lambda: store.pending_counts(now()),
             ):
                 with trio.fail_after(5), pytest.raises(StoreUnavailableError):
                     await method()
@@ -735,20 +735,20 @@ async def test_expired_lease_is_taken_over_by_another_store() -> None:
             short = Lease(
                 owner="w1", expires_at=now() + timedelta(seconds=0.3), names=frozenset("a")
             )
-            (first,) = await store.claim(now(), {"a": 1}, 1, short)
+            (first,) = (await store.claim(now(), {"a": 1}, 1, short)).calls
             assert (first.id, first.attempts) == (call_id, 1)
             assert await store.pending(PendingQuery()) == []  # leased: running, not pending
-            assert await other.claim(now(), {"a": 1}, 1) == []  # still leased
+            assert (await other.claim(now(), {"a": 1}, 1)).calls == []  # still leased
             await trio.sleep(0.4)
             long = Lease(owner="w2", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
-            (second,) = await other.claim(now(), {"a": 1}, 1, long)
+            (second,) = (await other.claim(now(), {"a": 1}, 1, long)).calls
             assert (second.id, second.attempts) == (call_id, 2)
             # The first owner lost it: it can neither renew nor complete it.
             assert await store.renew("w1", [call_id], now() + timedelta(minutes=1)) == set()
             assert await store.complete("w1", call_id) is False
             assert await other.renew("w2", [call_id], now() + timedelta(minutes=9)) == {call_id}
             assert await other.complete("w2", call_id) is True
-        assert await store.pending_names() == {}
+        assert await store.pending_counts(now()) == {}
 
 
 # -- hot paths: connection reuse, grouped completions ------------------------------------
@@ -786,7 +786,7 @@ async def test_session_connections_are_reset_and_store_connections_are_not() -> 
         last = await _last_query(pid)
         assert ".calls" in last
         assert "pg_advisory_unlock_all" not in last
-        assert await store.next_due(["a"]) is None
+        assert await store.pending_counts(now()) == {}
         assert "pg_advisory_unlock_all" not in await _last_query(pid)
         async with store.open_session(_fake_call(2)) as session:
             assert await session.fetchval("SELECT pg_backend_pid()") == pid
@@ -847,7 +847,7 @@ async def test_concurrent_completions_share_one_delete() -> None:
         t = now() - timedelta(seconds=1)
         ids = await store.schedule([new("a", t) for _ in range(6)])
         mine = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
-        assert len(await store.claim(now(), {"a": 6}, 6, mine)) == 6
+        assert len((await store.claim(now(), {"a": 6}, 6, mine)).calls) == 6
         # Another worker owns the last one now (as after an expired lease).
         await admin_fetch(
             f'UPDATE "{store.schema}".calls SET lease_owner = $1 WHERE id = $2', "w2", ids[5]
@@ -909,11 +909,11 @@ async def test_claim_uses_the_statement_of_its_delivery_mode() -> None:
         store._call = recording_call  # type: ignore[method-assign]
         lease_a = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
         # Only "b" asked for, and "b" is not leased: plain delete.
-        (b1,) = await store.claim(now(), {"b": 1}, 1, lease_a)
+        (b1,) = (await store.claim(now(), {"b": 1}, 1, lease_a)).calls
         # Only "a": lease only.
-        (a1,) = await store.claim(now(), {"a": 1}, 1, lease_a)
+        (a1,) = (await store.claim(now(), {"a": 1}, 1, lease_a)).calls
         # Both: the combined statement.
-        got = await store.claim(now(), {"a": 1, "b": 1}, 2, lease_a)
+        got = (await store.claim(now(), {"a": 1, "b": 1}, 2, lease_a)).calls
         assert used == ["claim_delete", "claim_lease", "claim"]
         assert [b1.id, a1.id] == [ids[1], ids[0]]
         assert [c.id for c in got] == [ids[2], ids[3]]

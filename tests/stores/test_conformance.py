@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import trio
 
-from trio_futurecalls import Lease, NewCall, PendingQuery, Store, StoredCall
+from trio_futurecalls import Claim, Lease, NewCall, PendingQuery, QueueLength, Store, StoredCall
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -74,23 +74,23 @@ async def test_claim_takes_only_due_calls_in_due_order(store: Store) -> None:
     late, early, future, middle = await store.schedule(
         [new(due=5), new(due=1), new(due=100), new(due=3)]
     )
-    claimed = await store.claim(at(10), {"a": 10}, 10)
+    claimed = (await store.claim(at(10), {"a": 10}, 10)).calls
     assert [c.id for c in claimed] == [early, middle, late]
     # Claimed rows are gone; the future one stays.
     assert [c.id for c in await store.pending(PendingQuery())] == [future]
-    assert await store.claim(at(10), {"a": 10}, 10) == []
+    assert (await store.claim(at(10), {"a": 10}, 10)).calls == []
 
 
 async def test_claim_ties_are_broken_by_scheduling_order(store: Store) -> None:
     ids = await store.schedule([new(due=1) for _ in range(5)])
-    claimed = await store.claim(at(1), {"a": 10}, 10)
+    claimed = (await store.claim(at(1), {"a": 10}, 10)).calls
     assert [c.id for c in claimed] == ids
 
 
 async def test_claim_respects_per_name_slots_and_total_limit(store: Store) -> None:
     a_ids = await store.schedule([new("a", due=i) for i in range(5)])
     b_ids = await store.schedule([new("b", due=i + 0.5) for i in range(5)])
-    claimed = await store.claim(at(10), {"a": 2, "b": 3}, 4)
+    claimed = (await store.claim(at(10), {"a": 2, "b": 3}, 4)).calls
     # Per name first (a: 0, 1; b: 0.5, 1.5, 2.5), then the earliest four overall.
     assert [c.id for c in claimed] == [a_ids[0], b_ids[0], a_ids[1], b_ids[1]]
     remaining = {c.id for c in await store.pending(PendingQuery())}
@@ -100,17 +100,17 @@ async def test_claim_respects_per_name_slots_and_total_limit(store: Store) -> No
 async def test_claim_leaves_names_without_slots_alone(store: Store) -> None:
     (a_id,) = await store.schedule([new("a")])
     (b_id,) = await store.schedule([new("b")])
-    claimed = await store.claim(at(1), {"b": 5}, 5)
+    claimed = (await store.claim(at(1), {"b": 5}, 5)).calls
     assert [c.id for c in claimed] == [b_id]
     assert [c.id for c in await store.pending(PendingQuery())] == [a_id]
-    assert await store.claim(at(1), {}, 5) == []
-    assert await store.claim(at(1), {"a": 5}, 0) == []
+    assert (await store.claim(at(1), {}, 5)).calls == []
+    assert (await store.claim(at(1), {"a": 5}, 0)).calls == []
 
 
 async def test_claim_includes_calls_due_exactly_now(store: Store) -> None:
     (call_id,) = await store.schedule([new(due=7)])
-    assert await store.claim(at(6.999999), {"a": 1}, 1) == []
-    assert [c.id for c in await store.claim(at(7), {"a": 1}, 1)] == [call_id]
+    assert (await store.claim(at(6.999999), {"a": 1}, 1)).calls == []
+    assert [c.id for c in (await store.claim(at(7), {"a": 1}, 1)).calls] == [call_id]
 
 
 async def test_concurrent_claims_never_hand_out_a_call_twice(store: Store) -> None:
@@ -119,7 +119,7 @@ async def test_concurrent_claims_never_hand_out_a_call_twice(store: Store) -> No
 
     async def claimer() -> None:
         while True:
-            batch = await store.claim(at(10), {"a": 7}, 7)
+            batch = (await store.claim(at(10), {"a": 7}, 7)).calls
             if not batch:
                 return
             results.append(batch)
@@ -132,13 +132,50 @@ async def test_concurrent_claims_never_hand_out_a_call_twice(store: Store) -> No
     assert len(set(ids)) == 200
 
 
-async def test_next_due_is_per_name(store: Store) -> None:
-    assert await store.next_due(["a", "b"]) is None
+async def test_claim_says_when_the_next_call_is_due(store: Store) -> None:
+    assert await store.claim(at(0), {"a": 1, "b": 1}, 5) == Claim([], None)
     await store.schedule([new("a", due=50), new("b", due=20), new("c", due=1)])
-    assert await store.next_due(["a"]) == at(50)
-    assert await store.next_due(["a", "b"]) == at(20)
-    assert await store.next_due([]) is None
-    assert await store.next_due(["zzz"]) is None
+    assert await store.claim(at(0), {"a": 1}, 5) == Claim([], at(50))
+    assert await store.claim(at(0), {"a": 1, "b": 1}, 5) == Claim([], at(20))
+    assert await store.claim(at(0), {"zzz": 3}, 5) == Claim([], None)
+    assert await store.claim(at(0), {}, 5) == Claim([], None)
+
+
+async def test_next_due_looks_only_at_names_that_still_have_room(store: Store) -> None:
+    a1, a2, b1, _ = await store.schedule([new("a", 1), new("a", 2), new("b", 3), new("b", 60)])
+    # "a" used its one slot; "b" has room: what matters next is b's call at 3.
+    claim = await store.claim(at(1), {"a": 1, "b": 2}, 5)
+    assert [c.id for c in claim.calls] == [a1]
+    assert claim.next_due == at(3)
+    # Both used up: nothing more can start, so there is nothing to wait for.
+    claim = await store.claim(at(3), {"a": 1, "b": 1}, 5)
+    assert [c.id for c in claim.calls] == [a2, b1]
+    assert claim.next_due is None
+    # The total limit used up: the same.
+    (call_id,) = await store.schedule([new("a", 4)])
+    claim = await store.claim(at(100), {"a": 5, "b": 5}, 1)
+    assert [c.id for c in claim.calls] == [call_id]
+    assert claim.next_due is None
+    # Room left and more due now: next_due says so, so the claimer goes again.
+    await store.schedule([new("b", 5), new("b", 6)])
+    claim = await store.claim(at(100), {"b": 2}, 2)
+    assert len(claim.calls) == 2
+    assert claim.next_due is None  # "b" used both slots
+    # Room left, nothing more due yet: next_due is the next wake-up.
+    await store.schedule([new("b", 200)])
+    claim = await store.claim(at(100), {"b": 5}, 5)
+    assert [c.due_at for c in claim.calls] == [at(60)]
+    assert claim.next_due == at(200)
+
+
+async def test_next_due_leaves_out_the_rows_the_claim_just_leased(store: Store) -> None:
+    (mine,) = await store.schedule([new("a", 1)])
+    claim = await store.claim(at(1), {"a": 5}, 5, lease("w1", 60, "a"))
+    # The lease keeper renews that row: waking up at its expiry would be for nothing.
+    assert [c.id for c in claim.calls] == [mine]
+    assert claim.next_due is None
+    # Another worker's lease, though, is a due time to wait for: it may expire.
+    assert await store.claim(at(2), {"a": 5}, 5, lease("w2", 90, "a")) == Claim([], at(60))
 
 
 async def test_cancel_by_id(store: Store) -> None:
@@ -148,7 +185,7 @@ async def test_cancel_by_id(store: Store) -> None:
     assert await store.cancel(10**12) is False
     assert [c.id for c in await store.pending(PendingQuery())] == [keep]
     # A cancelled call is never claimed.
-    assert [c.id for c in await store.claim(at(1), {"a": 5}, 5)] == [keep]
+    assert [c.id for c in (await store.claim(at(1), {"a": 5}, 5)).calls] == [keep]
 
 
 async def test_cancel_identifier_counts_and_spares_others(store: Store) -> None:
@@ -183,13 +220,45 @@ async def test_pending_filters(store: Store) -> None:
     assert await dues(PendingQuery(name="b", identifier="i")) == [3]
 
 
-async def test_pending_names_counts(store: Store) -> None:
-    assert await store.pending_names() == {}
+async def test_pending_counts_in_one_query(store: Store) -> None:
+    assert await store.pending_counts(at(100)) == {}
     await store.schedule([new("a", due=1), new("a", due=5), new("gone", due=9)])
-    assert await store.pending_names() == {"a": 2, "gone": 1}
-    assert await store.pending_names(due_by=at(5)) == {"a": 2}
-    assert await store.pending_names(due_by=at(4)) == {"a": 1}
-    assert await store.pending_names(due_by=at(0)) == {}
+    assert await store.pending_counts(at(100)) == {
+        "a": QueueLength(pending=2, due=2),
+        "gone": QueueLength(pending=1, due=1),
+    }
+    assert await store.pending_counts(at(5)) == {
+        "a": QueueLength(pending=2, due=2),
+        "gone": QueueLength(pending=1, due=0),
+    }
+    assert await store.pending_counts(at(4)) == {
+        "a": QueueLength(pending=2, due=1),
+        "gone": QueueLength(pending=1, due=0),
+    }
+
+
+async def test_dead_letter_due_moves_a_whole_name_at_once(store: Store) -> None:
+    await store.schedule(
+        [new("ghost", 1, payload='{"n": 1}'), new("ghost", 2), new("ghost", 90), new("a", 1)]
+    )
+    # A ghost call running elsewhere (leased until 50) is not touched.
+    (running,) = (await store.claim(at(3), {"ghost": 1}, 1, lease("other", 50, "ghost"))).calls
+    moved = await store.dead_letter_due("ghost", at(10), "no such class", at(10))
+    assert moved == 1
+    (dead,) = await store.dead_letters()
+    assert (dead.name, dead.payload, dead.error, dead.failed_at) == (
+        "ghost",
+        "null",
+        "no such class",
+        at(10),
+    )
+    assert dead.call_id != running.id
+    left = sorted((c.name, c.due_at) for c in await store.pending(PendingQuery()))
+    assert left == [("a", at(1)), ("ghost", at(90))]
+    # Once the lease expired, the row is due like any other, and moves too.
+    assert await store.dead_letter_due("ghost", at(60), "no such class", at(60)) == 1
+    assert await store.dead_letter_due("ghost", at(60), "no such class", at(60)) == 0
+    assert len(await store.dead_letters()) == 2
 
 
 async def test_listeners_hear_the_earliest_due_time(store: Store) -> None:
@@ -209,7 +278,7 @@ async def test_listeners_hear_the_earliest_due_time(store: Store) -> None:
 
 async def test_dead_letters_keep_call_and_reason(store: Store) -> None:
     (call_id,) = await store.schedule([new("a", due=1, identifier="k", payload='{"x":1}')])
-    (call,) = await store.claim(at(1), {"a": 1}, 1)
+    (call,) = (await store.claim(at(1), {"a": 1}, 1)).calls
     dead_id = await store.dead_letter(call, "boom", at(2))
     (dead,) = await store.dead_letters()
     assert dead.id == dead_id
@@ -221,7 +290,7 @@ async def test_dead_letters_keep_call_and_reason(store: Store) -> None:
 
 async def test_requeue_dead_letter_makes_it_pending_again(store: Store) -> None:
     await store.schedule([new("a", payload="[1]")])
-    (call,) = await store.claim(at(1), {"a": 1}, 1)
+    (call,) = (await store.claim(at(1), {"a": 1}, 1)).calls
     dead_id = await store.dead_letter(call, "boom", at(1))
     assert dead_id is not None
     new_id = await store.requeue_dead_letter(dead_id, at(5))
@@ -239,7 +308,7 @@ async def test_requeue_dead_letter_makes_it_pending_again(store: Store) -> None:
 
 async def test_purge_dead_letters(store: Store) -> None:
     await store.schedule([new(), new(), new()])
-    calls = await store.claim(at(1), {"a": 3}, 3)
+    calls = (await store.claim(at(1), {"a": 3}, 3)).calls
     dead_ids = [await store.dead_letter(c, "x", at(1)) for c in calls]
     assert dead_ids[0] is not None
     assert await store.purge_dead_letters([dead_ids[0], 10**12]) == 1
@@ -265,39 +334,38 @@ def lease(owner: str, until: float, *names: str) -> Lease:
 
 async def test_claim_counts_attempts(store: Store) -> None:
     await store.schedule([new(), attrs.evolve(new(), attempts=2)])
-    first, second = await store.claim(at(1), {"a": 5}, 5)
+    first, second = (await store.claim(at(1), {"a": 5}, 5)).calls
     assert (first.attempts, second.attempts) == (1, 3)
 
 
 async def test_leased_rows_stay_but_are_not_pending(store: Store) -> None:
     (leased_id,) = await store.schedule([new("a", due=1)])
     (deleted_id,) = await store.schedule([new("b", due=2)])
-    claimed = await store.claim(at(5), {"a": 5, "b": 5}, 5, lease("w1", 100, "a"))
+    claimed = (await store.claim(at(5), {"a": 5, "b": 5}, 5, lease("w1", 100, "a"))).calls
     assert [(c.id, c.due_at, c.attempts) for c in claimed] == [
         (leased_id, at(1), 1),
         (deleted_id, at(2), 1),
     ]
     # Neither is pending; a leased row cannot be cancelled (its call is running).
     assert await store.pending(PendingQuery()) == []
-    assert await store.pending_names() == {}
+    assert await store.pending_counts(at(1000)) == {}
     assert await store.cancel(leased_id) is False
     # Another worker cannot take it while the lease holds...
-    assert await store.claim(at(99), {"a": 5}, 5, lease("w2", 200)) == []
     # ...and the store knows when it could: at the lease's expiry.
-    assert await store.next_due(["a"]) == at(100)
+    assert await store.claim(at(99), {"a": 5}, 5, lease("w2", 200)) == Claim([], at(100))
 
 
 async def test_expired_lease_is_claimed_again_with_the_next_attempt(store: Store) -> None:
     (call_id,) = await store.schedule([new()])
     await store.claim(at(1), {"a": 1}, 1, lease("dead-worker", 30))
-    (again,) = await store.claim(at(30), {"a": 1}, 1, lease("w2", 60))
+    (again,) = (await store.claim(at(30), {"a": 1}, 1, lease("w2", 60))).calls
     assert (again.id, again.attempts) == (call_id, 2)
     # The first owner lost it: it can neither renew, complete nor release it.
     assert await store.renew("dead-worker", [call_id], at(90)) == set()
     assert await store.complete("dead-worker", call_id) is False
     assert await store.release("dead-worker", call_id, at(1)) is False
     assert await store.complete("w2", call_id) is True
-    assert await store.claim(at(1000), {"a": 1}, 1, lease("w3", 2000)) == []
+    assert (await store.claim(at(1000), {"a": 1}, 1, lease("w3", 2000))).calls == []
 
 
 async def test_renew_extends_only_owned_leases(store: Store) -> None:
@@ -307,7 +375,7 @@ async def test_renew_extends_only_owned_leases(store: Store) -> None:
     assert await store.renew("w1", ids, at(90)) == {ids[0]}
     assert await store.renew("w1", [], at(90)) == set()
     # w2's lease expired at 30; w1's now runs to 90.
-    (taken,) = await store.claim(at(60), {"a": 5}, 5, lease("w3", 120))
+    (taken,) = (await store.claim(at(60), {"a": 5}, 5, lease("w3", 120))).calls
     assert taken.id == ids[1]
 
 
@@ -333,16 +401,16 @@ async def test_release_makes_the_call_pending_again(store: Store) -> None:
 
 async def test_dead_letter_of_a_leased_call_removes_the_row(store: Store) -> None:
     (call_id,) = await store.schedule([new()])
-    (call,) = await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))
+    (call,) = (await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))).calls
     await store.dead_letter(call, "gave up", at(2), owner="w1")
     (dead,) = await store.dead_letters()
     assert (dead.call_id, dead.attempts, dead.error) == (call_id, 1, "gave up")
-    assert await store.claim(at(1000), {"a": 1}, 1) == []
+    assert (await store.claim(at(1000), {"a": 1}, 1)).calls == []
 
 
 async def test_dead_letter_after_the_lease_was_lost_writes_nothing(store: Store) -> None:
     (call_id,) = await store.schedule([new()])
-    (stale,) = await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))
+    (stale,) = (await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))).calls
     await store.claim(at(30), {"a": 1}, 1, lease("w2", 60))  # w1's lease expired
     assert await store.dead_letter(stale, "too late", at(31), owner="w1") is None
     assert await store.dead_letters() == []

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ async def test_schema_is_versioned_and_migrating_twice_is_harmless(tmp_path: Pat
     async with open_sqlite_store(path) as store:
         await schedule_call(store, Remember, "kept", delay=3600)
     async with open_sqlite_store(path) as store:
-        assert len(await store.pending_names()) == 1
+        assert len(await store.pending_counts(datetime.now(UTC))) == 1
     with sqlite3.connect(path) as conn:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         (mode,) = conn.execute("PRAGMA journal_mode").fetchone()

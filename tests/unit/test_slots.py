@@ -12,6 +12,12 @@ from trio_futurecalls._slots import Doorbell, Slots
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
+def asleep(bell: Doorbell) -> None:
+    """Put the doorbell in the state of a dispatcher sleeping (its round is over)."""
+    bell.arm()
+    bell._awake = False
+
+
 def test_free_counts_both_levels_and_caps_the_batch() -> None:
     slots = Slots(3, {"a": 1, "b": None}, max_batch=2)
     assert slots.free() == (2, {"a": 1, "b": 2})
@@ -34,18 +40,26 @@ def test_a_freed_slot_rings_only_when_a_limiter_was_full() -> None:
     slots = Slots(10, {"a": 2})
     first = slots.take("a")
     second = slots.take("a")
-    slots.doorbell.arm()
+    asleep(slots.doorbell)
     slots.give_back("a", first)  # "a" was full: the dispatcher may start another
     assert slots.doorbell._event.is_set()
-    slots.doorbell.arm()
+    asleep(slots.doorbell)
     slots.give_back("a", second)  # it had room already: no need to wake anyone
     assert not slots.doorbell._event.is_set()
+
+
+def test_a_release_during_a_dispatch_round_rings() -> None:
+    slots = Slots(10, {"a": 5})
+    token = slots.take("a")
+    slots.doorbell.arm()  # a round has begun: its count of free slots is stale now
+    slots.give_back("a", token)
+    assert slots.doorbell._event.is_set()
 
 
 def test_run_once_mode_rings_on_every_release() -> None:
     slots = Slots(10, {"a": 5}, ring_on_every_release=True)
     token = slots.take("a")
-    slots.doorbell.arm()
+    asleep(slots.doorbell)
     slots.give_back("a", token)
     assert slots.doorbell._event.is_set()
 

@@ -11,8 +11,10 @@ from typing import final
 
 import attrs
 
-from .._model import DeadLetter, Lease, NewCall, StoredCall
+from .._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from .._stats import QueueLength
 from .._store import Listener, PendingQuery
+from ._claims import free_after_claim
 from ._listeners import Listeners
 
 
@@ -32,7 +34,7 @@ class MemoryStore:
     Not ``@final``: tests subclass it to inject faults or count round trips.
 
     Claims are atomic (no ``await`` inside), so several schedulers in one process can
-    share a store. Per-name heaps make ``claim`` and ``next_due`` cost
+    share a store. Per-name heaps make ``claim`` cost
     O(names + claimed * log n) whatever the number of pending calls.
     """
 
@@ -114,12 +116,15 @@ class MemoryStore:
         found.sort(key=lambda c: (c.due_at, c.id))
         return found if query.limit is None else found[: query.limit]
 
-    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        pending: dict[str, int] = {}
+        due: dict[str, int] = {}
         for c in self._calls.values():
-            if c.id not in self._owners and (due_by is None or c.due_at <= due_by):
-                counts[c.name] = counts.get(c.name, 0) + 1
-        return counts
+            if c.id not in self._owners:
+                pending[c.name] = pending.get(c.name, 0) + 1
+                if c.due_at <= due_by:
+                    due[c.name] = due.get(c.name, 0) + 1
+        return {name: QueueLength(pending=n, due=due.get(name, 0)) for name, n in pending.items()}
 
     def _top(self, name: str) -> tuple[datetime, int] | None:
         heap = self._heaps.get(name)
@@ -129,7 +134,7 @@ class MemoryStore:
             heapq.heappop(heap)
         return None
 
-    async def next_due(self, names: Collection[str]) -> datetime | None:
+    def _next_due(self, names: Collection[str]) -> datetime | None:
         best: datetime | None = None
         for name in names:
             top = self._top(name)
@@ -141,14 +146,14 @@ class MemoryStore:
 
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
-    ) -> list[StoredCall]:
+    ) -> Claim:
         return self._claim_now(now, slots, limit, lease)
 
     def _claim_now(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None
-    ) -> list[StoredCall]:
+    ) -> Claim:
         if limit <= 0:
-            return []
+            return Claim([], None)
         # Per name, the earliest due rows up to its slots; then the earliest overall.
         candidates: list[tuple[datetime, int, str]] = []
         for name, free in slots.items():
@@ -165,6 +170,9 @@ class MemoryStore:
         for due, call_id, name in candidates[limit:]:
             heapq.heappush(self._heaps[name], (due, call_id))
         del candidates[limit:]
+        # The taken rows are off their heaps now (leased ones go back below, due at
+        # their expiry): what is left is what comes next.
+        next_due = self._next_due(free_after_claim(slots, limit, (c[2] for c in candidates)))
         claimed = []
         leased = lease.names if lease is not None else frozenset()
         calls = self._calls
@@ -188,7 +196,7 @@ class MemoryStore:
             else:
                 self._owners.pop(call_id, None)
             claimed.append(claimed_call)
-        return claimed
+        return Claim(claimed, next_due)
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         kept = set()
@@ -227,6 +235,9 @@ class MemoryStore:
                 return None  # the lease was lost: another worker has the call now
             del self._owners[call.id]
             del self._calls[call.id]
+        return self._keep_dead(call, error, failed_at)
+
+    def _keep_dead(self, call: StoredCall, error: str, failed_at: datetime) -> int:
         dead_id = next(self._dead_ids)
         self._dead[dead_id] = DeadLetter(
             id=dead_id,
@@ -241,6 +252,17 @@ class MemoryStore:
             attempts=call.attempts,
         )
         return dead_id
+
+    async def dead_letter_due(
+        self, name: str, due_by: datetime, error: str, failed_at: datetime
+    ) -> int:
+        doomed = [c for c in self._calls.values() if c.name == name and c.due_at <= due_by]
+        for call in doomed:
+            # A leased row due by now has an expired lease: it is anyone's to take.
+            self._owners.pop(call.id, None)
+            del self._calls[call.id]
+            self._keep_dead(call, error, failed_at)
+        return len(doomed)
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None

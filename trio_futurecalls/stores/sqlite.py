@@ -29,11 +29,13 @@ from typing import Any, Final, TypeVar, final
 import trio
 
 from .._errors import InvalidArgumentError, StoreClosedError, StoreError, StoreUnavailableError
-from .._model import DeadLetter, Lease, NewCall, StoredCall
+from .._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._util import raise_unwrapped
 from .._validate import check_positive_seconds
 from ._batch import GroupCommit
+from ._claims import free_after_claim
 from ._listeners import Listeners
 from ._rows import call_from_row, dead_letter_from_row
 from ._sql import migrations, queries
@@ -281,44 +283,30 @@ class SQLiteStore:
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [call_from_row(row, from_micros) for row in rows]
 
-    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
-        sql = self._q["pending_names"]
-        params = (None if due_by is None else to_micros(due_by),)
+    async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        sql = self._q["pending_counts"]
+        params = (to_micros(due_by),)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return {name: count for name, count in rows}
-
-    async def next_due(self, names: Collection[str]) -> datetime | None:
-        sql = self._q["next_due_of_name"]
-        wanted = list(names)
-
-        def work(conn: sqlite3.Connection) -> int | None:
-            # One indexed lookup per name: (name, due_at) makes each a single seek.
-            found = [conn.execute(sql, (name,)).fetchone()[0] for name in wanted]
-            values = [v for v in found if v is not None]
-            return min(values) if values else None
-
-        best = await self._run(work)
-        return None if best is None else from_micros(best)
+        return {name: QueueLength(pending=n, due=due) for name, n, due in rows}
 
     # -- claiming ---------------------------------------------------------------------
 
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
-    ) -> list[StoredCall]:
+    ) -> Claim:
         if limit <= 0 or not slots:
-            return []
+            return Claim([], None)
         now_us = to_micros(now)
         pick_sql = self._q["claim_candidates"]
         delete_sql = self._q["delete_ids"]
         lease_sql = self._q["lease_ids"]
+        next_sql = self._q["next_due_of_name"]
         wanted = [(name, free) for name, free in slots.items() if free > 0]
 
-        def work(conn: sqlite3.Connection) -> list[StoredCall]:
+        def work(conn: sqlite3.Connection) -> tuple[list[StoredCall], int | None]:
             rows: list[Any] = []
             for name, free in wanted:
                 rows.extend(conn.execute(pick_sql, (name, now_us, free)).fetchall())
-            if not rows:
-                return []
             rows.sort(key=lambda row: (row[3], row[0]))
             calls = [call_from_row(row, from_micros) for row in rows[:limit]]
             leased = [c.id for c in calls if lease is not None and c.name in lease.names]
@@ -330,9 +318,16 @@ class SQLiteStore:
                 conn.execute(
                     lease_sql, (lease.owner, to_micros(lease.expires_at), json.dumps(leased))
                 )
-            return calls
+            # In the same transaction: one indexed seek per name that still has room.
+            taken = json.dumps([c.id for c in calls])
+            found = [
+                conn.execute(next_sql, (name, taken)).fetchone()
+                for name in free_after_claim(slots, limit, (c.name for c in calls))
+            ]
+            return calls, min((row[0] for row in found if row is not None), default=None)
 
-        return await self._write(work)
+        calls, next_us = await self._write(work)
+        return Claim(calls, None if next_us is None else from_micros(next_us))
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         if not call_ids:
@@ -388,6 +383,26 @@ class SQLiteStore:
                 return None  # the lease was lost: another worker has the call now
             dead_id: int = conn.execute(sql, params).fetchone()[0]
             return dead_id
+
+        return await self._write(work)
+
+    async def dead_letter_due(
+        self, name: str, due_by: datetime, error: str, failed_at: datetime
+    ) -> int:
+        params = {
+            "name": name,
+            "due_by": to_micros(due_by),
+            "error": error,
+            "failed_at": to_micros(failed_at),
+        }
+        move_sql = self._q["dead_letter_due_rows"]
+        delete_sql = self._q["delete_due_rows"]
+
+        def work(conn: sqlite3.Connection) -> int:
+            # One transaction (it holds the write lock): the same rows move and go.
+            moved: int = conn.execute(move_sql, params).rowcount
+            conn.execute(delete_sql, params)
+            return moved
 
         return await self._write(work)
 

@@ -17,7 +17,7 @@ and starts a ``LISTEN`` task; every database call crosses the bridge once
 (``aio_as_trio``), so the rest of the program stays pure Trio.
 
 **Connections.** The store keeps one pool connection for its own statements (claims,
-``next_due``, ``schedule``, completions...), so that they skip the pool's acquire and
+``schedule``, completions...), so that they skip the pool's acquire and
 release; a statement that finds it busy takes another pool connection. The store's
 statements are single statements and leave no session state, so the pool does not
 reset a connection only they used; a connection a running call's session used gets

@@ -17,8 +17,9 @@ import asyncpg
 import trio
 
 from ..._errors import InvalidArgumentError, InvalidPayloadError, StoreClosedError, StoreError
-from ..._model import DeadLetter, Lease, NewCall, StoredCall
+from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._payload import MAX_PAYLOAD_BYTES
+from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
 from .._batch import GroupCommit
@@ -203,25 +204,18 @@ class PostgresStore:
         )
         return [call_from_row(row, _utc) for row in rows]
 
-    async def pending_names(self, due_by: datetime | None = None) -> dict[str, int]:
-        rows = await self._call("fetch", "pending_names", due_by)
-        return {row[0]: row[1] for row in rows}
-
-    async def next_due(self, names: Collection[str]) -> datetime | None:
-        wanted = list(names)
-        if not wanted:
-            return None
-        value: datetime | None = await self._call("fetchval", "next_due", wanted)
-        return None if value is None else _utc(value)
+    async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        rows = await self._call("fetch", "pending_counts", due_by)
+        return {row[0]: QueueLength(pending=row[1], due=row[2]) for row in rows}
 
     # -- claiming ---------------------------------------------------------------------
 
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
-    ) -> list[StoredCall]:
+    ) -> Claim:
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
         if limit <= 0 or not wanted:
-            return []
+            return Claim([], None)
         names = [name for name, _ in wanted]
         quotas = [free for _, free in wanted]
         leased = [] if lease is None else [name for name in names if name in lease.names]
@@ -255,11 +249,11 @@ class PostgresStore:
                     lease.owner,
                     lease.expires_at,
                 )
-        calls = [call_from_row(row, _utc) for row in rows]
+        # Every claim statement ends with one row whose id is NULL: the next due time.
+        calls = [call_from_row(row, _utc) for row in rows if row[0] is not None]
         calls.sort(key=lambda c: (c.due_at, c.id))
-        return calls
-
-    # -- dead letters -----------------------------------------------------------------
+        (next_due,) = [row[7] for row in rows if row[0] is None]
+        return Claim(calls, None if next_due is None else _utc(next_due))
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         if not call_ids:
@@ -306,6 +300,8 @@ class PostgresStore:
             self._listeners.notify(_utc(due_at))
         return count > 0
 
+    # -- dead letters -----------------------------------------------------------------
+
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
@@ -325,6 +321,14 @@ class PostgresStore:
                 owner,
             )
         return new_id
+
+    async def dead_letter_due(
+        self, name: str, due_by: datetime, error: str, failed_at: datetime
+    ) -> int:
+        moved: int = await self._call(
+            "fetchval", "dead_letter_due", name, due_by, error.replace("\x00", "\\x00"), failed_at
+        )
+        return moved
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None

@@ -64,21 +64,12 @@ WHERE lease_owner IS NULL
 ORDER BY due_at, id
 LIMIT $5::bigint;
 
--- name: pending_names
-SELECT name, count(*) FROM {schema}.calls
-WHERE lease_owner IS NULL AND ($1::timestamptz IS NULL OR due_at <= $1::timestamptz)
+-- name: pending_counts
+-- Per name: pending calls, and those due by $1 (inclusive), in one pass.
+SELECT name, count(*), count(*) FILTER (WHERE due_at <= $1::timestamptz)
+FROM {schema}.calls
+WHERE lease_owner IS NULL
 GROUP BY name;
-
--- name: next_due
--- One index seek per name. Leased rows count: their due_at is the lease expiry.
-SELECT min(first.due_at)
-FROM unnest($1::text[]) AS n (name)
-CROSS JOIN LATERAL (
-    SELECT c.due_at FROM {schema}.calls AS c
-    WHERE c.name = n.name
-    ORDER BY c.due_at, c.id
-    LIMIT 1
-) AS first;
 
 -- name: _claim_picked
 -- A fragment (names starting with "_" are not queries), shared by the three claim
@@ -88,7 +79,7 @@ CROSS JOIN LATERAL (
 WITH quotas AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
 ), picked AS (
-    SELECT c.id, c.due_at
+    SELECT c.id, c.due_at, q.name
     FROM quotas AS q
     CROSS JOIN LATERAL (
         SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
@@ -101,6 +92,34 @@ WITH quotas AS (
     LIMIT $4::integer
 )
 
+-- name: _claim_next
+-- A fragment following _claim_picked: once the picks are taken, the earliest due row
+-- of each name that still has room (its quota not used up, and the total $4 not
+-- reached), leaving out the picked rows themselves. One index seek per such name.
+room AS (
+    SELECT q.name FROM quotas AS q
+    WHERE q.slots > (SELECT count(*) FROM picked AS p WHERE p.name = q.name)
+      AND (SELECT count(*) FROM picked) < $4::integer
+), upcoming AS (
+    SELECT min(first.due_at) AS next_due
+    FROM room
+    CROSS JOIN LATERAL (
+        SELECT c.due_at FROM {schema}.calls AS c
+        WHERE c.name = room.name AND NOT EXISTS (SELECT 1 FROM picked AS p WHERE p.id = c.id)
+        ORDER BY c.due_at, c.id
+        LIMIT 1
+    ) AS first
+)
+
+-- name: _claim_result
+-- A fragment ending each claim statement: the taken calls, then one row whose id is
+-- NULL and whose last column is the next due time (see _claim_next).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts,
+    NULL::timestamptz AS next_due
+FROM taken
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
+
 -- name: claim
 -- One statement: lock the earliest due rows of each name (at most its free slots),
 -- skipping rows another claimer holds, keep the earliest `limit` across names, then
@@ -108,7 +127,7 @@ WITH quotas AS (
 -- (at-least-once; an expired lease's row is due again, since its due_at is the
 -- expiry). Returns each call with its due time before the claim and its new attempt
 -- count. Rows locked but not kept are unlocked when the statement's transaction ends.
-{_claim_picked}, deleted AS (
+{_claim_picked}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
@@ -118,28 +137,34 @@ WITH quotas AS (
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
+), taken AS (
+    SELECT * FROM deleted
+    UNION ALL
+    SELECT * FROM leased
 )
-SELECT * FROM deleted
-UNION ALL
-SELECT * FROM leased;
+{_claim_result};
 
 -- name: claim_delete
 -- The claim when no name is leased (at-most-once only): the same picks as "claim",
 -- deleted, without the lease branch (a cheaper statement to plan and run).
-{_claim_picked}
-DELETE FROM {schema}.calls
-WHERE id IN (SELECT id FROM picked)
-RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts;
+{_claim_picked}, {_claim_next}, taken AS (
+    DELETE FROM {schema}.calls
+    WHERE id IN (SELECT id FROM picked)
+    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
+)
+{_claim_result};
 
 -- name: claim_lease
 -- The claim when every name is leased (at-least-once only): the same picks as
 -- "claim", leased to $5 until $6, without the delete branch.
-{_claim_picked}
-UPDATE {schema}.calls AS c
-SET lease_owner = $5::text, due_at = $6::timestamptz, attempts = c.attempts + 1
-FROM picked AS p
-WHERE c.id = p.id
-RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts;
+{_claim_picked}, {_claim_next}, taken AS (
+    UPDATE {schema}.calls AS c
+    SET lease_owner = $5::text, due_at = $6::timestamptz, attempts = c.attempts + 1
+    FROM picked AS p
+    WHERE c.id = p.id
+    RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
+)
+{_claim_result};
 
 -- name: renew
 UPDATE {schema}.calls SET due_at = $1
@@ -182,6 +207,28 @@ SELECT $1::bigint, $2::text, $3::text, $4::timestamptz, $5::text, $6::timestampt
     $7::timestamptz, $8::text, $9::integer
 WHERE $10::text IS NULL OR EXISTS (SELECT 1 FROM removed)
 RETURNING id;
+
+-- name: dead_letter_due
+-- Every row named $1 due by $2 (an expired lease's row is due; a live lease's is not)
+-- moves to dead letters with error $3, failed at $4, in one statement. Rows another
+-- claimer holds locked right now are skipped (they are being started).
+WITH moved AS (
+    DELETE FROM {schema}.calls
+    WHERE id IN (
+        SELECT id FROM {schema}.calls
+        WHERE name = $1::text AND due_at <= $2::timestamptz
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts
+), kept AS (
+    INSERT INTO {schema}.dead_letters
+        (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+    SELECT id, name, payload, due_at, identifier, scheduled_at, $4::timestamptz, $3::text,
+        attempts
+    FROM moved
+    RETURNING 1
+)
+SELECT count(*) FROM kept;
 
 -- name: dead_letters
 SELECT id, call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts

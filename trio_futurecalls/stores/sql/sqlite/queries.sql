@@ -21,14 +21,19 @@ WHERE lease_owner IS NULL
 ORDER BY due_at, id
 LIMIT coalesce(:limit, -1);
 
--- name: pending_names
--- The parameter is NULL (all pending calls) or a due_at bound (inclusive).
-SELECT name, count(*) FROM futurecalls_calls
-WHERE lease_owner IS NULL AND (?1 IS NULL OR due_at <= ?1)
+-- name: pending_counts
+-- Per name: pending calls, and those due by the parameter (inclusive).
+SELECT name, count(*), count(*) FILTER (WHERE due_at <= ?1) FROM futurecalls_calls
+WHERE lease_owner IS NULL
 GROUP BY name;
 
 -- name: next_due_of_name
-SELECT min(due_at) FROM futurecalls_calls WHERE name = ?;
+-- The earliest due row of a name, leaving out the rows a claim just took (a JSON
+-- array of ids): one walk of the (name, due_at) index.
+SELECT due_at FROM futurecalls_calls
+WHERE name = ? AND id NOT IN (SELECT value FROM json_each(?))
+ORDER BY due_at
+LIMIT 1;
 
 -- name: claim_candidates
 -- The earliest due rows of one name, up to that name's free slots (an expired
@@ -80,6 +85,17 @@ LIMIT coalesce(:limit, -1);
 -- name: take_dead_letter
 DELETE FROM futurecalls_dead_letters WHERE id = ?
 RETURNING name, payload, identifier, scheduled_at;
+
+-- name: dead_letter_due_rows
+-- Rows of one name due by a time (a leased row is due once its lease expired).
+INSERT INTO futurecalls_dead_letters
+    (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+SELECT id, name, payload, due_at, identifier, scheduled_at, :failed_at, :error, attempts
+FROM futurecalls_calls
+WHERE name = :name AND due_at <= :due_by;
+
+-- name: delete_due_rows
+DELETE FROM futurecalls_calls WHERE name = :name AND due_at <= :due_by;
 
 -- name: purge_dead_letter
 DELETE FROM futurecalls_dead_letters WHERE id = ?;
