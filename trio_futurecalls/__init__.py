@@ -46,6 +46,7 @@ from ._stats import SchedulerStatistics as SchedulerStatistics
 from ._store import PendingQuery as PendingQuery
 from ._store import PoolSizeCheck as PoolSizeCheck
 from ._store import Store as Store
+from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._validate import MAX_DELAY as MAX_DELAY
 from ._validate import MAX_IDENTIFIER_LENGTH as MAX_IDENTIFIER_LENGTH
 from ._validate import MAX_NAME_LENGTH as MAX_NAME_LENGTH
@@ -56,30 +57,5 @@ from .stores.sqlite import SQLiteSession as SQLiteSession
 from .stores.sqlite import SQLiteStore as SQLiteStore
 from .stores.sqlite import open_sqlite_store as open_sqlite_store
 
-
-def _fixup_module_metadata() -> None:
-    """Public names defined in private modules report their public home
-    (``trio_futurecalls.StoreError``, not ``trio_futurecalls._errors.StoreError``) in
-    reprs and tracebacks, the way trio does it.
-
-    A class's own annotations are evaluated first, in the module that wrote them, so
-    that ``typing.get_type_hints`` (attrs, cattrs...) still works on it afterwards.
-    """
-    import inspect
-    import typing
-
-    for name, value in list(globals().items()):
-        if name.startswith("_") or not callable(value):
-            continue
-        module = getattr(value, "__module__", "")
-        if not (isinstance(module, str) and module.startswith(f"{__name__}._")):
-            continue
-        own = inspect.get_annotations(value) if isinstance(value, type) else {}
-        if own:
-            hints = typing.get_type_hints(value, include_extras=True)
-            value.__annotations__ = {key: hints[key] for key in own}
-        value.__module__ = __name__
-
-
-_fixup_module_metadata()
+_fixup_module_metadata(__name__, globals())
 del _fixup_module_metadata

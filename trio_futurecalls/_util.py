@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import NoReturn
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn
 
 import trio
 
@@ -62,3 +64,24 @@ def raise_unwrapped(
     if replacement is body_exc or replacement.__cause__ is not None:
         raise replacement from replacement.__cause__
     raise replacement from group
+
+
+def fixup_module_metadata(module: str, namespace: Mapping[str, Any]) -> None:
+    """Public names of ``module`` defined in its private submodules report ``module``
+    as their home (``trio_futurecalls.StoreError``, not
+    ``trio_futurecalls._errors.StoreError``) in reprs and tracebacks, as trio does.
+
+    A class's own annotations are evaluated first, in the module that wrote them, so
+    that ``typing.get_type_hints`` (attrs, cattrs...) still works on it afterwards.
+    """
+    for name, value in list(namespace.items()):
+        if name.startswith("_") or not callable(value):
+            continue
+        home = getattr(value, "__module__", "")
+        if not (isinstance(home, str) and home.startswith(f"{module}._")):
+            continue
+        own = inspect.get_annotations(value) if isinstance(value, type) else {}
+        if own:
+            hints = typing.get_type_hints(value, include_extras=True)
+            value.__annotations__ = {key: hints[key] for key in own}
+        value.__module__ = module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import traceback
 import typing
 
@@ -28,6 +29,23 @@ def test_public_names_report_their_public_module(name: str) -> None:
     if isinstance(value, type):
         # Annotations still resolve after the module was rewritten (attrs, cattrs...).
         typing.get_type_hints(value)
+
+
+@pytest.mark.parametrize(
+    "package", ["trio_futurecalls.stores.sqlite", "trio_futurecalls.stores.postgres"]
+)
+def test_store_packages_report_their_public_module(package: str) -> None:
+    module = importlib.import_module(package)
+    names = [n for n in dir(module) if not n.startswith("_")]
+    found = 0
+    for name in names:
+        value = getattr(module, name)
+        if callable(value) and getattr(value, "__module__", "").startswith(package):
+            assert value.__module__ == package, (name, value.__module__)
+            if isinstance(value, type):
+                typing.get_type_hints(value)
+            found += 1
+    assert found >= 3
 
 
 def test_errors_show_their_public_name_in_tracebacks() -> None:

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from trio_futurecalls import StoreError, StoreUnavailableError
-from trio_futurecalls.stores.sqlite import _translate
+from trio_futurecalls.stores.sqlite._connection import translate as _translate
 
 
 def sqlite_error(cls: type[sqlite3.Error], message: str, code: int | None) -> sqlite3.Error:

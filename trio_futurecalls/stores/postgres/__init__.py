@@ -81,6 +81,7 @@ except ImportError as exc:
         name=exc.name,
     ) from exc
 
+from ..._util import fixup_module_metadata
 from ._open import DEFAULT_RECHECK_INTERVAL as DEFAULT_RECHECK_INTERVAL
 from ._open import open_postgres_store as open_postgres_store
 from ._pool import recommended_pool_size as recommended_pool_size
@@ -103,12 +104,5 @@ __all__ = [
 
 # They report their public home (in reprs and documentation), as when this package
 # was one module: ``trio_futurecalls.stores.postgres.PostgresStore``.
-for _public in (
-    PostgresSession,
-    PostgresStore,
-    check_schema_name,
-    open_postgres_store,
-    recommended_pool_size,
-):
-    _public.__module__ = __name__
-del _public, _asyncpg, _trio_asyncio
+fixup_module_metadata(__name__, globals())
+del _asyncpg, _trio_asyncio

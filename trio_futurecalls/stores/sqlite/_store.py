@@ -1,190 +1,40 @@
-"""The embedded durable default store: one SQLite file, stdlib ``sqlite3``.
+"""The SQLite store: every protocol operation as statements in a worker thread.
 
 ``sqlite3`` blocks, so every operation runs in a worker thread
 (``trio.to_thread.run_sync``) and never on the event loop. The store's own connection
-is used by one thread at a time (a ``CapacityLimiter(1)``); each running call's session
-opens its own connection to the same file. The database is in WAL mode (readers do not
-block the writer), ``synchronous=FULL`` by default (a call acknowledged by ``schedule``
-survives power loss), and its schema is versioned with ``PRAGMA user_version``.
-
-Several processes may share one file (e.g. a web process that schedules and a worker
-that runs): SQLite's locking keeps claims atomic (``BEGIN IMMEDIATE``). Changes made
-through this store wake the dispatcher at once; SQLite cannot push changes made by
-other connections, so a watcher task reads ``PRAGMA data_version`` (one cheap pragma,
-no table access) every ``recheck_interval`` seconds and wakes the dispatcher only when
-another connection committed something. The dispatcher itself never polls.
+is used by one thread at a time (a ``CapacityLimiter(1)``); writes run in one
+``BEGIN IMMEDIATE`` transaction each, which keeps claims atomic across processes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar, final
 
 import trio
 
-from .._errors import InvalidArgumentError, StoreClosedError, StoreError, StoreUnavailableError
-from .._model import Claim, DeadLetter, Lease, NewCall, StoredCall
-from .._stats import QueueLength
-from .._store import Listener, PendingQuery
-from .._util import raise_unwrapped
-from .._validate import check_positive_seconds
-from ._batch import GroupCommit
-from ._claims import free_after_claim
-from ._listeners import Listeners
-from ._rows import call_from_row, dead_letter_from_row
-from ._sql import migrations, queries
-
-#: Seconds between the dispatcher's re-checks for changes made by other processes.
-DEFAULT_RECHECK_INTERVAL: Final = 1.0
+from ..._errors import StoreClosedError, StoreError
+from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from ..._stats import QueueLength
+from ..._store import Listener, PendingQuery
+from .._batch import GroupCommit
+from .._claims import free_after_claim
+from .._listeners import Listeners
+from .._rows import call_from_row, dead_letter_from_row
+from .._sql import queries
+from ._connection import from_micros, to_micros, translate
+from ._session import SQLiteSession
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO: Final = timedelta(microseconds=1)
-_SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
 
 T = TypeVar("T")
-
-
-def to_micros(value: datetime) -> int:
-    return (value - _EPOCH) // _MICRO
-
-
-def from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-#: Primary result codes that mean "not now": another connection holds the database or
-#: a table, or the file cannot be opened (yet). Extended codes (SQLITE_BUSY_SNAPSHOT...)
-#: carry the primary code in their low byte.
-_UNAVAILABLE_CODES: Final = frozenset(
-    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
-)
-
-
-def _translate(exc: sqlite3.Error) -> StoreError:
-    # By result code, never by message text. Errors the sqlite3 module raises itself
-    # (a closed connection, a bad parameter) have no code.
-    text = str(exc)
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and (code & 0xFF) in _UNAVAILABLE_CODES:
-        return StoreUnavailableError(f"SQLite database unavailable: {text}")
-    return StoreError(f"SQLite error: {type(exc).__name__}: {text}")
-
-
-def _connect(path: str, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against _SYNC_MODES
-        conn.execute("PRAGMA foreign_keys=ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the newest version; harmless when run again."""
-    wanted = migrations("sqlite")
-    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes too
-    try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > len(wanted):
-            raise StoreError(
-                f"database schema version {version} is newer than this library knows "
-                f"({len(wanted)}); upgrade trio_futurecalls"
-            )
-        for migration in wanted[version:]:
-            for statement in _statements(migration.sql):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={migration.version:d}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(wanted)
-
-
-def _statements(script: str) -> list[str]:
-    out: list[str] = []
-    current = ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip():
-                out.append(current)
-            current = ""
-    if current.strip() and not all(
-        part.strip().startswith("--") or not part.strip() for part in current.splitlines()
-    ):
-        raise StoreError(f"incomplete SQL statement in migration: {current!r}")
-    return out
-
-
-@final
-class SQLiteSession:
-    """A running call's own connection to the store's SQLite file.
-
-    The connection is opened on first use and closed when the call ends. Methods run in
-    a worker thread; the session is never shared between calls.
-    """
-
-    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
-        self._path = path
-        self._synchronous = synchronous
-        self._busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
-        self.closed = False
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self.closed:
-            raise StoreClosedError("this session ended with its call")
-
-        def work() -> T:
-            if self._conn is None:
-                self._conn = _connect(self._path, self._synchronous, self._busy_timeout)
-            return fn(self._conn)
-
-        try:
-            return await trio.to_thread.run_sync(work, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            raise _translate(exc) from exc
-
-    async def execute(
-        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> list[Any]:
-        """Run one parameterized statement (autocommit); return all result rows."""
-        return await self._run(lambda conn: conn.execute(sql, parameters).fetchall())
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement for each parameter row, in one transaction."""
-
-        def work(conn: sqlite3.Connection) -> None:
-            with conn:
-                conn.execute("BEGIN")
-                conn.executemany(sql, rows)
-
-        await self._run(work)
-
-    async def aclose(self) -> None:
-        self.closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
 
 @final
@@ -219,7 +69,7 @@ class SQLiteStore:
             # Not abandoned on cancel: a claim that committed is always handed back.
             return await trio.to_thread.run_sync(fn, conn, limiter=self._limiter)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def work(conn: sqlite3.Connection) -> T:
@@ -485,72 +335,3 @@ class SQLiteStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-
-@asynccontextmanager
-async def open_sqlite_store(
-    path: str | os.PathLike[str],
-    *,
-    recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL,
-    synchronous: str = "FULL",
-    busy_timeout: float = 5.0,
-) -> AsyncIterator[SQLiteStore]:
-    """Open (creating and migrating if needed) the SQLite store at ``path``.
-
-    * ``recheck_interval``: seconds between checks (``PRAGMA data_version``) for
-      changes made by *other* connections, e.g. calls scheduled by another process;
-      the dispatcher is woken only when there was one (None: never check; only calls
-      scheduled through this store wake the dispatcher).
-    * ``synchronous``: SQLite's ``PRAGMA synchronous`` (``FULL`` keeps every
-      acknowledged call through power loss; ``NORMAL`` is faster and still safe against
-      process crashes in WAL mode).
-    * ``busy_timeout``: seconds to wait for another process's lock.
-    """
-    text_path = os.fspath(path)
-    if not isinstance(text_path, str) or not text_path:
-        raise InvalidArgumentError(f"path must be a non-empty path, got {path!r}")
-    if text_path == ":memory:":
-        raise InvalidArgumentError(
-            "':memory:' would give every session its own empty database; use MemoryStore"
-        )
-    mode = synchronous.upper() if isinstance(synchronous, str) else synchronous
-    if mode not in _SYNC_MODES:
-        raise InvalidArgumentError(f"synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
-    recheck = check_positive_seconds(recheck_interval, "recheck_interval", allow_none=True)
-    if recheck == 0:
-        raise InvalidArgumentError("recheck_interval must be > 0 or None")
-    timeout = check_positive_seconds(busy_timeout, "busy_timeout")
-    assert timeout is not None
-
-    def open_and_migrate() -> sqlite3.Connection:
-        conn = _connect(text_path, mode, timeout)
-        try:
-            _migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    try:
-        conn = await trio.to_thread.run_sync(open_and_migrate)
-    except sqlite3.Error as exc:
-        raise _translate(exc) from exc
-    store = SQLiteStore(
-        text_path, conn, recheck_interval=recheck, synchronous=mode, busy_timeout=timeout
-    )
-    body_exc: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            if recheck is not None:
-                nursery.start_soon(store._watch_other_connections, recheck)
-            try:
-                yield store
-            except BaseException as exc:
-                body_exc = exc
-                raise
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await store.aclose()
-    except BaseExceptionGroup as group:
-        raise_unwrapped(group, body_exc, lambda e: StoreError(f"SQLite store: {e!r}"))

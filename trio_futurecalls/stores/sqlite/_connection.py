@@ -1,0 +1,97 @@
+"""The SQLite side of the store: connections, migrations, time values and errors.
+
+Times are stored as integer microseconds since the Unix epoch (UTC). Driver errors
+are translated by result code (never by message text) at this edge.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from ..._errors import StoreError, StoreUnavailableError
+from .._sql import migrations
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO: Final = timedelta(microseconds=1)
+#: Values of ``PRAGMA synchronous`` a store accepts.
+SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def to_micros(value: datetime) -> int:
+    return (value - _EPOCH) // _MICRO
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+#: Primary result codes that mean "not now": another connection holds the database or
+#: a table, or the file cannot be opened (yet). Extended codes (SQLITE_BUSY_SNAPSHOT...)
+#: carry the primary code in their low byte.
+_UNAVAILABLE_CODES: Final = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def translate(exc: sqlite3.Error) -> StoreError:
+    # By result code, never by message text. Errors the sqlite3 module raises itself
+    # (a closed connection, a bad parameter) have no code.
+    text = str(exc)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _UNAVAILABLE_CODES:
+        return StoreUnavailableError(f"SQLite database unavailable: {text}")
+    return StoreError(f"SQLite error: {type(exc).__name__}: {text}")
+
+
+def connect(path: str, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNC_MODES
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; harmless when run again."""
+    wanted = migrations("sqlite")
+    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes too
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > len(wanted):
+            raise StoreError(
+                f"database schema version {version} is newer than this library knows "
+                f"({len(wanted)}); upgrade trio_futurecalls"
+            )
+        for migration in wanted[version:]:
+            for statement in statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={migration.version:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(wanted)
+
+
+def statements(script: str) -> list[str]:
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                out.append(current)
+            current = ""
+    if current.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in current.splitlines()
+    ):
+        raise StoreError(f"incomplete SQL statement in migration: {current!r}")
+    return out
