@@ -31,6 +31,7 @@ from ._options import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
 from ._options import SchedulerKeywords as SchedulerKeywords
 from ._options import SchedulerOptions as SchedulerOptions
 from ._payload import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from ._payload import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
 from ._retry import Backoff as Backoff
 from ._retry import Delivery as Delivery
 from ._retry import ExponentialBackoff as ExponentialBackoff

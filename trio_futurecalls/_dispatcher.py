@@ -84,6 +84,11 @@ class Dispatcher:
                     now = wall if until is None else min(wall, until)
                     lease = self._lease(wall)
                     claim = await self._store.claim(now, slots, limit, lease)
+                    if self._execution.closing:
+                        # Shutdown began while the claim was in flight: these calls
+                        # will not start, so they go back to the store.
+                        await self._execution.hand_back(claim.calls, lease is not None)
+                        return
                     expiry = lease.expires_at if lease is not None else None
                     for call in claim.calls:
                         self._execution.start(calls, call, expiry)

@@ -5,25 +5,29 @@ decodes the payload, opens the call's own session, runs ``invoke`` in the call's
 cancel scope (deadline: the class's ``timeout``; cancelled by the lease keeper when
 the lease is lost), finds the :class:`Outcome`, lets :func:`decide` choose the
 :class:`Action`, has ``_writes.py`` carry it out, counts it, and gives the tokens back.
+
+Structurally safe: the task's first statement is the ``try`` whose ``finally`` gives
+the tokens back; whatever ``invoke`` raises (exception groups included) is that call's
+failure, never the scheduler's; a call that never reached ``invoke`` (claimed as
+shutdown began, or cancelled before it could start) is handed back to the store.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import trio
 
 from ._calllog import call_fields, error_text
-from ._errors import PayloadDecodeError
 from ._model import CallInfo, StoredCall
 from ._options import Clock
 from ._outcome import Action, CallPolicy, Outcome, decide, is_abandoned
 from ._payload import decode_payload
 from ._retry import backoff_delay
 from ._running import RunningCall, RunningCalls
-from ._slots import Slots
+from ._slots import Slots, Ticket
 from ._stats import ClassCounters
 from ._store import Store
 from ._writes import CallWrites
@@ -52,62 +56,122 @@ class Execution:
         self._policies = policies
         self._counters = counters
         self._writes = writes
+        #: Set when shutdown begins: calls claimed from then on are handed back.
+        self.closing = False
 
     def start(
         self, nursery: trio.Nursery, call: StoredCall, lease_expires_at: datetime | None
     ) -> None:
         """Take ``call``'s tokens (counted free before its claim) and start its task."""
-        token = self._slots.take(call.name)
-        nursery.start_soon(self._run_call, call, token, lease_expires_at)
+        policy = self._policies.get(call.name)
+        if policy is None:
+            # A store answered with a name this scheduler never asked for: give it
+            # back untouched rather than lose it.
+            _log.error(
+                "the store handed over call %s (id=%d) of a class not registered here; "
+                "it goes back to the store",
+                call.name,
+                call.id,
+                extra=call_fields(call),
+            )
+            nursery.start_soon(self._writes.hand_back, [call], lease_expires_at is not None)
+            return
+        ticket = self._slots.take(call.name)
+        try:
+            nursery.start_soon(self._run_call, call, policy, ticket, lease_expires_at)
+        except BaseException:
+            self._slots.give_back(ticket)
+            raise
+
+    async def hand_back(self, calls: Sequence[StoredCall], leased: bool) -> None:
+        """Give claimed calls that will not start back to the store (shielded)."""
+        await self._writes.hand_back(calls, leased)
 
     async def _run_call(
-        self, call: StoredCall, token: object, lease_expires_at: datetime | None
+        self,
+        call: StoredCall,
+        policy: CallPolicy,
+        ticket: Ticket,
+        lease_expires_at: datetime | None,
     ) -> None:
-        policy = self._policies[call.name]
-        counters = self._counters[call.name]
-        started_wall = self._clock()
-        started = trio.current_time()
-        info = CallInfo(
-            id=call.id,
-            name=call.name,
-            identifier=call.identifier,
-            due_at=call.due_at,
-            scheduled_at=call.scheduled_at,
-            started_at=started_wall,
-            attempt=call.attempts,
-        )
-        counters.started += 1
-        counters.wait.add((started_wall - call.due_at).total_seconds())
-        running = RunningCall(
-            info, trio.CancelScope(), policy.leased, lease_expires_at if policy.leased else None
-        )
-        self._running.add(running)
-        outcome = Outcome.INTERRUPTED
+        # The first statement is the try whose finally gives the tokens back: nothing
+        # that follows can leak them. (One function, not several: this is the hot path.)
         try:
-            outcome, error = await self._attempt(call, policy, running)
-            await self._act(call, policy, counters, outcome, error)
+            if self.closing:
+                # Claimed while shutdown began: it has not started, so it goes back.
+                await self._writes.hand_back([call], policy.leased)
+                return
+            counters = self._counters[call.name]
+            started_wall = self._clock()
+            started = trio.current_time()
+            running = RunningCall(
+                CallInfo(
+                    id=call.id,
+                    name=call.name,
+                    identifier=call.identifier,
+                    due_at=call.due_at,
+                    scheduled_at=call.scheduled_at,
+                    started_at=started_wall,
+                    attempt=call.attempts,
+                ),
+                trio.CancelScope(),
+                policy.leased,
+                lease_expires_at if policy.leased else None,
+            )
+            self._running.add(running)
+            counters.started += 1
+            counters.wait.add((started_wall - call.due_at).total_seconds())
+            outcome = Outcome.INTERRUPTED
+            try:
+                outcome, error = await self._attempt(call, policy, running)
+                if outcome is not Outcome.SUCCEEDED or policy.leased:  # else: nothing to do
+                    action = decide(outcome, call.attempts, policy)
+                    if action is not Action.FORGET:
+                        await self._act(call, policy, counters, action, error)
+            finally:
+                # Runs on cancellation too (Cancelled is never swallowed here).
+                self._running.remove(running)
+                counters.run.add(trio.current_time() - started)
+                if outcome is Outcome.SUCCEEDED:
+                    counters.succeeded += 1
+                else:
+                    counters.count_end(outcome.counter)
+                if outcome is Outcome.INTERRUPTED and not running.lost:
+                    await self._interrupted(call, policy, running, started)
         finally:
-            # Runs on cancellation too (Cancelled is never swallowed here).
-            self._running.remove(running)
-            counters.run.add(trio.current_time() - started)
-            counters.count_end(outcome.counter)
-            if outcome is Outcome.INTERRUPTED and not running.lost:
-                _log.warning(
-                    "call %s (id=%d) was cancelled after %.3f s",
-                    call.name,
-                    call.id,
-                    trio.current_time() - started,
-                    extra=call_fields(call),
-                )
-                if policy.leased:
-                    await self._writes.release(call)
-            self._slots.give_back(call.name, token)
+            self._slots.give_back(ticket)
+
+    async def _interrupted(
+        self, call: StoredCall, policy: CallPolicy, running: RunningCall, started: float
+    ) -> None:
+        """Shutdown (or an outer cancel) stopped the call: hand it back if it never
+        reached ``invoke``, release its lease if it did."""
+        if not running.invoked:
+            # Cancelled before invoke began: it never started, so nothing is lost,
+            # whatever the delivery mode.
+            _log.warning(
+                "call %s (id=%d) could not start before shutdown; it goes back",
+                call.name,
+                call.id,
+                extra=call_fields(call),
+            )
+            await self._writes.hand_back([call], policy.leased)
+            return
+        _log.warning(
+            "call %s (id=%d) was cancelled after %.3f s",
+            call.name,
+            call.id,
+            trio.current_time() - started,
+            extra=call_fields(call),
+        )
+        if policy.leased:
+            await self._writes.release(call)
 
     async def _attempt(
         self, call: StoredCall, policy: CallPolicy, running: RunningCall
     ) -> tuple[Outcome, str]:
         """Run one attempt; return how it ended and the error text (if it failed)."""
-        if is_abandoned(call.attempts, policy):
+        if policy.leased and is_abandoned(call.attempts, policy):
             # Claimed again after its lease expired on the last allowed attempt: give
             # up rather than let a call that kills its worker loop forever.
             return Outcome.ABANDONED, (
@@ -117,20 +181,38 @@ class Execution:
         cls = policy.cls
         try:
             payload = decode_payload(cls.payload_type, call.payload)
-        except PayloadDecodeError as exc:
-            return Outcome.UNDECODABLE, str(exc)
+        except Exception as exc:  # whatever a hostile payload makes decoding raise
+            return Outcome.UNDECODABLE, str(exc) or repr(exc)
         failure: BaseException | None = None
         # One scope per call: its deadline is the class's timeout (if any), and the
-        # lease keeper cancels it when the lease is lost.
+        # lease keeper cancels it when the lease is lost. The try is outside the
+        # scope, so that what the scope lets through (a group left once it took its
+        # own Cancelled out) is caught too.
         if cls.timeout is not None:
             running.scope.deadline = trio.current_time() + cls.timeout
-        with running.scope:
-            try:
+        try:
+            with running.scope:
                 instance = cls(running.info)
                 async with self._store.open_session(call) as session:
+                    running.invoked = True
                     await instance.invoke(session, payload)
-            except Exception as exc:
-                failure = exc
+        except Exception as exc:  # exception groups of errors included
+            failure = exc
+        except BaseExceptionGroup as group:
+            # Someone else's cancellation (shutdown) mixed with the call's own errors:
+            # log the errors, let the cancellation through.
+            cancelled, errors = group.split(trio.Cancelled)
+            if errors is not None:
+                _log.error(
+                    "call %s (id=%d) failed while being cancelled",
+                    call.name,
+                    call.id,
+                    exc_info=errors,
+                    extra=call_fields(call),
+                )
+            if cancelled is None:
+                raise  # not ours to handle (KeyboardInterrupt and the like)
+            raise cancelled from None
         if running.lost and running.scope.cancelled_caught:
             _log.error(
                 "call %s (id=%d) lost its lease and was cancelled; another worker may run it",
@@ -141,6 +223,8 @@ class Execution:
             return Outcome.LEASE_LOST, ""
         if running.scope.cancelled_caught:
             error = f"timed out after {cls.timeout} s (attempt {call.attempts})"
+            if failure is not None:
+                error = f"{error}; while stopping, it raised:\n{error_text(failure)}"
             _log.error(
                 "call %s (id=%d, identifier=%r, due %s) %s",
                 call.name,
@@ -173,12 +257,11 @@ class Execution:
         call: StoredCall,
         policy: CallPolicy,
         counters: ClassCounters,
-        outcome: Outcome,
+        action: Action,
         error: str,
     ) -> None:
-        """Carry out what :func:`decide` says for ``outcome`` (not for INTERRUPTED,
-        which the caller handles in its ``finally``)."""
-        action = decide(outcome, call.attempts, policy)
+        """Carry out the ``action`` :func:`decide` chose (INTERRUPTED is handled by
+        :meth:`_interrupted` instead)."""
         if action is Action.COMPLETE:
             await self._writes.complete(call)
         elif action is Action.RETRY:

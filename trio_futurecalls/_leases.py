@@ -65,7 +65,7 @@ class LeaseKeeper:
                 continue
             assert running.lease_expires_at is not None
             too_late = now + timedelta(seconds=self._interval) >= running.lease_expires_at
-            if (kept is not None or too_late) and self._running.is_current(running):
+            if (kept is not None or too_late) and not running.ended:
                 # Lost (another worker may have it) or about to expire unrenewed:
                 # stop rather than run on unaware.
                 running.lose_lease()

@@ -29,17 +29,15 @@ class CallPolicy:
     cls: type[FutureCall]
     delivery: Delivery
     max_attempts: int
+    #: True when the row stays (leased) while the call runs: at-least-once. A field,
+    #: not a property: it is read several times per call on the hot path.
+    leased: bool
 
     @classmethod
     def resolve(cls, call_class: type[FutureCall], default_delivery: Delivery) -> CallPolicy:
         delivery = call_class.delivery or default_delivery
         attempts = call_class.max_attempts or DEFAULT_MAX_ATTEMPTS[delivery]
-        return cls(call_class, delivery, attempts)
-
-    @property
-    def leased(self) -> bool:
-        """True when the row stays (leased) while the call runs: at-least-once."""
-        return self.delivery is Delivery.AT_LEAST_ONCE
+        return cls(call_class, delivery, attempts, delivery is Delivery.AT_LEAST_ONCE)
 
 
 class Outcome(enum.Enum):

@@ -26,6 +26,10 @@ from ._errors import InvalidPayloadError, PayloadDecodeError
 
 #: Largest encoded payload accepted, in bytes of UTF-8 JSON.
 MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Deepest nesting of lists, objects (and attrs instances) accepted in a payload. Far
+#: below Python's recursion limit, so no payload can make encoding or decoding recurse
+#: too deep; a stored payload nested deeper (written by another tool) is a dead letter.
+MAX_PAYLOAD_DEPTH = 100
 
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
 
@@ -74,11 +78,21 @@ def encode_payload(payload_type: type[Any] | None, value: object) -> str:
 
 
 def decode_payload(payload_type: type[Any] | None, text: str) -> Any:
-    """Decode stored JSON text; raise :class:`PayloadDecodeError` when it no longer fits."""
+    """Decode stored JSON text; raise :class:`PayloadDecodeError` when it no longer fits.
+
+    Whatever a stored payload makes decoding raise (invalid JSON, a nesting that
+    exhausts the recursion limit, a value no class accepts...) is a
+    :class:`PayloadDecodeError`.
+    """
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise PayloadDecodeError(f"stored payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadDecodeError(
+            "stored payload is nested too deeply to decode "
+            f"(the limit for new payloads is {MAX_PAYLOAD_DEPTH})"
+        ) from None
     if payload_type is None:
         return data
     try:
@@ -90,9 +104,16 @@ def decode_payload(payload_type: type[Any] | None, text: str) -> Any:
         ) from None
 
 
-def _check_json_value(value: object, path: str) -> None:
+def _too_deep(path: str) -> InvalidPayloadError:
+    return InvalidPayloadError(
+        f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels (at {path[:200]}...)"
+    )
+
+
+def _check_json_value(value: object, path: str, depth: int = 0) -> None:
     # An explicit walk: json.dumps would quietly turn tuples into lists and accept
-    # subclasses with custom behaviour; both break the round trip.
+    # subclasses with custom behaviour; both break the round trip. The depth limit
+    # also ends the walk of a list that contains itself.
     if value is None or type(value) in (str, bool, int):
         return
     if type(value) is float:
@@ -100,14 +121,18 @@ def _check_json_value(value: object, path: str) -> None:
             raise InvalidPayloadError(f"{path} is {value!r}, which JSON cannot represent")
         return
     if type(value) is list:
+        if depth >= MAX_PAYLOAD_DEPTH:
+            raise _too_deep(path)
         for i, item in enumerate(value):
-            _check_json_value(item, f"{path}[{i}]")
+            _check_json_value(item, f"{path}[{i}]", depth + 1)
         return
     if type(value) is dict:
+        if depth >= MAX_PAYLOAD_DEPTH:
+            raise _too_deep(path)
         for key, item in value.items():
             if type(key) is not str:
                 raise InvalidPayloadError(f"{path} has a non-str key {key!r}")
-            _check_json_value(item, f"{path}[{key!r}]")
+            _check_json_value(item, f"{path}[{key!r}]", depth + 1)
         return
     raise InvalidPayloadError(
         f"{path} is a {type(value).__name__}, which is not a plain JSON value "
@@ -115,11 +140,14 @@ def _check_json_value(value: object, path: str) -> None:
     )
 
 
-def _unstructure(value: object, path: str) -> object:
+def _unstructure(value: object, path: str, depth: int = 0) -> object:
     cls = type(value)
+    nested = attrs.has(cls) or cls in (list, tuple, dict)
+    if nested and depth >= MAX_PAYLOAD_DEPTH:
+        raise _too_deep(path)
     if attrs.has(cls):
         return {
-            field.name: _unstructure(getattr(value, field.name), f"{path}.{field.name}")
+            field.name: _unstructure(getattr(value, field.name), f"{path}.{field.name}", depth + 1)
             for field in attrs.fields(cls)
             if field.init  # init=False fields are derived, not payload
         }
@@ -128,15 +156,15 @@ def _unstructure(value: object, path: str) -> object:
             raise InvalidPayloadError(f"{path} is a naive datetime; use an aware one")
         return value.isoformat()
     if type(value) is list or type(value) is tuple:
-        return [_unstructure(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_unstructure(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if type(value) is dict:
         out = {}
         for key, item in value.items():
             if type(key) is not str:
                 raise InvalidPayloadError(f"{path} has a non-str key {key!r}")
-            out[key] = _unstructure(item, f"{path}[{key!r}]")
+            out[key] = _unstructure(item, f"{path}[{key!r}]", depth + 1)
         return out
-    _check_json_value(value, path)
+    _check_json_value(value, path, depth)
     return value
 
 

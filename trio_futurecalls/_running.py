@@ -25,6 +25,10 @@ class RunningCall:
     lease_expires_at: datetime | None = None
     #: Set when the lease was lost: another worker may run the call now.
     lost: bool = False
+    #: Set just before ``invoke`` is entered: from then on the call has started.
+    invoked: bool = False
+    #: Set when it left the table (its task is ending).
+    ended: bool = False
 
     def lose_lease(self) -> None:
         """Stop the call: it must not run on unaware that another worker has it."""
@@ -33,27 +37,29 @@ class RunningCall:
 
 
 class RunningCalls:
-    """Calls in flight, by call id."""
+    """Calls in flight, one entry per start.
+
+    Not keyed by call id: the same call may run twice here (a leased call whose old
+    run cancellation cannot reach, e.g. blocked in a thread, is claimed again once its
+    lease expired), and each run must come and go on its own.
+    """
 
     def __init__(self) -> None:
-        self._calls: dict[int, RunningCall] = {}
+        self._calls: set[RunningCall] = set()  # by identity: one entry per start
 
     def __len__(self) -> int:
         return len(self._calls)
 
     def add(self, running: RunningCall) -> None:
-        self._calls[running.info.id] = running
+        self._calls.add(running)
 
     def remove(self, running: RunningCall) -> None:
-        del self._calls[running.info.id]
-
-    def is_current(self, running: RunningCall) -> bool:
-        """True while ``running`` is the entry of its call id."""
-        return self._calls.get(running.info.id) is running
+        self._calls.remove(running)
+        running.ended = True
 
     def infos(self) -> list[CallInfo]:
-        return [r.info for r in self._calls.values()]
+        return [r.info for r in self._calls]
 
     def leased(self) -> dict[int, RunningCall]:
-        """Leased calls whose lease is still ours, by call id."""
-        return {i: r for i, r in self._calls.items() if r.leased and not r.lost}
+        """Leased calls whose lease is still ours, by call id (the newest run of each)."""
+        return {r.info.id: r for r in self._calls if r.leased and not r.lost}

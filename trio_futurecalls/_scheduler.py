@@ -94,7 +94,7 @@ class Scheduler:
         )
         self._running = RunningCalls()
         leased_names = frozenset(name for name, p in self._policies.items() if p.leased)
-        execution = Execution(
+        self._execution = execution = Execution(
             store=store,
             clock=self._clock,
             slots=self._slots,
@@ -284,6 +284,7 @@ class Scheduler:
             assert grace is not None
             self._grace = grace
         self._closed = True
+        self._execution.closing = True
         self._shutdown_requested.set()
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

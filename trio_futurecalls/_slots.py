@@ -26,34 +26,30 @@ class Doorbell:
 
     def __init__(self) -> None:
         self._event = trio.Event()
-        self._awake = True
+        #: True from :meth:`arm` until :meth:`sleep`: the dispatcher is in a round.
+        self.awake = True
         self._sleep_until: datetime | None = None
 
     def ring(self) -> None:
         self._event.set()
-
-    @property
-    def awake(self) -> bool:
-        """True from :meth:`arm` until :meth:`sleep`: the dispatcher is in a round."""
-        return self._awake
 
     def on_scheduled(self, due_at: datetime) -> None:
         """A store listener: calls due at ``due_at`` were scheduled (here or elsewhere).
 
         Rings only when it changes what the dispatcher waits for.
         """
-        if self._awake or self._sleep_until is None or due_at < self._sleep_until:
+        if self.awake or self._sleep_until is None or due_at < self._sleep_until:
             self._event.set()
 
     def arm(self) -> None:
         """Start a round: a ring from now on ends the next :meth:`sleep` at once."""
         self._event = trio.Event()
-        self._awake = True
+        self.awake = True
 
     async def sleep(self, deadline: float, next_due: datetime | None) -> None:
         """Sleep until ``deadline`` (Trio time) or a ring; ``next_due`` is what we await."""
         self._sleep_until = next_due
-        self._awake = False
+        self.awake = False
         with trio.move_on_at(deadline):
             await self._event.wait()
 
@@ -93,32 +89,32 @@ class Slots:
                     slots[name] = limit if free >= limit else int(free)
         return limit, slots
 
-    def take(self, name: str) -> object:
-        """Take a global and a class token for one call; return the token's borrower.
+    def take(self, name: str) -> Ticket:
+        """Take a global and a class token for one call; return what gives them back.
 
         Only for slots counted free by :meth:`free` since the last ``await``: then this
         cannot fail.
         """
-        token = object()
-        self._global.acquire_on_behalf_of_nowait(token)
+        ticket = Ticket(self._classes[name])
+        self._global.acquire_on_behalf_of_nowait(ticket)
         try:
-            self._classes[name].acquire_on_behalf_of_nowait(token)
+            ticket.limiter.acquire_on_behalf_of_nowait(ticket)
         except BaseException:
-            self._global.release_on_behalf_of(token)
+            self._global.release_on_behalf_of(ticket)
             raise
-        return token
+        return ticket
 
-    def give_back(self, name: str, token: object) -> None:
+    def give_back(self, ticket: Ticket) -> None:
         """Return the call's tokens; ring the doorbell if the dispatcher must look again.
 
         It must when a full limiter got room (it sleeps without waiting for that
         class), and when it is in a round: the free slots it counted before its claim
         are stale, and the claim's answer does not cover this one.
         """
-        limiter = self._classes[name]
-        was_full = self._global.available_tokens < 1 or limiter.available_tokens < 1
-        limiter.release_on_behalf_of(token)
-        self._global.release_on_behalf_of(token)
+        limiter, glob = ticket.limiter, self._global
+        was_full = glob.available_tokens < 1 or limiter.available_tokens < 1
+        limiter.release_on_behalf_of(ticket)
+        glob.release_on_behalf_of(ticket)
         if was_full or self._ring_always or self.doorbell.awake:
             self.doorbell.ring()
 
@@ -130,6 +126,16 @@ class Slots:
     def running(self, name: str) -> int:
         """Tokens of class ``name`` in use (its calls running)."""
         return int(self._classes[name].borrowed_tokens)
+
+
+class Ticket:
+    """The borrower of one call's two tokens (global and class)."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        #: The call's class limiter.
+        self.limiter = limiter
 
 
 def _tokens(limit: int | None) -> float:

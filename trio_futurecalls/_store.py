@@ -104,7 +104,22 @@ class Store(Protocol):
         In the same round trip, :attr:`Claim.next_due` is the earliest due time among
         the rows of the names that still have a free slot (``slots[name]`` minus what
         was taken, while ``limit`` is not used up), leaving out the rows this claim
-        took; None if there is none. A leased row counts at its lease expiry.
+        took, or the expiry of the lease this claim took if it leased any row (if
+        the lease is lost, the row is due again then); None if there is none. A
+        leased row counts at its lease expiry.
+        """
+        ...
+
+    async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        """Make each of ``calls`` pending again exactly as given (due at its
+        ``due_at``, with its ``attempts``), keeping its id.
+
+        For claimed calls that did not start (handed back at shutdown, with the
+        claim's attempt refunded) and for at-most-once retries. A row ``owner`` leases
+        has its lease ended; a row that is gone (deleted by its claim) is stored again
+        under its old id. A row that exists otherwise (pending already, or another
+        worker's now) is left alone, so putting back twice is harmless. Notifies
+        listeners. Returns how many were put back.
         """
         ...
 

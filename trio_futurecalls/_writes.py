@@ -1,28 +1,35 @@
-"""Store writes after a call's attempt: complete, retry, dead letter, release.
+"""Store writes after a call's attempt: complete, retry, dead letter, release, hand back.
 
 Each write is shielded from cancellation (shutdown must not interrupt it half-way)
-and bounded in time (:data:`CLEANUP_TIMEOUT`); a write that fails is logged, never
-raised, so one call's cleanup cannot take the scheduler down.
+and bounded in time (:data:`CLEANUP_TIMEOUT`); within that budget a write that finds
+the store unavailable is tried again with backoff. A write that still fails is
+logged, never raised, so one call's cleanup cannot take the scheduler down. Retries
+are harmless: every write either acts only on a row this scheduler owns, or puts a
+call back under its own id (``Store.put_back``), which a second time does nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+import attrs
 import trio
 
 from ._calllog import call_fields
-from ._errors import FutureCallsError
-from ._model import NewCall, StoredCall
+from ._errors import FutureCallsError, StoreUnavailableError
+from ._model import StoredCall
 from ._options import Clock
 from ._store import Store
 
 #: Longest a store write after a call (complete, release, retry, dead letter) may take,
-#: shielded from cancellation so that shutdown cannot interrupt it half-way.
+#: retries included, shielded from cancellation so that shutdown cannot interrupt it.
 CLEANUP_TIMEOUT: Final = 10.0
+#: First pause before a write is tried again (it doubles, up to MAX_WRITE_BACKOFF).
+FIRST_WRITE_BACKOFF: Final = 0.05
+MAX_WRITE_BACKOFF: Final = 2.0
 
 T = TypeVar("T")
 
@@ -40,22 +47,37 @@ class CallWrites:
     async def _write(
         self, call: StoredCall, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any
     ) -> T | None:
-        """One write, shielded and bounded; None when it failed (and was logged)."""
+        """One write, shielded, retried while the store is unavailable, bounded; None
+        when it failed (and was logged)."""
+        pause = FIRST_WRITE_BACKOFF
         with trio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
-            try:
-                return await fn(*args, **kw)
-            except Exception as exc:
-                # A store failure here must not take the scheduler down with it.
-                _log.error(
-                    "call %s (id=%d): could not %s: %r",
-                    call.name,
-                    call.id,
-                    what,
-                    exc,
-                    exc_info=not isinstance(exc, FutureCallsError),
-                    extra=call_fields(call),
-                )
-                return None
+            while True:
+                try:
+                    return await fn(*args, **kw)
+                except StoreUnavailableError as exc:
+                    _log.warning(
+                        "call %s (id=%d): could not %s (%s); trying again in %.2f s",
+                        call.name,
+                        call.id,
+                        what,
+                        exc,
+                        pause,
+                        extra=call_fields(call),
+                    )
+                    await trio.sleep(pause)
+                    pause = min(pause * 2, MAX_WRITE_BACKOFF)
+                except Exception as exc:
+                    # A store failure here must not take the scheduler down with it.
+                    _log.error(
+                        "call %s (id=%d): could not %s: %r",
+                        call.name,
+                        call.id,
+                        what,
+                        exc,
+                        exc_info=not isinstance(exc, FutureCallsError),
+                        extra=call_fields(call),
+                    )
+                    return None
         if scope.cancelled_caught:
             _log.error(
                 "call %s (id=%d): could not %s within %s s",
@@ -93,6 +115,27 @@ class CallWrites:
             refund_attempt=True,
         )
 
+    async def hand_back(self, calls: Sequence[StoredCall], leased: bool) -> None:
+        """Give back claimed calls that never started: pending again as they were,
+        the claim's attempt refunded, whatever the delivery mode."""
+        if not calls:
+            return
+        back = [attrs.evolve(c, attempts=max(c.attempts - 1, 0)) for c in calls]
+        owner = self._owner if leased else None
+        done = await self._write(
+            calls[0], "hand back unstarted calls", self._store.put_back, back, owner
+        )
+        if done is None and not leased:
+            for call in calls:
+                # Last resort: the rows are gone, so put everything in the log.
+                _log.critical(
+                    "call %s (id=%d) lost: it could not be handed back; payload was %s",
+                    call.name,
+                    call.id,
+                    call.payload,
+                    extra=call_fields(call),
+                )
+
     async def retry(self, call: StoredCall, due_at: datetime, leased: bool) -> bool:
         """Store the call again, due at ``due_at``; True if it was stored."""
         if leased:
@@ -100,17 +143,16 @@ class CallWrites:
                 call, "schedule the retry", self._store.release, self._owner, call.id, due_at
             )
             return bool(done)
-        # The row went when the call started: store the retry as a new row.
-        retry = NewCall(
-            name=call.name,
-            payload=call.payload,
-            due_at=due_at,
-            identifier=call.identifier,
-            scheduled_at=call.scheduled_at,
-            attempts=call.attempts,
+        # The row went when the call started: put it back under its id (a second try
+        # after an answer lost on the way cannot store it twice).
+        stored = await self._write(
+            call,
+            "schedule the retry",
+            self._store.put_back,
+            [attrs.evolve(call, due_at=due_at)],
+            None,
         )
-        ids = await self._write(call, "schedule the retry", self._store.schedule, [retry])
-        if ids is None:
+        if stored is None:
             _log.critical(
                 "call %s (id=%d) lost: its retry could not be stored; payload was %s",
                 call.name,

@@ -168,13 +168,14 @@ async def test_next_due_looks_only_at_names_that_still_have_room(store: Store) -
     assert claim.next_due == at(200)
 
 
-async def test_next_due_leaves_out_the_rows_the_claim_just_leased(store: Store) -> None:
+async def test_next_due_counts_the_expiry_of_the_lease_just_taken(store: Store) -> None:
     (mine,) = await store.schedule([new("a", 1)])
-    claim = await store.claim(at(1), {"a": 5}, 5, lease("w1", 60, "a"))
-    # The lease keeper renews that row: waking up at its expiry would be for nothing.
+    await store.schedule([new("b", 90)])
+    claim = await store.claim(at(1), {"a": 5, "b": 5}, 5, lease("w1", 60, "a"))
+    # If that lease is lost (renewals fail), the row is due again at 60.
     assert [c.id for c in claim.calls] == [mine]
-    assert claim.next_due is None
-    # Another worker's lease, though, is a due time to wait for: it may expire.
+    assert claim.next_due == at(60)
+    # A lease held by someone else is a due time to wait for as well: it may expire.
     assert await store.claim(at(2), {"a": 5}, 5, lease("w2", 90, "a")) == Claim([], at(60))
 
 
@@ -415,3 +416,57 @@ async def test_dead_letter_after_the_lease_was_lost_writes_nothing(store: Store)
     assert await store.dead_letter(stale, "too late", at(31), owner="w1") is None
     assert await store.dead_letters() == []
     assert await store.complete("w2", call_id) is True
+
+
+async def test_put_back_hands_back_calls_that_did_not_start(store: Store) -> None:
+    heard: list[datetime] = []
+    store.add_listener(heard.append)
+    deleted_id, leased_id, other_id = await store.schedule(
+        [new("a", 1, identifier="k"), new("b", 2), new("b", 3)]
+    )
+    (retried_id,) = await store.schedule([attrs.evolve(new("a", 4), attempts=2)])
+    claim = await store.claim(at(10), {"a": 5, "b": 1}, 5, lease("w1", 100, "b"))
+    taken = {c.id: c for c in claim.calls}
+    assert set(taken) == {deleted_id, leased_id, retried_id}
+    heard.clear()
+    # As a scheduler hands back calls that did not start: the claim's attempt refunded.
+    back = [attrs.evolve(c, attempts=c.attempts - 1) for c in claim.calls]
+    assert await store.put_back(back, "w1") == 3
+    # As if never claimed: same ids, due times and attempts; nothing leased.
+    pending = {c.id: c for c in await store.pending(PendingQuery())}
+    assert set(pending) == {deleted_id, leased_id, other_id, retried_id}
+    assert pending[deleted_id] == attrs.evolve(taken[deleted_id], attempts=0)
+    assert (pending[leased_id].due_at, pending[leased_id].attempts) == (at(2), 0)
+    assert pending[retried_id].attempts == 2
+    with trio.move_on_after(5):
+        while not heard:  # noqa: ASYNC110 - a store may deliver from another connection
+            await trio.sleep(0.01)
+    assert heard
+    assert min(heard) <= at(1)
+    # They are claimed again in due order, as before.
+    again = await store.claim(at(10), {"a": 5, "b": 5}, 10)
+    assert [c.id for c in again.calls] == [deleted_id, leased_id, other_id, retried_id]
+
+
+async def test_put_back_as_a_retry_keeps_the_id(store: Store) -> None:
+    (call_id,) = await store.schedule([new("a", 1)])
+    (call,) = (await store.claim(at(1), {"a": 1}, 1)).calls
+    assert await store.put_back([attrs.evolve(call, due_at=at(50))], None) == 1
+    (pending,) = await store.pending(PendingQuery())
+    assert (pending.id, pending.due_at, pending.attempts) == (call_id, at(50), 1)
+    assert await store.claim(at(10), {"a": 1}, 1) == Claim([], at(50))
+
+
+async def test_put_back_leaves_calls_another_worker_holds(store: Store) -> None:
+    (call_id,) = await store.schedule([new()])
+    (stale,) = (await store.claim(at(1), {"a": 1}, 1, lease("w1", 30))).calls
+    await store.claim(at(30), {"a": 1}, 1, lease("w2", 60))  # w1's lease expired
+    assert await store.put_back([stale], "w1") == 0
+    assert await store.complete("w2", call_id) is True
+    # A pending row with that id is not stored twice either.
+    (back_id,) = await store.schedule([new()])
+    (call,) = (await store.claim(at(1), {"a": 1}, 1)).calls
+    assert await store.put_back([call], None) == 1
+    assert await store.put_back([call], None) == 0
+    assert [c.id for c in await store.pending(PendingQuery())] == [back_id]
+    assert await store.put_back([], None) == 0

@@ -15,7 +15,7 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 def asleep(bell: Doorbell) -> None:
     """Put the doorbell in the state of a dispatcher sleeping (its round is over)."""
     bell.arm()
-    bell._awake = False
+    bell.awake = False
 
 
 def test_free_counts_both_levels_and_caps_the_batch() -> None:
@@ -26,7 +26,7 @@ def test_free_counts_both_levels_and_caps_the_batch() -> None:
     slots.take("b")
     slots.take("b")
     assert slots.free() == (0, {})  # the global limit is reached
-    slots.give_back("a", token)
+    slots.give_back(token)
     assert slots.free() == (1, {"a": 1, "b": 1})
     assert slots.running("b") == 2
 
@@ -41,10 +41,10 @@ def test_a_freed_slot_rings_only_when_a_limiter_was_full() -> None:
     first = slots.take("a")
     second = slots.take("a")
     asleep(slots.doorbell)
-    slots.give_back("a", first)  # "a" was full: the dispatcher may start another
+    slots.give_back(first)  # "a" was full: the dispatcher may start another
     assert slots.doorbell._event.is_set()
     asleep(slots.doorbell)
-    slots.give_back("a", second)  # it had room already: no need to wake anyone
+    slots.give_back(second)  # it had room already: no need to wake anyone
     assert not slots.doorbell._event.is_set()
 
 
@@ -52,7 +52,7 @@ def test_a_release_during_a_dispatch_round_rings() -> None:
     slots = Slots(10, {"a": 5})
     token = slots.take("a")
     slots.doorbell.arm()  # a round has begun: its count of free slots is stale now
-    slots.give_back("a", token)
+    slots.give_back(token)
     assert slots.doorbell._event.is_set()
 
 
@@ -60,7 +60,7 @@ def test_run_once_mode_rings_on_every_release() -> None:
     slots = Slots(10, {"a": 5}, ring_on_every_release=True)
     token = slots.take("a")
     asleep(slots.doorbell)
-    slots.give_back("a", token)
+    slots.give_back(token)
     assert slots.doorbell._event.is_set()
 
 

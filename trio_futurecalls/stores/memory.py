@@ -14,7 +14,7 @@ import attrs
 from .._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
-from ._claims import free_after_claim
+from ._claims import free_after_claim, until_next
 from ._listeners import Listeners
 
 
@@ -171,8 +171,9 @@ class MemoryStore:
             heapq.heappush(self._heaps[name], (due, call_id))
         del candidates[limit:]
         # The taken rows are off their heaps now (leased ones go back below, due at
-        # their expiry): what is left is what comes next.
-        next_due = self._next_due(free_after_claim(slots, limit, (c[2] for c in candidates)))
+        # their expiry, which until_next counts): what is left is what comes next.
+        names = [c[2] for c in candidates]
+        next_due = until_next(self._next_due(free_after_claim(slots, limit, names)), lease, names)
         claimed = []
         leased = lease.names if lease is not None else frozenset()
         calls = self._calls
@@ -197,6 +198,21 @@ class MemoryStore:
                 self._owners.pop(call_id, None)
             claimed.append(claimed_call)
         return Claim(claimed, next_due)
+
+    async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        handed = 0
+        for call in calls:
+            if call.id not in self._calls:
+                self._put(call)  # deleted by its claim (at-most-once)
+            elif owner is not None and self._owners.get(call.id) == owner:
+                del self._owners[call.id]
+                self._put(call)
+            else:
+                continue  # pending already, or another worker's now
+            handed += 1
+        if handed:
+            self._listeners.notify(min(c.due_at for c in calls))
+        return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         kept = set()

@@ -23,6 +23,7 @@ from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
 from .._batch import GroupCommit
+from .._claims import until_next
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row
 from ._errors import bridge
@@ -253,7 +254,30 @@ class PostgresStore:
         calls = [call_from_row(row, _utc) for row in rows if row[0] is not None]
         calls.sort(key=lambda c: (c.due_at, c.id))
         (next_due,) = [row[7] for row in rows if row[0] is None]
-        return Claim(calls, None if next_due is None else _utc(next_due))
+        next_due = None if next_due is None else _utc(next_due)
+        return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
+
+    async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        if not calls:
+            return 0
+        earliest = _utc(min(c.due_at for c in calls))
+        handed: int = await self._call(
+            "fetchval",
+            "put_back",
+            [c.id for c in calls],
+            [c.name for c in calls],
+            [c.payload for c in calls],
+            [c.due_at for c in calls],
+            [c.identifier for c in calls],
+            [c.scheduled_at for c in calls],
+            [c.attempts for c in calls],
+            owner,
+            self.channel,
+            notify_payload(earliest),
+        )
+        if handed:
+            self._listeners.notify(earliest)
+        return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         if not call_ids:

@@ -23,7 +23,7 @@ from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from .._batch import GroupCommit
-from .._claims import free_after_claim
+from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row
 from .._sql import queries
@@ -177,7 +177,40 @@ class SQLiteStore:
             return calls, min((row[0] for row in found if row is not None), default=None)
 
         calls, next_us = await self._write(work)
-        return Claim(calls, None if next_us is None else from_micros(next_us))
+        next_due = None if next_us is None else from_micros(next_us)
+        return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
+
+    async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        if not calls:
+            return 0
+        leased_sql = self._q["put_back_leased"]
+        deleted_sql = self._q["put_back_deleted"]
+
+        def work(conn: sqlite3.Connection) -> int:
+            handed = 0
+            for c in calls:
+                due = to_micros(c.due_at)
+                if owner is not None and (
+                    conn.execute(leased_sql, (due, c.attempts, c.id, owner)).rowcount
+                ):
+                    handed += 1
+                    continue
+                params = (
+                    c.id,
+                    c.name,
+                    c.payload,
+                    due,
+                    c.identifier,
+                    to_micros(c.scheduled_at),
+                    c.attempts,
+                )
+                handed += conn.execute(deleted_sql, params).rowcount
+            return handed
+
+        handed = await self._write(work)
+        if handed:
+            self._listeners.notify(min(c.due_at for c in calls))
+        return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         if not call_ids:

@@ -166,6 +166,37 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 )
 {_claim_result};
 
+-- name: put_back
+-- Calls made pending again exactly as given (due time, attempts), under their ids, in
+-- one statement: a row $8 leases has its lease ended; a row that is gone (deleted by
+-- its claim) is inserted again with its old id. A row that exists otherwise (pending
+-- already, or another worker's) is left alone. NOTIFY in the same statement. Returns
+-- how many were put back.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+        $6::timestamptz[], $7::integer[]
+    ) AS t (id, name, payload, due_at, identifier, scheduled_at, attempts)
+), released AS (
+    UPDATE {schema}.calls AS c
+    SET lease_owner = NULL, due_at = i.due_at, attempts = i.attempts
+    FROM input AS i
+    WHERE c.id = i.id AND c.lease_owner = $8::text
+    RETURNING c.id
+), reinserted AS (
+    INSERT INTO {schema}.calls (id, name, payload, due_at, identifier, scheduled_at, attempts)
+    OVERRIDING SYSTEM VALUE
+    SELECT i.id, i.name, i.payload, i.due_at, i.identifier, i.scheduled_at, i.attempts
+    FROM input AS i
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($9::text, $10::text)) AS n
+)
+SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM reinserted) FROM wakeup;
+
 -- name: renew
 UPDATE {schema}.calls SET due_at = $1
 WHERE lease_owner = $2 AND id = ANY($3::bigint[])

@@ -53,6 +53,19 @@ UPDATE futurecalls_calls
 SET lease_owner = ?, due_at = ?, attempts = attempts + 1
 WHERE id IN (SELECT value FROM json_each(?));
 
+-- name: put_back_leased
+-- A leased call made pending again as given (due time, attempts).
+UPDATE futurecalls_calls
+SET lease_owner = NULL, due_at = ?, attempts = ?
+WHERE id = ? AND lease_owner = ?;
+
+-- name: put_back_deleted
+-- A call its claim deleted, stored again under its old id, unless a row with that id
+-- exists (pending already, or another worker's).
+INSERT INTO futurecalls_calls (id, name, payload, due_at, identifier, scheduled_at, attempts)
+SELECT ?, ?, ?, ?, ?, ?, ?
+WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1);
+
 -- name: renew
 UPDATE futurecalls_calls SET due_at = ?
 WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))
