@@ -3,7 +3,7 @@
 One task per scheduler. Each round it counts free slots, claims at most that many
 due calls per class (earliest due first) and starts each in its own task; when
 nothing more can start, it sleeps until the next due time it knows, or until the
-doorbell rings (a call was scheduled, a slot freed, shutdown). It never polls; the
+doorbell rings (a call was scheduled, a slot freed). It never polls; the
 store's ``recheck_interval`` is the only fallback. In run-once mode it starts only
 calls due by a fixed time and sets :attr:`Dispatcher.drained` when none is left.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -19,7 +20,7 @@ import trio
 
 from ._errors import StoreError
 from ._execution import Execution
-from ._model import Lease
+from ._model import Lease, StoredCall
 from ._options import SchedulerOptions
 from ._slots import Slots
 from ._store import Store
@@ -30,6 +31,31 @@ MIN_RECHECK: Final = 0.01
 MAX_BACKOFF: Final = 30.0
 
 _log = logging.getLogger("trio_futurecalls.scheduler.dispatcher")
+
+
+def fit_to_slots(
+    calls: Sequence[StoredCall], slots: Mapping[str, int], limit: int
+) -> tuple[list[StoredCall], list[StoredCall], list[StoredCall]]:
+    """Split a claim's calls into those that fit the free slots it was made for
+    (``slots`` per name, ``limit`` in all), those beyond them, and repeats of an id
+    already in the claim (the first copy starts; a repeat must not start it twice)."""
+    fitting: list[StoredCall] = []
+    extra: list[StoredCall] = []
+    repeats: list[StoredCall] = []
+    taken: dict[str, int] = {}
+    seen: set[int] = set()
+    for call in calls:
+        if call.id in seen:
+            repeats.append(call)
+            continue
+        seen.add(call.id)
+        used = taken.get(call.name, 0)
+        if len(fitting) < limit and used < slots.get(call.name, 0):
+            taken[call.name] = used + 1
+            fitting.append(call)
+        else:
+            extra.append(call)
+    return fitting, extra, repeats
 
 
 class Dispatcher:
@@ -76,37 +102,63 @@ class Dispatcher:
             doorbell.arm()
             try:
                 limit, slots = self._slots.free()
-                # Nothing running: every class has room, so this claim looks at all.
+                # Nothing running: every class has room, so a claim looks at all.
                 idle = not self._slots.busy
                 next_due: datetime | None = None
-                if slots:
+                if not slots:
+                    if until is not None and idle:
+                        self.drained.set()  # run-once with no class to run
+                        return
+                else:
                     wall = self._clock()
                     now = wall if until is None else min(wall, until)
                     lease = self._lease(wall)
                     claim = await self._store.claim(now, slots, limit, lease)
+                    fitting, extra, repeats = fit_to_slots(claim.calls, slots, limit)
+                    if repeats:
+                        _log.error(
+                            "the store handed over call id(s) %s twice in one claim; "
+                            "each starts once",
+                            sorted({c.id for c in repeats}),
+                        )
+                    if extra:
+                        # More than was asked for (a store bug; or a class this
+                        # scheduler does not run): they cannot start without breaking
+                        # a limit, so they go back.
+                        _log.error(
+                            "the store handed over %d call(s) beyond the free slots it "
+                            "was asked to fill (%s); they go back to the store",
+                            len(extra),
+                            ", ".join(sorted({c.name for c in extra})),
+                        )
+                        await self._execution.hand_back(extra, self._leased_names)
                     if self._execution.closing:
                         # Shutdown began while the claim was in flight: these calls
                         # will not start, so they go back to the store.
-                        await self._execution.hand_back(claim.calls, lease is not None)
+                        await self._execution.hand_back(fitting, self._leased_names)
                         return
                     expiry = lease.expires_at if lease is not None else None
-                    for call in claim.calls:
+                    for call in fitting:
                         self._execution.start(calls, call, expiry)
                     next_due = claim.next_due
                     backoff = 0.0
-                    if claim.calls and next_due is not None and next_due <= now:
-                        # More is due for classes that still have room: claim again
-                        # before sleeping.
+                    if fitting and (
+                        len(fitting) >= limit or (next_due is not None and next_due <= now)
+                    ):
+                        # The batch was full (more may be due), or more is due for
+                        # classes that still have room: claim again before sleeping.
                         await trio.lowlevel.checkpoint()
                         continue
                     if until is not None:
                         # Run-once mode: done when nothing ran while this claim looked
                         # at every class and found nothing due by `until`; otherwise
-                        # wait for calls to end (each end rings), not for later calls.
-                        if idle and not claim.calls and (next_due is None or next_due > until):
+                        # wait for calls to end (each end rings), not for later calls,
+                        # or look again shortly for a due row another worker holds.
+                        if idle and not fitting and (next_due is None or next_due > until):
                             self.drained.set()
                             return
-                        next_due = None
+                        if next_due is not None and next_due > until:
+                            next_due = None
             except StoreError as exc:
                 backoff = min(max(backoff * 2, 0.05), MAX_BACKOFF)
                 _log.warning("store error while dispatching (retrying in %.2f s): %s", backoff, exc)

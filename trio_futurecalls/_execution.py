@@ -15,7 +15,7 @@ shutdown began, or cancelled before it could start) is handed back to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime, timedelta
 
 import trio
@@ -56,26 +56,19 @@ class Execution:
         self._policies = policies
         self._counters = counters
         self._writes = writes
+        self._leased_names = frozenset(name for name, p in policies.items() if p.leased)
         #: Set when shutdown begins: calls claimed from then on are handed back.
         self.closing = False
 
     def start(
         self, nursery: trio.Nursery, call: StoredCall, lease_expires_at: datetime | None
     ) -> None:
-        """Take ``call``'s tokens (counted free before its claim) and start its task."""
-        policy = self._policies.get(call.name)
-        if policy is None:
-            # A store answered with a name this scheduler never asked for: give it
-            # back untouched rather than lose it.
-            _log.error(
-                "the store handed over call %s (id=%d) of a class not registered here; "
-                "it goes back to the store",
-                call.name,
-                call.id,
-                extra=call_fields(call),
-            )
-            nursery.start_soon(self._writes.hand_back, [call], lease_expires_at is not None)
-            return
+        """Take ``call``'s tokens (counted free before its claim) and start its task.
+
+        The dispatcher starts only calls that fit the slots it counted (see
+        ``fit_to_slots``), so the class is registered and the tokens are free.
+        """
+        policy = self._policies[call.name]
         ticket = self._slots.take(call.name)
         try:
             nursery.start_soon(self._run_call, call, policy, ticket, lease_expires_at)
@@ -83,9 +76,9 @@ class Execution:
             self._slots.give_back(ticket)
             raise
 
-    async def hand_back(self, calls: Sequence[StoredCall], leased: bool) -> None:
+    async def hand_back(self, calls: Sequence[StoredCall], leased_names: Set[str]) -> None:
         """Give claimed calls that will not start back to the store (shielded)."""
-        await self._writes.hand_back(calls, leased)
+        await self._writes.hand_back(calls, leased_names)
 
     async def _run_call(
         self,
@@ -99,7 +92,7 @@ class Execution:
         try:
             if self.closing:
                 # Claimed while shutdown began: it has not started, so it goes back.
-                await self._writes.hand_back([call], policy.leased)
+                await self._writes.hand_back([call], self._leased_names)
                 return
             counters = self._counters[call.name]
             started_wall = self._clock()
@@ -119,11 +112,12 @@ class Execution:
                 lease_expires_at if policy.leased else None,
             )
             self._running.add(running)
+            # Counted started now (statistics add up while it runs: started = finished
+            # + running); taken back below if it is handed back without starting.
             counters.started += 1
-            counters.wait.add((started_wall - call.due_at).total_seconds())
             outcome = Outcome.INTERRUPTED
             try:
-                outcome, error = await self._attempt(call, policy, running)
+                outcome, error = await self._attempt(call, policy, running, counters)
                 if outcome is not Outcome.SUCCEEDED or policy.leased:  # else: nothing to do
                     action = decide(outcome, call.attempts, policy)
                     if action is not Action.FORGET:
@@ -131,32 +125,39 @@ class Execution:
             finally:
                 # Runs on cancellation too (Cancelled is never swallowed here).
                 self._running.remove(running)
-                counters.run.add(trio.current_time() - started)
-                if outcome is Outcome.SUCCEEDED:
-                    counters.succeeded += 1
+                if outcome is Outcome.INTERRUPTED and not running.invoked:
+                    await self._not_started(call, counters)
                 else:
-                    counters.count_end(outcome.counter)
-                if outcome is Outcome.INTERRUPTED and not running.lost:
-                    await self._interrupted(call, policy, running, started)
+                    if not running.invoked:  # ended before invoke (a bad payload...)
+                        counters.wait.add((started_wall - call.due_at).total_seconds())
+                    counters.run.add(trio.current_time() - started)
+                    if outcome is Outcome.SUCCEEDED:
+                        counters.succeeded += 1
+                    else:
+                        counters.count_end(outcome.counter)
+                    if outcome is Outcome.INTERRUPTED and not running.lost:
+                        await self._interrupted(call, policy, started)
         finally:
             self._slots.give_back(ticket)
 
-    async def _interrupted(
-        self, call: StoredCall, policy: CallPolicy, running: RunningCall, started: float
-    ) -> None:
-        """Shutdown (or an outer cancel) stopped the call: hand it back if it never
-        reached ``invoke``, release its lease if it did."""
-        if not running.invoked:
-            # Cancelled before invoke began: it never started, so nothing is lost,
-            # whatever the delivery mode.
-            _log.warning(
-                "call %s (id=%d) could not start before shutdown; it goes back",
-                call.name,
-                call.id,
-                extra=call_fields(call),
-            )
-            await self._writes.hand_back([call], policy.leased)
-            return
+    async def _not_started(self, call: StoredCall, counters: ClassCounters) -> None:
+        """Cancelled before invoke began (the grace ran out while it waited for its
+        session): it never started, so it goes back, whatever the delivery mode, and
+        counts for nothing."""
+        _log.warning(
+            "call %s (id=%d) could not start before shutdown; it goes back",
+            call.name,
+            call.id,
+            extra=call_fields(call),
+        )
+        try:
+            await self._writes.hand_back([call], self._leased_names)
+        finally:
+            counters.started -= 1
+
+    async def _interrupted(self, call: StoredCall, policy: CallPolicy, started: float) -> None:
+        """Shutdown (or an outer cancel) stopped the call during invoke: release its
+        lease at once (at-least-once); an at-most-once call is not run again."""
         _log.warning(
             "call %s (id=%d) was cancelled after %.3f s",
             call.name,
@@ -168,7 +169,7 @@ class Execution:
             await self._writes.release(call)
 
     async def _attempt(
-        self, call: StoredCall, policy: CallPolicy, running: RunningCall
+        self, call: StoredCall, policy: CallPolicy, running: RunningCall, counters: ClassCounters
     ) -> tuple[Outcome, str]:
         """Run one attempt; return how it ended and the error text (if it failed)."""
         if policy.leased and is_abandoned(call.attempts, policy):
@@ -195,13 +196,19 @@ class Execution:
                 instance = cls(running.info)
                 async with self._store.open_session(call) as session:
                     running.invoked = True
+                    info = running.info
+                    counters.wait.add((info.started_at - info.due_at).total_seconds())
                     await instance.invoke(session, payload)
         except Exception as exc:  # exception groups of errors included
             failure = exc
         except BaseExceptionGroup as group:
             # Someone else's cancellation (shutdown) mixed with the call's own errors:
-            # log the errors, let the cancellation through.
-            cancelled, errors = group.split(trio.Cancelled)
+            # log the errors, let the cancellation through. A KeyboardInterrupt or
+            # SystemExit among them is not ours to handle: the whole group goes on.
+            cancelled, rest = group.split(trio.Cancelled)
+            errors, others = rest.split(Exception) if rest is not None else (None, None)
+            if cancelled is None or others is not None:
+                raise
             if errors is not None:
                 _log.error(
                     "call %s (id=%d) failed while being cancelled",
@@ -210,8 +217,6 @@ class Execution:
                     exc_info=errors,
                     extra=call_fields(call),
                 )
-            if cancelled is None:
-                raise  # not ours to handle (KeyboardInterrupt and the like)
             raise cancelled from None
         if running.lost and running.scope.cancelled_caught:
             _log.error(
@@ -248,7 +253,7 @@ class Execution:
             exc_info=failure,
             extra=call_fields(call),
         )
-        if isinstance(failure, cls.no_retry_on):
+        if _for_good(failure, cls.no_retry_on):
             return Outcome.FAILED_FOR_GOOD, error_text(failure)
         return Outcome.FAILED, error_text(failure)
 
@@ -296,3 +301,14 @@ class Execution:
     ) -> None:
         if await self._writes.dead_letter(call, error, policy.leased):
             counters.dead_lettered += 1
+
+
+def _for_good(failure: BaseException, no_retry_on: tuple[type[BaseException], ...]) -> bool:
+    """True when ``failure`` is one of the class's ``no_retry_on`` exceptions, or a
+    group (from a nursery inside the call) made only of them."""
+    if not no_retry_on:
+        return False
+    if isinstance(failure, BaseExceptionGroup) and not isinstance(failure, no_retry_on):
+        _, rest = failure.split(no_retry_on)
+        return rest is None
+    return isinstance(failure, no_retry_on)

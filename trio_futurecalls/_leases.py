@@ -1,25 +1,34 @@
 """The lease keeper: renews the leases of running at-least-once calls.
 
-One loop per scheduler renews every leased call in one store round trip, every
-``renew_interval`` seconds. A renewal is bounded in time so that a call whose lease
-cannot be renewed (lost to another worker, or the database cut off) is cancelled
-*before* the lease runs out: a call never runs on unaware that another worker may
-have started it.
+One loop per scheduler renews every leased call in one store round trip, at most
+every ``renew_interval`` seconds and sooner when a lease would run out first. A
+renewal is bounded in time so that a call whose lease cannot be renewed (lost to
+another worker, or the database cut off) is cancelled *before* the lease runs out,
+with a margin (:func:`lease_margin`): a call never runs on unaware that another worker
+may have started it.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import trio
 
 from ._errors import StoreError
 from ._options import SchedulerOptions
-from ._running import RunningCalls
+from ._running import RunningCall, RunningCalls
 from ._store import Store
 
 _log = logging.getLogger("trio_futurecalls.scheduler.leases")
+
+#: Shortest pause between two renewals.
+MIN_RENEW_PAUSE = 0.01
+
+
+def lease_margin(lease_duration: float) -> float:
+    """How long before its lease runs out a call is stopped when renewals fail."""
+    return lease_duration / 10
 
 
 class LeaseKeeper:
@@ -34,38 +43,66 @@ class LeaseKeeper:
         self._clock = options.clock
         self._lease_duration = options.lease_duration
         self._interval = options.renew_interval
+        self._margin = lease_margin(options.lease_duration)
 
     async def run(self) -> None:
+        pause = self._interval
         while True:
-            await trio.sleep(self._interval)
-            await self.renew_once()
+            await trio.sleep(pause)
+            pause = await self.renew_once()
 
-    async def renew_once(self) -> None:
-        leased = self._running.leased()
-        if not leased:
-            return
+    async def renew_once(self) -> float:
+        """Renew every lease held now; stop the calls whose lease cannot be kept.
+
+        Returns how long to wait before the next renewal.
+        """
+        sent = self._running.leased()
+        if sent:
+            await self._renew(sent)
+        return self._next_pause(self._clock())
+
+    async def _renew(self, sent: list[RunningCall]) -> None:
         now = self._clock()
         expires_at = now + timedelta(seconds=self._lease_duration)
-        earliest = min(r.lease_expires_at or now for r in leased.values())
+        # Only leases still ours when the renewal leaves: a run whose own lease ran
+        # out already may share its id with a newer claim of the same call.
+        valid = [r for r in sent if _expiry(r) > now]
+        earliest = min((_expiry(r) for r in valid), default=now)
         # The answer must come while there is still time to stop a call before its
         # lease runs out; a renewal that hangs (database cut off) counts as failed.
-        budget = max(0.0, (earliest - now).total_seconds() - self._interval / 2)
+        budget = max(0.0, (earliest - now).total_seconds() - self._margin)
         kept: set[int] | None = None
-        with trio.move_on_after(budget) as scope:
-            try:
-                kept = await self._store.renew(self._owner, leased.keys(), expires_at)
-            except StoreError as exc:
-                _log.warning("could not renew %d lease(s): %s", len(leased), exc)
-        if scope.cancelled_caught:
-            _log.warning("renewing %d lease(s) took over %.3g s", len(leased), budget)
-        now = self._clock()
-        for call_id, running in leased.items():
-            if kept is not None and call_id in kept:
+        if valid:
+            with trio.move_on_after(budget) as scope:
+                try:
+                    kept = await self._store.renew(
+                        self._owner, {r.info.id for r in valid}, expires_at
+                    )
+                except StoreError as exc:
+                    _log.warning("could not renew %d lease(s): %s", len(valid), exc)
+            if scope.cancelled_caught:
+                _log.warning("renewing %d lease(s) took over %.3g s", len(valid), budget)
+        for running in valid:
+            if kept is not None and running.info.id in kept:
                 running.lease_expires_at = expires_at
-                continue
-            assert running.lease_expires_at is not None
-            too_late = now + timedelta(seconds=self._interval) >= running.lease_expires_at
-            if (kept is not None or too_late) and not running.ended:
-                # Lost (another worker may have it) or about to expire unrenewed:
-                # stop rather than run on unaware.
+            elif kept is not None and not running.ended:
+                # The store says another worker has it now: stop at once.
                 running.lose_lease()
+
+    def _next_pause(self, now: datetime) -> float:
+        """Stop every run whose lease runs out within the margin; return the pause
+        until the next renewal (soon enough to leave a renewal time before the
+        earliest lease runs out)."""
+        pause = self._interval
+        for running in self._running.leased():  # fresh: claimed during the renewal too
+            left = (_expiry(running) - now).total_seconds() - self._margin
+            if left <= 0:
+                running.lose_lease()
+            else:
+                pause = min(pause, left / 2)
+        return max(pause, MIN_RENEW_PAUSE)
+
+
+def _expiry(running: RunningCall) -> datetime:
+    assert running.lease_expires_at is not None  # leased runs always have one
+    return running.lease_expires_at

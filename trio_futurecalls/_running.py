@@ -60,6 +60,8 @@ class RunningCalls:
     def infos(self) -> list[CallInfo]:
         return [r.info for r in self._calls]
 
-    def leased(self) -> dict[int, RunningCall]:
-        """Leased calls whose lease is still ours, by call id (the newest run of each)."""
-        return {r.info.id: r for r in self._calls if r.leased and not r.lost}
+    def leased(self) -> list[RunningCall]:
+        """Runs of leased calls whose lease was not given up (two runs of one call
+        may be among them: see :class:`LeaseKeeper`, which tells them apart by their
+        own lease expiry)."""
+        return [r for r in self._calls if r.leased and not r.lost]

@@ -121,6 +121,8 @@ class Scheduler:
             store, self._registry.keys(), options.unknown_check_interval, self._clock
         )
         self._shutdown_requested = trio.Event()
+        #: The calls nursery's scope once shutdown began (its deadline ends the grace).
+        self._calls_scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self._closed = False
 
@@ -243,7 +245,10 @@ class Scheduler:
             )
             for name, counters in self._counters.items()
         }
-        return total_statistics(classes, self.max_concurrent, len(self._running))
+        # Running means holding a slot (from its start until its last write), the same
+        # count for each class and in total.
+        running = sum(c.running for c in classes.values())
+        return total_statistics(classes, self.max_concurrent, running)
 
     async def queue_lengths(self) -> dict[str, QueueLength]:
         """Per name in the store: pending calls, and how many are due (waiting for a slot).
@@ -257,7 +262,8 @@ class Scheduler:
         """Stop starting calls, give running ones ``grace_period`` s, then cancel them.
 
         Returns once every call task has ended. Calls that had not started stay in
-        the store. Safe to call more than once and from several tasks.
+        the store. Safe to call more than once and from several tasks; a later call
+        with a shorter grace period shortens the grace (a longer one does not extend it).
         """
         self._request_shutdown(grace_period)
         await self._done.wait()
@@ -277,11 +283,16 @@ class Scheduler:
         return cls
 
     def _request_shutdown(self, grace_period: float | None) -> None:
+        grace = (
+            None if grace_period is None else check_positive_seconds(grace_period, "grace_period")
+        )
         if self._shutdown_requested.is_set():
+            # Asked again with a shorter grace: it applies (a second Ctrl-C, say).
+            scope = self._calls_scope
+            if grace is not None and scope is not None:
+                scope.deadline = min(scope.deadline, trio.current_time() + grace)
             return
-        if grace_period is not None:
-            grace = check_positive_seconds(grace_period, "grace_period")
-            assert grace is not None
+        if grace is not None:
             self._grace = grace
         self._closed = True
         self._execution.closing = True
@@ -307,6 +318,7 @@ class Scheduler:
                         # The grace period starts now, even if the dispatcher needs a
                         # moment to finish a claim in flight.
                         calls.cancel_scope.deadline = trio.current_time() + self._grace
+                        self._calls_scope = calls.cancel_scope
                         control.cancel_scope.cancel()
                     # Dispatching has stopped: nothing new starts. Running calls get the
                     # grace period, then the deadline cancels them through their scopes.

@@ -22,7 +22,8 @@ MAX_CLAIM_BATCH: Final = 512
 
 
 class Doorbell:
-    """Wakes the dispatcher: a call was scheduled, a slot freed, or shutdown began."""
+    """Wakes the dispatcher: a call was scheduled, or a slot freed. (Shutdown does not
+    ring: it cancels the dispatcher's scope.)"""
 
     def __init__(self) -> None:
         self._event = trio.Event()

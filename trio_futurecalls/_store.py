@@ -2,7 +2,7 @@
 
 The engine (scheduler, dispatcher, limits) talks to a store through this protocol and
 never imports a database driver. Each store is an adapter: :class:`MemoryStore`,
-``SQLiteStore`` and ``PostgresStore``. ``tests/conformance.py`` is the suite every
+``SQLiteStore`` and ``PostgresStore``. ``tests/stores/test_conformance.py`` is the suite every
 store must pass.
 
 The protocol is shaped so that a SQL store can implement each method with one
@@ -99,7 +99,10 @@ class Store(Protocol):
         ``lease.names`` are leased to ``lease.owner`` until ``lease.expires_at`` (their
         ``due_at`` becomes the expiry); all other taken rows are deleted. The returned
         calls carry the due time they had before the claim and the new attempt count.
-        A call returned here is owned by the caller, which starts it at once.
+        A call returned here is owned by the caller, which starts it at once (or hands
+        it back with :meth:`put_back`). A claim must not be abandoned half-way when the
+        caller is cancelled: once rows are taken, they must reach the caller (shield
+        the statement, or run it in a thread that is waited for).
 
         In the same round trip, :attr:`Claim.next_due` is the earliest due time among
         the rows of the names that still have a free slot (``slots[name]`` minus what

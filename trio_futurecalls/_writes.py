@@ -11,7 +11,7 @@ call back under its own id (``Store.put_back``), which a second time does nothin
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -115,19 +115,22 @@ class CallWrites:
             refund_attempt=True,
         )
 
-    async def hand_back(self, calls: Sequence[StoredCall], leased: bool) -> None:
+    async def hand_back(self, calls: Sequence[StoredCall], leased_names: Set[str]) -> None:
         """Give back claimed calls that never started: pending again as they were,
-        the claim's attempt refunded, whatever the delivery mode."""
+        the claim's attempt refunded, whatever the delivery mode (``leased_names``:
+        the names whose rows this scheduler's claims lease)."""
         if not calls:
             return
         back = [attrs.evolve(c, attempts=max(c.attempts - 1, 0)) for c in calls]
-        owner = self._owner if leased else None
+        owner = self._owner if any(c.name in leased_names for c in calls) else None
         done = await self._write(
             calls[0], "hand back unstarted calls", self._store.put_back, back, owner
         )
-        if done is None and not leased:
+        if done is None:
             for call in calls:
-                # Last resort: the rows are gone, so put everything in the log.
+                if call.name in leased_names:
+                    continue  # still leased: it runs again once the lease expires
+                # Last resort: the row is gone, so put everything in the log.
                 _log.critical(
                     "call %s (id=%d) lost: it could not be handed back; payload was %s",
                     call.name,

@@ -249,9 +249,12 @@ async def test_cut_off_worker_cancels_its_call_and_another_takes_it_over(
         )
         await trio.sleep(1)
         store.cut_off.add(first.owner)
-        # Renewals at 10 and 20 fail; at 20 the lease (expiring at 30) is too close:
-        # the first worker cancels its call instead of running on unaware.
-        await trio.sleep(25)
+        # Renewals from 10 on fail; once the lease (expiring at 30) is within the
+        # margin (a tenth of it: at 27), the first worker cancels its call instead of
+        # running on unaware.
+        await trio.sleep(25.5)  # 26.5
+        assert len(first.running()) == 1
+        await trio.sleep(1)  # 27.5
         assert first.running() == []
         assert first.statistics().classes["hang"].cancelled == 1
         # The cut-off worker goes away without releasing the lost call.

@@ -391,3 +391,21 @@ async def test_a_dead_letter_write_is_tried_again_when_the_store_blips(
         await trio.sleep(10)
     (dead,) = await store.dead_letters()
     assert dead.name == "grouped"
+
+
+async def test_a_second_shutdown_with_a_shorter_grace_shortens_it(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    call = ok(Delivery.AT_MOST_ONCE)
+    store = MemoryStore()
+    await store.schedule([row("ok", '{"sleep": 100}', clock())])
+    async with open_scheduler(store, [call], clock=clock) as s, trio.open_nursery() as nursery:
+        await trio.sleep(1)
+        t0 = trio.current_time()
+        nursery.start_soon(s.shutdown, 60)  # a first SIGTERM: a minute to finish
+        await trio.sleep(5)
+        await s.shutdown(2)  # a second one: two more seconds, not 55
+        assert trio.current_time() - t0 == pytest.approx(7)
+        await s.shutdown(300)  # a longer one does not extend it
+    assert Ok.ran == []
+    assert s.statistics().total.cancelled == 1

@@ -107,15 +107,6 @@ async def schedule_rows(
 # ====================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "stall: a claim capped at MAX_CLAIM_BATCH (512) answers next_due=None (the "
-        "limit is 'used up'), the dispatcher sleeps with no deadline, and no limiter is "
-        "full so no release rings: due calls beyond the first batch wait for an "
-        "unrelated wake-up (_dispatcher.py 'continue' condition, _slots.free batch cap)"
-    ),
-)
 async def test_due_calls_beyond_one_claim_batch_start_at_once(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -130,14 +121,6 @@ async def test_due_calls_beyond_one_claim_batch_start_at_once(
     assert started == 600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "stall continues after the first batch ends: the 88 calls left over by a "
-        "full batch never start, even once all 512 calls have finished (no release "
-        "rings when no limiter was full)"
-    ),
-)
 async def test_due_calls_beyond_one_claim_batch_start_after_the_first_batch(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -168,15 +151,6 @@ class OverClaims(MemoryStore):
         return await super().claim(now, slots, limit, lease)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a claim answering more calls than free slots crashes the scheduler "
-        "(Slots.take -> CapacityLimiter.acquire_on_behalf_of_nowait raises WouldBlock "
-        "inside the dispatcher loop) and loses every call of the claim not yet "
-        "started: their rows are already deleted (_dispatcher.py / _execution.start)"
-    ),
-)
 @pytest.mark.parametrize("delivery", BOTH)
 async def test_a_claim_with_more_calls_than_slots_loses_nothing(
     autojump_clock: MockClock, clock: Callable[[], datetime], delivery: Delivery
@@ -221,16 +195,6 @@ async def test_a_locked_due_row_is_looked_at_again_shortly(
     assert [r["start"] - t0 for r in Probe.runs] == [pytest.approx(1, abs=0.05)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "run-once hangs: idle, the claim takes nothing but answers next_due <= until "
-        "(a row locked by another worker); run-once mode throws next_due away "
-        "(next_due = None), nothing runs to ring, the memory store has no "
-        "recheck_interval, so the dispatcher sleeps forever (_dispatcher.py run-once "
-        "branch)"
-    ),
-)
 async def test_run_due_calls_does_not_hang_on_a_row_locked_elsewhere(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -241,14 +205,6 @@ async def test_run_due_calls_does_not_hang_on_a_row_locked_elsewhere(
         await run_due_calls(store, [one], clock=clock)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "run-once with no classes hangs: Slots.free() answers no slots, the "
-        "dispatcher never claims so never reaches its 'drained' check, and sleeps "
-        "forever (_dispatcher.py: the drained check sits inside 'if slots:')"
-    ),
-)
 async def test_run_due_calls_with_no_classes_returns(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -264,15 +220,6 @@ class HangingRenewals(MemoryStore):
         raise AssertionError("unreachable")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a call claimed while a renewal hangs runs on past its lease: the keeper's "
-        "timed-out renewal only judges the calls it snapshotted, then sleeps a full "
-        "interval; a call claimed in between expires before the next look "
-        "(_leases.py LeaseKeeper.run / renew_once)"
-    ),
-)
 async def test_a_call_claimed_during_a_hung_renewal_is_stopped_before_its_lease_ends(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -316,16 +263,6 @@ class CheckpointingRenewals(MemoryStore):
         return await super().renew(owner, call_ids, expires_at)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "with lease_renew_interval >= 2/3 of lease_duration (accepted by "
-        "SchedulerOptions: it only asks for interval < duration) the keeper's renewal "
-        "budget is max(0, D - I - I/2) = 0: the renewal is cancelled at its first "
-        "checkpoint and a healthy call is cancelled as if its lease were lost "
-        "(_leases.py renew_once budget, _options.py validation)"
-    ),
-)
 async def test_a_long_interval_that_options_accept_does_not_cancel_healthy_calls(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -369,15 +306,6 @@ class SlowSessions(MemoryStore):
         return await super().put_back(calls, owner)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a call handed back because it never reached invoke is counted as started "
-        "and cancelled (with a wait and a run time), whereas a call handed back from "
-        "a claim in flight is not counted at all (_execution.py: counters.started "
-        "+= 1 before the session opens; count_end in the finally)"
-    ),
-)
 async def test_a_call_handed_back_before_invoke_is_not_counted_as_started(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -392,16 +320,6 @@ async def test_a_call_handed_back_before_invoke_is_not_counted_as_started(
     assert (stats.started, stats.cancelled, stats.wait.count) == (0, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "statistics disagree while a call is handed back: the class 'running' counts "
-        "limiter tokens (held until the hand-back write ends) while the total "
-        "'running' counts the running-calls table (left before the write), and the "
-        "call is already counted as cancelled: started != finished + running "
-        "(_scheduler.py statistics(), _execution.py finally order)"
-    ),
-)
 async def test_statistics_add_up_while_an_unstarted_call_is_handed_back(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -441,14 +359,6 @@ class Charge(FutureCall):
             nursery.start_soon(decline)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "no_retry_on is matched with isinstance on the whole failure: an error from a "
-        "child task arrives as ExceptionGroup([CardDeclinedError]) (Trio's strict "
-        "groups) and is retried until max_attempts (_execution.py _attempt)"
-    ),
-)
 async def test_a_no_retry_error_inside_a_group_fails_at_once(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
@@ -474,16 +384,6 @@ class SlowClaimsFailingPutBack(MemoryStore):
         raise StoreError("constraint violated")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "silent loss: a claim mixing leased and at-most-once classes is handed back "
-        "with leased=True (lease is not None), so when put_back fails the 'lost' "
-        "CRITICAL record (with the payload) is skipped for the at-most-once calls, "
-        "whose rows are already deleted (_writes.py CallWrites.hand_back 'not leased', "
-        "_dispatcher.py hand_back(claim.calls, lease is not None))"
-    ),
-)
 async def test_a_mixed_claim_that_cannot_be_handed_back_logs_every_lost_call(
     autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
 ) -> None:
