@@ -78,8 +78,13 @@ class LeaseKeeper:
                     kept = await self._store.renew(
                         self._owner, {r.info.id for r in valid}, expires_at
                     )
-                except StoreError as exc:
-                    _log.warning("could not renew %d lease(s): %s", len(valid), exc)
+                except Exception as exc:  # whatever the store raises, the lease is not kept
+                    _log.warning(
+                        "could not renew %d lease(s): %s",
+                        len(valid),
+                        exc,
+                        exc_info=not isinstance(exc, StoreError),
+                    )
             if scope.cancelled_caught:
                 _log.warning("renewing %d lease(s) took over %.3g s", len(valid), budget)
         for running in valid:

@@ -37,16 +37,24 @@ class UnknownNamesReporter:
     async def check_once(self) -> None:
         try:
             names = await self._store.pending_counts(self._clock())
+            unknown = [
+                (name, counts.pending)
+                for name, counts in sorted(names.items(), key=lambda item: repr(item[0]))
+                if name not in self._known and name not in self._reported
+            ]
         except StoreError as exc:
             _log.debug("could not check for unknown call names: %s", exc)
             return
-        for name, counts in sorted(names.items()):
-            if name not in self._known and name not in self._reported:
-                self._reported.add(name)
-                _log.error(
-                    "%d pending call(s) named %r match no registered FutureCall "
-                    "class; they are kept, not run (see Scheduler.unknown_calls())",
-                    counts.pending,
-                    name,
-                    extra={"call_name": name},
-                )
+        except Exception:
+            # A report must never stop the scheduler, whatever the store answers.
+            _log.exception("checking for unknown call names failed")
+            return
+        for name, count in unknown:
+            self._reported.add(name)
+            _log.error(
+                "%d pending call(s) named %r match no registered FutureCall "
+                "class; they are kept, not run (see Scheduler.unknown_calls())",
+                count,
+                name,
+                extra={"call_name": name},
+            )

@@ -24,6 +24,7 @@ from trio_futurecalls import (
     MemoryStore,
     NewCall,
     PendingQuery,
+    QueueLength,
     StoredCall,
     StoreUnavailableError,
     open_scheduler,
@@ -409,3 +410,29 @@ async def test_a_second_shutdown_with_a_shorter_grace_shortens_it(
         await s.shutdown(300)  # a longer one does not extend it
     assert Ok.ran == []
     assert s.statistics().total.cancelled == 1
+
+
+class OddCounts(MemoryStore):
+    """pending_counts answers something no store should (a buggy third-party store)."""
+
+    answers: ClassVar[list[Any]] = [
+        {b"blob": QueueLength(pending=1, due=1), "fine": QueueLength(pending=2, due=0)},
+        {"counts": 3},  # not even QueueLength values
+    ]
+
+    async def pending_counts(self, due_by: datetime) -> Any:
+        return self.answers.pop(0) if self.answers else {}
+
+
+async def test_an_odd_answer_to_the_unknown_names_check_does_not_stop_the_scheduler(
+    autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
+) -> None:
+    call = ok(Delivery.AT_MOST_ONCE)
+    store = OddCounts()
+    async with open_scheduler(store, [call], clock=clock, unknown_check_interval=1) as s:
+        await trio.sleep(3)
+        await s.schedule(call, "after")
+        await trio.sleep(1)
+    assert Ok.ran == ["after"]
+    assert not OddCounts.answers  # both odd answers were met
+    assert any("named 'fine'" in r.getMessage() for r in caplog.records)
