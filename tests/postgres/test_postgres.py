@@ -99,6 +99,13 @@ async def worker(*args: str, limit_s: float = 60) -> Any:
         "1digit",
         "pg_temp",
         "x" * 60,
+        # PostgreSQL's own schemas, and the application's.
+        "information_schema",
+        "pg_catalog",
+        "pg_toast",
+        "pg_temp_3",
+        "pg_anything",
+        "public",
     ],
 )
 async def test_bad_schema_names_are_rejected_before_connecting(schema: str) -> None:
