@@ -50,8 +50,9 @@ calls the listeners once with the epoch, since notifications may have been misse
 
 **Errors.** asyncpg and socket errors never reach users raw: connection problems
 (refused, reset, timed out, server shutting down, too many connections, pool
-acquire timeouts) become :class:`StoreUnavailableError`, everything else
-:class:`StoreError`; the original is chained as ``__cause__``. While the database is
+acquire timeouts, asyncpg's ``InternalClientError``) become
+:class:`StoreUnavailableError`, everything else :class:`StoreError`; the original is
+chained as ``__cause__``. While the database is
 down, every method fails within ``connect_timeout``/``command_timeout`` seconds and
 the store recovers by itself when the server is back (the dispatcher retries).
 
