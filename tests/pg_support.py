@@ -26,7 +26,9 @@ import trio_asyncio
 from trio_asyncio import aio_as_trio
 
 from trio_futurecalls import NewCall, StoredCall
+from trio_futurecalls.stores._sql import migrations
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
+from trio_futurecalls.stores.postgres._schema import in_schema, schema_queries
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -122,6 +124,30 @@ async def admin_fetch(sql: str, *args: Any) -> list[Any]:
         finally:
             await aio_as_trio(conn.close)()
     return rows
+
+
+async def admin_execute(sql: str) -> None:
+    """Run a script (several statements, no arguments) on a fresh connection."""
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(pg_dsn(), timeout=10)
+        try:
+            await aio_as_trio(conn.execute)(sql)
+        finally:
+            await aio_as_trio(conn.close)()
+
+
+async def migrate_to(schema: str, version: int) -> None:
+    """Create ``schema`` as the migrations up to ``version`` leave it (an older
+    library's schema), the way the store migrates it."""
+    q = schema_queries(schema)
+    script = [q["create_schema"], q["create_version_table"]]
+    for migration in migrations("postgres")[:version]:
+        script.append(in_schema(migration.sql, schema))
+        script.append(
+            f'INSERT INTO "{schema}".schema_version (version, name) '
+            f"VALUES ({migration.version}, '{migration.name}')"
+        )
+    await admin_execute("BEGIN;\n" + ";\n".join(script) + ";\nCOMMIT;")
 
 
 async def drop_schema(schema: str) -> None:

@@ -7,25 +7,288 @@ locked by a transaction of the test's own. Every test uses its own schema.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
 import asyncpg
+import attrs
 import pytest
 import trio
 import trio.testing
 from pg_support import (
     Proxy,
+    admin_execute,
     admin_fetch,
+    drop_schema,
+    migrate_to,
+    new,
+    now,
     open_test_postgres_store,
+    pg_dsn,
     random_schema,
     require_postgres,
     stored_call,
+    until,
 )
 
-from trio_futurecalls import PendingQuery, StoreError, StoreUnavailableError
+from trio_futurecalls import (
+    FutureCall,
+    InvalidArgumentError,
+    Lease,
+    PendingQuery,
+    QueueLength,
+    StoredCall,
+    StoreError,
+    StoreUnavailableError,
+    open_scheduler,
+)
+from trio_futurecalls.stores.postgres import (
+    open_postgres_store,
+)
+from trio_futurecalls.stores.postgres._values import MAX_ATTEMPTS, MAX_TIME, MIN_TIME
+
+
+def lease(owner: str = "w1", *names: str) -> Lease:
+    return Lease(
+        owner=owner,
+        expires_at=now() + timedelta(minutes=5),
+        names=frozenset(names or ("a",)),
+    )
 
 
 @pytest.fixture(autouse=True)
 def _needs_postgres() -> None:
     require_postgres()
+
+
+# -- item 1: values no worker can read ---------------------------------------------------
+
+#: Calls another tool wrote: (due_at, scheduled_at, attempts, lease_owner) as SQL, and
+#: what the dead letter's error must then say.
+HOSTILE_CALLS = [
+    ("'-infinity'", "now()", "0", "NULL", "due_at was -infinity"),
+    ("'infinity'", "now()", "0", "NULL", "due_at was infinity"),
+    ("'0044-03-15 BC'", "now()", "0", "NULL", "due_at was 0044-03-15 00:00:00+00 BC"),
+    ("'20000-01-01 00:00+00'", "now()", "0", "NULL", "due_at was 20000-01-01 00:00:00+00"),
+    ("'0001-01-01 12:00+00'", "now()", "0", "NULL", "due_at was 0001-01-01 12:00:00+00"),
+    ("'9999-12-31 00:00+00'", "now()", "0", "NULL", "due_at was 9999-12-31 00:00:00+00"),
+    ("now() - interval '1 s'", "'-infinity'", "0", "NULL", "scheduled_at was -infinity"),
+    (
+        "now() - interval '1 s'",
+        "'20000-01-01 00:00+00'",
+        "0",
+        "NULL",
+        "scheduled_at was 20000-01-01 00:00:00+00",
+    ),
+    ("now() - interval '1 s'", "now()", "2147483647", "NULL", "attempts was 2147483647"),
+    ("now() - interval '1 s'", "now()", "1000001", "NULL", "attempts was 1000001"),
+    ("'infinity'", "now()", "3", "'ghost'", "it was leased by ghost"),
+]
+#: Dead letters another tool wrote: (due_at, scheduled_at, failed_at, attempts), and
+#: what must be added to their error.
+HOSTILE_DEAD_LETTERS = [
+    ("'-infinity'", "now()", "now()", "1", "due_at was -infinity"),
+    ("now()", "'0044-03-15 BC'", "now()", "1", "scheduled_at was 0044-03-15 00:00:00+00 BC"),
+    ("now()", "now()", "'infinity'", "1", "failed_at was infinity"),
+    ("now()", "now()", "now()", "2147483647", "attempts was 2147483647"),
+]
+
+
+async def refused(write: Awaitable[Any]) -> None:
+    """Assert that the database refuses ``write`` with a CHECK violation (raised as it
+    is, or in the group of the admin connection's asyncio loop)."""
+    with pytest.RaisesGroup(
+        asyncpg.exceptions.CheckViolationError, allow_unwrapped=True, flatten_subgroups=True
+    ):
+        await write
+
+
+async def _insert_call(
+    schema: str, name: str, due: str, scheduled: str, attempts: str, owner: str
+) -> int:
+    rows = await admin_fetch(
+        f'INSERT INTO "{schema}".calls (name, payload, due_at, scheduled_at, attempts, '
+        f"lease_owner) VALUES ($1, '\"hostile\"', {due}, {scheduled}, {attempts}, {owner}) "
+        "RETURNING id",
+        name,
+    )
+    return int(rows[0][0])
+
+
+async def _insert_dead_letter(
+    schema: str, due: str, scheduled: str, failed: str, attempts: str
+) -> int:
+    rows = await admin_fetch(
+        f'INSERT INTO "{schema}".dead_letters (call_id, name, payload, due_at, scheduled_at, '
+        f"failed_at, error, attempts) VALUES (-1, 'pg.good', 'null', {due}, {scheduled}, "
+        f"{failed}, 'it failed', {attempts}) RETURNING id"
+    )
+    return int(rows[0][0])
+
+
+async def test_migration_0003_moves_unreadable_rows_to_dead_letters_and_keeps_them_out() -> None:
+    ran: list[str] = []
+
+    class Good(FutureCall):
+        name = "pg.good"
+        max_concurrent = 10
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            ran.append(payload)
+
+    schema = random_schema()
+    await migrate_to(schema, 2)  # what an older library left
+    try:
+        past = now() - timedelta(seconds=5)
+        good = [
+            (
+                await admin_fetch(
+                    f'INSERT INTO "{schema}".calls (name, payload, due_at, scheduled_at) '
+                    "VALUES ('pg.good', $1, $2, $2) RETURNING id",
+                    f'"good {i}"',
+                    past,
+                )
+            )[0][0]
+            for i in range(3)
+        ]
+        hostile = {
+            await _insert_call(schema, "pg.good", due, scheduled, attempts, owner): why
+            for due, scheduled, attempts, owner, why in HOSTILE_CALLS
+        }
+        fine_dead = await _insert_dead_letter(schema, "now()", "now()", "now()", "1")
+        hostile_dead = {
+            await _insert_dead_letter(schema, due, scheduled, failed, attempts): why
+            for due, scheduled, failed, attempts, why in HOSTILE_DEAD_LETTERS
+        }
+
+        async with open_test_postgres_store(schema=schema) as store:  # migrates: 0003 runs
+            # The good calls are untouched...
+            pending = await store.pending(PendingQuery())
+            assert [(c.id, c.payload, c.due_at) for c in pending] == [
+                (i, f'"good {k}"', past) for k, i in enumerate(good)
+            ]
+            # ...and every call no worker could read or claim is a dead letter that says
+            # why, with its original values, clamped so that it reads back.
+            dead = {d.call_id: d for d in await store.dead_letters()}
+            for call_id, why in hostile.items():
+                letter = dead[call_id]
+                assert letter.error.startswith("migration 0003: moved to dead letters"), letter
+                assert why in letter.error, (why, letter.error)
+                assert letter.payload == '"hostile"'
+                assert MIN_TIME <= letter.due_at <= MAX_TIME
+                assert MIN_TIME <= letter.scheduled_at <= MAX_TIME
+                assert 0 <= letter.attempts <= MAX_ATTEMPTS
+            assert dead[next(i for i, w in hostile.items() if "-infinity" in w)].due_at == MIN_TIME
+            # Dead letters that held such values keep them only as text.
+            letters = {d.id: d for d in await store.dead_letters()}
+            assert letters[fine_dead].error == "it failed"
+            for dead_id, why in hostile_dead.items():
+                assert letters[dead_id].error.startswith("it failed\nmigration 0003:")
+                assert why in letters[dead_id].error
+            assert letters[next(iter(hostile_dead))].due_at == MIN_TIME
+
+            # A scheduler runs the good calls, and keeps running.
+            async with open_scheduler(store, [Good], max_concurrent=4) as scheduler:
+                await until(lambda: len(ran) == 3, 20)
+                await scheduler.schedule(Good, "later")
+                await until(lambda: len(ran) == 4, 20)
+            assert sorted(ran) == ["good 0", "good 1", "good 2", "later"]
+
+            # After 0003 the database refuses such rows, whoever writes them.
+            for due, scheduled, attempts, owner, _ in HOSTILE_CALLS:
+                await refused(_insert_call(schema, "pg.good", due, scheduled, attempts, owner))
+            for due, scheduled, failed, attempts, _ in HOSTILE_DEAD_LETTERS:
+                await refused(_insert_dead_letter(schema, due, scheduled, failed, attempts))
+            assert (await store.pending_counts(now())) == {}
+    finally:
+        await drop_schema(schema)
+
+
+async def test_the_checks_and_the_stores_bounds_are_the_same() -> None:
+    async with open_test_postgres_store() as store:
+        micro = timedelta(microseconds=1)
+        edges = [new(due=MIN_TIME), new(due=MAX_TIME)]
+        ids = await store.schedule(edges)
+        assert [c.due_at for c in await store.pending(PendingQuery())] == [MIN_TIME, MAX_TIME]
+        for due in (MIN_TIME - micro, MAX_TIME + micro):
+            with pytest.raises(InvalidArgumentError, match="outside what the PostgreSQL store"):
+                await store.schedule([new(due=due)])
+            await refused(
+                admin_fetch(
+                    f'UPDATE "{store.schema}".calls SET due_at = $1 WHERE id = $2', due, ids[0]
+                )
+            )
+        with pytest.raises(InvalidArgumentError, match="attempts"):
+            await store.schedule([attrs.evolve(new(), attempts=MAX_ATTEMPTS + 1)])
+        # A time in a far zone that is inside the bounds once in UTC is fine.
+        east = timezone(timedelta(hours=14))
+        (inside,) = await store.schedule([new(due=datetime(1, 1, 2, 23, tzinfo=east))])
+        assert await store.cancel(inside)
+
+
+@pytest.mark.parametrize("leased", [False, True])
+async def test_a_call_at_the_attempt_bound_is_claimed_and_handed_over(leased: bool) -> None:
+    async with open_test_postgres_store() as store:
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([attrs.evolve(new("a", t), attempts=MAX_ATTEMPTS), new("a", t)])
+        claim = await store.claim(now(), {"a": 5}, 5, lease() if leased else None)
+        assert [(c.id, c.attempts) for c in claim.calls] == [(ids[0], MAX_ATTEMPTS), (ids[1], 1)]
+        # And it goes back as it came (the engine takes back the claim's attempt).
+        back = [attrs.evolve(c, attempts=c.attempts - 1) for c in claim.calls]
+        assert await store.put_back(back, "w1" if leased else None) == 2
+        pending = await store.pending(PendingQuery())
+        assert [(c.id, c.attempts) for c in pending] == [(ids[0], MAX_ATTEMPTS - 1), (ids[1], 0)]
+
+
+async def test_reads_of_rows_forced_past_the_checks_are_store_errors() -> None:
+    async with open_test_postgres_store() as store:
+        # Rows that another tool forced in (with the CHECKs dropped): every read that
+        # turns rows into values says StoreError, and the store goes on.
+        (call_id,) = await store.schedule([new()])
+        await store.dead_letter(
+            StoredCall(
+                id=call_id,
+                name="a",
+                payload="null",
+                due_at=now(),
+                identifier=None,
+                scheduled_at=now(),
+                attempts=1,
+            ),
+            "boom",
+            now(),
+        )
+        calls, dead = f'"{store.schema}".calls', f'"{store.schema}".dead_letters'
+        await admin_execute(
+            f"ALTER TABLE {calls} DROP CONSTRAINT calls_scheduled_at_range; "
+            f"UPDATE {calls} SET scheduled_at = '20000-01-01 00:00+00'; "
+            f"ALTER TABLE {dead} DROP CONSTRAINT dead_letters_failed_at_range; "
+            f"UPDATE {dead} SET failed_at = '20000-01-01 00:00+00'"
+        )
+        for read in (lambda: store.pending(PendingQuery()), store.dead_letters):
+            with pytest.raises(StoreError) as error:
+                await read()
+            assert type(error.value) is StoreError
+            assert isinstance(error.value.__cause__, (ValueError, OverflowError))
+        assert await store.pending_counts(now()) == {"a": QueueLength(pending=1, due=1)}
+
+
+async def test_opening_without_migrating_refuses_a_schema_that_is_not_current() -> None:
+    schema = random_schema()
+    try:
+        for version in (0, 2):
+            if version:
+                await migrate_to(schema, version)
+            with pytest.raises(StoreError, match=f"at version {version} but this library needs"):
+                async with open_postgres_store(pg_dsn(), schema=schema, migrate=False):
+                    pass
+        async with open_postgres_store(pg_dsn(), schema=schema):  # migrates
+            pass
+        async with open_postgres_store(pg_dsn(), schema=schema, migrate=False) as store:
+            assert await store.pending(PendingQuery()) == []
+    finally:
+        await drop_schema(schema)
 
 
 # -- item 4, and values: what asyncpg raises is translated by type ----------------------

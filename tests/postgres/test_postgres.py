@@ -294,10 +294,15 @@ async def test_migrations_produce_the_expected_schema() -> None:
         )
         assert [r[0] for r in checks] == [
             "calls_attempts",
+            "calls_due_at_range",
             "calls_identifier_length",
             "calls_name_length",
             "calls_payload_size",
+            "calls_scheduled_at_range",
             "dead_letters_attempts",
+            "dead_letters_due_at_range",
+            "dead_letters_failed_at_range",
+            "dead_letters_scheduled_at_range",
         ]
 
 

@@ -58,6 +58,11 @@ the store recovers by itself when the server is back (the dispatcher retries).
 
 **Completions** (at-least-once) of calls finishing together share one ``DELETE``.
 
+**Values.** Stored times stay within what Python holds (with a day of margin) and
+attempts within 1,000,000: CHECKs (migration 0003, which moved older offenders to dead
+letters) and the checks of ``_values.py``. So every value a claim returns converts to
+Python: a claim never deletes rows it then cannot hand over.
+
 **Pool size.** The pool serves the dispatcher's claims, application calls to
 ``schedule``/``cancel``..., and one connection per running call *that uses its
 session* (sessions acquire lazily, on first use, and keep that connection until the

@@ -18,6 +18,7 @@ from ..._errors import FutureCallsError, InvalidArgumentError, StoreError
 from ..._util import raise_unwrapped
 from ..._validate import check_positive_seconds
 from ._errors import bridge
+from ._migrations import check_current
 from ._migrations import migrate as migrate_schema
 from ._pool import pool_options, recommended_pool_size
 from ._schema import DEFAULT_SCHEMA, check_schema_name
@@ -68,7 +69,8 @@ async def open_postgres_store(
       method takes to raise :class:`StoreUnavailableError` during an outage.
     * ``application_name``: shown in ``pg_stat_activity`` (the LISTEN connection adds
       ``:listen``).
-    * ``migrate=False``: do not create or upgrade the schema (it must be current).
+    * ``migrate=False``: do not create or upgrade the schema (it must be current:
+      :class:`StoreError` otherwise).
 
     Raises :class:`StoreUnavailableError` if the database cannot be reached at start.
     """
@@ -148,6 +150,8 @@ async def open_postgres_store(
             try:
                 if migrate:
                     await migrate_schema(loop, pool, checked_schema, acquire_s)
+                else:
+                    await check_current(loop, pool, checked_schema, acquire_s)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(store._listener.run)
                     try:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, final
+from datetime import datetime
+from typing import Any, Final, final
 
 import asyncpg
 import trio
 
-from ..._errors import InvalidArgumentError, InvalidPayloadError, StoreClosedError, StoreError
+from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
-from ..._payload import MAX_PAYLOAD_BYTES
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
 from .._batch import GroupCommit
 from .._claims import until_next
 from .._listeners import Listeners
@@ -31,35 +29,13 @@ from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, recommended_pool_size
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
+from ._values import check_calls, utc
 
 _log = logging.getLogger("trio_futurecalls.store.postgres")
 
 
-def _utc(value: datetime) -> datetime:
-    # asyncpg returns timestamptz values in UTC already: skip the conversion then.
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
-
-
-def _check_new_call(call: NewCall) -> None:
-    # The engine validated these already; checked again so that a NewCall built by
-    # hand gets the same clear error as through the engine (the table's CHECKs are the
-    # last line).
-    if not isinstance(call.name, str) or not 1 <= len(call.name) <= MAX_NAME_LENGTH:
-        raise InvalidArgumentError(f"call name must be 1 to {MAX_NAME_LENGTH} characters")
-    if call.identifier is not None and not 1 <= len(call.identifier) <= MAX_IDENTIFIER_LENGTH:
-        raise InvalidArgumentError(f"identifier must be 1 to {MAX_IDENTIFIER_LENGTH} characters")
-    payload = call.payload
-    size = len(payload) if payload.isascii() else len(payload.encode())
-    if size > MAX_PAYLOAD_BYTES:
-        raise InvalidPayloadError(
-            f"payload is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
-        )
-    for text in (call.name, call.payload, call.identifier or ""):
-        if "\x00" in text:
-            raise InvalidArgumentError("PostgreSQL text cannot hold NUL characters")
-    for value in (call.due_at, call.scheduled_at):
-        if value.tzinfo is None:
-            raise InvalidArgumentError("due_at and scheduled_at must be timezone-aware")
+#: Largest value of the claim's integer parameters (free slots, limit).
+_MAX_INT4: Final = 2**31 - 1
 
 
 @final
@@ -163,9 +139,8 @@ class PostgresStore:
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
         if not calls:
             return []
-        for call in calls:
-            _check_new_call(call)
-        earliest = _utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
+        check_calls(calls)
+        earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
         rows = await self._call(
             "fetch",
             "insert_calls",
@@ -203,7 +178,7 @@ class PostgresStore:
             query.due_before,
             query.limit,
         )
-        return [call_from_row(row, _utc) for row in rows]
+        return [call_from_row(row, utc) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         rows = await self._call("fetch", "pending_counts", due_by)
@@ -214,6 +189,8 @@ class PostgresStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        # The statement's counts are integers: a larger request cannot be met anyway.
+        limit = min(limit, _MAX_INT4)
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
         if limit <= 0 or not wanted:
             return Claim([], None)
@@ -222,6 +199,9 @@ class PostgresStore:
         leased = [] if lease is None else [name for name in names if name in lease.names]
         # Shielded: once the DELETE committed, its rows must reach the dispatcher even if
         # the caller is being cancelled. Bounded by the acquire and command timeouts.
+        # Every value the statement returns converts to Python (the CHECKs of migration
+        # 0003; see "claim" in queries.sql), so no row is deleted and then not handed
+        # over.
         with trio.CancelScope(shield=True):
             if not leased:
                 rows = await self._call("fetch", "claim_delete", names, quotas, now, limit)
@@ -251,16 +231,16 @@ class PostgresStore:
                     lease.expires_at,
                 )
         # Every claim statement ends with one row whose id is NULL: the next due time.
-        calls = [call_from_row(row, _utc) for row in rows if row[0] is not None]
+        calls = [call_from_row(row, utc) for row in rows if row[0] is not None]
         calls.sort(key=lambda c: (c.due_at, c.id))
         (next_due,) = [row[7] for row in rows if row[0] is None]
-        next_due = None if next_due is None else _utc(next_due)
+        next_due = None if next_due is None else utc(next_due)
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         if not calls:
             return 0
-        earliest = _utc(min(c.due_at for c in calls))
+        earliest = utc(min(c.due_at for c in calls))
         handed: int = await self._call(
             "fetchval",
             "put_back",
@@ -321,7 +301,7 @@ class PostgresStore:
                 notify_payload(due_at),
             )
         if count:
-            self._listeners.notify(_utc(due_at))
+            self._listeners.notify(utc(due_at))
         return count > 0
 
     # -- dead letters -----------------------------------------------------------------
@@ -358,7 +338,7 @@ class PostgresStore:
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
         rows = await self._call("fetch", "dead_letters", name, limit)
-        return [dead_letter_from_row(r, _utc) for r in rows]
+        return [dead_letter_from_row(r, utc) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
         new_id: int | None = await self._call(
@@ -370,7 +350,7 @@ class PostgresStore:
             notify_payload(due_at),
         )
         if new_id is not None:
-            self._listeners.notify(_utc(due_at))
+            self._listeners.notify(utc(due_at))
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:

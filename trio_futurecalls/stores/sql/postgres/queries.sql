@@ -18,6 +18,9 @@ SELECT pg_advisory_xact_lock($1::bigint);
 -- name: schema_version
 SELECT coalesce(max(version), 0) FROM {schema}.schema_version;
 
+-- name: version_table_exists
+SELECT to_regclass($1::text) IS NOT NULL;
+
 -- name: record_version
 INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
 
@@ -121,6 +124,12 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 
 -- name: claim
+-- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
+-- its reply: nothing it returns may fail to convert to Python, or those calls would
+-- be gone without reaching the dispatcher. The CHECKs of migration 0003 keep every
+-- stored time within what Python holds, and the attempt count goes up only to their
+-- bound (1000000), so it can neither overflow nor make the claim fail forever.
+--
 -- One statement: lock the earliest due rows of each name (at most its free slots),
 -- skipping rows another claimer holds, keep the earliest `limit` across names, then
 -- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
@@ -130,10 +139,12 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 {_claim_picked}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
-    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
+    RETURNING id, name, payload, due_at, identifier, scheduled_at,
+        least(attempts + 1, 1000000) AS attempts
 ), leased AS (
     UPDATE {schema}.calls AS c
-    SET lease_owner = $6::text, due_at = $7::timestamptz, attempts = c.attempts + 1
+    SET lease_owner = $6::text, due_at = $7::timestamptz,
+        attempts = least(c.attempts + 1, 1000000)
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
@@ -150,7 +161,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 {_claim_picked}, {_claim_next}, taken AS (
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked)
-    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
+    RETURNING id, name, payload, due_at, identifier, scheduled_at,
+        least(attempts + 1, 1000000) AS attempts
 )
 {_claim_result};
 
@@ -159,7 +171,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 -- "claim", leased to $5 until $6, without the delete branch.
 {_claim_picked}, {_claim_next}, taken AS (
     UPDATE {schema}.calls AS c
-    SET lease_owner = $5::text, due_at = $6::timestamptz, attempts = c.attempts + 1
+    SET lease_owner = $5::text, due_at = $6::timestamptz,
+        attempts = least(c.attempts + 1, 1000000)
     FROM picked AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
