@@ -7,8 +7,8 @@ locked by a transaction of the test's own. Every test uses its own schema.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -21,6 +21,7 @@ from pg_support import (
     admin_execute,
     admin_fetch,
     drop_schema,
+    locked_row,
     migrate_to,
     new,
     now,
@@ -33,6 +34,7 @@ from pg_support import (
 )
 
 from trio_futurecalls import (
+    Delivery,
     FutureCall,
     InvalidArgumentError,
     Lease,
@@ -44,6 +46,7 @@ from trio_futurecalls import (
     open_scheduler,
 )
 from trio_futurecalls.stores.postgres import (
+    PostgresStore,
     open_postgres_store,
 )
 from trio_futurecalls.stores.postgres._values import MAX_ATTEMPTS, MAX_TIME, MIN_TIME
@@ -289,6 +292,204 @@ async def test_opening_without_migrating_refuses_a_schema_that_is_not_current() 
             assert await store.pending(PendingQuery()) == []
     finally:
         await drop_schema(schema)
+
+
+# -- item 2: writes after calls share statements; advice the server can follow -------------
+
+Write = Callable[[PostgresStore, StoredCall], Awaitable[Any]]
+
+
+async def _release(store: PostgresStore, call: StoredCall) -> Any:
+    return await store.release("w1", call.id, now(), refund_attempt=True)
+
+
+async def _put_back(store: PostgresStore, call: StoredCall) -> Any:
+    return await store.put_back([attrs.evolve(call, attempts=0)], None)
+
+
+async def _put_back_leased(store: PostgresStore, call: StoredCall) -> Any:
+    return await store.put_back([attrs.evolve(call, attempts=0)], "w1")
+
+
+async def _dead_letter(store: PostgresStore, call: StoredCall) -> Any:
+    return await store.dead_letter(call, f"error of {call.id}", now())
+
+
+async def _dead_letter_leased(store: PostgresStore, call: StoredCall) -> Any:
+    return await store.dead_letter(call, f"error of {call.id}", now(), "w1")
+
+
+async def _complete(store: PostgresStore, call: StoredCall) -> Any:
+    return await store.complete("w1", call.id)
+
+
+@pytest.mark.parametrize(
+    ("write", "leased"),
+    [
+        (_release, True),
+        (_put_back, False),
+        (_put_back_leased, True),
+        (_dead_letter, False),
+        (_dead_letter_leased, True),
+        (_complete, True),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+async def test_concurrent_writes_after_calls_share_one_statement_per_batch(
+    write: Write, leased: bool
+) -> None:
+    total = 300
+    async with open_test_postgres_store(max_pool_size=3) as store:
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new("a", t) for _ in range(total)])
+        calls = (await store.claim(now(), {"a": total}, total, lease() if leased else None)).calls
+        assert len(calls) == total
+        statements: list[str] = []
+        peak = 0
+        run = store._connections.run
+
+        async def counting_run(method: str, sql: str, args: Any) -> Any:
+            nonlocal peak
+            statements.append(sql)
+            peak = max(peak, store.connections_in_use())
+            return await run(method, sql, args)
+
+        store._connections.run = counting_run  # type: ignore[method-assign]
+        answers: dict[int, Any] = {}
+
+        async def one(call: StoredCall) -> None:
+            answers[call.id] = await write(store, call)
+
+        async with trio.open_nursery() as nursery:
+            for call in calls:
+                nursery.start_soon(one, call)
+        # The first request ran alone; all that arrived meanwhile shared the next.
+        assert 2 <= len(statements) <= 3, len(statements)
+        assert peak <= 1
+        store._connections.run = run  # type: ignore[method-assign]
+        if write in (_release, _complete):
+            assert set(answers.values()) == {True}
+        elif write in (_put_back, _put_back_leased):
+            assert set(answers.values()) == {1}
+        else:
+            assert len(set(answers.values())) == total  # a dead letter id each
+            letters = await store.dead_letters()
+            assert sorted(d.call_id for d in letters) == ids
+            assert all(d.error == f"error of {d.call_id}" for d in letters)
+            assert {d.id: d.call_id for d in letters} == {v: k for k, v in answers.items()}
+        if write in (_release, _put_back, _put_back_leased):
+            pending = await store.pending(PendingQuery())
+            assert sorted((c.id, c.attempts) for c in pending) == [(i, 0) for i in ids]
+        else:
+            assert await store.pending_counts(now()) == {}
+            assert await admin_fetch(f'SELECT id FROM "{store.schema}".calls') == []
+
+
+async def test_grouped_writes_answer_each_caller_as_alone() -> None:
+    async with open_test_postgres_store() as store:
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new("a", t) for _ in range(4)])
+        mine = (await store.claim(now(), {"a": 4}, 4, lease("w1"))).calls
+        results: list[tuple[str, Any]] = []
+
+        async def record(what: str, fn: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                results.append((what, await fn()))
+            except InvalidArgumentError as exc:
+                results.append((what, type(exc).__name__))
+
+        bad = attrs.evolve(mine[1], due_at=datetime(1, 1, 1, tzinfo=UTC))
+        requests: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            # The same call released twice, and by someone who does not own it.
+            ("release 0", lambda: store.release("w1", ids[0], now())),
+            ("release 0 again", lambda: store.release("w1", ids[0], now())),
+            ("release 1 by w2", lambda: store.release("w2", ids[1], now())),
+            # A dead letter by the owner, and one by someone who is not.
+            ("dead 2", lambda: store.dead_letter(mine[2], "x", now(), "w1")),
+            ("dead 3 by w2", lambda: store.dead_letter(mine[3], "x", now(), "w2")),
+            # A bad item is refused for its caller only.
+            ("bad put back", lambda: store.put_back([bad], "w1")),
+        ]
+        async with trio.open_nursery() as nursery:
+            for what, fn in requests:
+                nursery.start_soon(record, what, fn)
+        answers = dict(results)
+        # Whichever of the two runs first (trio starts tasks in no fixed order) releases it.
+        assert sorted([answers["release 0"], answers["release 0 again"]]) == [False, True]
+        assert answers["release 1 by w2"] is False
+        assert isinstance(answers["dead 2"], int)
+        assert answers["dead 3 by w2"] is None
+        assert answers["bad put back"] == "InvalidArgumentError"
+        leased = await admin_fetch(
+            f'SELECT id FROM "{store.schema}".calls WHERE lease_owner = $1 ORDER BY id', "w1"
+        )
+        assert [r[0] for r in leased] == [ids[1], ids[3]]
+
+
+async def test_shutdown_releases_many_running_calls_in_few_statements() -> None:
+    running = 0
+    all_running = trio.Event()
+    total = 100
+
+    class Hold(FutureCall):
+        name = "pg.hold"
+        delivery = Delivery.AT_LEAST_ONCE
+        max_concurrent = None
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            nonlocal running
+            running += 1
+            if running == total:
+                all_running.set()
+            await trio.sleep_forever()
+
+    async with open_test_postgres_store(max_pool_size=4) as store:
+        names = {sql: name for name, sql in store._q.items()}
+        statements: list[str] = []
+        run = store._connections.run
+
+        async def counting_run(method: str, sql: str, args: Any) -> Any:
+            statements.append(names.get(sql, sql))
+            return await run(method, sql, args)
+
+        store._connections.run = counting_run  # type: ignore[method-assign]
+        t = now() - timedelta(seconds=1)
+        ids = await store.schedule([new("pg.hold", t) for _ in range(total)])
+        async with open_scheduler(store, [Hold], max_concurrent=total, grace_period=0):
+            with trio.fail_after(30):
+                await all_running.wait()
+            statements.clear()
+        # Every call was released (its attempt refunded), in a handful of statements.
+        released = [s for s in statements if s.startswith("release")]
+        assert 1 <= len(released) <= 3, statements
+        pending = await store.pending(PendingQuery())
+        assert sorted((c.id, c.attempts) for c in pending) == [(i, 0) for i in ids]
+
+
+# -- item 3: a write stuck on the server does not outlive the engine's bound ---------------
+
+
+@pytest.mark.parametrize("write", [_complete, _release, _dead_letter_leased])
+async def test_a_write_stuck_on_the_server_is_abandoned_at_the_callers_bound(write: Write) -> None:
+    # A short command timeout: without the fix the write would wait for it.
+    async with open_test_postgres_store(command_timeout=5.0, max_pool_size=3) as store:
+        (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
+        (call,) = (await store.claim(now(), {"a": 1}, 1, lease("w1"))).calls
+        await store.pending(PendingQuery())
+        async with locked_row(store.schema, call_id):
+            # The engine's way: shielded from shutdown, bounded (CLEANUP_TIMEOUT).
+            with trio.move_on_after(0.5, shield=True) as bound:
+                await write(store, call)
+            assert bound.cancelled_caught
+            # Its statement was cancelled on the server and its connection is back,
+            # usable: nothing checked out, nothing poisoned.
+            assert store.connections_in_use() == 0
+            assert await store.pending(PendingQuery()) == []
+        # The abandoned write did not happen later: the row is still leased by w1...
+        rows = await admin_fetch(f'SELECT lease_owner FROM "{store.schema}".calls')
+        assert [r[0] for r in rows] == ["w1"]
+        # ...and the same write now goes through.
+        assert await write(store, call) not in (None, False)
 
 
 # -- item 4, and values: what asyncpg raises is translated by type ----------------------

@@ -56,7 +56,10 @@ chained as ``__cause__``. While the database is
 down, every method fails within ``connect_timeout``/``command_timeout`` seconds and
 the store recovers by itself when the server is back (the dispatcher retries).
 
-**Completions** (at-least-once) of calls finishing together share one ``DELETE``.
+**Writes after a call** (completions, releases, hand-backs, dead letters) that calls
+ask for at the same time share one statement per kind (``_grouped.py``), so that calls
+ending together take one connection, not one each. They are not shielded here: the
+engine bounds them (``CLEANUP_TIMEOUT``).
 
 **Values.** Stored times stay within what Python holds (with a day of margin) and
 attempts within 1,000,000: CHECKs (migration 0003, which moved older offenders to dead

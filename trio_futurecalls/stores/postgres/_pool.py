@@ -7,7 +7,9 @@ called through the bridge (:func:`._errors.bridge`).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -16,6 +18,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError
 from ._errors import lost, on_connection, raise_if_gone
+
+_log = logging.getLogger("trio_futurecalls.store.postgres")
 
 
 def recommended_pool_size(max_concurrent: int | None) -> int:
@@ -115,10 +119,17 @@ class Connections:
     is short when that reaches its size.
     """
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, acquire_timeout: float, cancel_timeout: float | None = None
+    ) -> None:
         self.pool = pool
         self.max_size = pool.get_max_size()
         self.acquire_timeout = acquire_timeout
+        #: How long a statement that was cancelled waits for the server to acknowledge
+        #: the cancellation (asyncpg sends it over a new connection) before its
+        #: connection is terminated instead: the caller's deadline is not extended by
+        #: more than that.
+        self.cancel_timeout = acquire_timeout if cancel_timeout is None else cancel_timeout
         self.kept: PoolConnectionProxy | None = None
         self.busy = False
         self.closing = False
@@ -150,13 +161,31 @@ class Connections:
         finally:
             self.out -= 1
 
+    async def _release_after(self, conn: PoolConnectionProxy, exc: BaseException) -> None:
+        """Give back a connection whose statement failed or was cancelled.
+
+        After a cancellation (the caller's deadline), the pool waits for the server to
+        acknowledge it before the connection is reused; that wait is bounded by
+        :attr:`cancel_timeout`, past which the pool terminates the connection.
+        """
+        if not isinstance(exc, asyncio.CancelledError):
+            await self.release(conn)
+            return
+        try:
+            await self.release(conn, self.cancel_timeout)
+        except Exception as error:  # the pool terminated it: nothing is left out
+            _log.info("a cancelled statement's connection was terminated: %r", error)
+
     async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
         if self.busy or self.closing:
             conn = await self._acquire()
             try:
-                return await on_connection(conn, getattr(conn, method), sql, *args)
-            finally:
-                await self.release(conn)
+                result = await on_connection(conn, getattr(conn, method), sql, *args)
+            except BaseException as exc:
+                await self._release_after(conn, exc)
+                raise
+            await self.release(conn)
+            return result
         self.busy = True
         try:
             kept = self.kept
@@ -169,9 +198,11 @@ class Connections:
             if kept is None:
                 kept = self.kept = await self._acquire()
             result = await on_connection(kept, getattr(kept, method), sql, *args)
-        except BaseException:
+        except BaseException as exc:
             self.busy = False
-            await self.give_back()
+            failed, self.kept = self.kept, None
+            if failed is not None:
+                await self._release_after(failed, exc)
             raise
         self.busy = False
         if self.closing or self.short:

@@ -20,19 +20,25 @@ from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from .._batch import GroupCommit
 from .._claims import until_next
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row
 from ._errors import bridge
+from ._grouped import GroupedWrites
 from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, recommended_pool_size
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
-from ._values import check_calls, utc
+from ._values import (
+    check_call,
+    check_calls,
+    check_id,
+    check_owner,
+    check_time,
+    utc,
+)
 
 _log = logging.getLogger("trio_futurecalls.store.postgres")
-
 
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1
@@ -62,9 +68,10 @@ class PostgresStore:
         self.recheck_interval = recheck_interval
         self.max_pool_size = max_pool_size
         self._pool: asyncpg.Pool | None = pool
-        self._connections = Connections(pool, acquire_timeout)
-        self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(self._complete_batch)
+        self._connections = Connections(pool, acquire_timeout, cancel_timeout=connect_timeout)
         self._listeners = Listeners()
+        # Writes after a call, grouped: at most one connection per kind at a time.
+        self._writes = GroupedWrites(self._call, self.channel, self._listeners)
         self._listener = NotifyListener(
             loop=loop,
             dsn=dsn,
@@ -240,24 +247,11 @@ class PostgresStore:
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         if not calls:
             return 0
-        earliest = utc(min(c.due_at for c in calls))
-        handed: int = await self._call(
-            "fetchval",
-            "put_back",
-            [c.id for c in calls],
-            [c.name for c in calls],
-            [c.payload for c in calls],
-            [c.due_at for c in calls],
-            [c.identifier for c in calls],
-            [c.scheduled_at for c in calls],
-            [c.attempts for c in calls],
-            owner,
-            self.channel,
-            notify_payload(earliest),
-        )
-        if handed:
-            self._listeners.notify(earliest)
-        return handed
+        check_calls(calls)
+        if owner is not None:
+            check_owner(owner)
+        # Concurrent hand-backs share one statement (see _grouped.py).
+        return await self._writes.put_back(calls, owner)
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         if not call_ids:
@@ -266,65 +260,30 @@ class PostgresStore:
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
-        # Calls finishing together share one DELETE (see _complete_batch).
-        with trio.CancelScope(shield=True):  # bounded by the store's timeouts
-            done = await self._completions.submit((owner, call_id))
-        return done
-
-    async def _complete_batch(self, items: Sequence[tuple[str, int]]) -> list[bool]:
-        by_owner: dict[str, list[int]] = {}
-        for owner, call_id in items:
-            by_owner.setdefault(owner, []).append(call_id)
-        deleted: set[tuple[str, int]] = set()
-        for owner, ids in by_owner.items():  # in practice one owner: the scheduler's
-            rows = await self._call("fetch", "complete", owner, sorted(set(ids)))
-            deleted.update((owner, row[0]) for row in rows)
-        results = []
-        for item in items:
-            # A call completed twice in one batch: the first one deleted the row.
-            results.append(item in deleted)
-            deleted.discard(item)
-        return results
+        check_owner(owner)
+        check_id(call_id)
+        # Calls finishing together share one DELETE (see _grouped.py). Not shielded:
+        # the engine bounds the writes after a call (and shields them from shutdown).
+        return await self._writes.complete(owner, call_id)
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
-        with trio.CancelScope(shield=True):  # bounded by the store's timeouts
-            count: int = await self._call(
-                "fetchval",
-                "release",
-                due_at,
-                int(refund_attempt),
-                call_id,
-                owner,
-                self.channel,
-                notify_payload(due_at),
-            )
-        if count:
-            self._listeners.notify(utc(due_at))
-        return count > 0
+        check_owner(owner)
+        check_id(call_id)
+        check_time(due_at, "due_at")
+        return await self._writes.release(owner, call_id, due_at, bool(refund_attempt))
 
     # -- dead letters -----------------------------------------------------------------
 
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
-        with trio.CancelScope(shield=True):  # the call is already claimed: keep it
-            new_id: int | None = await self._call(
-                "fetchval",
-                "insert_dead_letter",
-                call.id,
-                call.name,
-                call.payload,
-                call.due_at,
-                call.identifier,
-                call.scheduled_at,
-                failed_at,
-                error.replace("\x00", "\\x00"),
-                call.attempts,
-                owner,
-            )
-        return new_id
+        check_call(call)
+        check_time(failed_at, "failed_at")
+        if owner is not None:
+            check_owner(owner)
+        return await self._writes.dead_letter(call, str(error), failed_at, owner)
 
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime

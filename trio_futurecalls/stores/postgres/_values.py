@@ -63,6 +63,11 @@ def check_id(value: int, what: str = "call id") -> None:
         raise InvalidArgumentError(f"{what} must be an int from 1 to {MAX_ID}, got {value!r}")
 
 
+def check_owner(value: object) -> None:
+    if not isinstance(value, str) or "\x00" in value:
+        raise InvalidArgumentError(f"a lease owner must be a str without NUL, got {value!r}")
+
+
 def check_call(call: NewCall | StoredCall) -> None:
     """Refuse a call the ``calls`` table would not take (its CHECKs are the last line).
 
