@@ -134,6 +134,8 @@ class Connections:
         self.busy = False
         self.closing = False
         self.out = 0
+        #: Connections held by running calls' sessions.
+        self.sessions = 0
 
     @property
     def kept_idle(self) -> bool:
@@ -223,7 +225,15 @@ class Connections:
             await self.give_back()  # sessions never wait for the store's idle connection
         conn = await self._acquire()
         _mark_session_use(conn)
+        self.sessions += 1
         return conn
+
+    async def release_session(self, conn: PoolConnectionProxy, seconds: float) -> None:
+        """Give back a connection :meth:`acquire_session` handed out."""
+        try:
+            await self.release(conn, seconds)
+        finally:
+            self.sessions -= 1
 
     async def close(self) -> None:
         self.closing = True

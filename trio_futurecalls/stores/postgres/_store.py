@@ -116,6 +116,12 @@ class PostgresStore:
             return 0
         return pool.get_size() - pool.get_idle_size() - int(self._connections.kept_idle)
 
+    @property
+    def session_connections(self) -> int:
+        """Pool connections held by running calls' sessions right now (the store's own
+        statements, such as the dispatcher's claims, are not counted)."""
+        return self._connections.sessions
+
     def check_pool_size(self, max_concurrent: int | None) -> bool:
         """True if the pool suits ``max_concurrent`` running calls; else log a warning.
 
