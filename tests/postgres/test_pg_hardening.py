@@ -7,6 +7,8 @@ locked by a transaction of the test's own. Every test uses its own schema.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -48,6 +50,7 @@ from trio_futurecalls import (
 from trio_futurecalls.stores.postgres import (
     PostgresStore,
     open_postgres_store,
+    recommended_pool_size,
 )
 from trio_futurecalls.stores.postgres._values import MAX_ATTEMPTS, MAX_TIME, MIN_TIME
 
@@ -464,6 +467,34 @@ async def test_shutdown_releases_many_running_calls_in_few_statements() -> None:
         assert 1 <= len(released) <= 3, statements
         pending = await store.pending(PendingQuery())
         assert sorted((c.id, c.attempts) for c in pending) == [(i, 0) for i in ids]
+
+
+async def test_pool_size_advice_fits_the_server(caplog: pytest.LogCaptureFixture) -> None:
+    (limit,) = await admin_fetch("SELECT current_setting('max_connections')::int")
+    if limit[0] >= 500:
+        pytest.skip("this server takes 500 connections: a pool of 500 fits it")
+    caplog.set_level(logging.WARNING, logger="trio_futurecalls.store.postgres")
+    async with open_test_postgres_store(max_pool_size=500, min_pool_size=0) as store:
+        room = store.server_room
+        assert room is not None
+        assert room.max_connections == limit[0]
+        assert room.free < 500
+        # Warned at open: the pool could outgrow the server.
+        opened = [r.message for r in caplog.records if "max_pool_size=500" in r.message]
+        assert opened
+        assert f"max_pool_size <= {room.free - 1}" in opened[0]
+        caplog.clear()
+        # The scheduler's check gives numbers that fit the server.
+        assert not store.check_pool_size(498)
+        (message,) = [r.message for r in caplog.records]
+        match = re.search(r"use max_concurrent <= (\d+) with max_pool_size=(\d+)", message)
+        assert match, message
+        concurrent, pool = int(match[1]), int(match[2])
+        assert pool == concurrent + 2
+        assert pool + 1 <= room.free  # the LISTEN connection too
+        assert f"max_connections={limit[0]}" in message
+        assert recommended_pool_size(498, server_room=room.free) == pool
+        assert recommended_pool_size(10, server_room=room.free) == min(12, room.free - 1)
 
 
 # -- item 3: a write stuck on the server does not outlive the engine's bound ---------------

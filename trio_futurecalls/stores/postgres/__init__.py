@@ -75,7 +75,9 @@ application code). The ``LISTEN`` connection is not taken from the pool: the ser
 sees at most ``max_pool_size + 1`` connections per store. A pool that is too small
 makes sessions wait for a connection (up to ``acquire_timeout``, then
 :class:`StoreUnavailableError`); :meth:`PostgresStore.check_pool_size` logs a warning
-on ``trio_futurecalls.store.postgres`` and returns False in that case.
+on ``trio_futurecalls.store.postgres`` and returns False in that case, and also when
+the server has no room for such a pool (``max_connections``, less reserved slots and
+other clients' connections, read at open: :attr:`PostgresStore.server_room`).
 """
 
 # Checked before anything else, so that a missing extra is named here rather than

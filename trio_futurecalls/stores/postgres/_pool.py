@@ -1,8 +1,9 @@
-"""The store's connection pool: its size, the connection the store keeps for its own
-statements, and the reset a connection gets after a running call's session used it.
+"""The store's connection pool: its size (and what the server has room for), the
+connection the store keeps for its own statements, and the reset a connection gets
+after a running call's session used it.
 
-Everything here but :func:`recommended_pool_size` runs on the store's asyncio loop,
-called through the bridge (:func:`._errors.bridge`).
+Everything here but :func:`recommended_pool_size` and :func:`pool_size_advice` runs on
+the store's asyncio loop, called through the bridge (:func:`._errors.bridge`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import asyncpg
+import attrs
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError
@@ -22,19 +24,102 @@ from ._errors import lost, on_connection, raise_if_gone
 _log = logging.getLogger("trio_futurecalls.store.postgres")
 
 
-def recommended_pool_size(max_concurrent: int | None) -> int:
+@attrs.frozen
+class ServerRoom:
+    """How many connections the server takes, read when the store opened."""
+
+    #: The server's ``max_connections``.
+    max_connections: int
+    #: Slots only superusers (and, from PostgreSQL 16, roles granted
+    #: ``pg_use_reserved_connections``) may take; counted as unavailable.
+    reserved: int
+    #: Client connections of everyone else (other programs, other stores) then.
+    others: int
+
+    @property
+    def free(self) -> int:
+        """Connections this store could open: its pool and its ``LISTEN`` connection."""
+        return max(self.max_connections - self.reserved - self.others, 0)
+
+    def describe(self) -> str:
+        return (
+            f"the server has room for {self.free} connections of this store (max_connections="
+            f"{self.max_connections}, {self.reserved} reserved, {self.others} used by "
+            "other clients when the store opened)"
+        )
+
+
+def recommended_pool_size(max_concurrent: int | None, server_room: int | None = None) -> int:
     """Pool size for a scheduler running at most ``max_concurrent`` calls at once.
 
     ``max_concurrent + 2``: one connection per running call (for its session), one for
     the dispatcher, one spare for application code that schedules or cancels. The
     ``LISTEN`` connection is separate from the pool. ``None`` (unlimited) has no safe
     size; the minimum (3) is returned and :meth:`PostgresStore.check_pool_size` warns.
+
+    ``server_room``: connections the server has room for (see
+    :attr:`PostgresStore.server_room`); the size never exceeds it, less the ``LISTEN``
+    connection. (Then ``max_concurrent`` is too high for the server:
+    :meth:`PostgresStore.check_pool_size` says by how much.)
     """
     if max_concurrent is None:
-        return 3
-    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+        wanted = 3
+    elif isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
         raise InvalidArgumentError(f"max_concurrent must be an int or None, got {max_concurrent!r}")
-    return max(max_concurrent, 1) + 2
+    else:
+        wanted = max(max_concurrent, 1) + 2
+    if server_room is None:
+        return wanted
+    if isinstance(server_room, bool) or not isinstance(server_room, int):
+        raise InvalidArgumentError(f"server_room must be an int or None, got {server_room!r}")
+    return max(min(wanted, server_room - 1), 1)
+
+
+def pool_size_advice(
+    max_pool_size: int, max_concurrent: int | None, room: ServerRoom | None
+) -> str | None:
+    """What is wrong with a pool of ``max_pool_size`` for ``max_concurrent`` running
+    calls on a server with ``room`` (None: not known), as a warning that says what to
+    use instead; None when nothing is."""
+    if room is not None and room.free < recommended_pool_size(1) + 1:
+        return (
+            f"{room.describe()}: not enough for the store's pool and LISTEN connection; "
+            "raise max_connections on the server or close other clients"
+        )
+    if max_concurrent is None:
+        advice = (
+            f"unlimited global concurrency with a pool of {max_pool_size} connections: calls "
+            "that use their session may wait for a connection; set max_concurrent and "
+            "max_pool_size >= max_concurrent + 2"
+        )
+        if room is not None:
+            advice += f"; {room.describe()}: max_concurrent <= {room.free - 3}"
+        return advice
+    wanted = recommended_pool_size(max_concurrent)
+    # The largest pool the server has room for, next to the LISTEN connection.
+    fits = None if room is None else room.free - 1
+    if fits is not None and wanted > fits:
+        assert room is not None
+        return (
+            f"max_concurrent={max_concurrent} needs a pool of {wanted} connections "
+            f"(max_concurrent + 2) and a LISTEN connection, but {room.describe()}: use "
+            f"max_concurrent <= {fits - 2} with max_pool_size={fits}, or raise "
+            "max_connections on the server"
+        )
+    if max_pool_size < wanted:
+        return (
+            f"max_pool_size={max_pool_size} is too small for max_concurrent={max_concurrent}: "
+            "running calls may wait for a database connection; use max_pool_size >= "
+            f"{wanted} (max_concurrent + 2)"
+        )
+    if fits is not None and max_pool_size > fits:
+        assert room is not None
+        return (
+            f"max_pool_size={max_pool_size} is more than the server can give ({room.describe()}): "
+            "connections past that are refused, and other clients with them; use "
+            f"max_pool_size={fits} (max_concurrent={max_concurrent} needs {wanted})"
+        )
+    return None
 
 
 class _StoreConnection(asyncpg.Connection):

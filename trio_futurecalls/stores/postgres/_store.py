@@ -26,7 +26,7 @@ from .._rows import call_from_row, dead_letter_from_row
 from ._errors import bridge
 from ._grouped import GroupedWrites
 from ._listener import NotifyListener, notify_payload
-from ._pool import Connections, recommended_pool_size
+from ._pool import Connections, ServerRoom, pool_size_advice
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
 from ._values import (
@@ -72,6 +72,9 @@ class PostgresStore:
         self._listeners = Listeners()
         # Writes after a call, grouped: at most one connection per kind at a time.
         self._writes = GroupedWrites(self._call, self.channel, self._listeners)
+        #: How many connections the server had room for when the store opened (None:
+        #: not known); :meth:`check_pool_size` keeps its advice within it.
+        self.server_room: ServerRoom | None = None
         self._listener = NotifyListener(
             loop=loop,
             dsn=dsn,
@@ -122,30 +125,30 @@ class PostgresStore:
         statements, such as the dispatcher's claims, are not counted)."""
         return self._connections.sessions
 
+    async def read_server_room(self) -> ServerRoom:
+        """Ask the server how many connections it has room for; kept in
+        :attr:`server_room` (``open_postgres_store`` does this once, at open)."""
+        row = await self._call("fetchrow", "server_connections")
+        pool = self._live_pool()
+        # This store's own connections are not "others".
+        others = row[3] - pool.get_size() - int(self._listener.connection is not None)
+        self.server_room = ServerRoom(
+            max_connections=row[0], reserved=row[1] + row[2], others=max(others, 0)
+        )
+        return self.server_room
+
     def check_pool_size(self, max_concurrent: int | None) -> bool:
         """True if the pool suits ``max_concurrent`` running calls; else log a warning.
 
-        See :func:`recommended_pool_size`. ``None`` (unlimited) always warns.
+        See :func:`recommended_pool_size`. ``None`` (unlimited) always warns. When
+        :attr:`server_room` is known, a pool (or a limit) the server has no room for
+        warns too, with numbers that fit.
         """
-        wanted = recommended_pool_size(max_concurrent)
-        if max_concurrent is None:
-            _log.warning(
-                "unlimited global concurrency with a pool of %d connections: calls that use "
-                "their session may wait for a connection; set max_concurrent and "
-                "max_pool_size >= max_concurrent + 2",
-                self.max_pool_size,
-            )
-            return False
-        if self.max_pool_size < wanted:
-            _log.warning(
-                "max_pool_size=%d is too small for max_concurrent=%d: running calls may "
-                "wait for a database connection; use max_pool_size >= %d (max_concurrent + 2)",
-                self.max_pool_size,
-                max_concurrent,
-                wanted,
-            )
-            return False
-        return True
+        advice = pool_size_advice(self.max_pool_size, max_concurrent, self.server_room)
+        if advice is None:
+            return True
+        _log.warning("%s", advice)
+        return False
 
     # -- scheduling -------------------------------------------------------------------
 

@@ -24,6 +24,15 @@ SELECT to_regclass($1::text) IS NOT NULL;
 -- name: record_version
 INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
 
+-- name: server_connections
+-- How many connections the server takes and how many others use: max_connections,
+-- the slots reserved for superusers (and, from PostgreSQL 16, for roles with
+-- pg_use_reserved_connections), and the client connections open right now.
+SELECT current_setting('max_connections')::integer,
+    current_setting('superuser_reserved_connections')::integer,
+    coalesce(current_setting('reserved_connections', true)::integer, 0),
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::integer;
+
 -- name: insert_calls
 -- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
 -- ORDER BY), so identity values grow in input order and "ORDER BY id" returns the ids
