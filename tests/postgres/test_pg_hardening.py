@@ -207,6 +207,13 @@ async def test_migration_0003_moves_unreadable_rows_to_dead_letters_and_keeps_th
             for due, scheduled, failed, attempts, _ in HOSTILE_DEAD_LETTERS:
                 await refused(_insert_dead_letter(schema, due, scheduled, failed, attempts))
             assert (await store.pending_counts(now())) == {}
+            # The migration's helper functions went with it.
+            functions = await admin_fetch(
+                "SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = $1",
+                schema,
+            )
+            assert functions == []
     finally:
         await drop_schema(schema)
 

@@ -14,54 +14,60 @@
 SET LOCAL TimeZone = 'UTC';
 SET LOCAL DateStyle = 'ISO, YMD';
 
--- The bounds, once, for this script only (temporary functions, dropped at its end).
-CREATE FUNCTION pg_temp.fc_clamp(t timestamptz) RETURNS timestamptz LANGUAGE sql IMMUTABLE
+-- The bounds, once, for this script only: functions in the store's schema (where the
+-- migrating role may create objects; temporary ones need a privilege it may lack),
+-- dropped at its end, in the same transaction.
+CREATE FUNCTION {schema}.m0003_clamp(t timestamptz) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE
     AS $$ SELECT least(greatest(t, '0001-01-02 00:00:00+00'), '9999-12-30 00:00:00+00') $$;
-CREATE FUNCTION pg_temp.fc_clamp(n integer) RETURNS integer LANGUAGE sql IMMUTABLE
+CREATE FUNCTION {schema}.m0003_clamp(n integer) RETURNS integer
+    LANGUAGE sql IMMUTABLE
     AS $$ SELECT least(greatest(n, 0), 1000000) $$;
 -- What is wrong with a row's values ('' when nothing): "due_at was -infinity; ...".
-CREATE FUNCTION pg_temp.fc_unreadable(
+CREATE FUNCTION {schema}.m0003_unreadable(
     due_at timestamptz, scheduled_at timestamptz, failed_at timestamptz, attempts integer
 ) RETURNS text LANGUAGE sql STABLE AS $$
     SELECT concat_ws('; ',
-        CASE WHEN due_at <> pg_temp.fc_clamp(due_at) THEN 'due_at was ' || due_at END,
-        CASE WHEN scheduled_at <> pg_temp.fc_clamp(scheduled_at)
+        CASE WHEN due_at <> {schema}.m0003_clamp(due_at) THEN 'due_at was ' || due_at END,
+        CASE WHEN scheduled_at <> {schema}.m0003_clamp(scheduled_at)
             THEN 'scheduled_at was ' || scheduled_at END,
-        CASE WHEN failed_at <> pg_temp.fc_clamp(failed_at) THEN 'failed_at was ' || failed_at END,
-        CASE WHEN attempts <> pg_temp.fc_clamp(attempts) THEN 'attempts was ' || attempts END)
+        CASE WHEN failed_at <> {schema}.m0003_clamp(failed_at)
+            THEN 'failed_at was ' || failed_at END,
+        CASE WHEN attempts <> {schema}.m0003_clamp(attempts)
+            THEN 'attempts was ' || attempts END)
 $$;
 
 UPDATE {schema}.dead_letters SET
     error = error || E'\n' || 'migration 0003: values outside what the library can read '
         || '(times 0001-01-02 to 9999-12-30 UTC, attempts 0 to 1000000) were clamped: '
-        || pg_temp.fc_unreadable(due_at, scheduled_at, failed_at, attempts),
-    due_at = pg_temp.fc_clamp(due_at),
-    scheduled_at = pg_temp.fc_clamp(scheduled_at),
-    failed_at = pg_temp.fc_clamp(failed_at),
-    attempts = pg_temp.fc_clamp(attempts)
-WHERE pg_temp.fc_unreadable(due_at, scheduled_at, failed_at, attempts) <> '';
+        || {schema}.m0003_unreadable(due_at, scheduled_at, failed_at, attempts),
+    due_at = {schema}.m0003_clamp(due_at),
+    scheduled_at = {schema}.m0003_clamp(scheduled_at),
+    failed_at = {schema}.m0003_clamp(failed_at),
+    attempts = {schema}.m0003_clamp(attempts)
+WHERE {schema}.m0003_unreadable(due_at, scheduled_at, failed_at, attempts) <> '';
 
 WITH moved AS (
     DELETE FROM {schema}.calls
-    WHERE pg_temp.fc_unreadable(due_at, scheduled_at, NULL, attempts) <> ''
+    WHERE {schema}.m0003_unreadable(due_at, scheduled_at, NULL, attempts) <> ''
     RETURNING *
 )
 INSERT INTO {schema}.dead_letters
     (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
-SELECT id, name, payload, pg_temp.fc_clamp(due_at), identifier, pg_temp.fc_clamp(scheduled_at),
-    now(),
+SELECT id, name, payload, {schema}.m0003_clamp(due_at), identifier,
+    {schema}.m0003_clamp(scheduled_at), now(),
     'migration 0003: moved to dead letters: no worker could read or claim it (times '
         || '0001-01-02 to 9999-12-30 UTC, attempts 0 to 1000000 are readable; the values '
         || 'kept here were clamped into them): '
-        || pg_temp.fc_unreadable(due_at, scheduled_at, NULL, attempts)
+        || {schema}.m0003_unreadable(due_at, scheduled_at, NULL, attempts)
         || CASE WHEN lease_owner IS NOT NULL THEN '; it was leased by ' || lease_owner ELSE '' END,
-    pg_temp.fc_clamp(attempts)
+    {schema}.m0003_clamp(attempts)
 FROM moved
 ORDER BY id;
 
-DROP FUNCTION pg_temp.fc_unreadable(timestamptz, timestamptz, timestamptz, integer);
-DROP FUNCTION pg_temp.fc_clamp(timestamptz);
-DROP FUNCTION pg_temp.fc_clamp(integer);
+DROP FUNCTION {schema}.m0003_unreadable(timestamptz, timestamptz, timestamptz, integer);
+DROP FUNCTION {schema}.m0003_clamp(timestamptz);
+DROP FUNCTION {schema}.m0003_clamp(integer);
 
 ALTER TABLE {schema}.calls
     ADD CONSTRAINT calls_due_at_range
