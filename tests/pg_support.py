@@ -11,12 +11,13 @@ import asyncio
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -24,7 +25,10 @@ import trio
 import trio_asyncio
 from trio_asyncio import aio_as_trio
 
+from trio_futurecalls import NewCall, StoredCall
+from trio_futurecalls.stores._sql import migrations
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
+from trio_futurecalls.stores.postgres._schema import in_schema, schema_queries
 
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -89,6 +93,24 @@ def require_postgres() -> None:
     pytest.skip(f"SKIPPING POSTGRESQL TESTS: {message}")
 
 
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new(name: str = "a", due: datetime | None = None, payload: str = "null") -> NewCall:
+    """A call to schedule, due at ``due`` (now by default)."""
+    t = now()
+    return NewCall(name=name, payload=payload, due_at=due or t, scheduled_at=t)
+
+
+def stored_call(call_id: int = 1, name: str = "a") -> StoredCall:
+    """A call as a claim hands it over (for sessions, dead letters)."""
+    t = now()
+    return StoredCall(
+        id=call_id, name=name, payload="null", due_at=t, identifier=None, scheduled_at=t, attempts=1
+    )
+
+
 def random_schema() -> str:
     return f"test_fc_{secrets.token_hex(6)}"
 
@@ -102,6 +124,30 @@ async def admin_fetch(sql: str, *args: Any) -> list[Any]:
         finally:
             await aio_as_trio(conn.close)()
     return rows
+
+
+async def admin_execute(sql: str) -> None:
+    """Run a script (several statements, no arguments) on a fresh connection."""
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(pg_dsn(), timeout=10)
+        try:
+            await aio_as_trio(conn.execute)(sql)
+        finally:
+            await aio_as_trio(conn.close)()
+
+
+async def migrate_to(schema: str, version: int) -> None:
+    """Create ``schema`` as the migrations up to ``version`` leave it (an older
+    library's schema), the way the store migrates it."""
+    q = schema_queries(schema)
+    script = [q["create_schema"], q["create_version_table"]]
+    for migration in migrations("postgres")[:version]:
+        script.append(in_schema(migration.sql, schema))
+        script.append(
+            f'INSERT INTO "{schema}".schema_version (version, name) '
+            f"VALUES ({migration.version}, '{migration.name}')"
+        )
+    await admin_execute("BEGIN;\n" + ";\n".join(script) + ";\nCOMMIT;")
 
 
 async def drop_schema(schema: str) -> None:
@@ -135,3 +181,101 @@ async def open_test_postgres_store(**options: Any) -> AsyncIterator[PostgresStor
         if schema.startswith("test_fc_"):
             with trio.CancelScope(shield=True):
                 await drop_schema(schema)
+
+
+@asynccontextmanager
+async def locked_row(schema: str, call_id: int) -> AsyncIterator[None]:
+    """Hold the row of ``call_id`` locked (``FOR UPDATE``) in a transaction of the
+    test's own, on a connection of its own, while the block runs."""
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(
+            pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
+        )
+        try:
+            async with aio_as_trio(conn.transaction()):
+                await aio_as_trio(conn.execute)(
+                    f'SELECT 1 FROM "{schema}".calls WHERE id = $1 FOR UPDATE', call_id
+                )
+                yield
+        finally:
+            await aio_as_trio(conn.close)()
+
+
+async def until(predicate: Callable[[], bool], seconds: float) -> None:
+    """Poll state that nothing signals (another process, the server) until it holds."""
+    with trio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+class Proxy:
+    """A TCP proxy to the test server that the test can cut and restore.
+
+    Modes: ``forward``; ``reset`` (accept and close); ``hang`` (accept, say nothing);
+    ``linger``: forward, but when the server closes a connection, keep the client's
+    side open (and drop what the client sends then), as a network that has not yet
+    delivered the end of the stream. :attr:`lingering` is set once a connection's
+    server side ended and everything it sent reached the client.
+    """
+
+    def __init__(self) -> None:
+        parts = urlsplit(pg_dsn())
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.mode = "forward"
+        self.port = 0
+        self.lingering = trio.Event()
+        self._scopes: set[trio.CancelScope] = set()
+
+    def dsn(self) -> str:
+        parts = urlsplit(pg_dsn())
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    def cut(self, mode: str = "reset") -> None:
+        self.mode = mode
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                async with client:
+                    if self.mode == "reset":
+                        return
+                    if self.mode == "hang":
+                        await trio.sleep_forever()
+                    upstream = await trio.open_tcp_stream(*self.target)
+                    async with upstream, trio.open_nursery() as nursery:
+                        done = nursery.cancel_scope
+                        nursery.start_soon(self._pump, client, upstream, done, False)
+                        nursery.start_soon(self._pump, upstream, client, done, True)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                self._scopes.discard(scope)
+
+    async def _pump(
+        self, src: trio.SocketStream, dst: trio.SocketStream, done: trio.CancelScope, server: bool
+    ) -> None:
+        try:
+            async for data in src:
+                try:
+                    await dst.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if self.mode != "linger":
+                        raise
+                    # The server side is gone: what the client sends goes nowhere.
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        if server and self.mode == "linger":
+            self.lingering.set()
+            return  # the client's side stays open until the client closes it
+        done.cancel()

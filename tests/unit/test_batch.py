@@ -133,3 +133,52 @@ async def test_a_waiter_that_gives_up_does_not_strand_the_ones_behind_it() -> No
             while len(got) < 2:  # noqa: ASYNC110 - waiting on tasks of this nursery
                 await trio.sleep(0.01)
     assert sorted(got) == [1, 3]
+
+
+async def test_an_interrupted_batch_is_run_again_for_the_callers_still_waiting() -> None:
+    # The runner's own deadline ends its batch half-way (the PostgreSQL store's writes
+    # are bounded by the engine, not shielded): the others in that batch are not
+    # failed, they are served by the next batch, within their own deadlines.
+    batches: list[list[int]] = []
+    first = trio.Event()
+
+    async def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if items[0] == 0:
+            await first.wait()
+        elif 1 in items:
+            await trio.sleep_forever()  # a write stuck on the server
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    got: dict[int, int] = {}
+    runner = trio.CancelScope()
+    quitter = trio.CancelScope()
+
+    async def submit(i: int) -> None:
+        got[i] = await group.submit(i)
+
+    async def bounded(i: int, scope: trio.CancelScope) -> None:
+        with scope:
+            await group.submit(i)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(submit, 0)  # runs the first batch, alone
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(bounded, 1, runner)  # will run the second batch...
+        await trio.testing.wait_all_tasks_blocked()
+        for i in (2, 3):  # ...which these share (queued in this order: one at a time)
+            nursery.start_soon(submit, i)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(bounded, 4, quitter)  # and this one, which gives up first
+        await trio.testing.wait_all_tasks_blocked()
+        first.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert batches[1] == [1, 2, 3, 4]
+        quitter.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        runner.cancel()  # the runner's deadline: the batch is interrupted
+    assert runner.cancelled_caught
+    assert quitter.cancelled_caught
+    assert got == {0: 0, 2: 20, 3: 30}
+    assert batches[2] == [2, 3]  # run again, without the two that left

@@ -15,6 +15,7 @@ import trio_asyncio
 from trio_futurecalls import StoreError, StoreUnavailableError
 from trio_futurecalls.stores.postgres._errors import (
     ConnectionGone,
+    Unreadable,
     bridge,
     is_unavailable,
     lost,
@@ -60,6 +61,12 @@ def test_sqlstate_classes_are_asyncpgs_connection_resource_and_operator_errors()
         ConnectionResetError(104, "Connection reset by peer"),
         OSError("Name or service not known"),
         TimeoutError(),
+        # The connection's protocol state is broken (the server closed it and asyncpg
+        # had read the error but not the end of the stream): it is unusable.
+        pgexc.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
+        pgexc.ProtocolError("unexpected message"),
     ],
     ids=repr,
 )
@@ -77,7 +84,9 @@ def test_outages(exc: BaseException) -> None:
         pgexc.SerializationError("could not serialize access"),
         pgexc.DeadlockDetectedError("deadlock detected"),
         server_error("23505"),
-        pgexc.InternalClientError("x"),
+        # A cached statement outlived a schema change: about the statement, not the
+        # connection.
+        pgexc.OutdatedSchemaCacheError("cached statement plan is invalid"),
     ],
     ids=repr,
 )
@@ -138,6 +147,9 @@ class FakeConnection:
     def __init__(self, state: str) -> None:
         self.state = state
 
+    def terminate(self) -> None:
+        self.state = "closed"
+
     def is_closed(self) -> bool:
         if self.state == "detached":
             raise pgexc.InterfaceError("cannot call Connection.is_closed()")
@@ -168,6 +180,44 @@ async def test_on_connection_turns_interface_errors_of_lost_connections_into_gon
     with pytest.raises(ConnectionGone) as gone:
         await on_connection(conn, fail)
     assert gone.value.error is error
+
+
+async def test_on_connection_terminates_a_connection_an_internal_client_error_broke() -> None:
+    broken = pgexc.InternalClientError("cannot switch to state 12; another operation (2)")
+
+    async def fail(exc: BaseException) -> None:
+        raise exc
+
+    conn: Any = FakeConnection("open")
+    with pytest.raises(ConnectionGone) as gone:
+        await on_connection(conn, fail, broken)
+    assert gone.value.error is broken
+    assert conn.state == "closed"  # so that the pool replaces it
+    conn = FakeConnection("open")
+    outdated = pgexc.OutdatedSchemaCacheError("cached statement plan is invalid")
+    with pytest.raises(pgexc.OutdatedSchemaCacheError):
+        await on_connection(conn, fail, outdated)
+    assert conn.state == "open"
+
+
+@pytest.mark.parametrize(
+    "exc", [OverflowError("date value out of range"), ValueError("year 0 is out of range")]
+)
+async def test_values_asyncpg_cannot_convert_are_store_errors(exc: Exception) -> None:
+    async def fail() -> None:
+        raise exc
+
+    conn: Any = FakeConnection("open")
+    with pytest.raises(Unreadable) as unreadable:
+        await on_connection(conn, fail)
+    assert unreadable.value.error is exc
+    assert conn.state == "open"  # the statement completed: the connection is fine
+    async with trio_asyncio.open_loop() as loop:
+        with pytest.raises(StoreError) as error:
+            await bridge(loop, "pending", on_connection, conn, fail)
+    assert type(error.value) is StoreError
+    assert error.value.__cause__ is exc
+    assert "Python cannot hold (pending)" in str(error.value)
 
 
 async def test_bridge_translates_and_chains_the_driver_error() -> None:

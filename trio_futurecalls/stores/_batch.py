@@ -14,11 +14,12 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[K, R]):
-    __slots__ = ("done", "error", "item", "result", "wakeup")
+    __slots__ = ("done", "error", "gone", "item", "result", "wakeup")
 
     def __init__(self, item: K) -> None:
         self.item = item
         self.done = False
+        self.gone = False  # its caller stopped waiting
         self.result: R | None = None
         self.error: BaseException | None = None
         self.wakeup = trio.Event()
@@ -48,6 +49,7 @@ class GroupCommit(Generic[K, R]):
                 except BaseException:
                     # Leaving (cancelled): give up our place, and if we were the one
                     # woken to run the next batch, pass that on.
+                    slot.gone = True
                     if slot in self._queue:
                         self._queue.remove(slot)
                     if not self._busy and self._queue:
@@ -66,10 +68,13 @@ class GroupCommit(Generic[K, R]):
                 for s in batch:
                     s.error = error
             except BaseException:
-                # Cancelled (or worse) in the middle: the others learn it failed; this
-                # caller re-raises.
-                for s in batch:
-                    s.error = StoreError("the batch was interrupted")
+                # This caller was cancelled (its own deadline ran out, say) in the
+                # middle. The others in the batch still want their items written,
+                # within deadlines of their own: they go back to the front of the
+                # queue, and the first of them runs the next batch. (The interrupted
+                # statement may have committed: batched writes must be safe to repeat.)
+                self._queue[:0] = [s for s in batch if s is not slot and not s.gone]
+                batch = [slot]
                 raise
             finally:
                 self._busy = False

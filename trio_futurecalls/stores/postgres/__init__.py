@@ -50,12 +50,21 @@ calls the listeners once with the epoch, since notifications may have been misse
 
 **Errors.** asyncpg and socket errors never reach users raw: connection problems
 (refused, reset, timed out, server shutting down, too many connections, pool
-acquire timeouts) become :class:`StoreUnavailableError`, everything else
-:class:`StoreError`; the original is chained as ``__cause__``. While the database is
+acquire timeouts, asyncpg's ``InternalClientError``) become
+:class:`StoreUnavailableError`, everything else :class:`StoreError`; the original is
+chained as ``__cause__``. While the database is
 down, every method fails within ``connect_timeout``/``command_timeout`` seconds and
 the store recovers by itself when the server is back (the dispatcher retries).
 
-**Completions** (at-least-once) of calls finishing together share one ``DELETE``.
+**Writes after a call** (completions, releases, hand-backs, dead letters) that calls
+ask for at the same time share one statement per kind (``_grouped.py``), so that calls
+ending together take one connection, not one each. They are not shielded here: the
+engine bounds them (``CLEANUP_TIMEOUT``).
+
+**Values.** Stored times stay within what Python holds (with a day of margin) and
+attempts within 1,000,000: CHECKs (migration 0003, which moved older offenders to dead
+letters) and the checks of ``_values.py``. So every value a claim returns converts to
+Python: a claim never deletes rows it then cannot hand over.
 
 **Pool size.** The pool serves the dispatcher's claims, application calls to
 ``schedule``/``cancel``..., and one connection per running call *that uses its
@@ -66,7 +75,9 @@ application code). The ``LISTEN`` connection is not taken from the pool: the ser
 sees at most ``max_pool_size + 1`` connections per store. A pool that is too small
 makes sessions wait for a connection (up to ``acquire_timeout``, then
 :class:`StoreUnavailableError`); :meth:`PostgresStore.check_pool_size` logs a warning
-on ``trio_futurecalls.store.postgres`` and returns False in that case.
+on ``trio_futurecalls.store.postgres`` and returns False in that case, and also when
+the server has no room for such a pool (``max_connections``, less reserved slots and
+other clients' connections, read at open: :attr:`PostgresStore.server_room`).
 """
 
 # Checked before anything else, so that a missing extra is named here rather than

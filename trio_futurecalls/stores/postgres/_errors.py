@@ -11,11 +11,24 @@ translates, and asyncpg may reword). One case needs more: asyncpg raises the sam
 (wrong argument count, concurrent use of one connection). There the state of the
 connection or pool decides, on the asyncio side where it is known: see
 :func:`on_connection` and :class:`ConnectionGone`.
+
+Two more kinds of failure come from the client side of a statement, never from its
+request, and are told apart by type too:
+
+* ``InternalClientError`` (but not its ``OutdatedSchemaCacheError``): the connection's
+  protocol state no longer matches the server's, as when the server closed a
+  connection and asyncpg had read the error but not yet the end of the stream ("cannot
+  switch to state 12; another operation (2) is in progress"). The connection is
+  unusable: it is terminated (so the pool replaces it) and the error is an outage.
+* ``ValueError`` / ``OverflowError`` raised by asyncpg while it turns a row into Python
+  values (a time outside what ``datetime`` holds, text that is not UTF-8): the row is
+  unreadable, not the connection, which stays usable. It is a :class:`StoreError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, Final, TypeVar, cast
 
 import asyncpg
@@ -58,9 +71,16 @@ _DRIVER_ERRORS: Final = (
 )
 
 
+def _breaks_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection's protocol state is broken (see the module)."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and not isinstance(
+        exc, asyncpg.exceptions.OutdatedSchemaCacheError
+    )
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether a driver error means an outage, by its type or its SQLSTATE."""
-    if isinstance(exc, _UNAVAILABLE_TYPES):
+    if isinstance(exc, _UNAVAILABLE_TYPES) or _breaks_connection(exc):
         return True
     if isinstance(exc, asyncpg.exceptions.PostgresError):
         # A class attribute, or for a code asyncpg does not know (UnknownPostgresError)
@@ -85,10 +105,23 @@ def translate(exc: BaseException, what: str, *, gone: bool = False) -> StoreErro
 class ConnectionGone(Exception):
     """Raised on the asyncio side in place of an asyncpg ``InterfaceError`` that came
     from a connection or pool that is gone (closed, lost, detached from its pool,
-    closing), so that the bridge reports an outage. Never leaves this package.
+    closing), or of an ``InternalClientError`` that broke the connection, so that the
+    bridge reports an outage. Never leaves this package.
     """
 
-    def __init__(self, error: asyncpg.exceptions.InterfaceError) -> None:
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class Unreadable(Exception):
+    """Raised on the asyncio side in place of the ``ValueError`` / ``OverflowError``
+    asyncpg raised while converting a value between PostgreSQL and Python, so that the
+    bridge reports a :class:`StoreError` (and only for those: the same exception
+    types from anywhere else are not the driver's). Never leaves this package.
+    """
+
+    def __init__(self, error: ValueError | OverflowError) -> None:
         super().__init__(error)
         self.error = error
 
@@ -116,13 +149,30 @@ async def on_connection(
     *args: Any,
     **kwargs: Any,
 ) -> T:
-    """On the asyncio side: await ``fn(*args, **kwargs)``, an operation on ``conn``;
-    an ``InterfaceError`` it raises once ``conn`` is lost becomes :class:`ConnectionGone`."""
+    """On the asyncio side: await ``fn(*args, **kwargs)``, an operation on ``conn``.
+
+    An ``InterfaceError`` it raises once ``conn`` is lost, or an ``InternalClientError``
+    that broke ``conn`` (which is then terminated, so that its pool replaces it),
+    becomes :class:`ConnectionGone`; a value asyncpg could not convert becomes
+    :class:`Unreadable`.
+    """
     try:
         return await fn(*args, **kwargs)
     except asyncpg.exceptions.InterfaceError as exc:
         raise_if_gone(exc, lost(conn))
         raise
+    except asyncpg.exceptions.InternalClientError as exc:
+        if not _breaks_connection(exc):
+            raise
+        # Unusable whatever asyncpg believes: make sure nobody gets it again.
+        with suppress(asyncpg.exceptions.InterfaceError):  # already released
+            conn.terminate()
+        raise ConnectionGone(exc) from exc
+    except (ValueError, OverflowError) as exc:
+        # Server errors and encoding errors are asyncpg exceptions; these come from
+        # turning a row into values (a time beyond datetime's range, text that is
+        # not UTF-8). The statement itself completed: the connection is fine.
+        raise Unreadable(exc) from exc
 
 
 async def bridge(
@@ -140,5 +190,10 @@ async def bridge(
         raise
     except ConnectionGone as exc:
         raise translate(exc.error, what, gone=True) from exc.error
+    except Unreadable as exc:
+        raise StoreError(
+            f"a PostgreSQL value Python cannot hold ({what}): "
+            f"{type(exc.error).__name__}: {exc.error}"
+        ) from exc.error
     except _DRIVER_ERRORS as exc:
         raise translate(exc, what) from exc

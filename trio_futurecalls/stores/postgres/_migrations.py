@@ -51,3 +51,31 @@ async def _aio_migrate(pool: asyncpg.Pool, schema: str, acquire_timeout: float) 
 async def migrate(loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> None:
     """Create or upgrade ``schema`` (checked) through ``pool``, on the store's ``loop``."""
     await bridge(loop, "migrate", _aio_migrate, pool, schema, acquire_timeout)
+
+
+async def _aio_version(pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> int:
+    q = schema_queries(schema)
+    async with pool.acquire(timeout=acquire_timeout) as conn:
+        if not await conn.fetchval(q["version_table_exists"], f'"{schema}".schema_version'):
+            return 0
+        version: int = await conn.fetchval(q["schema_version"])
+    return version
+
+
+async def check_current(loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> None:
+    """Raise :class:`StoreError` unless ``schema`` is at the version this library knows.
+
+    For a store opened without migrating: the statements rely on the schema's CHECKs
+    (a claim on an older schema could delete rows it cannot hand over).
+    """
+    version = await bridge(loop, "schema version", _aio_version, pool, schema, acquire_timeout)
+    wanted = len(migrations("postgres"))
+    if version != wanted:
+        raise StoreError(
+            f"schema {schema!r} is at version {version} but this library needs {wanted}: "
+            + (
+                "upgrade trio_futurecalls"
+                if version > wanted
+                else "migrate it first (futurecalls migrate, or open the store with migrate=True)"
+            )
+        )

@@ -14,10 +14,11 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from ..._errors import FutureCallsError, InvalidArgumentError, StoreError
+from ..._errors import FutureCallsError, InvalidArgumentError, StoreError, StoreUnavailableError
 from ..._util import raise_unwrapped
 from ..._validate import check_positive_seconds
 from ._errors import bridge
+from ._migrations import check_current
 from ._migrations import migrate as migrate_schema
 from ._pool import pool_options, recommended_pool_size
 from ._schema import DEFAULT_SCHEMA, check_schema_name
@@ -38,6 +39,27 @@ def _wrap_internal(exc: BaseException) -> BaseException:
     if isinstance(exc, FutureCallsError):
         return exc
     return StoreError(f"the PostgreSQL store failed: {exc!r}")
+
+
+async def _check_server_room(store: PostgresStore, max_pool_size: int) -> None:
+    """Read how many connections the server has room for; warn if the pool could
+    outgrow it (its connections past that would be refused, and other clients'
+    with them)."""
+    try:
+        room = await store.read_server_room()
+    except StoreUnavailableError:
+        raise
+    except StoreError as exc:  # a proxy or a restricted server: no advice, no harm
+        _log.info("could not read the server's connection limits: %s", exc)
+        return
+    if max_pool_size + 1 > room.free:
+        _log.warning(
+            "max_pool_size=%d (and the LISTEN connection) is more than %s; use "
+            "max_pool_size <= %d, or raise max_connections on the server",
+            max_pool_size,
+            room.describe(),
+            max(room.free - 1, 1),
+        )
 
 
 @asynccontextmanager
@@ -68,7 +90,8 @@ async def open_postgres_store(
       method takes to raise :class:`StoreUnavailableError` during an outage.
     * ``application_name``: shown in ``pg_stat_activity`` (the LISTEN connection adds
       ``:listen``).
-    * ``migrate=False``: do not create or upgrade the schema (it must be current).
+    * ``migrate=False``: do not create or upgrade the schema (it must be current:
+      :class:`StoreError` otherwise).
 
     Raises :class:`StoreUnavailableError` if the database cannot be reached at start.
     """
@@ -148,6 +171,9 @@ async def open_postgres_store(
             try:
                 if migrate:
                     await migrate_schema(loop, pool, checked_schema, acquire_s)
+                else:
+                    await check_current(loop, pool, checked_schema, acquire_s)
+                await _check_server_room(store, max_pool_size)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(store._listener.run)
                     try:

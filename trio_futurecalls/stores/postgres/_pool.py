@@ -1,36 +1,125 @@
-"""The store's connection pool: its size, the connection the store keeps for its own
-statements, and the reset a connection gets after a running call's session used it.
+"""The store's connection pool: its size (and what the server has room for), the
+connection the store keeps for its own statements, and the reset a connection gets
+after a running call's session used it.
 
-Everything here but :func:`recommended_pool_size` runs on the store's asyncio loop,
-called through the bridge (:func:`._errors.bridge`).
+Everything here but :func:`recommended_pool_size` and :func:`pool_size_advice` runs on
+the store's asyncio loop, called through the bridge (:func:`._errors.bridge`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import asyncpg
+import attrs
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError
 from ._errors import lost, on_connection, raise_if_gone
 
+_log = logging.getLogger("trio_futurecalls.store.postgres")
 
-def recommended_pool_size(max_concurrent: int | None) -> int:
+
+@attrs.frozen
+class ServerRoom:
+    """How many connections the server takes, read when the store opened."""
+
+    #: The server's ``max_connections``.
+    max_connections: int
+    #: Slots only superusers (and, from PostgreSQL 16, roles granted
+    #: ``pg_use_reserved_connections``) may take; counted as unavailable.
+    reserved: int
+    #: Client connections of everyone else (other programs, other stores) then.
+    others: int
+
+    @property
+    def free(self) -> int:
+        """Connections this store could open: its pool and its ``LISTEN`` connection."""
+        return max(self.max_connections - self.reserved - self.others, 0)
+
+    def describe(self) -> str:
+        return (
+            f"the server has room for {self.free} connections of this store (max_connections="
+            f"{self.max_connections}, {self.reserved} reserved, {self.others} used by "
+            "other clients when the store opened)"
+        )
+
+
+def recommended_pool_size(max_concurrent: int | None, server_room: int | None = None) -> int:
     """Pool size for a scheduler running at most ``max_concurrent`` calls at once.
 
     ``max_concurrent + 2``: one connection per running call (for its session), one for
     the dispatcher, one spare for application code that schedules or cancels. The
     ``LISTEN`` connection is separate from the pool. ``None`` (unlimited) has no safe
     size; the minimum (3) is returned and :meth:`PostgresStore.check_pool_size` warns.
+
+    ``server_room``: connections the server has room for (see
+    :attr:`PostgresStore.server_room`); the size never exceeds it, less the ``LISTEN``
+    connection. (Then ``max_concurrent`` is too high for the server:
+    :meth:`PostgresStore.check_pool_size` says by how much.)
     """
     if max_concurrent is None:
-        return 3
-    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+        wanted = 3
+    elif isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
         raise InvalidArgumentError(f"max_concurrent must be an int or None, got {max_concurrent!r}")
-    return max(max_concurrent, 1) + 2
+    else:
+        wanted = max(max_concurrent, 1) + 2
+    if server_room is None:
+        return wanted
+    if isinstance(server_room, bool) or not isinstance(server_room, int):
+        raise InvalidArgumentError(f"server_room must be an int or None, got {server_room!r}")
+    return max(min(wanted, server_room - 1), 1)
+
+
+def pool_size_advice(
+    max_pool_size: int, max_concurrent: int | None, room: ServerRoom | None
+) -> str | None:
+    """What is wrong with a pool of ``max_pool_size`` for ``max_concurrent`` running
+    calls on a server with ``room`` (None: not known), as a warning that says what to
+    use instead; None when nothing is."""
+    if room is not None and room.free < recommended_pool_size(1) + 1:
+        return (
+            f"{room.describe()}: not enough for the store's pool and LISTEN connection; "
+            "raise max_connections on the server or close other clients"
+        )
+    if max_concurrent is None:
+        advice = (
+            f"unlimited global concurrency with a pool of {max_pool_size} connections: calls "
+            "that use their session may wait for a connection; set max_concurrent and "
+            "max_pool_size >= max_concurrent + 2"
+        )
+        if room is not None:
+            advice += f"; {room.describe()}: max_concurrent <= {room.free - 3}"
+        return advice
+    wanted = recommended_pool_size(max_concurrent)
+    # The largest pool the server has room for, next to the LISTEN connection.
+    fits = None if room is None else room.free - 1
+    if fits is not None and wanted > fits:
+        assert room is not None
+        return (
+            f"max_concurrent={max_concurrent} needs a pool of {wanted} connections "
+            f"(max_concurrent + 2) and a LISTEN connection, but {room.describe()}: use "
+            f"max_concurrent <= {fits - 2} with max_pool_size={fits}, or raise "
+            "max_connections on the server"
+        )
+    if max_pool_size < wanted:
+        return (
+            f"max_pool_size={max_pool_size} is too small for max_concurrent={max_concurrent}: "
+            "running calls may wait for a database connection; use max_pool_size >= "
+            f"{wanted} (max_concurrent + 2)"
+        )
+    if fits is not None and max_pool_size > fits:
+        assert room is not None
+        return (
+            f"max_pool_size={max_pool_size} is more than the server can give ({room.describe()}): "
+            "connections past that are refused, and other clients with them; use "
+            f"max_pool_size={fits} (max_concurrent={max_concurrent} needs {wanted})"
+        )
+    return None
 
 
 class _StoreConnection(asyncpg.Connection):
@@ -115,14 +204,23 @@ class Connections:
     is short when that reaches its size.
     """
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, acquire_timeout: float, cancel_timeout: float | None = None
+    ) -> None:
         self.pool = pool
         self.max_size = pool.get_max_size()
         self.acquire_timeout = acquire_timeout
+        #: How long a statement that was cancelled waits for the server to acknowledge
+        #: the cancellation (asyncpg sends it over a new connection) before its
+        #: connection is terminated instead: the caller's deadline is not extended by
+        #: more than that.
+        self.cancel_timeout = acquire_timeout if cancel_timeout is None else cancel_timeout
         self.kept: PoolConnectionProxy | None = None
         self.busy = False
         self.closing = False
         self.out = 0
+        #: Connections held by running calls' sessions.
+        self.sessions = 0
 
     @property
     def kept_idle(self) -> bool:
@@ -150,13 +248,31 @@ class Connections:
         finally:
             self.out -= 1
 
+    async def _release_after(self, conn: PoolConnectionProxy, exc: BaseException) -> None:
+        """Give back a connection whose statement failed or was cancelled.
+
+        After a cancellation (the caller's deadline), the pool waits for the server to
+        acknowledge it before the connection is reused; that wait is bounded by
+        :attr:`cancel_timeout`, past which the pool terminates the connection.
+        """
+        if not isinstance(exc, asyncio.CancelledError):
+            await self.release(conn)
+            return
+        try:
+            await self.release(conn, self.cancel_timeout)
+        except Exception as error:  # the pool terminated it: nothing is left out
+            _log.info("a cancelled statement's connection was terminated: %r", error)
+
     async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
         if self.busy or self.closing:
             conn = await self._acquire()
             try:
-                return await on_connection(conn, getattr(conn, method), sql, *args)
-            finally:
-                await self.release(conn)
+                result = await on_connection(conn, getattr(conn, method), sql, *args)
+            except BaseException as exc:
+                await self._release_after(conn, exc)
+                raise
+            await self.release(conn)
+            return result
         self.busy = True
         try:
             kept = self.kept
@@ -169,9 +285,11 @@ class Connections:
             if kept is None:
                 kept = self.kept = await self._acquire()
             result = await on_connection(kept, getattr(kept, method), sql, *args)
-        except BaseException:
+        except BaseException as exc:
             self.busy = False
-            await self.give_back()
+            failed, self.kept = self.kept, None
+            if failed is not None:
+                await self._release_after(failed, exc)
             raise
         self.busy = False
         if self.closing or self.short:
@@ -192,7 +310,15 @@ class Connections:
             await self.give_back()  # sessions never wait for the store's idle connection
         conn = await self._acquire()
         _mark_session_use(conn)
+        self.sessions += 1
         return conn
+
+    async def release_session(self, conn: PoolConnectionProxy, seconds: float) -> None:
+        """Give back a connection :meth:`acquire_session` handed out."""
+        try:
+            await self.release(conn, seconds)
+        finally:
+            self.sessions -= 1
 
     async def close(self) -> None:
         self.closing = True

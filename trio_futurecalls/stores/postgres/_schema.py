@@ -23,6 +23,11 @@ MAX_SCHEMA_LENGTH: Final = 63 - len(CHANNEL_PREFIX)
 # Lower case only: PostgreSQL folds unquoted names to lower case, so "Futurecalls" and
 # "futurecalls" would be the same schema in hand-written SQL but not in ours.
 _SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: Schemas the store must never use: PostgreSQL's own (``pg_catalog``, ``pg_toast``,
+#: ``pg_temp...``, every name starting with ``pg_``, which PostgreSQL reserves, and
+#: ``information_schema``), and ``public``, where the application's own tables live
+#: (a ``calls`` table of its own would mix with ours).
+RESERVED_SCHEMAS: Final = frozenset({"information_schema", "public"})
 
 
 def check_schema_name(schema: object) -> str:
@@ -38,8 +43,12 @@ def check_schema_name(schema: object) -> str:
             f"schema name {schema!r} must be lower case letters, digits and '_' and not "
             "start with a digit (no quotes, spaces, dots or semicolons)"
         )
-    if schema.startswith("pg_"):
-        raise InvalidArgumentError(f"schema names starting with 'pg_' are reserved: {schema!r}")
+    if schema.startswith("pg_") or schema in RESERVED_SCHEMAS:
+        raise InvalidArgumentError(
+            f"schema {schema!r} is PostgreSQL's own or the application's (names starting "
+            "with 'pg_', 'information_schema' and 'public' are refused): give the store a "
+            f"schema of its own, such as {DEFAULT_SCHEMA!r}"
+        )
     return schema
 
 

@@ -139,7 +139,7 @@ class PostgresSession:
             try:
                 # release() resets the connection (rolls back an open transaction,
                 # or terminates a connection left busy by a cancelled query).
-                await bridge(self._loop, "release", self._connections.release, conn, 5)
+                await bridge(self._loop, "release", self._connections.release_session, conn, 5)
             except StoreError as exc:
                 _log.warning("could not release a session's connection cleanly: %s", exc)
         if scope.cancelled_caught:

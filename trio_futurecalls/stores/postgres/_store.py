@@ -10,56 +10,38 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, final
+from datetime import datetime
+from typing import Any, Final, final
 
 import asyncpg
 import trio
 
-from ..._errors import InvalidArgumentError, InvalidPayloadError, StoreClosedError, StoreError
+from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
-from ..._payload import MAX_PAYLOAD_BYTES
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
-from .._batch import GroupCommit
 from .._claims import until_next
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row
 from ._errors import bridge
+from ._grouped import GroupedWrites
 from ._listener import NotifyListener, notify_payload
-from ._pool import Connections, recommended_pool_size
+from ._pool import Connections, ServerRoom, pool_size_advice
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
+from ._values import (
+    check_call,
+    check_calls,
+    check_id,
+    check_owner,
+    check_time,
+    utc,
+)
 
 _log = logging.getLogger("trio_futurecalls.store.postgres")
 
-
-def _utc(value: datetime) -> datetime:
-    # asyncpg returns timestamptz values in UTC already: skip the conversion then.
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
-
-
-def _check_new_call(call: NewCall) -> None:
-    # The engine validated these already; checked again so that a NewCall built by
-    # hand gets the same clear error as through the engine (the table's CHECKs are the
-    # last line).
-    if not isinstance(call.name, str) or not 1 <= len(call.name) <= MAX_NAME_LENGTH:
-        raise InvalidArgumentError(f"call name must be 1 to {MAX_NAME_LENGTH} characters")
-    if call.identifier is not None and not 1 <= len(call.identifier) <= MAX_IDENTIFIER_LENGTH:
-        raise InvalidArgumentError(f"identifier must be 1 to {MAX_IDENTIFIER_LENGTH} characters")
-    payload = call.payload
-    size = len(payload) if payload.isascii() else len(payload.encode())
-    if size > MAX_PAYLOAD_BYTES:
-        raise InvalidPayloadError(
-            f"payload is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
-        )
-    for text in (call.name, call.payload, call.identifier or ""):
-        if "\x00" in text:
-            raise InvalidArgumentError("PostgreSQL text cannot hold NUL characters")
-    for value in (call.due_at, call.scheduled_at):
-        if value.tzinfo is None:
-            raise InvalidArgumentError("due_at and scheduled_at must be timezone-aware")
+#: Largest value of the claim's integer parameters (free slots, limit).
+_MAX_INT4: Final = 2**31 - 1
 
 
 @final
@@ -86,9 +68,13 @@ class PostgresStore:
         self.recheck_interval = recheck_interval
         self.max_pool_size = max_pool_size
         self._pool: asyncpg.Pool | None = pool
-        self._connections = Connections(pool, acquire_timeout)
-        self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(self._complete_batch)
+        self._connections = Connections(pool, acquire_timeout, cancel_timeout=connect_timeout)
         self._listeners = Listeners()
+        # Writes after a call, grouped: at most one connection per kind at a time.
+        self._writes = GroupedWrites(self._call, self.channel, self._listeners)
+        #: How many connections the server had room for when the store opened (None:
+        #: not known); :meth:`check_pool_size` keeps its advice within it.
+        self.server_room: ServerRoom | None = None
         self._listener = NotifyListener(
             loop=loop,
             dsn=dsn,
@@ -133,39 +119,44 @@ class PostgresStore:
             return 0
         return pool.get_size() - pool.get_idle_size() - int(self._connections.kept_idle)
 
+    @property
+    def session_connections(self) -> int:
+        """Pool connections held by running calls' sessions right now (the store's own
+        statements, such as the dispatcher's claims, are not counted)."""
+        return self._connections.sessions
+
+    async def read_server_room(self) -> ServerRoom:
+        """Ask the server how many connections it has room for; kept in
+        :attr:`server_room` (``open_postgres_store`` does this once, at open)."""
+        row = await self._call("fetchrow", "server_connections")
+        pool = self._live_pool()
+        # This store's own connections are not "others".
+        others = row[3] - pool.get_size() - int(self._listener.connection is not None)
+        self.server_room = ServerRoom(
+            max_connections=row[0], reserved=row[1] + row[2], others=max(others, 0)
+        )
+        return self.server_room
+
     def check_pool_size(self, max_concurrent: int | None) -> bool:
         """True if the pool suits ``max_concurrent`` running calls; else log a warning.
 
-        See :func:`recommended_pool_size`. ``None`` (unlimited) always warns.
+        See :func:`recommended_pool_size`. ``None`` (unlimited) always warns. When
+        :attr:`server_room` is known, a pool (or a limit) the server has no room for
+        warns too, with numbers that fit.
         """
-        wanted = recommended_pool_size(max_concurrent)
-        if max_concurrent is None:
-            _log.warning(
-                "unlimited global concurrency with a pool of %d connections: calls that use "
-                "their session may wait for a connection; set max_concurrent and "
-                "max_pool_size >= max_concurrent + 2",
-                self.max_pool_size,
-            )
-            return False
-        if self.max_pool_size < wanted:
-            _log.warning(
-                "max_pool_size=%d is too small for max_concurrent=%d: running calls may "
-                "wait for a database connection; use max_pool_size >= %d (max_concurrent + 2)",
-                self.max_pool_size,
-                max_concurrent,
-                wanted,
-            )
-            return False
-        return True
+        advice = pool_size_advice(self.max_pool_size, max_concurrent, self.server_room)
+        if advice is None:
+            return True
+        _log.warning("%s", advice)
+        return False
 
     # -- scheduling -------------------------------------------------------------------
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
         if not calls:
             return []
-        for call in calls:
-            _check_new_call(call)
-        earliest = _utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
+        check_calls(calls)
+        earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
         rows = await self._call(
             "fetch",
             "insert_calls",
@@ -203,7 +194,7 @@ class PostgresStore:
             query.due_before,
             query.limit,
         )
-        return [call_from_row(row, _utc) for row in rows]
+        return [call_from_row(row, utc) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         rows = await self._call("fetch", "pending_counts", due_by)
@@ -214,6 +205,8 @@ class PostgresStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        # The statement's counts are integers: a larger request cannot be met anyway.
+        limit = min(limit, _MAX_INT4)
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
         if limit <= 0 or not wanted:
             return Claim([], None)
@@ -222,6 +215,9 @@ class PostgresStore:
         leased = [] if lease is None else [name for name in names if name in lease.names]
         # Shielded: once the DELETE committed, its rows must reach the dispatcher even if
         # the caller is being cancelled. Bounded by the acquire and command timeouts.
+        # Every value the statement returns converts to Python (the CHECKs of migration
+        # 0003; see "claim" in queries.sql), so no row is deleted and then not handed
+        # over.
         with trio.CancelScope(shield=True):
             if not leased:
                 rows = await self._call("fetch", "claim_delete", names, quotas, now, limit)
@@ -251,33 +247,20 @@ class PostgresStore:
                     lease.expires_at,
                 )
         # Every claim statement ends with one row whose id is NULL: the next due time.
-        calls = [call_from_row(row, _utc) for row in rows if row[0] is not None]
+        calls = [call_from_row(row, utc) for row in rows if row[0] is not None]
         calls.sort(key=lambda c: (c.due_at, c.id))
         (next_due,) = [row[7] for row in rows if row[0] is None]
-        next_due = None if next_due is None else _utc(next_due)
+        next_due = None if next_due is None else utc(next_due)
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         if not calls:
             return 0
-        earliest = _utc(min(c.due_at for c in calls))
-        handed: int = await self._call(
-            "fetchval",
-            "put_back",
-            [c.id for c in calls],
-            [c.name for c in calls],
-            [c.payload for c in calls],
-            [c.due_at for c in calls],
-            [c.identifier for c in calls],
-            [c.scheduled_at for c in calls],
-            [c.attempts for c in calls],
-            owner,
-            self.channel,
-            notify_payload(earliest),
-        )
-        if handed:
-            self._listeners.notify(earliest)
-        return handed
+        check_calls(calls)
+        if owner is not None:
+            check_owner(owner)
+        # Concurrent hand-backs share one statement (see _grouped.py).
+        return await self._writes.put_back(calls, owner)
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         if not call_ids:
@@ -286,65 +269,30 @@ class PostgresStore:
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
-        # Calls finishing together share one DELETE (see _complete_batch).
-        with trio.CancelScope(shield=True):  # bounded by the store's timeouts
-            done = await self._completions.submit((owner, call_id))
-        return done
-
-    async def _complete_batch(self, items: Sequence[tuple[str, int]]) -> list[bool]:
-        by_owner: dict[str, list[int]] = {}
-        for owner, call_id in items:
-            by_owner.setdefault(owner, []).append(call_id)
-        deleted: set[tuple[str, int]] = set()
-        for owner, ids in by_owner.items():  # in practice one owner: the scheduler's
-            rows = await self._call("fetch", "complete", owner, sorted(set(ids)))
-            deleted.update((owner, row[0]) for row in rows)
-        results = []
-        for item in items:
-            # A call completed twice in one batch: the first one deleted the row.
-            results.append(item in deleted)
-            deleted.discard(item)
-        return results
+        check_owner(owner)
+        check_id(call_id)
+        # Calls finishing together share one DELETE (see _grouped.py). Not shielded:
+        # the engine bounds the writes after a call (and shields them from shutdown).
+        return await self._writes.complete(owner, call_id)
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
-        with trio.CancelScope(shield=True):  # bounded by the store's timeouts
-            count: int = await self._call(
-                "fetchval",
-                "release",
-                due_at,
-                int(refund_attempt),
-                call_id,
-                owner,
-                self.channel,
-                notify_payload(due_at),
-            )
-        if count:
-            self._listeners.notify(_utc(due_at))
-        return count > 0
+        check_owner(owner)
+        check_id(call_id)
+        check_time(due_at, "due_at")
+        return await self._writes.release(owner, call_id, due_at, bool(refund_attempt))
 
     # -- dead letters -----------------------------------------------------------------
 
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
-        with trio.CancelScope(shield=True):  # the call is already claimed: keep it
-            new_id: int | None = await self._call(
-                "fetchval",
-                "insert_dead_letter",
-                call.id,
-                call.name,
-                call.payload,
-                call.due_at,
-                call.identifier,
-                call.scheduled_at,
-                failed_at,
-                error.replace("\x00", "\\x00"),
-                call.attempts,
-                owner,
-            )
-        return new_id
+        check_call(call)
+        check_time(failed_at, "failed_at")
+        if owner is not None:
+            check_owner(owner)
+        return await self._writes.dead_letter(call, str(error), failed_at, owner)
 
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
@@ -358,7 +306,7 @@ class PostgresStore:
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
         rows = await self._call("fetch", "dead_letters", name, limit)
-        return [dead_letter_from_row(r, _utc) for r in rows]
+        return [dead_letter_from_row(r, utc) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
         new_id: int | None = await self._call(
@@ -370,7 +318,7 @@ class PostgresStore:
             notify_payload(due_at),
         )
         if new_id is not None:
-            self._listeners.notify(_utc(due_at))
+            self._listeners.notify(utc(due_at))
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:

@@ -18,8 +18,20 @@ SELECT pg_advisory_xact_lock($1::bigint);
 -- name: schema_version
 SELECT coalesce(max(version), 0) FROM {schema}.schema_version;
 
+-- name: version_table_exists
+SELECT to_regclass($1::text) IS NOT NULL;
+
 -- name: record_version
 INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
+
+-- name: server_connections
+-- How many connections the server takes and how many others use: max_connections,
+-- the slots reserved for superusers (and, from PostgreSQL 16, for roles with
+-- pg_use_reserved_connections), and the client connections open right now.
+SELECT current_setting('max_connections')::integer,
+    current_setting('superuser_reserved_connections')::integer,
+    coalesce(current_setting('reserved_connections', true)::integer, 0),
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::integer;
 
 -- name: insert_calls
 -- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
@@ -121,6 +133,12 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 
 -- name: claim
+-- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
+-- its reply: nothing it returns may fail to convert to Python, or those calls would
+-- be gone without reaching the dispatcher. The CHECKs of migration 0003 keep every
+-- stored time within what Python holds, and the attempt count goes up only to their
+-- bound (1000000), so it can neither overflow nor make the claim fail forever.
+--
 -- One statement: lock the earliest due rows of each name (at most its free slots),
 -- skipping rows another claimer holds, keep the earliest `limit` across names, then
 -- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
@@ -130,10 +148,12 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 {_claim_picked}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
-    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
+    RETURNING id, name, payload, due_at, identifier, scheduled_at,
+        least(attempts + 1, 1000000) AS attempts
 ), leased AS (
     UPDATE {schema}.calls AS c
-    SET lease_owner = $6::text, due_at = $7::timestamptz, attempts = c.attempts + 1
+    SET lease_owner = $6::text, due_at = $7::timestamptz,
+        attempts = least(c.attempts + 1, 1000000)
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
@@ -150,7 +170,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 {_claim_picked}, {_claim_next}, taken AS (
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked)
-    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts + 1 AS attempts
+    RETURNING id, name, payload, due_at, identifier, scheduled_at,
+        least(attempts + 1, 1000000) AS attempts
 )
 {_claim_result};
 
@@ -159,43 +180,56 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 -- "claim", leased to $5 until $6, without the delete branch.
 {_claim_picked}, {_claim_next}, taken AS (
     UPDATE {schema}.calls AS c
-    SET lease_owner = $5::text, due_at = $6::timestamptz, attempts = c.attempts + 1
+    SET lease_owner = $5::text, due_at = $6::timestamptz,
+        attempts = least(c.attempts + 1, 1000000)
     FROM picked AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
 )
 {_claim_result};
 
--- name: put_back
+-- name: put_back_many
 -- Calls made pending again exactly as given (due time, attempts), under their ids, in
--- one statement: a row $8 leases has its lease ended; a row that is gone (deleted by
--- its claim) is inserted again with its old id. A row that exists otherwise (pending
--- already, or another worker's) is left alone. NOTIFY in the same statement. Returns
--- how many were put back.
+-- one statement for many requests at once (see stores/postgres/_grouped.py): a row
+-- leased by the row's owner ($8, NULL for none) has its lease ended; a row that is gone
+-- (deleted by its claim) is inserted again with its old id. A row that exists
+-- otherwise (pending already, or another worker's) is left alone. The same call given
+-- twice is put back once, by its first mention. NOTIFY $9 with $10 in the same
+-- statement if anything was put back. Returns the positions (1-based) of the input
+-- rows put back.
 WITH input AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-        $6::timestamptz[], $7::integer[]
-    ) AS t (id, name, payload, due_at, identifier, scheduled_at, attempts)
+        $6::timestamptz[], $7::integer[], $8::text[]
+    ) WITH ORDINALITY AS t (id, name, payload, due_at, identifier, scheduled_at, attempts, owner, ord)
 ), released AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = NULL, due_at = i.due_at, attempts = i.attempts
-    FROM input AS i
-    WHERE c.id = i.id AND c.lease_owner = $8::text
-    RETURNING c.id
+    FROM (
+        SELECT DISTINCT ON (id, owner) * FROM input WHERE owner IS NOT NULL ORDER BY id, owner, ord
+    ) AS i
+    WHERE c.id = i.id AND c.lease_owner = i.owner
+    RETURNING i.ord
+), gone AS (
+    SELECT DISTINCT ON (id) * FROM input AS i
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
+    ORDER BY id, ord
 ), reinserted AS (
     INSERT INTO {schema}.calls (id, name, payload, due_at, identifier, scheduled_at, attempts)
     OVERRIDING SYSTEM VALUE
-    SELECT i.id, i.name, i.payload, i.due_at, i.identifier, i.scheduled_at, i.attempts
-    FROM input AS i
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
+    SELECT id, name, payload, due_at, identifier, scheduled_at, attempts FROM gone
     ON CONFLICT (id) DO NOTHING
     RETURNING id
+), done AS (
+    SELECT ord FROM released
+    UNION ALL
+    SELECT gone.ord FROM gone JOIN reinserted USING (id)
 ), wakeup AS (
-    SELECT count(*) AS sent FROM (SELECT pg_notify($9::text, $10::text)) AS n
+    SELECT count(*) AS sent
+    FROM (SELECT pg_notify($9::text, $10::text) FROM (SELECT 1 FROM done LIMIT 1) AS first_row) AS n
 )
-SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM reinserted) FROM wakeup;
+SELECT done.ord FROM done CROSS JOIN wakeup;
 
 -- name: renew
 UPDATE {schema}.calls SET due_at = $1
@@ -209,35 +243,73 @@ RETURNING id;
 DELETE FROM {schema}.calls WHERE id = ANY($2::bigint[]) AND lease_owner = $1::text
 RETURNING id;
 
--- name: release
--- End a lease (the row is pending again, due at $1) and NOTIFY, in one statement.
-WITH updated AS (
-    UPDATE {schema}.calls
-    SET lease_owner = NULL, due_at = $1, attempts = greatest(attempts - $2::integer, 0)
-    WHERE id = $3 AND lease_owner = $4
-    RETURNING 1
+-- name: release_many
+-- End many leases in one statement (see stores/postgres/_grouped.py): the row of call
+-- $1[i] is pending again, due at $3[i], with $4[i] (0 or 1) attempts taken back, if
+-- $2[i] still holds its lease. The same call and owner twice: released by the first.
+-- NOTIFY $5 with $6 in the same statement if any was released. Returns the positions
+-- (1-based) of the input rows released.
+WITH input AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::integer[])
+        WITH ORDINALITY AS t (id, owner, due_at, refund, ord)
+), updated AS (
+    UPDATE {schema}.calls AS c
+    SET lease_owner = NULL, due_at = i.due_at, attempts = greatest(c.attempts - i.refund, 0)
+    FROM (SELECT DISTINCT ON (id, owner) * FROM input ORDER BY id, owner, ord) AS i
+    WHERE c.id = i.id AND c.lease_owner = i.owner
+    RETURNING i.ord
 ), wakeup AS (
-    SELECT count(*) AS sent FROM (SELECT pg_notify($5::text, $6::text) FROM updated) AS n
+    SELECT count(*) AS sent
+    FROM (SELECT pg_notify($5::text, $6::text) FROM (SELECT 1 FROM updated LIMIT 1) AS first_row) AS n
 )
-SELECT count(*) FROM updated CROSS JOIN wakeup;
+SELECT updated.ord FROM updated CROSS JOIN wakeup;
 
 -- name: delete_leased
 DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner = $2;
 
--- name: insert_dead_letter
--- With an owner ($10): only while that owner still holds the leased row, which goes in
--- the same statement; if the lease was lost (another worker has the call), nothing is
--- written and no row is returned. Without an owner the row went with its claim.
-WITH removed AS (
-    DELETE FROM {schema}.calls WHERE $10::text IS NOT NULL AND id = $1 AND lease_owner = $10
-    RETURNING 1
+-- name: dead_letter_many
+-- Many calls kept as dead letters in one statement (see stores/postgres/_grouped.py).
+-- A row with an owner ($10[i]) is kept only while that owner still holds the leased
+-- row, which goes in the same statement (the same call and owner twice: kept once, by
+-- the first); if the lease was lost (another worker has the call), nothing is written
+-- for it. Without an owner the row went with its claim. The new ids are drawn first,
+-- so that each can be paired with its input row. Returns (position, new id) of each
+-- input row kept.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+        $6::timestamptz[], $7::timestamptz[], $8::text[], $9::integer[], $10::text[]
+    ) WITH ORDINALITY AS t (
+        call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts,
+        owner, ord
+    )
+), removed AS (
+    DELETE FROM {schema}.calls AS c
+    USING input AS i
+    WHERE i.owner IS NOT NULL AND c.id = i.call_id AND c.lease_owner = i.owner
+    RETURNING c.id, c.lease_owner
+), kept AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('{schema}.dead_letters', 'id')) AS new_id, i.*
+    FROM input AS i
+    WHERE i.owner IS NULL
+       OR (
+           EXISTS (SELECT 1 FROM removed AS r WHERE r.id = i.call_id AND r.lease_owner = i.owner)
+           AND i.ord = (
+               SELECT min(j.ord) FROM input AS j WHERE j.call_id = i.call_id AND j.owner = i.owner
+           )
+       )
+), inserted AS (
+    INSERT INTO {schema}.dead_letters
+        (id, call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id, call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error,
+        attempts
+    FROM kept
+    ORDER BY ord
 )
-INSERT INTO {schema}.dead_letters
-    (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
-SELECT $1::bigint, $2::text, $3::text, $4::timestamptz, $5::text, $6::timestamptz,
-    $7::timestamptz, $8::text, $9::integer
-WHERE $10::text IS NULL OR EXISTS (SELECT 1 FROM removed)
-RETURNING id;
+SELECT ord, new_id FROM kept;
 
 -- name: dead_letter_due
 -- Every row named $1 due by $2 (an expired lease's row is due; a live lease's is not)
