@@ -21,7 +21,7 @@ from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._payload import MAX_PAYLOAD_BYTES
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
+from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH, StoreArgs
 from .._batch import GroupCommit
 from .._claims import until_next
 from .._listeners import Listeners
@@ -161,6 +161,7 @@ class PostgresStore:
     # -- scheduling -------------------------------------------------------------------
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        calls = StoreArgs.schedule(calls)
         if not calls:
             return []
         for call in calls:
@@ -184,16 +185,19 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     async def cancel(self, call_id: int) -> bool:
+        call_id = StoreArgs.cancel(call_id)
         count: int = await self._call("fetchval", "cancel", call_id)
         return count > 0
 
     async def cancel_identifier(self, identifier: str) -> int:
+        identifier = StoreArgs.cancel_identifier(identifier)
         count: int = await self._call("fetchval", "cancel_identifier", identifier)
         return count
 
     # -- inspection -------------------------------------------------------------------
 
     async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        query = StoreArgs.pending(query)
         rows = await self._call(
             "fetch",
             "pending",
@@ -206,6 +210,7 @@ class PostgresStore:
         return [call_from_row(row, _utc) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        due_by = StoreArgs.pending_counts(due_by)
         rows = await self._call("fetch", "pending_counts", due_by)
         return {row[0]: QueueLength(pending=row[1], due=row[2]) for row in rows}
 
@@ -214,6 +219,7 @@ class PostgresStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
         if limit <= 0 or not wanted:
             return Claim([], None)
@@ -258,6 +264,7 @@ class PostgresStore:
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        calls, owner = StoreArgs.put_back(calls, owner)
         if not calls:
             return 0
         earliest = _utc(min(c.due_at for c in calls))
@@ -280,12 +287,14 @@ class PostgresStore:
         return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         if not call_ids:
             return set()
         rows = await self._call("fetch", "renew", expires_at, owner, sorted(call_ids))
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
+        owner, call_id = StoreArgs.complete(owner, call_id)
         # Calls finishing together share one DELETE (see _complete_batch).
         with trio.CancelScope(shield=True):  # bounded by the store's timeouts
             done = await self._completions.submit((owner, call_id))
@@ -309,6 +318,9 @@ class PostgresStore:
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
+        owner, call_id, due_at, refund_attempt = StoreArgs.release(
+            owner, call_id, due_at, refund_attempt
+        )
         with trio.CancelScope(shield=True):  # bounded by the store's timeouts
             count: int = await self._call(
                 "fetchval",
@@ -329,6 +341,7 @@ class PostgresStore:
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
+        call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
         with trio.CancelScope(shield=True):  # the call is already claimed: keep it
             new_id: int | None = await self._call(
                 "fetchval",
@@ -349,6 +362,7 @@ class PostgresStore:
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
+        name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
         moved: int = await self._call(
             "fetchval", "dead_letter_due", name, due_by, error.replace("\x00", "\\x00"), failed_at
         )
@@ -357,10 +371,12 @@ class PostgresStore:
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
+        name, limit = StoreArgs.dead_letters(name, limit)
         rows = await self._call("fetch", "dead_letters", name, limit)
         return [dead_letter_from_row(r, _utc) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
         new_id: int | None = await self._call(
             "fetchval",
             "requeue_dead_letter",
@@ -374,6 +390,7 @@ class PostgresStore:
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        ids = StoreArgs.purge_dead_letters(ids)
         if ids is None:
             count: int = await self._call("fetchval", "purge_all_dead_letters")
         else:
@@ -383,12 +400,14 @@ class PostgresStore:
     # -- wake-ups ---------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
+        listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
     # -- sessions and lifetime --------------------------------------------------------
 
     def open_session(self, call: StoredCall) -> SessionScope:
         """``async with store.open_session(call) as session``: closed on exit."""
+        call = StoreArgs.open_session(call)
         return self._sessions.scope(call.id)
 
     @property

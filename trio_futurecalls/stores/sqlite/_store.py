@@ -22,6 +22,7 @@ from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
+from ..._validate import StoreArgs
 from .._batch import GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
@@ -87,6 +88,7 @@ class SQLiteStore:
     # -- scheduling -------------------------------------------------------------------
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        calls = StoreArgs.schedule(calls)
         if not calls:
             return []
         sql = self._q["insert_call"]
@@ -112,16 +114,19 @@ class SQLiteStore:
         return ids
 
     async def cancel(self, call_id: int) -> bool:
+        call_id = StoreArgs.cancel(call_id)
         sql = self._q["cancel"]
         return await self._write(lambda conn: conn.execute(sql, (call_id,)).rowcount > 0)
 
     async def cancel_identifier(self, identifier: str) -> int:
+        identifier = StoreArgs.cancel_identifier(identifier)
         sql = self._q["cancel_identifier"]
         return await self._write(lambda conn: conn.execute(sql, (identifier,)).rowcount)
 
     # -- inspection -------------------------------------------------------------------
 
     async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        query = StoreArgs.pending(query)
         params = {
             "name": query.name,
             "identifier": query.identifier,
@@ -134,6 +139,7 @@ class SQLiteStore:
         return [call_from_row(row, from_micros) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        due_by = StoreArgs.pending_counts(due_by)
         sql = self._q["pending_counts"]
         params = (to_micros(due_by),)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
@@ -144,6 +150,7 @@ class SQLiteStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         if limit <= 0 or not slots:
             return Claim([], None)
         now_us = to_micros(now)
@@ -181,6 +188,7 @@ class SQLiteStore:
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        calls, owner = StoreArgs.put_back(calls, owner)
         if not calls:
             return 0
         leased_sql = self._q["put_back_leased"]
@@ -213,6 +221,7 @@ class SQLiteStore:
         return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         if not call_ids:
             return set()
         sql = self._q["renew"]
@@ -221,6 +230,7 @@ class SQLiteStore:
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
+        owner, call_id = StoreArgs.complete(owner, call_id)
         # Calls finishing together share one transaction (and one fsync).
         return await self._completions.submit((owner, call_id))
 
@@ -235,6 +245,9 @@ class SQLiteStore:
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
+        owner, call_id, due_at, refund_attempt = StoreArgs.release(
+            owner, call_id, due_at, refund_attempt
+        )
         sql = self._q["release"]
         params = (to_micros(due_at), int(refund_attempt), call_id, owner)
         released = await self._write(lambda conn: conn.execute(sql, params).rowcount > 0)
@@ -247,6 +260,7 @@ class SQLiteStore:
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
+        call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
         sql = self._q["insert_dead_letter"]
         delete_sql = self._q["delete_leased"]
         params = (
@@ -272,6 +286,7 @@ class SQLiteStore:
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
+        name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
         params = {
             "name": name,
             "due_by": to_micros(due_by),
@@ -292,6 +307,7 @@ class SQLiteStore:
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
+        name, limit = StoreArgs.dead_letters(name, limit)
         sql = self._q["dead_letters"]
         rows = await self._run(
             lambda conn: conn.execute(sql, {"name": name, "limit": limit}).fetchall()
@@ -299,6 +315,7 @@ class SQLiteStore:
         return [dead_letter_from_row(r, from_micros) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
         take_sql = self._q["take_dead_letter"]
         insert_sql = self._q["insert_call"]
 
@@ -317,6 +334,7 @@ class SQLiteStore:
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        ids = StoreArgs.purge_dead_letters(ids)
         if ids is None:
             sql = self._q["purge_all_dead_letters"]
             return await self._write(lambda conn: conn.execute(sql).rowcount)
@@ -329,10 +347,12 @@ class SQLiteStore:
     # -- wake-ups and sessions --------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
+        listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
     @asynccontextmanager
     async def open_session(self, call: StoredCall) -> AsyncIterator[SQLiteSession]:
+        call = StoreArgs.open_session(call)
         if self._conn is None:
             raise StoreClosedError("the SQLite store is closed")
         session = SQLiteSession(self.path, self._synchronous, self._busy_timeout)
