@@ -28,7 +28,8 @@ import trio
 from ..._errors import InvalidArgumentError, StoreError
 from ..._util import fixup_module_metadata, raise_unwrapped
 from ..._validate import check_positive_seconds
-from ._connection import SYNC_MODES, connect, migrate, translate
+from ._connection import SYNC_MODES, connect, translate
+from ._migrate import migrate
 from ._session import SQLiteSession as SQLiteSession
 from ._store import SQLiteStore as SQLiteStore
 

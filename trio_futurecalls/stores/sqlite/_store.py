@@ -4,6 +4,11 @@
 (``trio.to_thread.run_sync``) and never on the event loop. The store's own connection
 is used by one thread at a time (a ``CapacityLimiter(1)``); writes run in one
 ``BEGIN IMMEDIATE`` transaction each, which keeps claims atomic across processes.
+
+Rows are read defensively (``_rows.py``): the file is shared with other programs, and a
+row that does not decode is a :class:`StoreError` when listed, and a dead letter (with
+the reason, in the same transaction) when a claim meets it, never a crash or a lost
+call.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, final
+from typing import Final, TypeVar, final
 
 import trio
 
@@ -26,9 +31,10 @@ from ..._validate import StoreArgs
 from .._batch import GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
-from .._rows import call_from_row, dead_letter_from_row
 from .._sql import queries
-from ._connection import from_micros, to_micros, translate
+from ._connection import to_micros, translate
+from ._quarantine import keep_as_dead_letters
+from ._rows import Checked, claimed_call, dead_letter, due_time, pending_call, read_text, show
 from ._session import SQLiteSession
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,6 +61,9 @@ class SQLiteStore:
         #: The dispatcher needs no fallback re-check: the watcher wakes it.
         self.recheck_interval: float | None = None
         self._conn: sqlite3.Connection | None = conn
+        # Text that is not UTF-8 (another program wrote it) reaches the row checks
+        # instead of failing the whole query.
+        conn.text_factory = read_text
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._limiter = trio.CapacityLimiter(1)
@@ -136,13 +145,19 @@ class SQLiteStore:
         }
         sql = self._q["pending"]
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [call_from_row(row, from_micros) for row in rows]
+        return [pending_call(row) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         due_by = StoreArgs.pending_counts(due_by)
         sql = self._q["pending_counts"]
         params = (to_micros(due_by),)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        for name, _, _ in rows:
+            if type(name) is not str:
+                raise StoreError(
+                    f"SQLite store: pending calls have a name that is not text ({show(name)}); "
+                    "they were written by another program"
+                )
         return {name: QueueLength(pending=n, due=due) for name, n, due in rows}
 
     # -- claiming ---------------------------------------------------------------------
@@ -160,12 +175,31 @@ class SQLiteStore:
         next_sql = self._q["next_due_of_name"]
         wanted = [(name, free) for name, free in slots.items() if free > 0]
 
-        def work(conn: sqlite3.Connection) -> tuple[list[StoredCall], int | None]:
-            rows: list[Any] = []
+        def work(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[StoredCall], datetime | None, list[Checked]]:
+            found: list[StoredCall] = []
+            unreadable: list[Checked] = []
             for name, free in wanted:
-                rows.extend(conn.execute(pick_sql, (name, now_us, free)).fetchall())
-            rows.sort(key=lambda row: (row[3], row[0]))
-            calls = [call_from_row(row, from_micros) for row in rows[:limit]]
+                for row in conn.execute(pick_sql, (name, now_us, free)).fetchall():
+                    call = claimed_call(row, now_us)
+                    if isinstance(call, Checked):
+                        unreadable.append(call)
+                    else:
+                        found.append(call)
+            if unreadable:
+                # Decoded inside the claim's transaction: a row that does not decode is
+                # kept as a dead letter, with the reason, in the same commit that
+                # deletes it; never handed over, never lost.
+                keep_as_dead_letters(
+                    conn,
+                    unreadable,
+                    now_us,
+                    "Moved to dead letters when claimed: this call could not be read",
+                )
+                conn.execute(delete_sql, (json.dumps([bad.id for bad in unreadable]),))
+            found.sort(key=lambda c: (c.due_at, c.id))
+            calls = found[:limit]
             leased = [c.id for c in calls if lease is not None and c.name in lease.names]
             deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
             if deleted:
@@ -177,14 +211,21 @@ class SQLiteStore:
                 )
             # In the same transaction: one indexed seek per name that still has room.
             taken = json.dumps([c.id for c in calls])
-            found = [
+            nexts = [
                 conn.execute(next_sql, (name, taken)).fetchone()
                 for name in free_after_claim(slots, limit, (c.name for c in calls))
             ]
-            return calls, min((row[0] for row in found if row is not None), default=None)
+            dues = [due_time(row[0]) for row in nexts if row is not None]
+            return calls, min((due for due in dues if due is not None), default=None), unreadable
 
-        calls, next_us = await self._write(work)
-        next_due = None if next_us is None else from_micros(next_us)
+        calls, next_due, unreadable = await self._write(work)
+        for bad in unreadable:
+            _log.error(
+                "%s: row %s moved to dead letters: %s",
+                self.path,
+                bad.id,
+                "; ".join(bad.problems),
+            )
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
@@ -312,7 +353,7 @@ class SQLiteStore:
         rows = await self._run(
             lambda conn: conn.execute(sql, {"name": name, "limit": limit}).fetchall()
         )
-        return [dead_letter_from_row(r, from_micros) for r in rows]
+        return [dead_letter(r) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
         dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
