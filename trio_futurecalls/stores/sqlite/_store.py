@@ -28,7 +28,7 @@ from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import StoreArgs
-from .._batch import GroupCommit
+from .._batch import Failed, GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
 from .._sql import queries
@@ -42,6 +42,49 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
 
 T = TypeVar("T")
+#: One grouped write: runs on the connection inside a transaction, returns its answer.
+_Op = Callable[[sqlite3.Connection], object]
+#: What one op can raise on its own (a constraint, a value the driver cannot bind),
+#: leaving the database and the other ops of its transaction fine.
+_OWN_ERRORS: Final = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
+
+
+def _each(conn: sqlite3.Connection, ops: Sequence[_Op]) -> list[object]:
+    """Run ``ops`` in the current transaction; one that fails on its own fails alone.
+
+    All at once first; only if one of them fails are they run again, each under its
+    own savepoint, so that the others still commit and the failure goes to its caller
+    alone (as :class:`Failed`).
+    """
+    conn.execute("SAVEPOINT futurecalls_batch")
+    try:
+        results = [op(conn) for op in ops]
+    except _OWN_ERRORS:
+        conn.execute("ROLLBACK TO futurecalls_batch")
+        results = []
+        for op in ops:
+            conn.execute("SAVEPOINT futurecalls_op")
+            try:
+                results.append(op(conn))
+            except _OWN_ERRORS as exc:
+                conn.execute("ROLLBACK TO futurecalls_op")
+                results.append(Failed(_own_error(exc)))
+            conn.execute("RELEASE futurecalls_op")
+    conn.execute("RELEASE futurecalls_batch")
+    return results
+
+
+def _own_error(exc: Exception) -> StoreError:
+    if isinstance(exc, sqlite3.Error):
+        return translate(exc)
+    return StoreError(f"SQLite error: {type(exc).__name__}: {exc}")
 
 
 @final
@@ -69,7 +112,9 @@ class SQLiteStore:
         self._limiter = trio.CapacityLimiter(1)
         self._listeners = Listeners()
         self._q = queries("sqlite")
-        self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(self._complete_batch)
+        # The writes after calls (complete, release, put_back, dead_letter) go through
+        # one group: those submitted while a transaction runs share the next one.
+        self._after_calls: GroupCommit[_Op, object] = GroupCommit(self._write_batch)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -93,6 +138,16 @@ class SQLiteStore:
             return result
 
         return await self._run(work)
+
+    async def _grouped(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op`` in a write transaction it may share with the ops other tasks
+        submit meanwhile: calls that end together (500 at once at shutdown) cost a few
+        transactions, each with its fsync, instead of one each."""
+        result = await self._after_calls.submit(op)
+        return result  # type: ignore[return-value]
+
+    async def _write_batch(self, ops: Sequence[_Op]) -> list[object]:
+        return await self._write(lambda conn: _each(conn, ops))
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -256,7 +311,7 @@ class SQLiteStore:
                 handed += conn.execute(deleted_sql, params).rowcount
             return handed
 
-        handed = await self._write(work)
+        handed = await self._grouped(work)
         if handed:
             self._listeners.notify(min(c.due_at for c in calls))
         return handed
@@ -272,16 +327,8 @@ class SQLiteStore:
 
     async def complete(self, owner: str, call_id: int) -> bool:
         owner, call_id = StoreArgs.complete(owner, call_id)
-        # Calls finishing together share one transaction (and one fsync).
-        return await self._completions.submit((owner, call_id))
-
-    async def _complete_batch(self, items: Sequence[tuple[str, int]]) -> list[bool]:
         sql = self._q["complete"]
-        return await self._write(
-            lambda conn: [
-                conn.execute(sql, (call_id, owner)).rowcount > 0 for owner, call_id in items
-            ]
-        )
+        return await self._grouped(lambda conn: conn.execute(sql, (call_id, owner)).rowcount > 0)
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
@@ -291,7 +338,7 @@ class SQLiteStore:
         )
         sql = self._q["release"]
         params = (to_micros(due_at), int(refund_attempt), call_id, owner)
-        released = await self._write(lambda conn: conn.execute(sql, params).rowcount > 0)
+        released = await self._grouped(lambda conn: conn.execute(sql, params).rowcount > 0)
         if released:
             self._listeners.notify(due_at)
         return released
@@ -322,7 +369,7 @@ class SQLiteStore:
             dead_id: int = conn.execute(sql, params).fetchone()[0]
             return dead_id
 
-        return await self._write(work)
+        return await self._grouped(work)
 
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
