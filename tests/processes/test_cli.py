@@ -364,6 +364,63 @@ async def test_runtime_errors_exit_1(tmp_path: Path) -> None:
     assert "futurecalls: error: cannot fetch metrics from http://127.0.0.1:1/metrics" in r.err
 
 
+# -- passwords --------------------------------------------------------------------------
+
+
+async def test_no_password_reaches_messages_logs_or_tracebacks(tmp_path: Path) -> None:
+    # A key=value connection string whose password holds an "&".
+    dsn = "host=127.0.0.1 password=s3cr&et dbname=d"
+    r = await cli(tmp_path, "-v", "--store", dsn, "list", rc=2)
+    assert "password=***" in r.err
+    assert "s3cr" not in r.err
+    assert "&et" not in r.err
+    # A mistyped option: argparse quotes what was typed.
+    r = await cli(tmp_path, "--sotre", "postgresql://u:hunter44@h/db", "list", rc=2)
+    assert "postgresql://u:***@h/db" in r.err
+    assert "hunter44" not in r.err
+    # A metrics URL with credentials, even in a -v traceback.
+    url = "http://user:hunter2x@127.0.0.1:1/metrics"
+    for verbose in ([], ["-v"]):
+        r = await cli(tmp_path, *verbose, "stats", "--metrics-url", url, rc=1)
+        assert "cannot fetch metrics from http://user:***@127.0.0.1:1/metrics" in r.err
+        assert "hunter2x" not in r.err
+    # A call's failure that names connection strings: logged (with its traceback),
+    # kept as a dead letter, listed.
+    for log_format in ("text", "json"):
+        await cli(tmp_path, "--store", STORE, "schedule", "cli-leaky", "--in", "0")
+        r = await cli(
+            tmp_path,
+            "--store",
+            STORE,
+            "--log-format",
+            log_format,
+            "-v",
+            "run-once",
+            "cli_calls:LEAKY_CALLS",
+            rc=1,
+        )
+        assert "hunter2" not in r.err
+        assert "hunter33" not in r.err
+        assert "&x" not in r.err
+    r = await cli(tmp_path, "--store", STORE, "dead-letters", "list", "--json")
+    dead, _ = r.json()
+    assert "could not connect to postgresql://app:***@db/prod" in dead["error"]
+    assert "host=db password=*** dbname=prod" in dead["error"]
+    assert "hunter" not in r.out
+    r = await cli(tmp_path, "--store", STORE, "dead-letters", "list")
+    assert "hunter" not in r.out
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://127.0.0.1/metrics", "127.0.0.1:9464/metrics", "http://"]
+)
+async def test_metrics_url_must_be_http(tmp_path: Path, url: str) -> None:
+    r = await cli(tmp_path, "stats", "--metrics-url", url, rc=2)
+    assert "--metrics-url" in r.err
+    assert "http" in r.err
+    assert "Traceback" not in r.err
+
+
 # -- the worker ------------------------------------------------------------------------
 
 

@@ -13,8 +13,10 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
+from urllib.parse import urlsplit
 
 from .. import MAX_PAYLOAD_BYTES, InvalidArgumentError
+from .._open_store import redact
 from .._validate import check_aware, check_delay, resolve_due
 
 #: Marks an option that was not given (so the library applies its own default).
@@ -145,3 +147,19 @@ def duration_seconds(text: str) -> float:
         return parse_duration(text).total_seconds()
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def metrics_url(text: str) -> str:
+    """An argparse type: an http:// or https:// URL with a host (credentials allowed)."""
+    shown = redact(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid URL {shown!r}: {redact(str(exc))}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL of a worker's metrics endpoint "
+            f"(e.g. http://127.0.0.1:9464/metrics), got {shown!r}"
+        )
+    return text

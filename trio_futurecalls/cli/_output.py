@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -28,16 +28,44 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
                 data[key] = value
         if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
+            data["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
-def setup_logging(verbose: bool, log_format: str) -> None:
+class HidePasswords(logging.Filter):
+    """Rewrites each record before it is formatted: its message, traceback, stack and
+    extra fields go through ``hide`` (no password shows in a log line)."""
+
+    def __init__(self, hide: Callable[[str], str]) -> None:
+        super().__init__()
+        self._hide = hide
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        hide = self._hide
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging reports it; hide it all the same
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg, record.args = hide(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = hide(record.exc_text)
+        if record.stack_info:
+            record.stack_info = hide(record.stack_info)
+        for key, value in vars(record).items():
+            if key not in _STANDARD_RECORD_FIELDS and isinstance(value, str):
+                setattr(record, key, hide(value))
+        return True
+
+
+def setup_logging(verbose: bool, log_format: str, hide: Callable[[str], str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(HidePasswords(hide))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from .. import DEFAULT_GRACE_PERIOD, ENV_MAX_CONCURRENT, __version__
+from .._open_store import redact
 from ._arguments import (
     NOT_GIVEN,
     concurrency_limit,
     duration_seconds,
+    metrics_url,
     non_negative_int,
     port_number,
     positive_int,
@@ -31,6 +33,14 @@ ENV_STORE: Final = "FUTURECALLS_STORE"
 DEFAULT_STORE: Final = "sqlite:///futurecalls.sqlite3"
 DEFAULT_SCHEMA: Final = "futurecalls"
 PROG: Final = "futurecalls"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors show no password: they quote what was
+    typed (``unrecognized arguments: --sotre postgresql://u:pw@h/db``)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message))
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -116,14 +126,14 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Operate a trio_futurecalls store and run workers.",
         epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -167,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-url",
+        type=metrics_url,
         metavar="URL",
-        help="a worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics",
+        help="a worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics "
+        "(http or https; user:password@ in it is sent as basic authentication)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_stats)
