@@ -158,6 +158,18 @@ def check_required_identifier(identifier: object) -> str:
     return checked
 
 
+def check_host(host: object, what: str = "host") -> str:
+    """A host name or address to bind or connect to: a str that can be looked up (IDNA
+    labels of at most 63 characters; an IP address)."""
+    if not isinstance(host, str):
+        raise InvalidArgumentError(f"{what} must be a str, got {type(host).__name__}")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise InvalidArgumentError(f"{what} {host!r} is not a valid host name: {exc}") from None
+    return host
+
+
 def check_limit(value: object, what: str) -> int | None:
     """A concurrency limit: a positive int, or None for unlimited."""
     if value is None:

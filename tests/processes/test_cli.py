@@ -296,6 +296,9 @@ async def test_run_once_and_dead_letters(tmp_path: Path) -> None:
 
 # -- errors ----------------------------------------------------------------------------
 
+#: A payload nested far deeper than json.loads can follow (it raised RecursionError).
+DEEP = "[" * 50_000 + "]" * 50_000
+
 BAD_USAGE = [
     (["--store", "mysql://x/y", "list"], "unsupported store URL 'mysql://x/y'"),
     (["--store", "sqlite:calls.db", "list"], "invalid SQLite store URL"),
@@ -315,13 +318,38 @@ BAD_USAGE = [
     (["schedule", "a", "--at", "2030-01-01T00:00:00Z", "--in", "1"], "not allowed with"),
     (["list", "--due-after", "2030-01-01"], "--due-after: time '2030-01-01' has no timezone"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["cancel", "--id", "x"], "expected a positive integer"),
+    (["cancel", "--id", "x"], "argument --id: expected an id"),
     (["worker", "no_such_module:CALLS"], "cannot import module 'no_such_module'"),
     (["worker", "cli_calls"], "expected MODULE:ATTR"),
     (["worker", "cli_calls:MISSING"], "has no attribute 'MISSING'"),
     (["run-once", "cli_calls:NOT_CALLS"], "'not a class' is not a FutureCall subclass"),
     (["worker", "cli_calls:CALLS", "--max-concurrent", "0"], "expected a positive integer"),
     (["worker", "cli_calls:CALLS", "--grace", "soon"], "invalid duration 'soon'"),
+    # Nothing typed on the command line ends in a raw exception (exit 1).
+    (["schedule", "a", "--in", "1", "--payload", DEEP], "nested deeper than 100"),
+    (["schedule", "a", "--in", "1", "--payload", "[" * 101 + "]" * 101], "deeper than 100"),
+    (["schedule", "a", "--in", "1", "--payload", '"\\ud800"'], "lone surrogate"),
+    (["schedule", "a", "--in", "1", "--payload", "1e400"], "--payload: payload is inf"),
+    (["schedule", "a", "--in", "1", "--payload", "9" * 5000], "--payload is not valid JSON"),
+    (["schedule", "a", "--at", "9999-12-31T23:59:59-14:00"], "--at 9999-12-31T23:59:59-14:00"),
+    (["schedule", "a", "--at", "9999-12-31T00:00:00Z"], "--at 9999-12-31T00:00:00+00:00 is out"),
+    (["schedule", "a", "--at", "0001-01-01T00:00:00Z"], "--at 0001-01-01T00:00:00+00:00 is out"),
+    (["schedule", "a", "--in", "1e20"], "invalid duration '1e20': delay of 1e+20 s is longer"),
+    (["schedule", "a", "--in", "1", "--identifier", "x\udcff"], "lone surrogate"),
+    (["schedule", "a\udcff", "--in", "1"], "call name 'a\\udcff'"),
+    (["list", "--due-after", "0001-01-01T00:00:00+01:00"], "--due-after 0001-01-01T00:00:00+01"),
+    (["list", "--due-before", "9999-12-31T23:59:59-14:00"], "--due-before 9999-12-31T23:59"),
+    (["list", "--limit", str(2**70)], "argument --limit: expected an integer from 0 to"),
+    (["cancel", "--id", str(2**70)], "argument --id: expected an id"),
+    (["cancel", "--id", "0"], "argument --id: expected an id"),
+    (["dead-letters", "list", "--limit", str(2**70)], "argument --limit: expected an integer"),
+    (["dead-letters", "requeue", str(2**70)], "argument ID: expected an id"),
+    (["dead-letters", "requeue", "1", "--at", "9999-12-31T23:59:59-14:00"], "--at 9999-12-31"),
+    (["dead-letters", "requeue", "1", "--in", "1e20"], "invalid duration '1e20'"),
+    (["dead-letters", "purge", "--id", "1", str(2**70)], "argument --id: expected an id"),
+    (["worker", "cli_calls:CALLS", "--grace", "1e20"], "invalid duration '1e20': delay of"),
+    (["worker", "cli_calls:CALLS", "--metrics-port", "0", "--metrics-host", "a" * 64], "host"),
+    (["worker", "cli_calls:CALLS", "--metrics-host", "x\udcff"], "argument --metrics-host"),
 ]
 
 

@@ -12,10 +12,11 @@ from ._arguments import (
     NOT_GIVEN,
     concurrency_limit,
     duration_seconds,
+    host_name,
+    id_number,
     metrics_url,
-    non_negative_int,
     port_number,
-    positive_int,
+    row_limit,
 )
 from ._commands import (
     cmd_cancel,
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identifier", metavar="X", help="only calls with this identifier")
     p.add_argument("--due-after", metavar="ISO8601", help="only calls due at or after this")
     p.add_argument("--due-before", metavar="ISO8601", help="only calls due before this")
-    p.add_argument("--limit", type=non_negative_int, metavar="N", help="at most N calls")
+    p.add_argument("--limit", type=row_limit, metavar="N", help="at most N calls")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_list)
 
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cancel", "Cancel pending calls by id or identifier; prints how many were cancelled."
     )
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--id", type=positive_int, metavar="N", help="the call's id")
+    group.add_argument("--id", type=id_number, metavar="N", help="the call's id")
     group.add_argument("--identifier", metavar="X", help="every call with this identifier")
     p.set_defaults(run=cmd_cancel)
 
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     d.add_argument("--name", help="only dead letters with this call name")
-    d.add_argument("--limit", type=non_negative_int, metavar="N", help="at most N")
+    d.add_argument("--limit", type=row_limit, metavar="N", help="at most N")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
     d.set_defaults(run=cmd_dead_list)
     d = dead.add_parser(
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prints the new call id.",
         parents=[common],
     )
-    d.add_argument("id", type=positive_int, metavar="ID", help="the dead letter's id")
+    d.add_argument("id", type=id_number, metavar="ID", help="the dead letter's id")
     _when_options(d, required=False, what="due")
     d.set_defaults(run=cmd_dead_requeue)
     d = dead.add_parser(
@@ -214,9 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     group = d.add_mutually_exclusive_group(required=True)
-    group.add_argument(
-        "--id", type=positive_int, nargs="+", metavar="N", help="the dead letters' ids"
-    )
+    group.add_argument("--id", type=id_number, nargs="+", metavar="N", help="the dead letters' ids")
     group.add_argument("--all", action="store_true", help="every dead letter")
     d.set_defaults(run=cmd_dead_purge)
 
@@ -236,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-host",
+        type=host_name,
         default="127.0.0.1",
         metavar="HOST",
         help="address the metrics server binds (default: 127.0.0.1)",
