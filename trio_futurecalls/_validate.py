@@ -453,6 +453,10 @@ class StoreArgs:
     def dead_letter(
         call: object, error: object, failed_at: object, owner: object
     ) -> tuple[StoredCall, str, datetime, str | None]:
+        if isinstance(call, StoredCall) and call.attempts == MAX_ATTEMPTS + 1:
+            # A claim counts the attempt it starts, so a call stored at the limit comes
+            # out one above it: keeping it is never refused for that (it would be lost).
+            call = attrs.evolve(call, attempts=MAX_ATTEMPTS)
         return (
             check_stored_call(call),
             error_text(error),

@@ -8,12 +8,15 @@ skipped loudly without a server, failed under ``CI=true``.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import attrs
 import pytest
 import trio
 
-from trio_futurecalls.cli import build_parser, parse_duration
+from trio_futurecalls.cli import build_parser, main, parse_duration
 
 TESTS = Path(__file__).parent
 STORE = "sqlite:///calls.sqlite3"
@@ -235,6 +238,69 @@ async def test_stats_from_store(tmp_path: Path) -> None:
     table = (await cli(tmp_path, "--store", STORE, "stats")).out.splitlines()
     assert table[0].split() == ["NAME", "PENDING", "DUE"]
     assert table[1].split() == ["a", "3", "2"]
+
+
+async def test_rows_another_program_wrote_are_listed_as_text(tmp_path: Path) -> None:
+    # Payloads no call site would accept: nested deeper than json.loads can follow, or
+    # than printing them as JSON could. Listed as their text, not a crash.
+    await cli(tmp_path, "--store", STORE, "migrate")
+    deep, deeper = "[" * 500 + "]" * 500, "[" * 50_000 + "]" * 50_000
+    with sqlite3.connect(tmp_path / "calls.sqlite3") as conn:
+        for payload in (deep, deeper):
+            conn.execute(
+                "INSERT INTO futurecalls_calls (name, payload, due_at, scheduled_at)"
+                " VALUES ('cli-echo', ?, 0, 0)",
+                (payload,),
+            )
+            conn.execute(
+                "INSERT INTO futurecalls_dead_letters (call_id, name, payload, due_at,"
+                " scheduled_at, failed_at, error, attempts) VALUES (1, 'x', ?, 0, 0, 0, 'e', 1)",
+                (payload,),
+            )
+    listed = (await cli(tmp_path, "--store", STORE, "list", "--json")).json()
+    assert [c["payload"] for c in listed] == [deep, deeper]
+    dead = (await cli(tmp_path, "--store", STORE, "dead-letters", "list", "--json")).json()
+    assert [d["payload"] for d in dead] == [deep, deeper]
+
+
+def test_stats_of_a_hostile_metrics_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Whatever answers at --metrics-url: NaN values, labels with a password, a page
+    # the parser gives up on.
+    pages = iter(
+        [
+            b'futurecalls_calls_running{call_class="a"} NaN\n'
+            b'futurecalls_calls_running{call_class="postgresql://u:hunter5@h/db"} 1\n',
+            b"x{ 1\n",
+        ]
+    )
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = next(pages)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Page) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+            assert main(["stats", "--metrics-url", url]) == 0
+            out = capsys.readouterr().out
+            assert "NaN" in out
+            assert "postgresql://u:***@h/db" in out
+            assert "hunter5" not in out
+            assert main(["stats", "--metrics-url", url]) == 1
+            assert "unparseable" in capsys.readouterr().err
+        finally:
+            server.shutdown()
 
 
 async def test_run_once_and_dead_letters(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from trio_futurecalls import (
     InvalidArgumentError,
     InvalidPayloadError,
     MemoryStore,
+    NewCall,
     QueueLength,
     Scheduler,
     UnregisteredCallError,
@@ -366,3 +367,17 @@ async def test_admin_functions_check_their_arguments(scheduler: Scheduler) -> No
     with pytest.raises(InvalidArgumentError, match="grace_period"):
         await scheduler.shutdown(grace_period="5")  # type: ignore[arg-type]
     assert await queue_lengths(store, ["ok"]) == {"ok": QueueLength(pending=0, due=0)}
+
+
+async def test_a_dead_letter_keeps_a_claimed_call_whatever_its_count() -> None:
+    # A claim counts an attempt: a row at MAX_ATTEMPTS comes out one above it, and
+    # keeping it as a dead letter must not fail (the call would be lost).
+    store = MemoryStore()
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    new = NewCall(name="ok", payload="null", due_at=now, scheduled_at=now, attempts=MAX_ATTEMPTS)
+    await store.schedule([new])
+    (call,) = (await store.claim(now, {"ok": 1}, 1)).calls
+    assert call.attempts == MAX_ATTEMPTS + 1
+    assert await store.dead_letter(call, "gave up", now) is not None
+    (dead,) = await store.dead_letters()
+    assert dead.attempts == MAX_ATTEMPTS

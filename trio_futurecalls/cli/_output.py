@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+from .. import MAX_PAYLOAD_DEPTH
+
 _STANDARD_RECORD_FIELDS: Final = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
@@ -92,11 +94,28 @@ def print_json(value: object) -> None:
 
 
 def json_or_text(text: str) -> object:
-    """A stored payload as a JSON value (the raw text if it is not valid JSON)."""
+    """A stored payload as a JSON value; the raw text if it is not valid JSON, or is
+    nested deeper than a call site accepts (another program wrote it): decoding or
+    printing it could recurse too deep."""
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
         return text
+    return value if _within_depth(value) else text
+
+
+def _within_depth(value: object) -> bool:
+    """Whether no list or object in ``value`` is nested MAX_PAYLOAD_DEPTH deep (walked
+    without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def iso(value: datetime) -> str:

@@ -81,8 +81,10 @@ def _metrics_table(text: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     try:
         families = list(text_string_to_metric_families(text))
-    except ValueError as exc:
-        raise FutureCallsError(f"the metrics endpoint sent unparseable text: {exc}") from None
+    except Exception as exc:  # whatever answered: the parser may fail in any way
+        raise FutureCallsError(
+            f"the metrics endpoint sent unparseable text: {type(exc).__name__}: {exc}"
+        ) from None
     for family in families:
         for sample in family.samples:
             name = sample.labels.get("call_class")
@@ -102,6 +104,16 @@ def _metrics_table(text: str) -> dict[str, dict[str, float]]:
             if count:
                 row[f"avg_{kind}_seconds"] = total / count
     return dict(sorted(out.items()))
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "unlimited" if value > 0 else "-inf"
+    return str(int(value)) if value == int(value) else f"{value:.4f}"
 
 
 async def stats_from_metrics(url: str, *, as_json: bool) -> int:
@@ -127,13 +139,6 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
         "avg_run_seconds",
     ]
 
-    def cell(value: float | None) -> str:
-        if value is None:
-            return "-"
-        if math.isinf(value):
-            return "unlimited"
-        return str(int(value)) if value == int(value) else f"{value:.4f}"
-
     print_table(
         [
             "NAME",
@@ -141,6 +146,6 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
             *("RUNNING", "PENDING", "DUE", "LIMIT"),
             *("AVG WAIT S", "AVG RUN S"),
         ],
-        ([name, *(cell(row.get(c)) for c in columns)] for name, row in table.items()),
+        ([name, *(_cell(row.get(c)) for c in columns)] for name, row in table.items()),
     )
     return 0
