@@ -30,7 +30,6 @@ from ._options import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
 from ._options import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
 from ._options import SchedulerKeywords as SchedulerKeywords
 from ._options import SchedulerOptions as SchedulerOptions
-from ._payload import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from ._payload import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
 from ._retry import Backoff as Backoff
 from ._retry import Delivery as Delivery
@@ -48,9 +47,13 @@ from ._store import PendingQuery as PendingQuery
 from ._store import PoolSizeCheck as PoolSizeCheck
 from ._store import Store as Store
 from ._util import fixup_module_metadata as _fixup_module_metadata
+from ._validate import EARLIEST_TIME as EARLIEST_TIME
+from ._validate import LATEST_TIME as LATEST_TIME
+from ._validate import MAX_ATTEMPTS as MAX_ATTEMPTS
 from ._validate import MAX_DELAY as MAX_DELAY
 from ._validate import MAX_IDENTIFIER_LENGTH as MAX_IDENTIFIER_LENGTH
 from ._validate import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from ._validate import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from ._version import __version__ as __version__
 from .stores.memory import MemorySession as MemorySession
 from .stores.memory import MemoryStore as MemoryStore

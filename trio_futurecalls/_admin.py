@@ -18,7 +18,14 @@ from ._options import Clock, utc_now
 from ._payload import encode_payload
 from ._stats import QueueLength
 from ._store import PendingQuery, Store
-from ._validate import check_aware, check_identifier, check_name, resolve_due
+from ._validate import (
+    check_aware,
+    check_identifier,
+    check_name,
+    check_names,
+    check_row_limit,
+    resolve_due,
+)
 
 _log = logging.getLogger("trio_futurecalls.scheduler.admin")
 
@@ -100,8 +107,9 @@ async def queue_lengths(
     store: Store, names: Iterable[str] = (), now: datetime | None = None
 ) -> dict[str, QueueLength]:
     """Pending and due counts per name in ``store`` (``names`` are listed even if 0)."""
-    when = utc_now() if now is None else now
-    out = {name: QueueLength(pending=0, due=0) for name in names}
+    listed = check_names(names)
+    when = utc_now() if now is None else check_aware(now, "now")
+    out = {name: QueueLength(pending=0, due=0) for name in listed}
     out.update(await store.pending_counts(when))
     return dict(sorted(out.items()))
 
@@ -121,8 +129,7 @@ async def list_pending(
         name = None if call_class is None else check_name(call_class)
     else:
         name = check_call_class(call_class).name
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
+    limit = check_row_limit(limit)
     return await store.pending(
         PendingQuery(
             name=name,
@@ -149,9 +156,10 @@ async def move_unknown_to_dead_letters(
 ) -> int:
     """Move pending calls due by ``now`` whose name is not in ``known`` (or just those
     of ``names``) to dead letters, one statement per name; return how many moved."""
+    wanted_names = None if names is None else set(check_names(names))
     known = set(known)
     found = {name for name, n in (await store.pending_counts(now)).items() if n.due}
-    wanted = found - known if names is None else set(names) & found - known
+    wanted = found - known if wanted_names is None else wanted_names & found - known
     moved = 0
     for name in sorted(wanted):
         error = f"no FutureCall class named {name!r} is registered"

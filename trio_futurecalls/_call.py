@@ -8,7 +8,7 @@ from ._errors import InvalidArgumentError, UnregisteredCallError
 from ._model import CallInfo
 from ._payload import check_payload_type
 from ._retry import Backoff, Delivery, ExponentialBackoff
-from ._validate import check_limit, check_name, check_positive_seconds
+from ._validate import MAX_ATTEMPTS, check_limit, check_name, check_positive_seconds
 
 
 class FutureCall:
@@ -65,9 +65,13 @@ class FutureCall:
         if "max_attempts" in cls.__dict__:
             attempts = cls.__dict__["max_attempts"]
             if attempts is not None and (
-                isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+                isinstance(attempts, bool)
+                or not isinstance(attempts, int)
+                or not 1 <= attempts <= MAX_ATTEMPTS
             ):
-                raise InvalidArgumentError(f"{where}.max_attempts must be an int >= 1 or None")
+                raise InvalidArgumentError(
+                    f"{where}.max_attempts must be an int from 1 to {MAX_ATTEMPTS}, or None"
+                )
         if "retry_backoff" in cls.__dict__ and not callable(cls.__dict__["retry_backoff"]):
             raise InvalidArgumentError(f"{where}.retry_backoff must be callable")
         if "no_retry_on" in cls.__dict__:

@@ -23,9 +23,9 @@ from typing import Any
 import attrs
 
 from ._errors import InvalidPayloadError, PayloadDecodeError
+from ._validate import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from ._validate import check_payload_text
 
-#: Largest encoded payload accepted, in bytes of UTF-8 JSON.
-MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Deepest nesting of lists, objects (and attrs instances) accepted in a payload. Far
 #: below Python's recursion limit, so no payload can make encoding or decoding recurse
 #: too deep; a stored payload nested deeper (written by another tool) is a dead letter.
@@ -61,10 +61,8 @@ def encode_payload(payload_type: type[Any] | None, value: object) -> str:
         text = _dumps(data)
     except (TypeError, ValueError) as exc:
         raise InvalidPayloadError(f"payload is not JSON-serializable: {exc}") from None
-    if len(text) > MAX_PAYLOAD_BYTES // 4 and len(text.encode()) > MAX_PAYLOAD_BYTES:
-        raise InvalidPayloadError(
-            f"payload is {len(text.encode())} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
-        )
+    # Its size, and no lone surrogate (text no store can keep as UTF-8).
+    check_payload_text(text)
     if payload_type is not None:
         # Prove now that it will decode at run time (a wrongly typed field, an
         # unsupported annotation...), rather than fail every attempt later.

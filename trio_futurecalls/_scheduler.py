@@ -56,7 +56,7 @@ from ._stats import ClassCounters, QueueLength, SchedulerStatistics, total_stati
 from ._store import PoolSizeCheck, Store
 from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
-from ._validate import check_identifier, check_positive_seconds
+from ._validate import check_id, check_names, check_positive_seconds, check_required_identifier
 from ._writes import CallWrites
 
 _log = logging.getLogger("trio_futurecalls.scheduler")
@@ -187,16 +187,11 @@ class Scheduler:
 
     async def cancel(self, call_id: int) -> bool:
         """Cancel one pending call by id; True if it was pending (not yet started)."""
-        if isinstance(call_id, bool) or not isinstance(call_id, int):
-            raise InvalidArgumentError(f"call_id must be an int, got {call_id!r}")
-        return await self._store.cancel(call_id)
+        return await self._store.cancel(check_id(call_id, "call_id"))
 
     async def cancel_identifier(self, identifier: str) -> int:
         """Cancel every pending call with ``identifier``; return how many."""
-        checked = check_identifier(identifier)
-        if checked is None:
-            raise InvalidArgumentError("identifier must not be None")
-        return await self._store.cancel_identifier(checked)
+        return await self._store.cancel_identifier(check_required_identifier(identifier))
 
     async def pending(
         self,
@@ -229,8 +224,9 @@ class Scheduler:
         leased by a running worker and calls due later are not touched. Returns how
         many were moved.
         """
+        wanted = None if names is None else check_names(names)
         return await move_unknown_to_dead_letters(
-            self._store, self._registry.keys(), names, self._clock()
+            self._store, self._registry.keys(), wanted, self._clock()
         )
 
     def running(self) -> list[CallInfo]:
@@ -265,6 +261,8 @@ class Scheduler:
         the store. Safe to call more than once and from several tasks; a later call
         with a shorter grace period shortens the grace (a longer one does not extend it).
         """
+        if grace_period is not None:
+            check_positive_seconds(grace_period, "grace_period")
         self._request_shutdown(grace_period)
         await self._done.wait()
 

@@ -1,12 +1,23 @@
-"""Validation of user input at the call site."""
+"""Validation of user input at the call site.
+
+Every public function and every public store method checks its arguments here, types
+included (a bool is not an id, a str is not a collection of names or ids), and raises
+:class:`InvalidArgumentError`: the same answer whichever store is behind it.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
 
-from ._errors import InvalidArgumentError
+import attrs
+
+from ._errors import InvalidArgumentError, InvalidPayloadError
+from ._model import Lease, NewCall, StoredCall
+from ._store import Listener, PendingQuery
 
 #: Longest accepted call-class ``name`` (characters).
 MAX_NAME_LENGTH = 200
@@ -15,19 +26,52 @@ MAX_IDENTIFIER_LENGTH = 255
 #: Longest accepted delay: calls further out than this are almost certainly a unit mistake.
 MAX_DELAY = timedelta(days=366 * 100)
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]*$")
+#: The earliest and latest time a store keeps (a due time, a lease expiry...): Python's
+#: datetime range less a day at each end, so that a stored time converts to any
+#: timezone (offsets are under a day) without overflowing.
+EARLIEST_TIME: Final = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIME: Final = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+#: Most attempts a call may count (``FutureCall.max_attempts`` at most this).
+MAX_ATTEMPTS: Final = 1_000_000
+#: Largest id: SQLite's INTEGER and PostgreSQL's bigint are signed 64-bit integers.
+MAX_ID: Final = 2**63 - 1
+#: Longest lease owner (a scheduler's ``host:pid:random``).
+MAX_OWNER_LENGTH: Final = 1000
+#: Largest encoded payload accepted, in bytes of UTF-8 JSON (``MAX_PAYLOAD_BYTES``).
+MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
 
 
-def check_aware(value: datetime, what: str = "datetime") -> datetime:
-    """Return ``value`` converted to UTC; reject naive datetimes."""
+def check_aware(value: object, what: str = "datetime") -> datetime:
+    """Return ``value`` converted to UTC; reject naive datetimes and non-datetimes."""
     if not isinstance(value, datetime):
         raise InvalidArgumentError(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidArgumentError(
             f"{what} must be timezone-aware (got naive {value.isoformat()}); "
             "use e.g. datetime.now(UTC) or value.replace(tzinfo=UTC)"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidArgumentError(
+            f"{what} {value.isoformat()} is out of range: in UTC it falls outside the "
+            "years 1 to 9999"
+        ) from None
+
+
+def check_time(value: object, what: str) -> datetime:
+    """A time a store keeps: aware, between EARLIEST_TIME and LATEST_TIME; as UTC."""
+    utc = check_aware(value, what)
+    if not EARLIEST_TIME <= utc <= LATEST_TIME:
+        raise InvalidArgumentError(
+            f"{what} {utc.isoformat()} is out of range: a stored time must be between "
+            f"{EARLIEST_TIME.isoformat()} and {LATEST_TIME.isoformat()}"
+        )
+    return utc
 
 
 def check_delay(delay: timedelta | float | int) -> timedelta:
@@ -60,13 +104,14 @@ def resolve_due(
     if at is not None and delay is not None:
         raise InvalidArgumentError("give at= (aware datetime) or delay=, not both")
     if at is not None:
-        return check_aware(at, "at")
+        return check_time(at, "at")
     if delay is None:
-        return now
+        return check_time(now, "now")
     try:
-        return now + check_delay(delay)
+        due = now + check_delay(delay)
     except OverflowError:
         raise InvalidArgumentError(f"delay {delay!r} goes past the largest datetime") from None
+    return check_time(due, f"now + delay {delay!r}")
 
 
 def check_name(name: object) -> str:
@@ -79,7 +124,7 @@ def check_name(name: object) -> str:
         raise InvalidArgumentError(
             f"call name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         )
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidArgumentError(
             f"call name {name!r} must start with a letter or '_' and contain only "
             "letters, digits, '_', '.', ':' and '-'"
@@ -101,7 +146,28 @@ def check_identifier(identifier: object) -> str | None:
         )
     if "\x00" in identifier:
         raise InvalidArgumentError("identifier must not contain NUL characters")
+    check_unicode(identifier, "identifier")
     return identifier
+
+
+def check_required_identifier(identifier: object) -> str:
+    """An identifier to act on (``cancel_identifier``): as check_identifier, not None."""
+    checked = check_identifier(identifier)
+    if checked is None:
+        raise InvalidArgumentError("identifier must not be None")
+    return checked
+
+
+def check_host(host: object, what: str = "host") -> str:
+    """A host name or address to bind or connect to: a str that can be looked up (IDNA
+    labels of at most 63 characters; an IP address)."""
+    if not isinstance(host, str):
+        raise InvalidArgumentError(f"{what} must be a str, got {type(host).__name__}")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise InvalidArgumentError(f"{what} {host!r} is not a valid host name: {exc}") from None
+    return host
 
 
 def check_limit(value: object, what: str) -> int | None:
@@ -124,3 +190,311 @@ def check_positive_seconds(value: object, what: str, *, allow_none: bool = False
     if not math.isfinite(value) or value < 0:
         raise InvalidArgumentError(f"{what} must be finite and >= 0, got {value!r}")
     return float(value)
+
+
+def check_unicode(text: str, what: str) -> str:
+    """Reject text that cannot be stored as UTF-8 (a lone surrogate, e.g. from
+    ``os.fsdecode`` of bytes that were not UTF-8)."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(
+                f"{what} holds a lone surrogate {text[exc.start]!r} at position {exc.start}: "
+                "not valid Unicode text"
+            ) from None
+    return text
+
+
+def check_id(value: object, what: str = "id") -> int:
+    """An id of a call or dead letter: an int (not a bool) in 1..MAX_ID."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{what} must be an int, got {value!r}")
+    if not 1 <= value <= MAX_ID:
+        raise InvalidArgumentError(f"{what} must be between 1 and {MAX_ID}, got {value!r}")
+    return int(value)
+
+
+def _collection(values: object, what: str) -> Iterable[object]:
+    # A str (or bytes) is iterable, but "12" is not the ids 1 and 2, nor "name" a set
+    # of one-letter names.
+    if isinstance(values, str | bytes | bytearray | memoryview) or not isinstance(values, Iterable):
+        raise InvalidArgumentError(
+            f"{what} must be a collection (a list, set or tuple), got {type(values).__name__}"
+        )
+    return values
+
+
+def check_ids(values: object, what: str = "ids") -> list[int]:
+    """A collection of ids (not a str, not a single int); each checked by check_id."""
+    return [check_id(value, f"each of {what}") for value in _collection(values, what)]
+
+
+def check_stored_name(name: object, what: str = "name") -> str:
+    """A name as found in a store (another program may have written it): a str of 1 to
+    MAX_NAME_LENGTH characters, valid Unicode, no NUL. Looser than check_name, so that
+    such rows can still be counted, listed and moved to dead letters."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"{what} must be a str, got {type(name).__name__}")
+    if not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
+        raise InvalidArgumentError(
+            f"{what} must be 1 to {MAX_NAME_LENGTH} characters without NUL, got {name!r}"
+        )
+    return check_unicode(name, what)
+
+
+def check_names(values: object, what: str = "names") -> list[str]:
+    """A collection of names (not a single str); each checked by check_stored_name."""
+    return [check_stored_name(value, f"each of {what}") for value in _collection(values, what)]
+
+
+def check_row_limit(value: object, what: str = "limit") -> int | None:
+    """How many rows to return at most: a non-negative int (not a bool), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise InvalidArgumentError(
+            f"{what} must be an int between 0 and {MAX_ID}, or None; got {value!r}"
+        )
+    return int(value)
+
+
+def check_owner(value: object, what: str = "owner") -> str:
+    """A lease owner: a non-empty str of at most MAX_OWNER_LENGTH characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_OWNER_LENGTH:
+        raise InvalidArgumentError(
+            f"{what} must be a str of 1 to {MAX_OWNER_LENGTH} characters, got {value!r}"
+        )
+    if "\x00" in value:
+        raise InvalidArgumentError(f"{what} must not contain NUL characters")
+    return check_unicode(value, what)
+
+
+def check_attempts(value: object, what: str = "attempts") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ATTEMPTS:
+        raise InvalidArgumentError(
+            f"{what} must be an int between 0 and {MAX_ATTEMPTS}, got {value!r}"
+        )
+    return int(value)
+
+
+def check_payload_text(payload: object, what: str = "payload") -> str:
+    """Encoded payload text as stores keep it: a str of at most MAX_PAYLOAD_BYTES bytes
+    of UTF-8, without NUL (JSON escapes it)."""
+    if not isinstance(payload, str):
+        raise InvalidPayloadError(f"{what} must be JSON text (a str), got {type(payload).__name__}")
+    if payload.isascii():
+        size = len(payload)
+    else:
+        try:
+            size = len(payload.encode())
+        except UnicodeEncodeError as exc:
+            raise InvalidPayloadError(
+                f"{what} holds a lone surrogate at position {exc.start}: not valid Unicode text"
+            ) from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidPayloadError(
+            f"{what} is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    if "\x00" in payload:
+        raise InvalidPayloadError(f"{what} must not contain NUL characters (JSON escapes them)")
+    return payload
+
+
+def error_text(error: object, what: str = "error") -> str:
+    """The reason kept with a dead letter: any str, made storable (a lone surrogate or
+    a NUL from an exception's message is escaped, never a reason to lose the call)."""
+    if not isinstance(error, str):
+        raise InvalidArgumentError(f"{what} must be a str, got {type(error).__name__}")
+    if not error.isascii():
+        error = error.encode("utf-8", "backslashreplace").decode()
+    return error.replace("\x00", "\\x00")
+
+
+def _sequence(values: object, of: str) -> Sequence[object]:
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes | bytearray):
+        raise InvalidArgumentError(f"calls must be a sequence of {of}, got {type(values).__name__}")
+    return values
+
+
+_Call = TypeVar("_Call", NewCall, StoredCall)
+
+
+def _in_utc(call: _Call, where: str) -> _Call:
+    """``call`` with its two times checked as stored times, in UTC."""
+    due_at = check_time(call.due_at, f"{where}due_at")
+    scheduled_at = check_time(call.scheduled_at, f"{where}scheduled_at")
+    if due_at is call.due_at and scheduled_at is call.scheduled_at:
+        return call
+    return attrs.evolve(call, due_at=due_at, scheduled_at=scheduled_at)
+
+
+def check_new_call(call: object) -> NewCall:
+    """A call to store, checked as ``schedule`` checks its arguments."""
+    if not isinstance(call, NewCall):
+        raise InvalidArgumentError(f"each call must be a NewCall, got {type(call).__name__}")
+    check_name(call.name)
+    check_payload_text(call.payload)
+    check_identifier(call.identifier)
+    check_attempts(call.attempts)
+    return _in_utc(call, "")
+
+
+def check_stored_call(call: object) -> StoredCall:
+    """A call a store handed out (claimed), given back to a store."""
+    if not isinstance(call, StoredCall):
+        raise InvalidArgumentError(f"call must be a StoredCall, got {type(call).__name__}")
+    check_id(call.id, "call.id")
+    check_stored_name(call.name, "call.name")
+    check_payload_text(call.payload, "call.payload")
+    check_identifier(call.identifier)
+    check_attempts(call.attempts, "call.attempts")
+    return _in_utc(call, "call.")
+
+
+def check_slots(slots: object) -> dict[str, int]:
+    """A claim's free slots: a mapping of names to non-negative ints."""
+    if not isinstance(slots, Mapping):
+        raise InvalidArgumentError(f"slots must be a mapping, got {type(slots).__name__}")
+    for name, free in slots.items():
+        check_stored_name(name, "each name in slots")
+        if isinstance(free, bool) or not isinstance(free, int) or free < 0:
+            raise InvalidArgumentError(f"slots[{name!r}] must be an int >= 0, got {free!r}")
+    return dict(slots)
+
+
+def check_lease(lease: object) -> Lease | None:
+    if lease is None:
+        return None
+    if not isinstance(lease, Lease):
+        raise InvalidArgumentError(f"lease must be a Lease or None, got {type(lease).__name__}")
+    check_owner(lease.owner, "lease.owner")
+    check_names(lease.names, "lease.names")
+    expires_at = check_time(lease.expires_at, "lease.expires_at")
+    return lease if expires_at is lease.expires_at else attrs.evolve(lease, expires_at=expires_at)
+
+
+def check_query(query: object) -> PendingQuery:
+    """The filters of ``Store.pending``, each checked; times in UTC."""
+    if not isinstance(query, PendingQuery):
+        raise InvalidArgumentError(f"query must be a PendingQuery, got {type(query).__name__}")
+    due_after = None if query.due_after is None else check_aware(query.due_after, "due_after")
+    due_before = None if query.due_before is None else check_aware(query.due_before, "due_before")
+    return PendingQuery(
+        name=None if query.name is None else check_stored_name(query.name),
+        identifier=check_identifier(query.identifier),
+        due_after=due_after,
+        due_before=due_before,
+        limit=check_row_limit(query.limit),
+    )
+
+
+class StoreArgs:
+    """The arguments of each :class:`Store` method, checked once for every store.
+
+    Each store calls the function named after the method at the top of that method
+    (``call_id = StoreArgs.cancel(call_id)``), so that every store gives the same
+    answer to bad input: :class:`InvalidArgumentError`, before anything is touched.
+    Times come back in UTC.
+    """
+
+    @staticmethod
+    def schedule(calls: object) -> list[NewCall]:
+        return [check_new_call(call) for call in _sequence(calls, "NewCall")]
+
+    @staticmethod
+    def cancel(call_id: object) -> int:
+        return check_id(call_id, "call_id")
+
+    cancel_identifier = staticmethod(check_required_identifier)
+    pending = staticmethod(check_query)
+
+    @staticmethod
+    def pending_counts(due_by: object) -> datetime:
+        return check_aware(due_by, "due_by")
+
+    @staticmethod
+    def claim(
+        now: object, slots: object, limit: object, lease: object
+    ) -> tuple[datetime, dict[str, int], int, Lease | None]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgumentError(f"limit must be an int >= 0, got {limit!r}")
+        return check_aware(now, "now"), check_slots(slots), limit, check_lease(lease)
+
+    @staticmethod
+    def put_back(calls: object, owner: object) -> tuple[list[StoredCall], str | None]:
+        checked = [check_stored_call(call) for call in _sequence(calls, "StoredCall")]
+        return checked, None if owner is None else check_owner(owner)
+
+    @staticmethod
+    def renew(
+        owner: object, call_ids: object, expires_at: object
+    ) -> tuple[str, list[int], datetime]:
+        return (
+            check_owner(owner),
+            check_ids(call_ids, "call_ids"),
+            check_time(expires_at, "expires_at"),
+        )
+
+    @staticmethod
+    def complete(owner: object, call_id: object) -> tuple[str, int]:
+        return check_owner(owner), check_id(call_id, "call_id")
+
+    @staticmethod
+    def release(
+        owner: object, call_id: object, due_at: object, refund_attempt: object
+    ) -> tuple[str, int, datetime, bool]:
+        if not isinstance(refund_attempt, bool):
+            raise InvalidArgumentError(f"refund_attempt must be a bool, got {refund_attempt!r}")
+        owner, call_id = StoreArgs.complete(owner, call_id)
+        return owner, call_id, check_time(due_at, "due_at"), refund_attempt
+
+    @staticmethod
+    def dead_letter(
+        call: object, error: object, failed_at: object, owner: object
+    ) -> tuple[StoredCall, str, datetime, str | None]:
+        if isinstance(call, StoredCall) and call.attempts == MAX_ATTEMPTS + 1:
+            # A claim counts the attempt it starts, so a call stored at the limit comes
+            # out one above it: keeping it is never refused for that (it would be lost).
+            call = attrs.evolve(call, attempts=MAX_ATTEMPTS)
+        return (
+            check_stored_call(call),
+            error_text(error),
+            check_time(failed_at, "failed_at"),
+            None if owner is None else check_owner(owner),
+        )
+
+    @staticmethod
+    def dead_letter_due(
+        name: object, due_by: object, error: object, failed_at: object
+    ) -> tuple[str, datetime, str, datetime]:
+        return (
+            check_stored_name(name),
+            check_aware(due_by, "due_by"),
+            error_text(error),
+            check_time(failed_at, "failed_at"),
+        )
+
+    @staticmethod
+    def dead_letters(name: object, limit: object) -> tuple[str | None, int | None]:
+        return None if name is None else check_stored_name(name), check_row_limit(limit)
+
+    @staticmethod
+    def requeue_dead_letter(dead_letter_id: object, due_at: object) -> tuple[int, datetime]:
+        return check_id(dead_letter_id, "dead_letter_id"), check_time(due_at, "due_at")
+
+    @staticmethod
+    def purge_dead_letters(ids: object) -> list[int] | None:
+        return None if ids is None else check_ids(ids)
+
+    @staticmethod
+    def add_listener(listener: object) -> Listener:
+        if not callable(listener):
+            raise InvalidArgumentError(f"listener must be callable, got {listener!r}")
+        return listener
+
+    @staticmethod
+    def open_session(call: object) -> StoredCall:
+        if not isinstance(call, StoredCall):
+            raise InvalidArgumentError(f"call must be a StoredCall, got {type(call).__name__}")
+        return call

@@ -66,9 +66,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with the mo
         "`prometheus` extra: pip install 'trio_futurecalls[prometheus]'"
     ) from exc
 
-from ._errors import FutureCallsError
+from ._errors import FutureCallsError, InvalidArgumentError
 from ._scheduler import Scheduler
 from ._stats import BUCKETS, Distribution, QueueLength
+from ._validate import check_host
 
 __all__ = ["SchedulerCollector", "histogram_buckets", "serve_metrics"]
 
@@ -220,7 +221,8 @@ async def serve_metrics(
     Cancel the enclosing scope to stop it.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int within 0..65535, got {port!r}")
+        raise InvalidArgumentError(f"port must be an int within 0..65535, got {port!r}")
+    check_host(host)
     collector = SchedulerCollector(scheduler)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

@@ -22,6 +22,7 @@ from trio_futurecalls import (
     BUCKETS,
     Distribution,
     FutureCall,
+    InvalidArgumentError,
     MemoryStore,
     StoreUnavailableError,
     open_scheduler,
@@ -305,6 +306,25 @@ async def test_port_in_use_fails_at_start() -> None:
         with pytest.raises(OSError, match=r"(?i)address already in use"):
             await nursery.start(partial(serve_metrics, scheduler, port=port))
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"port": 70000}, "port"),
+        ({"port": True}, "port"),
+        ({"port": 0, "host": "a" * 64}, "host"),
+        ({"port": 0, "host": "a..b"}, "host"),
+        ({"port": 0, "host": 127}, "host"),
+    ],
+)
+async def test_bad_port_or_host_is_an_invalid_argument(options: dict[str, Any], match: str) -> None:
+    async with (
+        open_scheduler(MemoryStore(), [Quick]) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        with pytest.raises(InvalidArgumentError, match=match):
+            await nursery.start(partial(serve_metrics, scheduler, **options))
 
 
 async def test_a_failing_scrape_answers_500_and_the_server_survives(

@@ -74,5 +74,22 @@ class Fail(FutureCall):
         raise RuntimeError("cli-fail always fails")
 
 
+#: What a call's failure may say: connection strings, with their passwords.
+LEAKED = (
+    "could not connect to postgresql://app:hunter22@db/prod "
+    "(nor with host=db password=hunter33&x dbname=prod)"
+)
+
+
+class Leaky(FutureCall):
+    """Fails with a message that holds two connection strings."""
+
+    name = "cli-leaky"
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        raise RuntimeError(LEAKED)
+
+
 CALLS = [Echo, Slow, Typed, Fail]
+LEAKY_CALLS = [Leaky]
 NOT_CALLS = ["not a class"]

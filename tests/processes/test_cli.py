@@ -8,12 +8,15 @@ skipped loudly without a server, failed under ``CI=true``.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import attrs
 import pytest
 import trio
 
-from trio_futurecalls.cli import build_parser, parse_duration
+from trio_futurecalls.cli import build_parser, main, parse_duration
 
 TESTS = Path(__file__).parent
 STORE = "sqlite:///calls.sqlite3"
@@ -237,6 +240,69 @@ async def test_stats_from_store(tmp_path: Path) -> None:
     assert table[1].split() == ["a", "3", "2"]
 
 
+async def test_rows_another_program_wrote_are_listed_as_text(tmp_path: Path) -> None:
+    # Payloads no call site would accept: nested deeper than json.loads can follow, or
+    # than printing them as JSON could. Listed as their text, not a crash.
+    await cli(tmp_path, "--store", STORE, "migrate")
+    deep, deeper = "[" * 500 + "]" * 500, "[" * 50_000 + "]" * 50_000
+    with sqlite3.connect(tmp_path / "calls.sqlite3") as conn:
+        for payload in (deep, deeper):
+            conn.execute(
+                "INSERT INTO futurecalls_calls (name, payload, due_at, scheduled_at)"
+                " VALUES ('cli-echo', ?, 0, 0)",
+                (payload,),
+            )
+            conn.execute(
+                "INSERT INTO futurecalls_dead_letters (call_id, name, payload, due_at,"
+                " scheduled_at, failed_at, error, attempts) VALUES (1, 'x', ?, 0, 0, 0, 'e', 1)",
+                (payload,),
+            )
+    listed = (await cli(tmp_path, "--store", STORE, "list", "--json")).json()
+    assert [c["payload"] for c in listed] == [deep, deeper]
+    dead = (await cli(tmp_path, "--store", STORE, "dead-letters", "list", "--json")).json()
+    assert [d["payload"] for d in dead] == [deep, deeper]
+
+
+def test_stats_of_a_hostile_metrics_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Whatever answers at --metrics-url: NaN values, labels with a password, a page
+    # the parser gives up on.
+    pages = iter(
+        [
+            b'futurecalls_calls_running{call_class="a"} NaN\n'
+            b'futurecalls_calls_running{call_class="postgresql://u:hunter5@h/db"} 1\n',
+            b"x{ 1\n",
+        ]
+    )
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = next(pages)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Page) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+            assert main(["stats", "--metrics-url", url]) == 0
+            out = capsys.readouterr().out
+            assert "NaN" in out
+            assert "postgresql://u:***@h/db" in out
+            assert "hunter5" not in out
+            assert main(["stats", "--metrics-url", url]) == 1
+            assert "unparseable" in capsys.readouterr().err
+        finally:
+            server.shutdown()
+
+
 async def test_run_once_and_dead_letters(tmp_path: Path) -> None:
     s = ("--store", STORE)
     await cli(
@@ -296,6 +362,9 @@ async def test_run_once_and_dead_letters(tmp_path: Path) -> None:
 
 # -- errors ----------------------------------------------------------------------------
 
+#: A payload nested far deeper than json.loads can follow (it raised RecursionError).
+DEEP = "[" * 50_000 + "]" * 50_000
+
 BAD_USAGE = [
     (["--store", "mysql://x/y", "list"], "unsupported store URL 'mysql://x/y'"),
     (["--store", "sqlite:calls.db", "list"], "invalid SQLite store URL"),
@@ -315,13 +384,38 @@ BAD_USAGE = [
     (["schedule", "a", "--at", "2030-01-01T00:00:00Z", "--in", "1"], "not allowed with"),
     (["list", "--due-after", "2030-01-01"], "--due-after: time '2030-01-01' has no timezone"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["cancel", "--id", "x"], "expected a positive integer"),
+    (["cancel", "--id", "x"], "argument --id: expected an id"),
     (["worker", "no_such_module:CALLS"], "cannot import module 'no_such_module'"),
     (["worker", "cli_calls"], "expected MODULE:ATTR"),
     (["worker", "cli_calls:MISSING"], "has no attribute 'MISSING'"),
     (["run-once", "cli_calls:NOT_CALLS"], "'not a class' is not a FutureCall subclass"),
     (["worker", "cli_calls:CALLS", "--max-concurrent", "0"], "expected a positive integer"),
     (["worker", "cli_calls:CALLS", "--grace", "soon"], "invalid duration 'soon'"),
+    # Nothing typed on the command line ends in a raw exception (exit 1).
+    (["schedule", "a", "--in", "1", "--payload", DEEP], "nested deeper than 100"),
+    (["schedule", "a", "--in", "1", "--payload", "[" * 101 + "]" * 101], "deeper than 100"),
+    (["schedule", "a", "--in", "1", "--payload", '"\\ud800"'], "lone surrogate"),
+    (["schedule", "a", "--in", "1", "--payload", "1e400"], "--payload: payload is inf"),
+    (["schedule", "a", "--in", "1", "--payload", "9" * 5000], "--payload is not valid JSON"),
+    (["schedule", "a", "--at", "9999-12-31T23:59:59-14:00"], "--at 9999-12-31T23:59:59-14:00"),
+    (["schedule", "a", "--at", "9999-12-31T00:00:00Z"], "--at 9999-12-31T00:00:00+00:00 is out"),
+    (["schedule", "a", "--at", "0001-01-01T00:00:00Z"], "--at 0001-01-01T00:00:00+00:00 is out"),
+    (["schedule", "a", "--in", "1e20"], "invalid duration '1e20': delay of 1e+20 s is longer"),
+    (["schedule", "a", "--in", "1", "--identifier", "x\udcff"], "lone surrogate"),
+    (["schedule", "a\udcff", "--in", "1"], "call name 'a\\udcff'"),
+    (["list", "--due-after", "0001-01-01T00:00:00+01:00"], "--due-after 0001-01-01T00:00:00+01"),
+    (["list", "--due-before", "9999-12-31T23:59:59-14:00"], "--due-before 9999-12-31T23:59"),
+    (["list", "--limit", str(2**70)], "argument --limit: expected an integer from 0 to"),
+    (["cancel", "--id", str(2**70)], "argument --id: expected an id"),
+    (["cancel", "--id", "0"], "argument --id: expected an id"),
+    (["dead-letters", "list", "--limit", str(2**70)], "argument --limit: expected an integer"),
+    (["dead-letters", "requeue", str(2**70)], "argument ID: expected an id"),
+    (["dead-letters", "requeue", "1", "--at", "9999-12-31T23:59:59-14:00"], "--at 9999-12-31"),
+    (["dead-letters", "requeue", "1", "--in", "1e20"], "invalid duration '1e20'"),
+    (["dead-letters", "purge", "--id", "1", str(2**70)], "argument --id: expected an id"),
+    (["worker", "cli_calls:CALLS", "--grace", "1e20"], "invalid duration '1e20': delay of"),
+    (["worker", "cli_calls:CALLS", "--metrics-port", "0", "--metrics-host", "a" * 64], "host"),
+    (["worker", "cli_calls:CALLS", "--metrics-host", "x\udcff"], "argument --metrics-host"),
 ]
 
 
@@ -362,6 +456,63 @@ async def test_runtime_errors_exit_1(tmp_path: Path) -> None:
     # --metrics-url with nothing listening.
     r = await cli(tmp_path, "stats", "--metrics-url", "http://127.0.0.1:1/metrics", rc=1)
     assert "futurecalls: error: cannot fetch metrics from http://127.0.0.1:1/metrics" in r.err
+
+
+# -- passwords --------------------------------------------------------------------------
+
+
+async def test_no_password_reaches_messages_logs_or_tracebacks(tmp_path: Path) -> None:
+    # A key=value connection string whose password holds an "&".
+    dsn = "host=127.0.0.1 password=s3cr&et dbname=d"
+    r = await cli(tmp_path, "-v", "--store", dsn, "list", rc=2)
+    assert "password=***" in r.err
+    assert "s3cr" not in r.err
+    assert "&et" not in r.err
+    # A mistyped option: argparse quotes what was typed.
+    r = await cli(tmp_path, "--sotre", "postgresql://u:hunter44@h/db", "list", rc=2)
+    assert "postgresql://u:***@h/db" in r.err
+    assert "hunter44" not in r.err
+    # A metrics URL with credentials, even in a -v traceback.
+    url = "http://user:hunter2x@127.0.0.1:1/metrics"
+    for verbose in ([], ["-v"]):
+        r = await cli(tmp_path, *verbose, "stats", "--metrics-url", url, rc=1)
+        assert "cannot fetch metrics from http://user:***@127.0.0.1:1/metrics" in r.err
+        assert "hunter2x" not in r.err
+    # A call's failure that names connection strings: logged (with its traceback),
+    # kept as a dead letter, listed.
+    for log_format in ("text", "json"):
+        await cli(tmp_path, "--store", STORE, "schedule", "cli-leaky", "--in", "0")
+        r = await cli(
+            tmp_path,
+            "--store",
+            STORE,
+            "--log-format",
+            log_format,
+            "-v",
+            "run-once",
+            "cli_calls:LEAKY_CALLS",
+            rc=1,
+        )
+        assert "hunter2" not in r.err
+        assert "hunter33" not in r.err
+        assert "&x" not in r.err
+    r = await cli(tmp_path, "--store", STORE, "dead-letters", "list", "--json")
+    dead, _ = r.json()
+    assert "could not connect to postgresql://app:***@db/prod" in dead["error"]
+    assert "host=db password=*** dbname=prod" in dead["error"]
+    assert "hunter" not in r.out
+    r = await cli(tmp_path, "--store", STORE, "dead-letters", "list")
+    assert "hunter" not in r.out
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://127.0.0.1/metrics", "127.0.0.1:9464/metrics", "http://"]
+)
+async def test_metrics_url_must_be_http(tmp_path: Path, url: str) -> None:
+    r = await cli(tmp_path, "stats", "--metrics-url", url, rc=2)
+    assert "--metrics-url" in r.err
+    assert "http" in r.err
+    assert "Traceback" not in r.err
 
 
 # -- the worker ------------------------------------------------------------------------

@@ -5,14 +5,29 @@ The ``store`` fixture (tests/conftest.py) runs each test once per adapter.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import attrs
+import pytest
 import trio
 
-from trio_futurecalls import Claim, Lease, NewCall, PendingQuery, QueueLength, Store, StoredCall
+from trio_futurecalls import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    Claim,
+    InvalidArgumentError,
+    Lease,
+    NewCall,
+    PendingQuery,
+    QueueLength,
+    Store,
+    StoredCall,
+)
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+MAX_UTC = datetime.max.replace(tzinfo=UTC)
 
 
 def new(
@@ -470,3 +485,127 @@ async def test_put_back_leaves_calls_another_worker_holds(store: Store) -> None:
     assert await store.put_back([call], None) == 0
     assert [c.id for c in await store.pending(PendingQuery())] == [back_id]
     assert await store.put_back([], None) == 0
+
+
+# -- bad arguments: the same InvalidArgumentError on every store -----------------------
+
+NAIVE = datetime(2030, 1, 1)
+#: Past the largest id SQLite's INTEGER and PostgreSQL's bigint hold.
+TOO_BIG = 2**63
+
+
+def stored(call_id: int = 1, **changes: Any) -> StoredCall:
+    call = StoredCall(
+        id=call_id, name="a", payload="null", due_at=T0, identifier=None, scheduled_at=T0
+    )
+    return attrs.evolve(call, **changes)
+
+
+#: (what, a call of the store that must raise InvalidArgumentError and change nothing).
+BAD_CALLS: list[tuple[str, Callable[[Store], Awaitable[object]]]] = [
+    ("schedule naive due_at", lambda s: s.schedule([attrs.evolve(new(), due_at=NAIVE)])),
+    ("schedule str due_at", lambda s: s.schedule([attrs.evolve(new(), due_at="2030")])),  # type: ignore[arg-type]
+    ("schedule past datetime.max", lambda s: s.schedule([attrs.evolve(new(), due_at=MAX_UTC)])),
+    ("schedule a str", lambda s: s.schedule("abc")),  # type: ignore[arg-type]
+    ("schedule not a NewCall", lambda s: s.schedule([object()])),  # type: ignore[list-item]
+    ("schedule bad name", lambda s: s.schedule([new("has space")])),
+    ("schedule bytes name", lambda s: s.schedule([attrs.evolve(new(), name=b"a")])),  # type: ignore[arg-type]
+    ("schedule bytes payload", lambda s: s.schedule([new(payload=b"1")])),  # type: ignore[arg-type]
+    ("schedule surrogate payload", lambda s: s.schedule([new(payload='"\ud800"')])),
+    ("schedule empty identifier", lambda s: s.schedule([new(identifier="")])),
+    ("schedule negative attempts", lambda s: s.schedule([attrs.evolve(new(), attempts=-1)])),
+    ("schedule bool attempts", lambda s: s.schedule([attrs.evolve(new(), attempts=True)])),
+    ("cancel bool", lambda s: s.cancel(True)),
+    ("cancel str", lambda s: s.cancel("1")),  # type: ignore[arg-type]
+    ("cancel zero", lambda s: s.cancel(0)),
+    ("cancel beyond 64 bits", lambda s: s.cancel(TOO_BIG)),
+    ("cancel_identifier None", lambda s: s.cancel_identifier(None)),  # type: ignore[arg-type]
+    ("cancel_identifier empty", lambda s: s.cancel_identifier("")),
+    ("pending not a query", lambda s: s.pending("a")),  # type: ignore[arg-type]
+    ("pending negative limit", lambda s: s.pending(PendingQuery(limit=-1))),
+    ("pending bool limit", lambda s: s.pending(PendingQuery(limit=True))),
+    ("pending huge limit", lambda s: s.pending(PendingQuery(limit=TOO_BIG))),
+    ("pending naive due_after", lambda s: s.pending(PendingQuery(due_after=NAIVE))),
+    ("pending int name", lambda s: s.pending(PendingQuery(name=5))),  # type: ignore[arg-type]
+    ("pending_counts naive", lambda s: s.pending_counts(NAIVE)),
+    ("pending_counts str", lambda s: s.pending_counts("now")),  # type: ignore[arg-type]
+    ("claim naive now", lambda s: s.claim(NAIVE, {"a": 1}, 1)),
+    ("claim negative limit", lambda s: s.claim(at(1), {"a": 1}, -1)),
+    ("claim str slots", lambda s: s.claim(at(1), {"a": "1"}, 1)),  # type: ignore[dict-item]
+    (
+        "claim naive lease",
+        lambda s: s.claim(at(1), {"a": 1}, 1, attrs.evolve(lease("w", 9), expires_at=NAIVE)),
+    ),
+    ("put_back a str", lambda s: s.put_back("abc", None)),  # type: ignore[arg-type]
+    ("put_back naive", lambda s: s.put_back([stored(due_at=NAIVE)], None)),
+    ("put_back int owner", lambda s: s.put_back([stored()], 5)),  # type: ignore[arg-type]
+    ("renew str ids", lambda s: s.renew("w", "12", at(9))),  # type: ignore[arg-type]
+    ("renew bool id", lambda s: s.renew("w", [True], at(9))),
+    ("renew naive", lambda s: s.renew("w", [1], NAIVE)),
+    ("complete bool id", lambda s: s.complete("w", True)),
+    ("complete int owner", lambda s: s.complete(5, 1)),  # type: ignore[arg-type]
+    ("release naive", lambda s: s.release("w", 1, NAIVE)),
+    ("release str refund", lambda s: s.release("w", 1, at(1), refund_attempt="no")),  # type: ignore[arg-type]
+    ("dead_letter not a call", lambda s: s.dead_letter("call", "e", at(1))),  # type: ignore[arg-type]
+    ("dead_letter int error", lambda s: s.dead_letter(stored(), 5, at(1))),  # type: ignore[arg-type]
+    ("dead_letter naive", lambda s: s.dead_letter(stored(), "e", NAIVE)),
+    ("dead_letter_due int name", lambda s: s.dead_letter_due(5, at(1), "e", at(1))),  # type: ignore[arg-type]
+    ("dead_letter_due naive", lambda s: s.dead_letter_due("a", NAIVE, "e", at(1))),
+    ("dead_letters negative limit", lambda s: s.dead_letters(limit=-1)),
+    ("dead_letters str limit", lambda s: s.dead_letters(limit="2")),  # type: ignore[arg-type]
+    ("dead_letters bytes name", lambda s: s.dead_letters(name=b"a")),  # type: ignore[arg-type]
+    ("requeue naive", lambda s: s.requeue_dead_letter(1, NAIVE)),
+    ("requeue str time", lambda s: s.requeue_dead_letter(1, "2030-01-01")),  # type: ignore[arg-type]
+    ("requeue int time", lambda s: s.requeue_dead_letter(1, 1893456000)),  # type: ignore[arg-type]
+    ("requeue bool id", lambda s: s.requeue_dead_letter(True, at(1))),
+    ("requeue huge id", lambda s: s.requeue_dead_letter(TOO_BIG, at(1))),
+    ("purge a str of digits", lambda s: s.purge_dead_letters("12")),  # type: ignore[arg-type]
+    ("purge [True]", lambda s: s.purge_dead_letters([True])),
+    ("purge ['1']", lambda s: s.purge_dead_letters(["1"])),  # type: ignore[list-item]
+    ("purge an int", lambda s: s.purge_dead_letters(1)),  # type: ignore[arg-type]
+    ("purge a huge id", lambda s: s.purge_dead_letters([TOO_BIG])),
+]
+
+
+@pytest.mark.parametrize(("what", "bad_call"), BAD_CALLS, ids=[what for what, _ in BAD_CALLS])
+async def test_bad_arguments_raise_invalid_argument_and_change_nothing(
+    store: Store, what: str, bad_call: Callable[[Store], Awaitable[object]]
+) -> None:
+    await store.schedule([new("a", 1)])
+    (call,) = (await store.claim(at(1), {"a": 1}, 1)).calls
+    dead_ids = [await store.dead_letter(call, "boom", at(1))]
+    await store.schedule([new("a", 2, identifier="k")])
+    before = (await store.pending(PendingQuery()), await store.dead_letters())
+    assert dead_ids == [1]  # so that a typo like purge_dead_letters("12") could hit it
+    with pytest.raises(InvalidArgumentError):
+        await bad_call(store)
+    assert (await store.pending(PendingQuery()), await store.dead_letters()) == before
+
+
+async def test_bad_listener_and_session_arguments(store: Store) -> None:
+    with pytest.raises(InvalidArgumentError):
+        store.add_listener(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        async with store.open_session("call"):  # type: ignore[arg-type]
+            pass
+
+
+async def test_times_in_other_zones_are_stored_as_utc(store: Store) -> None:
+    zone = timezone(timedelta(hours=-5))
+    local = T0.astimezone(zone)
+    (call_id,) = await store.schedule([attrs.evolve(new(), due_at=local, scheduled_at=local)])
+    (call,) = await store.pending(PendingQuery())
+    assert (call.id, call.due_at, call.due_at.utcoffset()) == (call_id, T0, timedelta(0))
+
+
+async def test_the_earliest_and_latest_storable_times(store: Store) -> None:
+    await store.schedule(
+        [attrs.evolve(new(), due_at=EARLIEST_TIME), attrs.evolve(new(), due_at=LATEST_TIME)]
+    )
+    assert [c.due_at for c in await store.pending(PendingQuery())] == [EARLIEST_TIME, LATEST_TIME]
+    for outside in (
+        EARLIEST_TIME - timedelta(microseconds=1),
+        LATEST_TIME + timedelta(microseconds=1),
+    ):
+        with pytest.raises(InvalidArgumentError, match="between"):
+            await store.schedule([attrs.evolve(new(), due_at=outside)])

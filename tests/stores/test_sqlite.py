@@ -17,6 +17,7 @@ import trio
 from sqlite_proc import Remember
 
 from trio_futurecalls import (
+    InvalidArgumentError,
     SQLiteSession,
     StoreClosedError,
     StoreError,
@@ -202,3 +203,9 @@ async def test_another_connections_commit_wakes_listeners(tmp_path: Path) -> Non
             conn.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
         with trio.fail_after(5):
             await woken.wait()
+
+
+async def test_a_path_with_a_nul_is_an_invalid_argument(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        async with open_sqlite_store(f"{tmp_path}/calls\x00.sqlite3"):
+            pass

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from trio_futurecalls import StoreError
-from trio_futurecalls.stores._batch import GroupCommit
+from trio_futurecalls.stores._batch import Failed, GroupCommit
 
 
 async def test_concurrent_submits_are_batched_and_answered_in_order() -> None:
@@ -182,3 +182,23 @@ async def test_an_interrupted_batch_is_run_again_for_the_callers_still_waiting()
     assert quitter.cancelled_caught
     assert got == {0: 0, 2: 20, 3: 30}
     assert batches[2] == [2, 3]  # run again, without the two that left
+
+
+async def test_an_item_that_failed_alone_fails_only_its_caller() -> None:
+    async def run(items: Sequence[int]) -> list[int | Failed]:
+        await trio.sleep(0.01)
+        return [Failed(StoreError(f"{i} is odd")) if i % 2 else i for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    answers: dict[int, object] = {}
+
+    async def submit(i: int) -> None:
+        try:
+            answers[i] = await group.submit(i)
+        except StoreError as exc:
+            answers[i] = str(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(6):
+            nursery.start_soon(submit, i)
+    assert answers == {0: 0, 1: "1 is odd", 2: 2, 3: "3 is odd", 4: 4, 5: "5 is odd"}

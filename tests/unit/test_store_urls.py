@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from trio_futurecalls import InvalidArgumentError, open_store
-from trio_futurecalls._open_store import StoreURL, parse_store_url, redact
+from trio_futurecalls._open_store import StoreURL, parse_store_url, redact, secrets_in
 
 
 @pytest.mark.parametrize(
@@ -74,10 +74,40 @@ def test_a_url_must_be_a_string() -> None:
         ),
         ("sqlite:////a/b.db", "sqlite:////a/b.db"),
         ("", ""),
+        # key=value connection strings: a value runs to unescaped whitespace (libpq).
+        ("host=h password=s3cr&et dbname=d", "host=h password=*** dbname=d"),
+        ("host=h password=s3cr;et dbname=d", "host=h password=*** dbname=d"),
+        (r"host=h password=a\ b dbname=d", "host=h password=*** dbname=d"),
+        (r"host=h password='it\'s' dbname=d", "host=h password=*** dbname=d"),
+        ("host=h sslpassword=key dbname=d", "host=h sslpassword=*** dbname=d"),
+        ("password=secret", "password=***"),
+        # In free text (messages, tracebacks): every URL, and only the password.
+        (
+            "cannot connect to postgresql://u:p@ss@h/db (timeout)",
+            "cannot connect to postgresql://u:***@h/db (timeout)",
+        ),
+        (
+            "x postgresql://u:pw@h/db and 'postgresql://v:pw2@h/db'",
+            "x postgresql://u:***@h/db and 'postgresql://v:***@h/db'",
+        ),
+        ("http://user:pass@host/metrics", "http://user:***@host/metrics"),
+        ("failed: u:secret@h:5432", "failed: u:***@h:5432"),
+        ("@decorator and a@b.c stay", "@decorator and a@b.c stay"),
     ],
 )
 def test_redact(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_the_passwords_a_url_holds_are_hidden_wherever_they_appear() -> None:
+    url = "postgresql://u:p%40ss%20word@h/db?sslpassword=keypass&password=other1"
+    secrets = secrets_in(url)
+    assert set(secrets) >= {"p%40ss%20word", "p@ss word", "keypass", "other1"}
+    assert secrets_in("host=h password='it\\'s long' dbname=d") == ["it's long"]
+    text = "auth failed with 'p@ss word' (keypass) for other1"
+    assert redact(text, secrets) == "auth failed with '***' (***) for ***"
+    # Too short to hide everywhere without hiding everything: URL forms still are.
+    assert secrets_in("postgresql://u:ab@h/db") == []
 
 
 @pytest.mark.parametrize(

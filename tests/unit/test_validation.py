@@ -11,6 +11,8 @@ import attrs
 import pytest
 
 from trio_futurecalls import (
+    LATEST_TIME,
+    MAX_ATTEMPTS,
     MAX_IDENTIFIER_LENGTH,
     MAX_NAME_LENGTH,
     MAX_PAYLOAD_BYTES,
@@ -19,9 +21,13 @@ from trio_futurecalls import (
     InvalidArgumentError,
     InvalidPayloadError,
     MemoryStore,
+    NewCall,
+    QueueLength,
     Scheduler,
     UnregisteredCallError,
+    list_pending,
     open_scheduler,
+    queue_lengths,
     schedule_call,
 )
 
@@ -289,3 +295,89 @@ async def test_naive_clock_is_rejected() -> None:
             pass
     with pytest.raises(InvalidArgumentError, match="clock"):
         await schedule_call(MemoryStore(), Ok, None, clock=datetime.now)
+
+
+# -- every public function and method checks its arguments, types included ----------
+
+NAIVE = datetime(2030, 1, 1)
+
+
+async def test_times_that_overflow_or_leave_the_storable_range_are_rejected(
+    scheduler: Scheduler,
+) -> None:
+    from datetime import timezone
+
+    minus_14 = timezone(-timedelta(hours=14))
+    for at in (
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=minus_14),  # overflows on the way to UTC
+        datetime.max.replace(tzinfo=UTC),
+        datetime.min.replace(tzinfo=UTC),
+        LATEST_TIME + timedelta(microseconds=1),
+    ):
+        with pytest.raises(InvalidArgumentError, match=r"between|range"):
+            await scheduler.schedule(Ok, None, at=at)
+    await scheduler.schedule(Ok, None, at=LATEST_TIME)
+    late = LATEST_TIME - timedelta(hours=1)
+    with pytest.raises(InvalidArgumentError, match=r"between|range"):
+        await schedule_call(MemoryStore(), Ok, None, delay=7200, clock=lambda: late)
+
+
+@pytest.mark.parametrize(
+    ("payload", "identifier"),
+    [("\ud800", None), ({"k\udcff": 1}, None), (None, "user\udcff")],
+)
+async def test_text_that_is_not_valid_unicode_is_rejected(
+    scheduler: Scheduler, payload: Any, identifier: Any
+) -> None:
+    with pytest.raises(InvalidArgumentError, match="surrogate"):
+        await scheduler.schedule(Ok, payload, identifier=identifier)
+
+
+def test_a_name_with_a_trailing_newline_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="must start with"):
+        type("Bad", (FutureCall,), {"name": "ok\n"})
+
+
+def test_max_attempts_has_an_upper_bound() -> None:
+    with pytest.raises(InvalidArgumentError, match="max_attempts"):
+        type("Bad", (FutureCall,), {"name": "bad", "max_attempts": MAX_ATTEMPTS + 1})
+
+
+@pytest.mark.parametrize("call_id", [True, "1", 1.0, 0, -1, 2**63])
+async def test_scheduler_cancel_checks_the_id(scheduler: Scheduler, call_id: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="call_id"):
+        await scheduler.cancel(call_id)
+
+
+async def test_admin_functions_check_their_arguments(scheduler: Scheduler) -> None:
+    store = scheduler.store
+    with pytest.raises(InvalidArgumentError, match="now"):
+        await queue_lengths(store, now=NAIVE)
+    with pytest.raises(InvalidArgumentError, match="names"):
+        await queue_lengths(store, "ok")
+    with pytest.raises(InvalidArgumentError, match="names"):
+        await queue_lengths(store, [5])  # type: ignore[list-item]
+    for limit in (True, 2**63, 1.5, "3"):
+        with pytest.raises(InvalidArgumentError, match="limit"):
+            await list_pending(store, limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="names"):
+        await scheduler.move_unknown_to_dead_letters("ghost")
+    with pytest.raises(InvalidArgumentError, match="names"):
+        await scheduler.move_unknown_to_dead_letters([b"ghost"])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError, match="grace_period"):
+        await scheduler.shutdown(grace_period="5")  # type: ignore[arg-type]
+    assert await queue_lengths(store, ["ok"]) == {"ok": QueueLength(pending=0, due=0)}
+
+
+async def test_a_dead_letter_keeps_a_claimed_call_whatever_its_count() -> None:
+    # A claim counts an attempt: a row at MAX_ATTEMPTS comes out one above it, and
+    # keeping it as a dead letter must not fail (the call would be lost).
+    store = MemoryStore()
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    new = NewCall(name="ok", payload="null", due_at=now, scheduled_at=now, attempts=MAX_ATTEMPTS)
+    await store.schedule([new])
+    (call,) = (await store.claim(now, {"ok": 1}, 1)).calls
+    assert call.attempts == MAX_ATTEMPTS + 1
+    assert await store.dead_letter(call, "gave up", now) is not None
+    (dead,) = await store.dead_letters()
+    assert dead.attempts == MAX_ATTEMPTS

@@ -15,12 +15,13 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
 
 from .. import FutureCallsError, InvalidArgumentError
-from .._open_store import parse_store_url
+from .._open_store import parse_store_url, redact, secrets_in
 from .._util import leaves as group_leaves
 from ._arguments import UsageError as UsageError
 from ._arguments import parse_duration as parse_duration
@@ -36,8 +37,8 @@ from ._parser import build_parser as build_parser
 from ._worker import load_calls as load_calls
 
 
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+def _error(message: str, hide: Callable[[str], str]) -> None:
+    print(f"{PROG}: error: {hide(message)}", file=sys.stderr)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -48,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``futurecalls`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.log_format)
+    # No password of the store's URL or connection string, or of the metrics URL,
+    # shows in what this prints: messages, log lines, tracebacks.
+    secrets = [*secrets_in(args.store), *secrets_in(getattr(args, "metrics_url", None) or "")]
+    hide = partial(redact, secrets=secrets)
+    setup_logging(args.verbose, args.log_format, hide)
     run: Callable[[argparse.Namespace], Any] = args.run
     try:
         parse_store_url(args.store)  # a bad URL is a usage error, whatever the command
@@ -58,20 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = [e for e in leaves if isinstance(e, UsageError | FutureCallsError)]
         exc = leaves[0] if len(leaves) == 1 else (known[0] if known else caught)
         if isinstance(exc, KeyboardInterrupt):
-            _error("interrupted")
+            _error("interrupted", hide)
             return 130
         if isinstance(exc, SystemExit):
             raise
         if isinstance(exc, UsageError | InvalidArgumentError):
-            _error(str(exc))
+            _error(str(exc), hide)
             return 2
-        if args.verbose:
-            traceback.print_exception(caught)
+        if args.verbose or not isinstance(exc, Exception):
+            sys.stderr.write(hide("".join(traceback.format_exception(caught))))
         if isinstance(exc, FutureCallsError):
-            _error(str(exc))
-        elif isinstance(exc, Exception):
-            _error(f"{type(exc).__name__}: {exc}")
+            _error(str(exc), hide)
         else:
-            raise
+            _error(f"{type(exc).__name__}: {exc}", hide)
         return 1
     return code

@@ -13,9 +13,12 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
+from urllib.parse import urlsplit
 
-from .. import MAX_PAYLOAD_BYTES, InvalidArgumentError
-from .._validate import check_aware, check_delay, resolve_due
+from .. import InvalidArgumentError
+from .._open_store import redact
+from .._payload import MAX_PAYLOAD_DEPTH, encode_payload
+from .._validate import MAX_ID, check_aware, check_delay, check_host, check_time, resolve_due
 
 #: Marks an option that was not given (so the library applies its own default).
 NOT_GIVEN: Final = object()
@@ -53,8 +56,9 @@ def parse_duration(text: str) -> timedelta:
     if not math.isfinite(seconds) or seconds < 0:
         raise UsageError(f"invalid duration {text!r}: must be finite and not negative")
     try:
-        return check_delay(timedelta(seconds=seconds))
-    except (InvalidArgumentError, OverflowError) as exc:
+        # Checked as a number first: a timedelta cannot even hold 1e20 seconds.
+        return check_delay(seconds)
+    except InvalidArgumentError as exc:
         raise UsageError(f"invalid duration {text!r}: {exc}") from None
 
 
@@ -71,7 +75,8 @@ def parse_time(text: str, what: str = "--at") -> datetime:
             f"{what}: time {text!r} has no timezone; add an offset or Z, "
             "e.g. 2030-01-01T09:00:00Z or 2030-01-01T09:00:00+02:00"
         )
-    return check_aware(value, what)
+    aware: datetime = checked(lambda v: check_aware(v, what), value)
+    return aware
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -79,16 +84,21 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def parse_payload(text: str) -> str:
-    """Validate JSON text and re-encode it compactly (no NaN/Infinity)."""
+    """Validate JSON text and re-encode it compactly, as the library encodes payloads
+    (no NaN/Infinity, at most MAX_PAYLOAD_DEPTH levels deep, MAX_PAYLOAD_BYTES long,
+    valid Unicode)."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc}") from None
-    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    size = len(encoded.encode())
-    if size > MAX_PAYLOAD_BYTES:
-        raise UsageError(f"--payload is {size} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}")
-    return encoded
+    except RecursionError:
+        raise UsageError(
+            f"--payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels (the limit)"
+        ) from None
+    try:
+        return encode_payload(None, value)
+    except InvalidArgumentError as exc:
+        raise UsageError(f"--payload: {exc}") from None
 
 
 def checked(fn: Callable[[Any], Any], value: object) -> Any:
@@ -100,7 +110,7 @@ def checked(fn: Callable[[Any], Any], value: object) -> Any:
 
 def due_time(args: argparse.Namespace, now: datetime) -> datetime:
     """The due time from ``--at`` or ``--in`` (neither: now)."""
-    at = None if args.at is None else parse_time(args.at)
+    at = None if args.at is None else checked(lambda v: check_time(v, "--at"), parse_time(args.at))
     delay = None if args.in_ is None else parse_duration(args.in_)
     try:
         return resolve_due(now, at, delay)
@@ -108,23 +118,28 @@ def due_time(args: argparse.Namespace, now: datetime) -> datetime:
         raise UsageError(str(exc)) from None
 
 
-def int_at_least(low: int, expected: str) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``low``; ``expected`` names it in errors."""
+def int_between(low: int, high: int | None, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (None: no upper bound);
+    ``expected`` names it in errors."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = low - 1
-        if value < low:
+        if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
 
 
-positive_int = int_at_least(1, "a positive integer")
-non_negative_int = int_at_least(0, "an integer >= 0")
+positive_int = int_between(1, None, "a positive integer")
+non_negative_int = int_between(0, None, "an integer >= 0")
+#: An id of a call or dead letter: what the stores hold (64-bit).
+id_number = int_between(1, MAX_ID, f"an id (an integer from 1 to {MAX_ID})")
+#: At most this many rows.
+row_limit = int_between(0, MAX_ID, f"an integer from 0 to {MAX_ID}")
 
 
 def port_number(text: str) -> int:
@@ -144,4 +159,28 @@ def duration_seconds(text: str) -> float:
     try:
         return parse_duration(text).total_seconds()
     except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def metrics_url(text: str) -> str:
+    """An argparse type: an http:// or https:// URL with a host (credentials allowed)."""
+    shown = redact(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid URL {shown!r}: {redact(str(exc))}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL of a worker's metrics endpoint "
+            f"(e.g. http://127.0.0.1:9464/metrics), got {shown!r}"
+        )
+    return text
+
+
+def host_name(text: str) -> str:
+    """An argparse type: a host name or address to bind."""
+    try:
+        return check_host(text)
+    except InvalidArgumentError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

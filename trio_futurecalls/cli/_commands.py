@@ -107,6 +107,8 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def cmd_dead_list(args: argparse.Namespace) -> int:
+    # An error is a call's failure as it was kept: it may name a connection string,
+    # whose password is not shown (before shortening, which could cut the URL).
     name = None if args.name is None else checked(check_name, args.name)
     async with store_of(args) as store:
         letters = await store.dead_letters(name=name, limit=args.limit)
@@ -122,7 +124,7 @@ async def cmd_dead_list(args: argparse.Namespace) -> int:
                     "scheduled_at": iso(d.scheduled_at),
                     "failed_at": iso(d.failed_at),
                     "attempts": d.attempts,
-                    "error": d.error,
+                    "error": redact(d.error),
                     "payload": json_or_text(d.payload),
                 }
                 for d in letters
@@ -132,7 +134,7 @@ async def cmd_dead_list(args: argparse.Namespace) -> int:
         print_table(
             ["ID", "CALL ID", "NAME", "FAILED AT", "ATTEMPTS", "ERROR"],
             (
-                [d.id, d.call_id, d.name, iso(d.failed_at), d.attempts, shorten(d.error)]
+                [d.id, d.call_id, d.name, iso(d.failed_at), d.attempts, shorten(redact(d.error))]
                 for d in letters
             ),
         )

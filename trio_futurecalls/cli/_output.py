@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final
+
+from .. import MAX_PAYLOAD_DEPTH
 
 _STANDARD_RECORD_FIELDS: Final = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
@@ -28,16 +30,44 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
                 data[key] = value
         if record.exc_info:
-            data["exc_info"] = self.formatException(record.exc_info)
+            data["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
-def setup_logging(verbose: bool, log_format: str) -> None:
+class HidePasswords(logging.Filter):
+    """Rewrites each record before it is formatted: its message, traceback, stack and
+    extra fields go through ``hide`` (no password shows in a log line)."""
+
+    def __init__(self, hide: Callable[[str], str]) -> None:
+        super().__init__()
+        self._hide = hide
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        hide = self._hide
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging reports it; hide it all the same
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg, record.args = hide(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = hide(record.exc_text)
+        if record.stack_info:
+            record.stack_info = hide(record.stack_info)
+        for key, value in vars(record).items():
+            if key not in _STANDARD_RECORD_FIELDS and isinstance(value, str):
+                setattr(record, key, hide(value))
+        return True
+
+
+def setup_logging(verbose: bool, log_format: str, hide: Callable[[str], str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(HidePasswords(hide))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -64,11 +94,28 @@ def print_json(value: object) -> None:
 
 
 def json_or_text(text: str) -> object:
-    """A stored payload as a JSON value (the raw text if it is not valid JSON)."""
+    """A stored payload as a JSON value; the raw text if it is not valid JSON, or is
+    nested deeper than a call site accepts (another program wrote it): decoding or
+    printing it could recurse too deep."""
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
         return text
+    return value if _within_depth(value) else text
+
+
+def _within_depth(value: object) -> bool:
+    """Whether no list or object in ``value`` is nested MAX_PAYLOAD_DEPTH deep (walked
+    without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def iso(value: datetime) -> str:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from .. import DEFAULT_GRACE_PERIOD, ENV_MAX_CONCURRENT, __version__
+from .._open_store import redact
 from ._arguments import (
     NOT_GIVEN,
     concurrency_limit,
     duration_seconds,
-    non_negative_int,
+    host_name,
+    id_number,
+    metrics_url,
     port_number,
-    positive_int,
+    row_limit,
 )
 from ._commands import (
     cmd_cancel,
@@ -31,6 +34,14 @@ ENV_STORE: Final = "FUTURECALLS_STORE"
 DEFAULT_STORE: Final = "sqlite:///futurecalls.sqlite3"
 DEFAULT_SCHEMA: Final = "futurecalls"
 PROG: Final = "futurecalls"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors show no password: they quote what was
+    typed (``unrecognized arguments: --sotre postgresql://u:pw@h/db``)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message))
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -116,14 +127,14 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Operate a trio_futurecalls store and run workers.",
         epilog="Exit codes: 0 success, 1 runtime error, 2 usage error.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -148,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identifier", metavar="X", help="only calls with this identifier")
     p.add_argument("--due-after", metavar="ISO8601", help="only calls due at or after this")
     p.add_argument("--due-before", metavar="ISO8601", help="only calls due before this")
-    p.add_argument("--limit", type=non_negative_int, metavar="N", help="at most N calls")
+    p.add_argument("--limit", type=row_limit, metavar="N", help="at most N calls")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_list)
 
@@ -156,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cancel", "Cancel pending calls by id or identifier; prints how many were cancelled."
     )
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--id", type=positive_int, metavar="N", help="the call's id")
+    group.add_argument("--id", type=id_number, metavar="N", help="the call's id")
     group.add_argument("--identifier", metavar="X", help="every call with this identifier")
     p.set_defaults(run=cmd_cancel)
 
@@ -167,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-url",
+        type=metrics_url,
         metavar="URL",
-        help="a worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics",
+        help="a worker's metrics endpoint, e.g. http://127.0.0.1:9464/metrics "
+        "(http or https; user:password@ in it is sent as basic authentication)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_stats)
@@ -182,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     d.add_argument("--name", help="only dead letters with this call name")
-    d.add_argument("--limit", type=non_negative_int, metavar="N", help="at most N")
+    d.add_argument("--limit", type=row_limit, metavar="N", help="at most N")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
     d.set_defaults(run=cmd_dead_list)
     d = dead.add_parser(
@@ -192,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prints the new call id.",
         parents=[common],
     )
-    d.add_argument("id", type=positive_int, metavar="ID", help="the dead letter's id")
+    d.add_argument("id", type=id_number, metavar="ID", help="the dead letter's id")
     _when_options(d, required=False, what="due")
     d.set_defaults(run=cmd_dead_requeue)
     d = dead.add_parser(
@@ -202,9 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     group = d.add_mutually_exclusive_group(required=True)
-    group.add_argument(
-        "--id", type=positive_int, nargs="+", metavar="N", help="the dead letters' ids"
-    )
+    group.add_argument("--id", type=id_number, nargs="+", metavar="N", help="the dead letters' ids")
     group.add_argument("--all", action="store_true", help="every dead letter")
     d.set_defaults(run=cmd_dead_purge)
 
@@ -224,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-host",
+        type=host_name,
         default="127.0.0.1",
         metavar="HOST",
         help="address the metrics server binds (default: 127.0.0.1)",

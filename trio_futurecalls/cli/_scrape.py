@@ -6,24 +6,54 @@ parser and prints one row per call class.
 
 from __future__ import annotations
 
+import base64
 import math
+from typing import Final
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import trio
 
 from .. import FutureCallsError
+from .._open_store import redact
 from ._output import print_json, print_table
+
+#: Largest metrics page read: a worker's is a few kB; an endpoint sending more is not one.
+MAX_METRICS_BYTES: Final = 16 * 1024 * 1024
 
 
 def _fetch(url: str) -> str:
     import urllib.error
     import urllib.request
 
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=netloc)))
+    if parts.username is not None:
+        # Basic authentication from the URL's credentials, on this request only: an
+        # unredirected header is not sent on to wherever a redirect points.
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        token = base64.b64encode(pair.encode()).decode()
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    # HTTP(S) only, redirects included: no file:// or ftp:// handler.
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body: bytes = response.read()
-            return body.decode("utf-8")
+        with opener.open(request, timeout=10) as response:
+            body: bytes = response.read(MAX_METRICS_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise FutureCallsError(f"cannot fetch metrics from {url}: {exc}") from None
+        raise FutureCallsError(f"cannot fetch metrics from {redact(url)}: {exc}") from None
+    if len(body) > MAX_METRICS_BYTES:
+        raise FutureCallsError(
+            f"the metrics endpoint {redact(url)} sent more than {MAX_METRICS_BYTES} bytes"
+        )
+    return body.decode("utf-8", "replace")
 
 
 def _metrics_table(text: str) -> dict[str, dict[str, float]]:
@@ -51,8 +81,10 @@ def _metrics_table(text: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     try:
         families = list(text_string_to_metric_families(text))
-    except ValueError as exc:
-        raise FutureCallsError(f"the metrics endpoint sent unparseable text: {exc}") from None
+    except Exception as exc:  # whatever answered: the parser may fail in any way
+        raise FutureCallsError(
+            f"the metrics endpoint sent unparseable text: {type(exc).__name__}: {exc}"
+        ) from None
     for family in families:
         for sample in family.samples:
             name = sample.labels.get("call_class")
@@ -74,9 +106,21 @@ def _metrics_table(text: str) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items()))
 
 
+def _cell(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "unlimited" if value > 0 else "-inf"
+    return str(int(value)) if value == int(value) else f"{value:.4f}"
+
+
 async def stats_from_metrics(url: str, *, as_json: bool) -> int:
     text = await trio.to_thread.run_sync(_fetch, url)
-    table = _metrics_table(text)
+    # Names come from whatever answered: no URL or connection string in them shows a
+    # password.
+    table = {redact(name): row for name, row in _metrics_table(text).items()}
     if as_json:
         print_json(table)
         return 0
@@ -95,13 +139,6 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
         "avg_run_seconds",
     ]
 
-    def cell(value: float | None) -> str:
-        if value is None:
-            return "-"
-        if math.isinf(value):
-            return "unlimited"
-        return str(int(value)) if value == int(value) else f"{value:.4f}"
-
     print_table(
         [
             "NAME",
@@ -109,6 +146,6 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
             *("RUNNING", "PENDING", "DUE", "LIMIT"),
             *("AVG WAIT S", "AVG RUN S"),
         ],
-        ([name, *(cell(row.get(c)) for c in columns)] for name, row in table.items()),
+        ([name, *(_cell(row.get(c)) for c in columns)] for name, row in table.items()),
     )
     return 0

@@ -13,6 +13,16 @@ K = TypeVar("K")
 R = TypeVar("R")
 
 
+class Failed:
+    """A result of ``run_batch`` for one item that failed on its own (the others in the
+    batch did not): its caller gets ``error``."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: StoreError) -> None:
+        self.error = error
+
+
 class _Slot(Generic[K, R]):
     __slots__ = ("done", "error", "gone", "item", "result", "wakeup")
 
@@ -20,7 +30,7 @@ class _Slot(Generic[K, R]):
         self.item = item
         self.done = False
         self.gone = False  # its caller stopped waiting
-        self.result: R | None = None
+        self.result: R | Failed | None = None
         self.error: BaseException | None = None
         self.wakeup = trio.Event()
 
@@ -31,10 +41,12 @@ class GroupCommit(Generic[K, R]):
     The first caller runs a batch of everything queued so far; callers arriving
     meanwhile wait and are served by the next batch, run by the first of them. With
     one caller at a time it costs nothing extra; with many (calls finishing together)
-    it turns N transactions, each with its own fsync, into a few.
+    it turns N transactions, each with its own fsync, into a few. ``run_batch`` answers
+    one result per item, in order; a :class:`Failed` result fails only its caller,
+    an exception fails everyone in the batch.
     """
 
-    def __init__(self, run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R]]]) -> None:
+    def __init__(self, run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R | Failed]]]) -> None:
         self._run_batch = run_batch
         self._queue: list[_Slot[K, R]] = []
         self._busy = False
@@ -86,4 +98,6 @@ class GroupCommit(Generic[K, R]):
                     self._queue[0].wakeup.set()
         if slot.error is not None:
             raise slot.error
+        if isinstance(slot.result, Failed):
+            raise slot.result.error
         return slot.result  # type: ignore[return-value]

@@ -1,5 +1,6 @@
-"""Rows of the SQL stores' queries into values. Both dialects select the same columns
-in the same order; only the conversion of stored times differs."""
+"""Rows of the PostgreSQL store's queries into values (its column types and CHECKs
+guarantee what a row holds; the SQLite store, whose columns can hold anything, reads
+its rows defensively in ``sqlite/_rows.py``)."""
 
 from __future__ import annotations
 

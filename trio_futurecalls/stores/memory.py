@@ -14,6 +14,7 @@ import attrs
 from .._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
+from .._validate import StoreArgs
 from ._claims import free_after_claim, until_next
 from ._listeners import Listeners
 
@@ -54,6 +55,7 @@ class MemoryStore:
     # -- scheduling -------------------------------------------------------------------
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        calls = StoreArgs.schedule(calls)
         return self._schedule_now(calls)
 
     def _schedule_now(self, calls: Sequence[NewCall]) -> list[int]:
@@ -87,11 +89,13 @@ class MemoryStore:
         return call is not None and call.due_at == entry[0]
 
     async def cancel(self, call_id: int) -> bool:
+        call_id = StoreArgs.cancel(call_id)
         if call_id in self._owners:
             return False  # running under a lease, not pending
         return self._calls.pop(call_id, None) is not None
 
     async def cancel_identifier(self, identifier: str) -> int:
+        identifier = StoreArgs.cancel_identifier(identifier)
         doomed = [
             c.id
             for c in self._calls.values()
@@ -104,6 +108,7 @@ class MemoryStore:
     # -- inspection -------------------------------------------------------------------
 
     async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        query = StoreArgs.pending(query)
         found = [
             c
             for c in self._calls.values()
@@ -117,6 +122,7 @@ class MemoryStore:
         return found if query.limit is None else found[: query.limit]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        due_by = StoreArgs.pending_counts(due_by)
         pending: dict[str, int] = {}
         due: dict[str, int] = {}
         for c in self._calls.values():
@@ -147,6 +153,7 @@ class MemoryStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         return self._claim_now(now, slots, limit, lease)
 
     def _claim_now(
@@ -200,6 +207,7 @@ class MemoryStore:
         return Claim(claimed, next_due)
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        calls, owner = StoreArgs.put_back(calls, owner)
         handed = 0
         for call in calls:
             if call.id not in self._calls:
@@ -215,6 +223,7 @@ class MemoryStore:
         return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         kept = set()
         for call_id in call_ids:
             if self._owners.get(call_id) == owner:
@@ -223,6 +232,7 @@ class MemoryStore:
         return kept
 
     async def complete(self, owner: str, call_id: int) -> bool:
+        owner, call_id = StoreArgs.complete(owner, call_id)
         if self._owners.get(call_id) != owner:
             return False
         del self._owners[call_id]
@@ -232,6 +242,9 @@ class MemoryStore:
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
+        owner, call_id, due_at, refund_attempt = StoreArgs.release(
+            owner, call_id, due_at, refund_attempt
+        )
         if self._owners.get(call_id) != owner:
             return False
         del self._owners[call_id]
@@ -246,6 +259,7 @@ class MemoryStore:
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
+        call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
         if owner is not None:
             if self._owners.get(call.id) != owner:
                 return None  # the lease was lost: another worker has the call now
@@ -272,6 +286,7 @@ class MemoryStore:
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
+        name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
         doomed = [c for c in self._calls.values() if c.name == name and c.due_at <= due_by]
         for call in doomed:
             # A leased row due by now has an expired lease: it is anyone's to take.
@@ -283,11 +298,13 @@ class MemoryStore:
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
+        name, limit = StoreArgs.dead_letters(name, limit)
         found = [d for d in self._dead.values() if name is None or d.name == name]
         found.sort(key=lambda d: (d.failed_at, d.id))
         return found if limit is None else found[:limit]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
         dead = self._dead.pop(dead_letter_id, None)
         if dead is None:
             return None
@@ -301,6 +318,7 @@ class MemoryStore:
         return self._schedule_now([new])[0]
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        ids = StoreArgs.purge_dead_letters(ids)
         if ids is None:
             count = len(self._dead)
             self._dead.clear()
@@ -310,10 +328,12 @@ class MemoryStore:
     # -- wake-ups and sessions --------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
+        listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
     @asynccontextmanager
     async def open_session(self, call: StoredCall) -> AsyncIterator[MemorySession]:
+        call = StoreArgs.open_session(call)
         session = MemorySession(self, call.id)
         self.open_sessions.add(session)
         try:

@@ -20,6 +20,7 @@ from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
+from ..._validate import StoreArgs
 from .._claims import until_next
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row
@@ -153,6 +154,7 @@ class PostgresStore:
     # -- scheduling -------------------------------------------------------------------
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        calls = StoreArgs.schedule(calls)
         if not calls:
             return []
         check_calls(calls)
@@ -175,16 +177,19 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     async def cancel(self, call_id: int) -> bool:
+        call_id = StoreArgs.cancel(call_id)
         count: int = await self._call("fetchval", "cancel", call_id)
         return count > 0
 
     async def cancel_identifier(self, identifier: str) -> int:
+        identifier = StoreArgs.cancel_identifier(identifier)
         count: int = await self._call("fetchval", "cancel_identifier", identifier)
         return count
 
     # -- inspection -------------------------------------------------------------------
 
     async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        query = StoreArgs.pending(query)
         rows = await self._call(
             "fetch",
             "pending",
@@ -197,6 +202,7 @@ class PostgresStore:
         return [call_from_row(row, utc) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        due_by = StoreArgs.pending_counts(due_by)
         rows = await self._call("fetch", "pending_counts", due_by)
         return {row[0]: QueueLength(pending=row[1], due=row[2]) for row in rows}
 
@@ -205,6 +211,7 @@ class PostgresStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         # The statement's counts are integers: a larger request cannot be met anyway.
         limit = min(limit, _MAX_INT4)
         wanted = [(name, min(free, limit)) for name, free in slots.items() if free > 0]
@@ -254,6 +261,7 @@ class PostgresStore:
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        calls, owner = StoreArgs.put_back(calls, owner)
         if not calls:
             return 0
         check_calls(calls)
@@ -263,12 +271,14 @@ class PostgresStore:
         return await self._writes.put_back(calls, owner)
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         if not call_ids:
             return set()
         rows = await self._call("fetch", "renew", expires_at, owner, sorted(call_ids))
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
+        owner, call_id = StoreArgs.complete(owner, call_id)
         check_owner(owner)
         check_id(call_id)
         # Calls finishing together share one DELETE (see _grouped.py). Not shielded:
@@ -278,6 +288,9 @@ class PostgresStore:
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
+        owner, call_id, due_at, refund_attempt = StoreArgs.release(
+            owner, call_id, due_at, refund_attempt
+        )
         check_owner(owner)
         check_id(call_id)
         check_time(due_at, "due_at")
@@ -288,6 +301,7 @@ class PostgresStore:
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
+        call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
         check_call(call)
         check_time(failed_at, "failed_at")
         if owner is not None:
@@ -297,6 +311,7 @@ class PostgresStore:
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
+        name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
         moved: int = await self._call(
             "fetchval", "dead_letter_due", name, due_by, error.replace("\x00", "\\x00"), failed_at
         )
@@ -305,10 +320,12 @@ class PostgresStore:
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
+        name, limit = StoreArgs.dead_letters(name, limit)
         rows = await self._call("fetch", "dead_letters", name, limit)
         return [dead_letter_from_row(r, utc) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
         new_id: int | None = await self._call(
             "fetchval",
             "requeue_dead_letter",
@@ -322,6 +339,7 @@ class PostgresStore:
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        ids = StoreArgs.purge_dead_letters(ids)
         if ids is None:
             count: int = await self._call("fetchval", "purge_all_dead_letters")
         else:
@@ -331,12 +349,14 @@ class PostgresStore:
     # -- wake-ups ---------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
+        listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
     # -- sessions and lifetime --------------------------------------------------------
 
     def open_session(self, call: StoredCall) -> SessionScope:
         """``async with store.open_session(call) as session``: closed on exit."""
+        call = StoreArgs.open_session(call)
         return self._sessions.scope(call.id)
 
     @property

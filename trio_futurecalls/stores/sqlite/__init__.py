@@ -28,7 +28,8 @@ import trio
 from ..._errors import InvalidArgumentError, StoreError
 from ..._util import fixup_module_metadata, raise_unwrapped
 from ..._validate import check_positive_seconds
-from ._connection import SYNC_MODES, connect, migrate, translate
+from ._connection import SYNC_MODES, connect, translate
+from ._migrate import migrate
 from ._session import SQLiteSession as SQLiteSession
 from ._store import SQLiteStore as SQLiteStore
 
@@ -60,6 +61,8 @@ async def open_sqlite_store(
     text_path = os.fspath(path)
     if not isinstance(text_path, str) or not text_path:
         raise InvalidArgumentError(f"path must be a non-empty path, got {path!r}")
+    if "\x00" in text_path:
+        raise InvalidArgumentError(f"path must not contain NUL characters, got {path!r}")
     if text_path == ":memory:":
         raise InvalidArgumentError(
             "':memory:' would give every session its own empty database; use MemoryStore"

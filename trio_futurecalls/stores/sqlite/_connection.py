@@ -1,4 +1,4 @@
-"""The SQLite side of the store: connections, migrations, time values and errors.
+"""The SQLite side of the store: connections, time values and errors.
 
 Times are stored as integer microseconds since the Unix epoch (UTC). Driver errors
 are translated by result code (never by message text) at this edge.
@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from ..._errors import StoreError, StoreUnavailableError
-from .._sql import migrations
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO: Final = timedelta(microseconds=1)
@@ -57,41 +56,3 @@ def connect(path: str, synchronous: str, busy_timeout: float) -> sqlite3.Connect
         conn.close()
         raise
     return conn
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to the newest version; harmless when run again."""
-    wanted = migrations("sqlite")
-    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes too
-    try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > len(wanted):
-            raise StoreError(
-                f"database schema version {version} is newer than this library knows "
-                f"({len(wanted)}); upgrade trio_futurecalls"
-            )
-        for migration in wanted[version:]:
-            for statement in statements(migration.sql):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={migration.version:d}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(wanted)
-
-
-def statements(script: str) -> list[str]:
-    out: list[str] = []
-    current = ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip():
-                out.append(current)
-            current = ""
-    if current.strip() and not all(
-        part.strip().startswith("--") or not part.strip() for part in current.splitlines()
-    ):
-        raise StoreError(f"incomplete SQL statement in migration: {current!r}")
-    return out

@@ -4,6 +4,11 @@
 (``trio.to_thread.run_sync``) and never on the event loop. The store's own connection
 is used by one thread at a time (a ``CapacityLimiter(1)``); writes run in one
 ``BEGIN IMMEDIATE`` transaction each, which keeps claims atomic across processes.
+
+Rows are read defensively (``_rows.py``): the file is shared with other programs, and a
+row that does not decode is a :class:`StoreError` when listed, and a dead letter (with
+the reason, in the same transaction) when a claim meets it, never a crash or a lost
+call.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, final
+from typing import Final, TypeVar, final
 
 import trio
 
@@ -22,12 +27,14 @@ from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from .._batch import GroupCommit
+from ..._validate import StoreArgs
+from .._batch import Failed, GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
-from .._rows import call_from_row, dead_letter_from_row
 from .._sql import queries
-from ._connection import from_micros, to_micros, translate
+from ._connection import to_micros, translate
+from ._quarantine import keep_as_dead_letters
+from ._rows import Checked, claimed_call, dead_letter, due_time, pending_call, read_text, show
 from ._session import SQLiteSession
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,6 +42,49 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
 
 T = TypeVar("T")
+#: One grouped write: runs on the connection inside a transaction, returns its answer.
+_Op = Callable[[sqlite3.Connection], object]
+#: What one op can raise on its own (a constraint, a value the driver cannot bind),
+#: leaving the database and the other ops of its transaction fine.
+_OWN_ERRORS: Final = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
+
+
+def _each(conn: sqlite3.Connection, ops: Sequence[_Op]) -> list[object]:
+    """Run ``ops`` in the current transaction; one that fails on its own fails alone.
+
+    All at once first; only if one of them fails are they run again, each under its
+    own savepoint, so that the others still commit and the failure goes to its caller
+    alone (as :class:`Failed`).
+    """
+    conn.execute("SAVEPOINT futurecalls_batch")
+    try:
+        results = [op(conn) for op in ops]
+    except _OWN_ERRORS:
+        conn.execute("ROLLBACK TO futurecalls_batch")
+        results = []
+        for op in ops:
+            conn.execute("SAVEPOINT futurecalls_op")
+            try:
+                results.append(op(conn))
+            except _OWN_ERRORS as exc:
+                conn.execute("ROLLBACK TO futurecalls_op")
+                results.append(Failed(_own_error(exc)))
+            conn.execute("RELEASE futurecalls_op")
+    conn.execute("RELEASE futurecalls_batch")
+    return results
+
+
+def _own_error(exc: Exception) -> StoreError:
+    if isinstance(exc, sqlite3.Error):
+        return translate(exc)
+    return StoreError(f"SQLite error: {type(exc).__name__}: {exc}")
 
 
 @final
@@ -54,12 +104,17 @@ class SQLiteStore:
         #: The dispatcher needs no fallback re-check: the watcher wakes it.
         self.recheck_interval: float | None = None
         self._conn: sqlite3.Connection | None = conn
+        # Text that is not UTF-8 (another program wrote it) reaches the row checks
+        # instead of failing the whole query.
+        conn.text_factory = read_text
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._limiter = trio.CapacityLimiter(1)
         self._listeners = Listeners()
         self._q = queries("sqlite")
-        self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(self._complete_batch)
+        # The writes after calls (complete, release, put_back, dead_letter) go through
+        # one group: those submitted while a transaction runs share the next one.
+        self._after_calls: GroupCommit[_Op, object] = GroupCommit(self._write_batch)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -84,9 +139,20 @@ class SQLiteStore:
 
         return await self._run(work)
 
+    async def _grouped(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op`` in a write transaction it may share with the ops other tasks
+        submit meanwhile: calls that end together (500 at once at shutdown) cost a few
+        transactions, each with its fsync, instead of one each."""
+        result = await self._after_calls.submit(op)
+        return result  # type: ignore[return-value]
+
+    async def _write_batch(self, ops: Sequence[_Op]) -> list[object]:
+        return await self._write(lambda conn: _each(conn, ops))
+
     # -- scheduling -------------------------------------------------------------------
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
+        calls = StoreArgs.schedule(calls)
         if not calls:
             return []
         sql = self._q["insert_call"]
@@ -112,16 +178,19 @@ class SQLiteStore:
         return ids
 
     async def cancel(self, call_id: int) -> bool:
+        call_id = StoreArgs.cancel(call_id)
         sql = self._q["cancel"]
         return await self._write(lambda conn: conn.execute(sql, (call_id,)).rowcount > 0)
 
     async def cancel_identifier(self, identifier: str) -> int:
+        identifier = StoreArgs.cancel_identifier(identifier)
         sql = self._q["cancel_identifier"]
         return await self._write(lambda conn: conn.execute(sql, (identifier,)).rowcount)
 
     # -- inspection -------------------------------------------------------------------
 
     async def pending(self, query: PendingQuery) -> list[StoredCall]:
+        query = StoreArgs.pending(query)
         params = {
             "name": query.name,
             "identifier": query.identifier,
@@ -131,12 +200,19 @@ class SQLiteStore:
         }
         sql = self._q["pending"]
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [call_from_row(row, from_micros) for row in rows]
+        return [pending_call(row) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
+        due_by = StoreArgs.pending_counts(due_by)
         sql = self._q["pending_counts"]
         params = (to_micros(due_by),)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        for name, _, _ in rows:
+            if type(name) is not str:
+                raise StoreError(
+                    f"SQLite store: pending calls have a name that is not text ({show(name)}); "
+                    "they were written by another program"
+                )
         return {name: QueueLength(pending=n, due=due) for name, n, due in rows}
 
     # -- claiming ---------------------------------------------------------------------
@@ -144,6 +220,7 @@ class SQLiteStore:
     async def claim(
         self, now: datetime, slots: Mapping[str, int], limit: int, lease: Lease | None = None
     ) -> Claim:
+        now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         if limit <= 0 or not slots:
             return Claim([], None)
         now_us = to_micros(now)
@@ -153,12 +230,31 @@ class SQLiteStore:
         next_sql = self._q["next_due_of_name"]
         wanted = [(name, free) for name, free in slots.items() if free > 0]
 
-        def work(conn: sqlite3.Connection) -> tuple[list[StoredCall], int | None]:
-            rows: list[Any] = []
+        def work(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[StoredCall], datetime | None, list[Checked]]:
+            found: list[StoredCall] = []
+            unreadable: list[Checked] = []
             for name, free in wanted:
-                rows.extend(conn.execute(pick_sql, (name, now_us, free)).fetchall())
-            rows.sort(key=lambda row: (row[3], row[0]))
-            calls = [call_from_row(row, from_micros) for row in rows[:limit]]
+                for row in conn.execute(pick_sql, (name, now_us, free)).fetchall():
+                    call = claimed_call(row, now_us)
+                    if isinstance(call, Checked):
+                        unreadable.append(call)
+                    else:
+                        found.append(call)
+            if unreadable:
+                # Decoded inside the claim's transaction: a row that does not decode is
+                # kept as a dead letter, with the reason, in the same commit that
+                # deletes it; never handed over, never lost.
+                keep_as_dead_letters(
+                    conn,
+                    unreadable,
+                    now_us,
+                    "Moved to dead letters when claimed: this call could not be read",
+                )
+                conn.execute(delete_sql, (json.dumps([bad.id for bad in unreadable]),))
+            found.sort(key=lambda c: (c.due_at, c.id))
+            calls = found[:limit]
             leased = [c.id for c in calls if lease is not None and c.name in lease.names]
             deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
             if deleted:
@@ -170,17 +266,25 @@ class SQLiteStore:
                 )
             # In the same transaction: one indexed seek per name that still has room.
             taken = json.dumps([c.id for c in calls])
-            found = [
+            nexts = [
                 conn.execute(next_sql, (name, taken)).fetchone()
                 for name in free_after_claim(slots, limit, (c.name for c in calls))
             ]
-            return calls, min((row[0] for row in found if row is not None), default=None)
+            dues = [due_time(row[0]) for row in nexts if row is not None]
+            return calls, min((due for due in dues if due is not None), default=None), unreadable
 
-        calls, next_us = await self._write(work)
-        next_due = None if next_us is None else from_micros(next_us)
+        calls, next_due, unreadable = await self._write(work)
+        for bad in unreadable:
+            _log.error(
+                "%s: row %s moved to dead letters: %s",
+                self.path,
+                bad.id,
+                "; ".join(bad.problems),
+            )
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+        calls, owner = StoreArgs.put_back(calls, owner)
         if not calls:
             return 0
         leased_sql = self._q["put_back_leased"]
@@ -207,12 +311,13 @@ class SQLiteStore:
                 handed += conn.execute(deleted_sql, params).rowcount
             return handed
 
-        handed = await self._write(work)
+        handed = await self._grouped(work)
         if handed:
             self._listeners.notify(min(c.due_at for c in calls))
         return handed
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
+        owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         if not call_ids:
             return set()
         sql = self._q["renew"]
@@ -221,23 +326,19 @@ class SQLiteStore:
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
-        # Calls finishing together share one transaction (and one fsync).
-        return await self._completions.submit((owner, call_id))
-
-    async def _complete_batch(self, items: Sequence[tuple[str, int]]) -> list[bool]:
+        owner, call_id = StoreArgs.complete(owner, call_id)
         sql = self._q["complete"]
-        return await self._write(
-            lambda conn: [
-                conn.execute(sql, (call_id, owner)).rowcount > 0 for owner, call_id in items
-            ]
-        )
+        return await self._grouped(lambda conn: conn.execute(sql, (call_id, owner)).rowcount > 0)
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
     ) -> bool:
+        owner, call_id, due_at, refund_attempt = StoreArgs.release(
+            owner, call_id, due_at, refund_attempt
+        )
         sql = self._q["release"]
         params = (to_micros(due_at), int(refund_attempt), call_id, owner)
-        released = await self._write(lambda conn: conn.execute(sql, params).rowcount > 0)
+        released = await self._grouped(lambda conn: conn.execute(sql, params).rowcount > 0)
         if released:
             self._listeners.notify(due_at)
         return released
@@ -247,6 +348,7 @@ class SQLiteStore:
     async def dead_letter(
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
+        call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
         sql = self._q["insert_dead_letter"]
         delete_sql = self._q["delete_leased"]
         params = (
@@ -267,11 +369,12 @@ class SQLiteStore:
             dead_id: int = conn.execute(sql, params).fetchone()[0]
             return dead_id
 
-        return await self._write(work)
+        return await self._grouped(work)
 
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
+        name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
         params = {
             "name": name,
             "due_by": to_micros(due_by),
@@ -292,13 +395,15 @@ class SQLiteStore:
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
+        name, limit = StoreArgs.dead_letters(name, limit)
         sql = self._q["dead_letters"]
         rows = await self._run(
             lambda conn: conn.execute(sql, {"name": name, "limit": limit}).fetchall()
         )
-        return [dead_letter_from_row(r, from_micros) for r in rows]
+        return [dead_letter(r) for r in rows]
 
     async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
+        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
         take_sql = self._q["take_dead_letter"]
         insert_sql = self._q["insert_call"]
 
@@ -317,6 +422,7 @@ class SQLiteStore:
         return new_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
+        ids = StoreArgs.purge_dead_letters(ids)
         if ids is None:
             sql = self._q["purge_all_dead_letters"]
             return await self._write(lambda conn: conn.execute(sql).rowcount)
@@ -329,10 +435,12 @@ class SQLiteStore:
     # -- wake-ups and sessions --------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
+        listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
     @asynccontextmanager
     async def open_session(self, call: StoredCall) -> AsyncIterator[SQLiteSession]:
+        call = StoreArgs.open_session(call)
         if self._conn is None:
             raise StoreClosedError("the SQLite store is closed")
         session = SQLiteSession(self.path, self._synchronous, self._busy_timeout)

@@ -37,8 +37,9 @@ LIMIT 1;
 
 -- name: claim_candidates
 -- The earliest due rows of one name, up to that name's free slots (an expired
--- lease's row is due: its due_at is the expiry).
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts + 1
+-- lease's row is due: its due_at is the expiry). Attempts as stored: the claim adds
+-- one once the row decoded (stores/sqlite/_rows.py).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
 FROM futurecalls_calls
 WHERE name = ? AND due_at <= ?
 ORDER BY due_at, id
