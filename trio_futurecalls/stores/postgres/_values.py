@@ -19,17 +19,15 @@ from typing import Final
 from ..._errors import InvalidArgumentError, InvalidPayloadError
 from ..._model import NewCall, StoredCall
 from ..._payload import MAX_PAYLOAD_BYTES
-from ..._validate import MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
+from ..._validate import EARLIEST_TIME, LATEST_TIME, MAX_IDENTIFIER_LENGTH, MAX_NAME_LENGTH
+from ..._validate import MAX_ATTEMPTS as LIBRARY_MAX_ATTEMPTS
 
-#: Earliest time a stored time may be: a day after ``datetime.min``, so that a time
-#: shown in any time zone, or moved by a small offset, is still a ``datetime``.
-MIN_TIME: Final = datetime(1, 1, 2, tzinfo=UTC)
-#: Latest time a stored time may be: a day before ``datetime.max``, for the same reason.
-MAX_TIME: Final = datetime(9999, 12, 30, tzinfo=UTC)
-#: Most attempts a call may have counted. A claim counts one more only up to this
-#: bound, so that the count can neither overflow nor break the CHECK; no retry policy
-#: comes anywhere near it.
-MAX_ATTEMPTS: Final = 1_000_000
+#: The bounds every store keeps (see trio_futurecalls._validate): times a day inside
+#: what a ``datetime`` holds, so that a time shown in any time zone, or moved by a small
+#: offset, is still a ``datetime``; attempts a claim can count up to without overflow.
+MIN_TIME: Final = EARLIEST_TIME
+MAX_TIME: Final = LATEST_TIME
+MAX_ATTEMPTS: Final = LIBRARY_MAX_ATTEMPTS
 #: Largest id a bigint identity column holds.
 MAX_ID: Final = 2**63 - 1
 
@@ -46,8 +44,8 @@ def check_time(value: datetime, what: str) -> None:
         raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got {value!r}")
     if not MIN_TIME <= value <= MAX_TIME:  # aware datetimes compare across zones
         raise InvalidArgumentError(
-            f"{what} {value.isoformat()} is outside what the PostgreSQL store keeps "
-            f"({MIN_TIME.date()} to {MAX_TIME.date()} UTC)"
+            f"{what} {value.isoformat()} is out of range: a stored time must be between "
+            f"{MIN_TIME.isoformat()} and {MAX_TIME.isoformat()}"
         )
 
 

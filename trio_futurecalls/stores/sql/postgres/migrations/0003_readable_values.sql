@@ -19,7 +19,7 @@ SET LOCAL DateStyle = 'ISO, YMD';
 -- dropped at its end, in the same transaction.
 CREATE FUNCTION {schema}.m0003_clamp(t timestamptz) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE
-    AS $$ SELECT least(greatest(t, '0001-01-02 00:00:00+00'), '9999-12-30 00:00:00+00') $$;
+    AS $$ SELECT least(greatest(t, '0001-01-02 00:00:00+00'), '9999-12-30 23:59:59.999999+00') $$;
 CREATE FUNCTION {schema}.m0003_clamp(n integer) RETURNS integer
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT least(greatest(n, 0), 1000000) $$;
@@ -71,18 +71,18 @@ DROP FUNCTION {schema}.m0003_clamp(integer);
 
 ALTER TABLE {schema}.calls
     ADD CONSTRAINT calls_due_at_range
-        CHECK (due_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 00:00:00+00'),
+        CHECK (due_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00'),
     ADD CONSTRAINT calls_scheduled_at_range
-        CHECK (scheduled_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 00:00:00+00'),
+        CHECK (scheduled_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00'),
     DROP CONSTRAINT IF EXISTS calls_attempts,
     ADD CONSTRAINT calls_attempts CHECK (attempts BETWEEN 0 AND 1000000);
 
 ALTER TABLE {schema}.dead_letters
     ADD CONSTRAINT dead_letters_due_at_range
-        CHECK (due_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 00:00:00+00'),
+        CHECK (due_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00'),
     ADD CONSTRAINT dead_letters_scheduled_at_range
-        CHECK (scheduled_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 00:00:00+00'),
+        CHECK (scheduled_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00'),
     ADD CONSTRAINT dead_letters_failed_at_range
-        CHECK (failed_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 00:00:00+00'),
+        CHECK (failed_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00'),
     DROP CONSTRAINT IF EXISTS dead_letters_attempts,
     ADD CONSTRAINT dead_letters_attempts CHECK (attempts BETWEEN 0 AND 1000000);
