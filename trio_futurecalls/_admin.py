@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
-from ._model import NewCall, StoredCall
+from ._model import CheckedNewCall, NewCall, StoredCall
 from ._options import Clock, utc_now
 from ._payload import encode_payload
 from ._stats import QueueLength
@@ -46,7 +46,7 @@ def new_call(
     identifier: object,
 ) -> NewCall:
     """Validate one scheduling request of the checked class ``cls``."""
-    return NewCall(
+    return CheckedNewCall(
         name=cls.name,
         payload=encode_payload(cls.payload_type, payload),
         due_at=resolve_due(now, at, delay),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import final
 
 import attrs
 
@@ -18,6 +19,14 @@ class NewCall:
     scheduled_at: datetime
     #: Attempts already made (a retry of an at-most-once call is stored anew with these).
     attempts: int = 0
+
+
+@final
+@attrs.frozen(kw_only=True)
+class CheckedNewCall(NewCall):
+    """A :class:`NewCall` the library built from arguments it checked (``schedule``,
+    ``schedule_many``, ``schedule_call``): a store need not check it again. Frozen, so
+    it cannot change after its checks; build a plain ``NewCall`` by hand."""
 
 
 @attrs.frozen(kw_only=True)

@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 import attrs
 
 from ._errors import InvalidArgumentError, InvalidPayloadError
-from ._model import Lease, NewCall, StoredCall
+from ._model import CheckedNewCall, Lease, NewCall, StoredCall
 from ._store import Listener, PendingQuery
 
 #: Longest accepted call-class ``name`` (characters).
@@ -65,6 +65,8 @@ def check_aware(value: object, what: str = "datetime") -> datetime:
 
 def check_time(value: object, what: str) -> datetime:
     """A time a store keeps: aware, between EARLIEST_TIME and LATEST_TIME; as UTC."""
+    if type(value) is datetime and value.tzinfo is UTC and EARLIEST_TIME <= value <= LATEST_TIME:
+        return value  # the common case (the library's clock), without a conversion
     utc = check_aware(value, what)
     if not EARLIEST_TIME <= utc <= LATEST_TIME:
         raise InvalidArgumentError(
@@ -331,6 +333,8 @@ def _in_utc(call: _Call, where: str) -> _Call:
 
 def check_new_call(call: object) -> NewCall:
     """A call to store, checked as ``schedule`` checks its arguments."""
+    if type(call) is CheckedNewCall:
+        return call  # built by the library from checked arguments (the hot path)
     if not isinstance(call, NewCall):
         raise InvalidArgumentError(f"each call must be a NewCall, got {type(call).__name__}")
     check_name(call.name)

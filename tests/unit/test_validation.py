@@ -381,3 +381,22 @@ async def test_a_dead_letter_keeps_a_claimed_call_whatever_its_count() -> None:
     assert await store.dead_letter(call, "gave up", now) is not None
     (dead,) = await store.dead_letters()
     assert dead.attempts == MAX_ATTEMPTS
+
+
+def test_only_the_librarys_own_new_calls_skip_the_stores_checks() -> None:
+    from trio_futurecalls._model import CheckedNewCall
+    from trio_futurecalls._validate import check_new_call
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "name": "bad name!",
+        "payload": "null",
+        "due_at": now,
+        "scheduled_at": now,
+    }
+    # A hand-built NewCall is checked, however it was made...
+    with pytest.raises(InvalidArgumentError, match="call name"):
+        check_new_call(NewCall(**fields))
+    # ...one the library built from checked arguments is not checked twice.
+    trusted = CheckedNewCall(**{**fields, "name": "ok"})
+    assert check_new_call(trusted) is trusted
