@@ -122,8 +122,13 @@ async def list_pending(
     due_after: datetime | None = None,
     due_before: datetime | None = None,
     limit: int | None = None,
+    now: datetime | None = None,
 ) -> list[StoredCall]:
-    """Pending calls in ``store`` matching the filters, earliest due first."""
+    """Pending calls in ``store`` matching the filters, earliest due first.
+
+    A call whose lease expired by ``now`` (default: the current time) is pending: the
+    worker that held it died or lost it, and any worker may run it.
+    """
     name: str | None
     if call_class is None or isinstance(call_class, str):
         name = None if call_class is None else check_name(call_class)
@@ -137,6 +142,7 @@ async def list_pending(
             due_after=None if due_after is None else check_aware(due_after, "due_after"),
             due_before=None if due_before is None else check_aware(due_before, "due_before"),
             limit=limit,
+            now=utc_now() if now is None else check_aware(now, "now"),
         )
     )
 
@@ -146,7 +152,7 @@ async def unknown_calls(store: Store, known: Collection[str], now: datetime) -> 
     names = await store.pending_counts(now)
     found: list[StoredCall] = []
     for name in sorted(set(names) - set(known)):
-        found.extend(await store.pending(PendingQuery(name=name)))
+        found.extend(await store.pending(PendingQuery(name=name, now=now)))
     found.sort(key=lambda c: (c.due_at, c.id))
     return found
 

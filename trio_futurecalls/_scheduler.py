@@ -210,6 +210,7 @@ class Scheduler:
             due_after=due_after,
             due_before=due_before,
             limit=limit,
+            now=self._clock(),
         )
 
     async def unknown_calls(self) -> list[StoredCall]:

@@ -16,7 +16,8 @@ statement:
   ``release``, ``renew`` and ``dead_letter`` act on it only while that worker owns it.
 * A leased row's ``due_at`` is its lease expiry: an expired lease is simply a due row,
   so ``claim`` needs no separate recovery step. ``pending`` and ``pending_counts``
-  leave leased rows out (their calls are running).
+  leave out rows whose lease holds (their calls are running), and count rows whose
+  lease expired as pending again.
 * ``claim`` also answers when the next call is due, so an idle dispatcher costs one
   round trip per wake-up.
 * ``add_listener`` lets the store push wake-ups (in-process schedules, or PostgreSQL
@@ -53,6 +54,10 @@ class PendingQuery:
     due_after: datetime | None = None  # inclusive
     due_before: datetime | None = None  # exclusive
     limit: int | None = None  # at most this many rows, earliest due first
+    #: With a time: rows whose lease expired by then count as pending too (their
+    #: worker died or lost them; any worker may claim them). Without: only rows no
+    #: worker leases.
+    now: datetime | None = None
 
 
 @runtime_checkable
@@ -82,6 +87,9 @@ class Store(Protocol):
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         """Per name, pending calls and how many of them are due (``due_at <= due_by``).
+
+        ``due_by`` is also "now" for leases: a row whose lease expired by then is
+        pending (and due).
 
         One query. Used to find unknown names and to measure queue lengths; names
         with no pending call are left out.

@@ -390,6 +390,7 @@ def check_query(query: object) -> PendingQuery:
         due_after=due_after,
         due_before=due_before,
         limit=check_row_limit(query.limit),
+        now=None if query.now is None else check_aware(query.now, "now"),
     )
 
 

@@ -401,18 +401,6 @@ async def test_a_mixed_claim_that_cannot_be_handed_back_logs_every_lost_call(
     assert [getattr(r, "call_id", None) for r in critical] == [once_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an expired lease hides a row from the unknown-names machinery for good: "
-        "pending_counts/pending leave out every row with a lease owner, expired or "
-        "not, so a leased call whose worker died and whose name the surviving "
-        "deployment does not know is never reported, never listed by "
-        "unknown_calls() and never moved by move_unknown_to_dead_letters(); nobody "
-        "claims it either (stores/memory.py pending/pending_counts; the SQL stores' "
-        "'WHERE lease_owner IS NULL' alike)"
-    ),
-)
 async def test_an_unknown_name_left_leased_by_a_dead_worker_is_reported(
     autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
 ) -> None:

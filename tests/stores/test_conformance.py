@@ -362,10 +362,16 @@ async def test_leased_rows_stay_but_are_not_pending(store: Store) -> None:
         (leased_id, at(1), 1),
         (deleted_id, at(2), 1),
     ]
-    # Neither is pending; a leased row cannot be cancelled (its call is running).
+    # Neither is pending while the lease holds; a leased row cannot be cancelled (its
+    # call is running).
     assert await store.pending(PendingQuery()) == []
-    assert await store.pending_counts(at(1000)) == {}
+    assert await store.pending(PendingQuery(now=at(99))) == []
+    assert await store.pending_counts(at(99)) == {}
     assert await store.cancel(leased_id) is False
+    # Once the lease expired (its worker died), the row is pending, and due, again.
+    assert await store.pending_counts(at(100)) == {"a": QueueLength(pending=1, due=1)}
+    (expired,) = await store.pending(PendingQuery(now=at(100)))
+    assert (expired.id, expired.due_at) == (leased_id, at(100))
     # Another worker cannot take it while the lease holds...
     # ...and the store knows when it could: at the lease's expiry.
     assert await store.claim(at(99), {"a": 5}, 5, lease("w2", 200)) == Claim([], at(100))

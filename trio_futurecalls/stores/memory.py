@@ -112,7 +112,7 @@ class MemoryStore:
         found = [
             c
             for c in self._calls.values()
-            if c.id not in self._owners
+            if (c.id not in self._owners or (query.now is not None and c.due_at <= query.now))
             and (query.name is None or c.name == query.name)
             and (query.identifier is None or c.identifier == query.identifier)
             and (query.due_after is None or c.due_at >= query.due_after)
@@ -126,7 +126,7 @@ class MemoryStore:
         pending: dict[str, int] = {}
         due: dict[str, int] = {}
         for c in self._calls.values():
-            if c.id not in self._owners:
+            if c.id not in self._owners or c.due_at <= due_by:  # no lease, or expired
                 pending[c.name] = pending.get(c.name, 0) + 1
                 if c.due_at <= due_by:
                     due[c.name] = due.get(c.name, 0) + 1

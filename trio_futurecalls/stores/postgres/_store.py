@@ -198,6 +198,7 @@ class PostgresStore:
             query.due_after,
             query.due_before,
             query.limit,
+            query.now,
         )
         return [call_from_row(row, utc) for row in rows]
 

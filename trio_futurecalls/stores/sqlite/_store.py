@@ -197,6 +197,7 @@ class SQLiteStore:
             "due_after": None if query.due_after is None else to_micros(query.due_after),
             "due_before": None if query.due_before is None else to_micros(query.due_before),
             "limit": query.limit,
+            "now": None if query.now is None else to_micros(query.now),
         }
         sql = self._q["pending"]
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())

@@ -68,7 +68,7 @@ SELECT count(*) FROM deleted;
 -- name: pending
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
 FROM {schema}.calls
-WHERE lease_owner IS NULL
+WHERE (lease_owner IS NULL OR due_at <= $6::timestamptz)
   AND ($1::text IS NULL OR name = $1::text)
   AND ($2::text IS NULL OR identifier = $2::text)
   AND ($3::timestamptz IS NULL OR due_at >= $3::timestamptz)
@@ -77,10 +77,11 @@ ORDER BY due_at, id
 LIMIT $5::bigint;
 
 -- name: pending_counts
--- Per name: pending calls, and those due by $1 (inclusive), in one pass.
+-- Per name: pending calls, and those due by $1 (inclusive), in one pass. A row whose
+-- lease expired by then is pending again (and due).
 SELECT name, count(*), count(*) FILTER (WHERE due_at <= $1::timestamptz)
 FROM {schema}.calls
-WHERE lease_owner IS NULL
+WHERE lease_owner IS NULL OR due_at <= $1::timestamptz
 GROUP BY name;
 
 -- name: _claim_picked

@@ -13,7 +13,7 @@ DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL;
 -- name: pending
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
 FROM futurecalls_calls
-WHERE lease_owner IS NULL
+WHERE (lease_owner IS NULL OR due_at <= :now)
   AND (:name IS NULL OR name = :name)
   AND (:identifier IS NULL OR identifier = :identifier)
   AND (:due_after IS NULL OR due_at >= :due_after)
@@ -22,9 +22,10 @@ ORDER BY due_at, id
 LIMIT coalesce(:limit, -1);
 
 -- name: pending_counts
--- Per name: pending calls, and those due by the parameter (inclusive).
+-- Per name: pending calls, and those due by the parameter (inclusive). A row whose
+-- lease expired by then is pending again (and due).
 SELECT name, count(*), count(*) FILTER (WHERE due_at <= ?1) FROM futurecalls_calls
-WHERE lease_owner IS NULL
+WHERE lease_owner IS NULL OR due_at <= ?1
 GROUP BY name;
 
 -- name: next_due_of_name
