@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 
 from ._model import StoredCall
+from ._redact import redact
 
 
 def call_fields(call: StoredCall) -> dict[str, object]:
@@ -19,6 +20,7 @@ def call_fields(call: StoredCall) -> dict[str, object]:
 
 
 def error_text(exc: BaseException, limit: int = 8000) -> str:
-    """The traceback of ``exc`` as kept with a dead letter, cut in the middle if long."""
-    text = "".join(traceback.format_exception(exc)).strip()
+    """The traceback of ``exc`` as kept with a dead letter, cut in the middle if long,
+    with passwords of connection strings in it hidden."""
+    text = redact("".join(traceback.format_exception(exc)).strip())
     return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2 :]

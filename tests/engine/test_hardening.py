@@ -436,3 +436,27 @@ async def test_an_odd_answer_to_the_unknown_names_check_does_not_stop_the_schedu
     assert Ok.ran == ["after"]
     assert not OddCounts.answers  # both odd answers were met
     assert any("named 'fine'" in r.getMessage() for r in caplog.records)
+
+
+class LeaksADsn(FutureCall):
+    name = "leaks"
+    max_attempts = 1
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        raise ConnectionError(
+            "could not reach postgresql://app:s3cr3t-pw@db/app (or host=db password=hunter22)"
+        )
+
+
+async def test_a_dead_letter_keeps_no_password_from_the_error(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    store = MemoryStore()
+    await store.schedule([row("leaks", "null", clock())])
+    async with open_scheduler(store, [LeaksADsn], clock=clock):
+        await trio.sleep(5)
+    (dead,) = await store.dead_letters()
+    assert "ConnectionError" in dead.error
+    assert "s3cr3t-pw" not in dead.error
+    assert "hunter22" not in dead.error
+    assert "postgresql://app:***@db/app" in dead.error

@@ -21,7 +21,8 @@ from typing import Any
 import trio
 
 from .. import FutureCallsError, InvalidArgumentError
-from .._open_store import parse_store_url, redact, secrets_in
+from .._open_store import parse_store_url
+from .._redact import redact, secrets_in
 from .._util import leaves as group_leaves
 from ._arguments import UsageError as UsageError
 from ._arguments import parse_duration as parse_duration

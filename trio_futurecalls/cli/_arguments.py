@@ -16,8 +16,8 @@ from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from .. import InvalidArgumentError
-from .._open_store import redact
 from .._payload import MAX_PAYLOAD_DEPTH, encode_payload
+from .._redact import redact
 from .._validate import MAX_ID, check_aware, check_delay, check_host, check_time, resolve_due
 
 #: Marks an option that was not given (so the library applies its own default).

@@ -11,7 +11,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from .. import FutureCallsError, NewCall, Store, list_pending, open_store, queue_lengths
-from .._open_store import parse_store_url, redact
+from .._open_store import parse_store_url
+from .._redact import redact
 from .._validate import check_identifier, check_name
 from ._arguments import checked, due_time, parse_payload, parse_time
 from ._output import iso, json_or_text, print_json, print_table, shorten

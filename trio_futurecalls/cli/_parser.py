@@ -7,7 +7,7 @@ import os
 from typing import Any, Final, NoReturn
 
 from .. import DEFAULT_GRACE_PERIOD, ENV_MAX_CONCURRENT, __version__
-from .._open_store import redact
+from .._redact import redact
 from ._arguments import (
     NOT_GIVEN,
     concurrency_limit,

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import trio
 
 from .. import FutureCallsError
-from .._open_store import redact
+from .._redact import redact
 from ._output import print_json, print_table
 
 #: Largest metrics page read: a worker's is a few kB; an endpoint sending more is not one.

@@ -24,7 +24,7 @@ from .. import (
     open_scheduler,
     run_due_calls,
 )
-from .._open_store import redact
+from .._redact import redact
 from ._arguments import NOT_GIVEN, UsageError
 from ._commands import store_of
 
