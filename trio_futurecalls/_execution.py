@@ -125,6 +125,7 @@ class Execution:
             finally:
                 # Runs on cancellation too (Cancelled is never swallowed here).
                 self._running.remove(running)
+                running.ended = True
                 if outcome is Outcome.INTERRUPTED and not running.invoked:
                     await self._not_started(call, counters)
                 else:

@@ -36,32 +36,21 @@ class RunningCall:
         self.scope.cancel()
 
 
-class RunningCalls:
-    """Calls in flight, one entry per start.
+class RunningCalls(set[RunningCall]):
+    """Calls in flight, one entry per start (a set of runs, by identity).
 
     Not keyed by call id: the same call may run twice here (a leased call whose old
     run cancellation cannot reach, e.g. blocked in a thread, is claimed again once its
-    lease expired), and each run must come and go on its own.
+    lease expired), and each run must come and go on its own. A plain set underneath:
+    ``add`` and ``discard`` are on the hot path of every call; the task that removes
+    a run also marks it ``ended``.
     """
 
-    def __init__(self) -> None:
-        self._calls: set[RunningCall] = set()  # by identity: one entry per start
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(self, running: RunningCall) -> None:
-        self._calls.add(running)
-
-    def remove(self, running: RunningCall) -> None:
-        self._calls.remove(running)
-        running.ended = True
-
     def infos(self) -> list[CallInfo]:
-        return [r.info for r in self._calls]
+        return [r.info for r in self]
 
     def leased(self) -> list[RunningCall]:
         """Runs of leased calls whose lease was not given up (two runs of one call
         may be among them: see :class:`LeaseKeeper`, which tells them apart by their
         own lease expiry)."""
-        return [r for r in self._calls if r.leased and not r.lost]
+        return [r for r in self if r.leased and not r.lost]

@@ -112,12 +112,17 @@ class Slots:
         class), and when it is in a round: the free slots it counted before its claim
         are stale, and the claim's answer does not cover this one.
         """
-        limiter, glob = ticket.limiter, self._global
-        was_full = glob.available_tokens < 1 or limiter.available_tokens < 1
+        limiter, glob, doorbell = ticket.limiter, self._global, self.doorbell
+        ring = (
+            doorbell.awake
+            or self._ring_always
+            or glob.available_tokens < 1
+            or limiter.available_tokens < 1
+        )
         limiter.release_on_behalf_of(ticket)
         glob.release_on_behalf_of(ticket)
-        if was_full or self._ring_always or self.doorbell.awake:
-            self.doorbell.ring()
+        if ring:
+            doorbell.ring()
 
     @property
     def busy(self) -> bool:
