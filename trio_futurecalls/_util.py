@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
 import trio
@@ -45,6 +46,31 @@ def unwrap_group(
     if body_exc is not None:
         return body_exc
     return group
+
+
+class BlockError:
+    """What the ``async with`` block of a context manager raised (``exc``), recorded by
+    :func:`background_nursery`, for :func:`raise_unwrapped`."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self) -> None:
+        self.exc: BaseException | None = None
+
+
+@asynccontextmanager
+async def background_nursery(block: BlockError) -> AsyncIterator[trio.Nursery]:
+    """A nursery for a context manager's background tasks, around its ``yield``: what
+    the block raises is recorded in ``block``, and the tasks are cancelled when the
+    block ends. The caller unwraps the nursery's groups with :func:`raise_unwrapped`."""
+    async with trio.open_nursery() as nursery:
+        try:
+            yield nursery
+        except BaseException as exc:
+            block.exc = exc
+            raise
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 def raise_unwrapped(

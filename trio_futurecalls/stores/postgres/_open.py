@@ -15,7 +15,7 @@ import trio
 import trio_asyncio
 
 from ..._errors import FutureCallsError, InvalidArgumentError, StoreError, StoreUnavailableError
-from ..._util import raise_unwrapped
+from ..._util import BlockError, background_nursery, raise_unwrapped
 from ..._validate import check_positive_seconds
 from ._errors import bridge
 from ._migrations import check_current
@@ -134,7 +134,7 @@ async def open_postgres_store(
             recommended_pool_size(1),
         )
 
-    body_exc: BaseException | None = None
+    block = BlockError()
     try:
         async with trio_asyncio.open_loop() as loop:
             # asyncpg reports some conditions (a connection released with a transaction
@@ -174,19 +174,13 @@ async def open_postgres_store(
                 else:
                     await check_current(loop, pool, checked_schema, acquire_s)
                 await _check_server_room(store, max_pool_size)
-                async with trio.open_nursery() as nursery:
+                async with background_nursery(block) as nursery:
                     await nursery.start(store._listener.run)
-                    try:
-                        yield store
-                    except BaseException as exc:
-                        body_exc = exc
-                        raise
-                    finally:
-                        nursery.cancel_scope.cancel()
+                    yield store
             finally:
                 with trio.CancelScope(shield=True):
                     await store._aclose()
     except BaseExceptionGroup as group:
         # The nursery and trio-asyncio's loop wrap what crosses them in groups; do not
         # leak those: re-raise the body's own exception, or the store's own error.
-        raise_unwrapped(group, body_exc, _wrap_internal)
+        raise_unwrapped(group, block.exc, _wrap_internal)

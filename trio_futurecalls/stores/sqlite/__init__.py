@@ -26,7 +26,7 @@ from typing import Final
 import trio
 
 from ..._errors import InvalidArgumentError, StoreError
-from ..._util import fixup_module_metadata, raise_unwrapped
+from ..._util import BlockError, background_nursery, fixup_module_metadata, raise_unwrapped
 from ..._validate import check_positive_seconds
 from ._connection import SYNC_MODES, connect, translate
 from ._migrate import migrate
@@ -92,22 +92,18 @@ async def open_sqlite_store(
     store = SQLiteStore(
         text_path, conn, recheck_interval=recheck, synchronous=mode, busy_timeout=timeout
     )
-    body_exc: BaseException | None = None
+    block = BlockError()
     try:
-        async with trio.open_nursery() as nursery:
-            if recheck is not None:
-                nursery.start_soon(store._watch_other_connections, recheck)
-            try:
+        try:
+            async with background_nursery(block) as nursery:
+                if recheck is not None:
+                    nursery.start_soon(store._watch_other_connections, recheck)
                 yield store
-            except BaseException as exc:
-                body_exc = exc
-                raise
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await store.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
     except BaseExceptionGroup as group:
-        raise_unwrapped(group, body_exc, lambda e: StoreError(f"SQLite store: {e!r}"))
+        raise_unwrapped(group, block.exc, lambda e: StoreError(f"SQLite store: {e!r}"))
 
 
 fixup_module_metadata(__name__, globals())
