@@ -15,6 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Final
 
 import trio
@@ -34,14 +35,18 @@ MAX_BACKOFF: Final = 30.0
 _log = logging.getLogger("trio_futurecalls.scheduler.dispatcher")
 
 
+_ID: Final = attrgetter("id")
+_NAME: Final = attrgetter("name")
+
+
 def fit_to_slots(
     calls: Sequence[StoredCall], slots: Mapping[str, int], limit: int
 ) -> tuple[list[StoredCall], list[StoredCall], list[StoredCall]]:
     """Split a claim's calls into those that fit the free slots it was made for
     (``slots`` per name, ``limit`` in all), those beyond them, and repeats of an id
     already in the claim (the first copy starts; a repeat must not start it twice)."""
-    if len(calls) <= limit and len({c.id for c in calls}) == len(calls):
-        counts = Counter(c.name for c in calls)
+    if len(calls) <= limit and len(set(map(_ID, calls))) == len(calls):
+        counts = Counter(map(_NAME, calls))
         if all(n <= slots.get(name, 0) for name, n in counts.items()):
             return list(calls), [], []  # the usual answer, checked in C-speed passes
     fitting: list[StoredCall] = []

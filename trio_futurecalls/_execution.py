@@ -219,7 +219,11 @@ class Execution:
                     extra=call_fields(call),
                 )
             raise cancelled from None
-        if running.lost and running.scope.cancelled_caught:
+        if running.lost:
+            # The lease keeper gave the lease up (it cancelled the call; the call may
+            # have ended before or despite that). The row is no longer this run's to
+            # write: another worker, or a newer run here under the same owner id, may
+            # hold it now. So nothing is written; the call runs again if need be.
             _log.error(
                 "call %s (id=%d) lost its lease and was cancelled; another worker may run it",
                 call.name,

@@ -96,14 +96,15 @@ class Slots:
         Only for slots counted free by :meth:`free` since the last ``await``: then this
         cannot fail.
         """
-        ticket = Ticket(self._classes[name])
-        self._global.acquire_on_behalf_of_nowait(ticket)
+        limiter = self._classes[name]
+        borrower = object()
+        self._global.acquire_on_behalf_of_nowait(borrower)
         try:
-            ticket.limiter.acquire_on_behalf_of_nowait(ticket)
+            limiter.acquire_on_behalf_of_nowait(borrower)
         except BaseException:
-            self._global.release_on_behalf_of(ticket)
+            self._global.release_on_behalf_of(borrower)
             raise
-        return ticket
+        return limiter, borrower
 
     def give_back(self, ticket: Ticket) -> None:
         """Return the call's tokens; ring the doorbell if the dispatcher must look again.
@@ -112,15 +113,16 @@ class Slots:
         class), and when it is in a round: the free slots it counted before its claim
         are stale, and the claim's answer does not cover this one.
         """
-        limiter, glob, doorbell = ticket.limiter, self._global, self.doorbell
+        limiter, borrower = ticket
+        glob, doorbell = self._global, self.doorbell
         ring = (
             doorbell.awake
             or self._ring_always
             or glob.available_tokens < 1
             or limiter.available_tokens < 1
         )
-        limiter.release_on_behalf_of(ticket)
-        glob.release_on_behalf_of(ticket)
+        limiter.release_on_behalf_of(borrower)
+        glob.release_on_behalf_of(borrower)
         if ring:
             doorbell.ring()
 
@@ -134,14 +136,9 @@ class Slots:
         return int(self._classes[name].borrowed_tokens)
 
 
-class Ticket:
-    """The borrower of one call's two tokens (global and class)."""
-
-    __slots__ = ("limiter",)
-
-    def __init__(self, limiter: trio.CapacityLimiter) -> None:
-        #: The call's class limiter.
-        self.limiter = limiter
+#: One call's hold on its two tokens: its class limiter, and the borrower both tokens
+#: were taken for (a plain tuple: built for every call).
+Ticket = tuple[trio.CapacityLimiter, object]
 
 
 def _tokens(limit: int | None) -> float:

@@ -333,7 +333,8 @@ class MemoryStore:
 
     @asynccontextmanager
     async def open_session(self, call: StoredCall) -> AsyncIterator[MemorySession]:
-        call = StoreArgs.open_session(call)
+        if type(call) is not StoredCall:  # (the check, minus a call on the hot path)
+            call = StoreArgs.open_session(call)
         session = MemorySession(self, call.id)
         self.open_sessions.add(session)
         try:

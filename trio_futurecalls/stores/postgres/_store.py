@@ -357,7 +357,8 @@ class PostgresStore:
 
     def open_session(self, call: StoredCall) -> SessionScope:
         """``async with store.open_session(call) as session``: closed on exit."""
-        call = StoreArgs.open_session(call)
+        if type(call) is not StoredCall:  # (the check, minus a call on the hot path)
+            call = StoreArgs.open_session(call)
         return self._sessions.scope(call.id)
 
     @property

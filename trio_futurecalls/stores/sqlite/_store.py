@@ -441,7 +441,8 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def open_session(self, call: StoredCall) -> AsyncIterator[SQLiteSession]:
-        call = StoreArgs.open_session(call)
+        if type(call) is not StoredCall:  # (the check, minus a call on the hot path)
+            call = StoreArgs.open_session(call)
         if self._conn is None:
             raise StoreClosedError("the SQLite store is closed")
         session = SQLiteSession(self.path, self._synchronous, self._busy_timeout)
