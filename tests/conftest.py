@@ -39,6 +39,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = item.path.parent.name
         for marker in _FOLDER_MARKERS.get(folder, ()):
             item.add_marker(marker)
+        # The conformance suite's PostgreSQL runs need the server too.
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("store_kind") == "postgres":
+            item.add_marker("postgres")
 
 
 #: Every store adapter the conformance suite runs against.

@@ -282,7 +282,9 @@ class Execution:
                 )
                 due_at = self._clock() + timedelta(seconds=delay)
             except Exception as exc:
-                _log.exception("retry_backoff of %s failed", cls.__qualname__)
+                _log.exception(
+                    "retry_backoff of %s failed", cls.__qualname__, extra=call_fields(call)
+                )
                 error = f"{error}\n(retry_backoff failed: {exc!r})"
             else:
                 if await self._writes.retry(call, due_at, policy.leased):

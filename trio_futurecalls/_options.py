@@ -18,7 +18,7 @@ import attrs
 
 from ._errors import InvalidArgumentError
 from ._retry import Delivery
-from ._validate import check_aware, check_limit, check_positive_seconds
+from ._validate import check_aware, check_bool, check_limit, check_positive_seconds
 
 #: Environment variable read for the global limit when ``max_concurrent`` is not given.
 ENV_MAX_CONCURRENT: Final = "TRIO_FUTURECALLS_MAX_CONCURRENT"
@@ -72,6 +72,10 @@ def _seconds(value: object, what: str, *, positive: bool = False) -> float:
 
 
 # attrs converters must be named functions for mypy to follow them.
+def _execute(value: object) -> bool:
+    return check_bool(value, "execute")
+
+
 def _grace_period(value: object) -> float:
     return _seconds(value, "grace_period")
 
@@ -110,7 +114,7 @@ class SchedulerOptions:
     #: Seconds running calls get at shutdown before they are cancelled.
     grace_period: float = attrs.field(default=DEFAULT_GRACE_PERIOD, converter=_grace_period)
     #: False: this node only schedules; it starts no calls.
-    execute: bool = attrs.field(default=True, converter=bool)
+    execute: bool = attrs.field(default=True, converter=_execute)
     #: Returns the current aware datetime (tests pass one tied to Trio's clock).
     clock: Clock = attrs.field(default=utc_now, validator=_check_clock)
     #: Seconds between checks for pending calls whose name no class here matches.

@@ -194,6 +194,14 @@ def check_positive_seconds(value: object, what: str, *, allow_none: bool = False
     return float(value)
 
 
+def check_bool(value: object, what: str) -> bool:
+    """A switch: a real bool. A str ("false") or a number is refused, not taken for
+    its truth value (a node meant only to schedule would run calls)."""
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
 def check_unicode(text: str, what: str) -> str:
     """Reject text that cannot be stored as UTF-8 (a lone surrogate, e.g. from
     ``os.fsdecode`` of bytes that were not UTF-8)."""

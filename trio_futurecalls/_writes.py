@@ -4,8 +4,11 @@ Each write is shielded from cancellation (shutdown must not interrupt it half-wa
 and bounded in time (:data:`CLEANUP_TIMEOUT`); within that budget a write that finds
 the store unavailable is tried again with backoff. A write that still fails is
 logged, never raised, so one call's cleanup cannot take the scheduler down. Retries
-are harmless: every write either acts only on a row this scheduler owns, or puts a
-call back under its own id (``Store.put_back``), which a second time does nothing.
+cannot run a call twice: every write either acts only on a row this scheduler owns,
+or puts a call back under its own id (``Store.put_back``), which a second time does
+nothing. (A dead letter written without a lease may be kept twice if an answer was
+lost on the way: a duplicate, never a lost call.) A run whose lease was given up
+writes nothing at all (see ``_execution.py``).
 """
 
 from __future__ import annotations

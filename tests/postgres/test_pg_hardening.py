@@ -12,6 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import attrs
@@ -591,3 +592,25 @@ async def test_a_connection_the_server_closed_under_asyncpg_is_an_outage_and_rep
             assert store.connections_in_use() == 0
             assert await store.pending(PendingQuery()) == []
         nursery.cancel_scope.cancel()
+
+
+async def test_a_database_that_is_not_utf8_is_refused() -> None:
+    # In SQL_ASCII, a row another program writes with bytes that are not UTF-8 cannot
+    # be sent to the store: every claim of every class would fail on it. Refused at
+    # open, before anything is created.
+    require_postgres()
+    database = f"fc_ascii_{random_schema()}"
+    await admin_execute(
+        f"CREATE DATABASE \"{database}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' "
+        "LC_CTYPE 'C' TEMPLATE template0"
+    )
+    try:
+        parts = urlsplit(pg_dsn())
+        dsn = urlunsplit(parts._replace(path=f"/{database}"))
+        with pytest.raises(
+            StoreError, match="encoding is SQL_ASCII; the PostgreSQL store needs UTF8"
+        ):
+            async with open_postgres_store(dsn, schema=random_schema(), min_pool_size=0):
+                pass
+    finally:
+        await admin_execute(f'DROP DATABASE IF EXISTS "{database}"')

@@ -93,13 +93,12 @@ def _needs_postgres() -> None:
         "1digit",
         "pg_temp",
         "x" * 60,
-        # PostgreSQL's own schemas, and the application's.
+        # PostgreSQL's own schemas.
         "information_schema",
         "pg_catalog",
         "pg_toast",
         "pg_temp_3",
         "pg_anything",
-        "public",
     ],
 )
 async def test_bad_schema_names_are_rejected_before_connecting(schema: str) -> None:

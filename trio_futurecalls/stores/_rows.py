@@ -1,6 +1,7 @@
-"""Rows of the PostgreSQL store's queries into values (its column types and CHECKs
-guarantee what a row holds; the SQLite store, whose columns can hold anything, reads
-its rows defensively in ``sqlite/_rows.py``)."""
+"""Rows of the SQL stores' queries into values: both select the same columns in the
+same order. The PostgreSQL store uses these directly (its column types and CHECKs
+guarantee what a row holds); the SQLite store, whose columns can hold anything,
+checks each value first (``sqlite/_rows.py``) and then builds the values here."""
 
 from __future__ import annotations
 

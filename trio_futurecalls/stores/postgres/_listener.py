@@ -22,7 +22,7 @@ from ..._errors import StoreError
 from .._listeners import Listeners
 from ._errors import bridge, on_connection
 
-_log = logging.getLogger("trio_futurecalls.store.postgres")
+_log = logging.getLogger("trio_futurecalls.store.postgres.listener")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO: Final = timedelta(microseconds=1)

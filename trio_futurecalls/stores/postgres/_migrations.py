@@ -19,7 +19,7 @@ from .._sql import migrations
 from ._errors import bridge
 from ._schema import in_schema, schema_queries
 
-_log = logging.getLogger("trio_futurecalls.store.postgres")
+_log = logging.getLogger("trio_futurecalls.store.postgres.migrations")
 
 
 def _lock_key(schema: str) -> int:
@@ -60,6 +60,27 @@ async def _aio_version(pool: asyncpg.Pool, schema: str, acquire_timeout: float) 
             return 0
         version: int = await conn.fetchval(q["schema_version"])
     return version
+
+
+async def _aio_encoding(pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> str:
+    async with pool.acquire(timeout=acquire_timeout) as conn:
+        encoding: str = await conn.fetchval(schema_queries(schema)["server_encoding"])
+    return encoding
+
+
+async def check_encoding(
+    loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float
+) -> None:
+    """Refuse a database whose encoding is not UTF8 (e.g. ``SQL_ASCII``): there, a row
+    another program writes with bytes that are not UTF-8 cannot be sent to the store,
+    and every claim of every class would fail on it. Checked before anything is created,
+    on a connection that goes back to the pool (migrations then reuse it)."""
+    encoding = await bridge(loop, "encoding", _aio_encoding, pool, schema, acquire_timeout)
+    if str(encoding).upper() not in ("UTF8", "UTF-8"):
+        raise StoreError(
+            f"the database's encoding is {encoding}; the PostgreSQL store needs UTF8 "
+            "(create the database with ENCODING 'UTF8')"
+        )
 
 
 async def check_current(loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> None:

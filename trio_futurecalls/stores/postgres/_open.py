@@ -16,15 +16,15 @@ import trio_asyncio
 
 from ..._errors import FutureCallsError, InvalidArgumentError, StoreError, StoreUnavailableError
 from ..._util import BlockError, background_nursery, raise_unwrapped
-from ..._validate import check_positive_seconds
+from ..._validate import check_bool, check_positive_seconds
 from ._errors import bridge
-from ._migrations import check_current
+from ._migrations import check_current, check_encoding
 from ._migrations import migrate as migrate_schema
 from ._pool import pool_options, recommended_pool_size
 from ._schema import DEFAULT_SCHEMA, check_schema_name
 from ._store import PostgresStore
 
-_log = logging.getLogger("trio_futurecalls.store.postgres")
+_log = logging.getLogger("trio_futurecalls.store.postgres.open")
 
 #: Seconds between the dispatcher's fallback re-checks (for lost notifications).
 DEFAULT_RECHECK_INTERVAL: Final = 5.0
@@ -98,6 +98,16 @@ async def open_postgres_store(
     if not isinstance(dsn, str) or not dsn:
         raise InvalidArgumentError("dsn must be a non-empty connection string")
     checked_schema = check_schema_name(schema)
+    check_bool(migrate, "migrate")
+    if checked_schema == "public":
+        # Accepted (0.1.0 accepted it, and stores there keep working), but its tables
+        # (calls, dead_letters, schema_version) share a namespace with the application's.
+        _log.warning(
+            "schema 'public' is shared with the application: the store's tables (calls, "
+            "dead_letters, schema_version) may collide with its own; prefer a schema of "
+            "the store's own, such as %r",
+            DEFAULT_SCHEMA,
+        )
     for value, what in ((min_pool_size, "min_pool_size"), (max_pool_size, "max_pool_size")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InvalidArgumentError(f"{what} must be a non-negative int, got {value!r}")
@@ -169,6 +179,7 @@ async def open_postgres_store(
                 application_name=application_name,
             )
             try:
+                await check_encoding(loop, pool, checked_schema, acquire_s)
                 if migrate:
                     await migrate_schema(loop, pool, checked_schema, acquire_s)
                 else:

@@ -21,7 +21,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ..._errors import InvalidArgumentError
 from ._errors import lost, on_connection, raise_if_gone
 
-_log = logging.getLogger("trio_futurecalls.store.postgres")
+_log = logging.getLogger("trio_futurecalls.store.postgres.pool")
 
 
 @attrs.frozen
@@ -66,6 +66,8 @@ def recommended_pool_size(max_concurrent: int | None, server_room: int | None = 
         wanted = 3
     elif isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
         raise InvalidArgumentError(f"max_concurrent must be an int or None, got {max_concurrent!r}")
+    elif max_concurrent < 1:
+        raise InvalidArgumentError(f"max_concurrent must be >= 1 (or None), got {max_concurrent}")
     else:
         wanted = max(max_concurrent, 1) + 2
     if server_room is None:

@@ -27,7 +27,7 @@ _SCHEMA_RE: Final = re.compile(r"^[a-z_][a-z0-9_]*$")
 #: ``pg_temp...``, every name starting with ``pg_``, which PostgreSQL reserves, and
 #: ``information_schema``), and ``public``, where the application's own tables live
 #: (a ``calls`` table of its own would mix with ours).
-RESERVED_SCHEMAS: Final = frozenset({"information_schema", "public"})
+RESERVED_SCHEMAS: Final = frozenset({"information_schema"})
 
 
 def check_schema_name(schema: object) -> str:
@@ -45,9 +45,9 @@ def check_schema_name(schema: object) -> str:
         )
     if schema.startswith("pg_") or schema in RESERVED_SCHEMAS:
         raise InvalidArgumentError(
-            f"schema {schema!r} is PostgreSQL's own or the application's (names starting "
-            "with 'pg_', 'information_schema' and 'public' are refused): give the store a "
-            f"schema of its own, such as {DEFAULT_SCHEMA!r}"
+            f"schema {schema!r} is PostgreSQL's own (names starting with 'pg_' and "
+            "'information_schema' are refused): give the store a schema of its own, such "
+            f"as {DEFAULT_SCHEMA!r}"
         )
     return schema
 

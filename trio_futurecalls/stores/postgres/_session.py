@@ -22,7 +22,7 @@ from ..._errors import StoreClosedError, StoreError
 from ._errors import bridge, on_connection
 from ._pool import Connections
 
-_log = logging.getLogger("trio_futurecalls.store.postgres")
+_log = logging.getLogger("trio_futurecalls.store.postgres.session")
 
 #: Transaction isolation levels accepted by :meth:`PostgresSession.transaction`.
 IsolationLevel = Literal["read_committed", "read_uncommitted", "serializable", "repeatable_read"]

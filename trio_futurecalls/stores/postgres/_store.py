@@ -39,7 +39,7 @@ from ._values import (
     utc,
 )
 
-_log = logging.getLogger("trio_futurecalls.store.postgres")
+_log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1

@@ -120,6 +120,13 @@ class SQLiteStore:
         conn = self._conn
         if conn is None:
             raise StoreClosedError("the SQLite store is closed")
+        left = trio.current_effective_deadline() - trio.current_time()
+        if left < self._busy_timeout:
+            # The caller's deadline comes before SQLite would give up waiting for
+            # another process's lock: wait only until then (the thread cannot be
+            # abandoned, so this is what keeps a bounded write, e.g. the engine's
+            # CLEANUP_TIMEOUT, bounded).
+            fn = _waiting_at_most(fn, max(left, 0.0), self._busy_timeout)
         try:
             # Not abandoned on cancel: a claim that committed is always handed back.
             return await trio.to_thread.run_sync(fn, conn, limiter=self._limiter)
@@ -478,3 +485,18 @@ class SQLiteStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+
+def _waiting_at_most(
+    fn: Callable[[sqlite3.Connection], T], seconds: float, usual: float
+) -> Callable[[sqlite3.Connection], T]:
+    """``fn`` run with SQLite's lock wait (busy timeout) cut to ``seconds``."""
+
+    def work(conn: sqlite3.Connection) -> T:
+        conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000):d}")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(usual * 1000):d}")
+
+    return work

@@ -24,6 +24,9 @@ SELECT to_regclass($1::text) IS NOT NULL;
 -- name: record_version
 INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
 
+-- name: server_encoding
+SHOW server_encoding;
+
 -- name: server_connections
 -- How many connections the server takes and how many others use: max_connections,
 -- the slots reserved for superusers (and, from PostgreSQL 16, for roles with
