@@ -1,8 +1,8 @@
 """A hostile review of the engine: each test pins one promise of the design.
 
-Tests marked ``xfail(strict=True)`` reproduce a bug found in review (the reason says
-what breaks and where); the others pin promises that held under attack. All run on
-the memory store (or a subclass injecting a fault) under the autojump clock.
+The tests in the first part reproduce bugs the review found (each failed before its
+fix); the others pin promises that held under attack. All run on the memory store
+(or a subclass injecting a fault) under the autojump clock.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ async def schedule_rows(
 
 
 # ====================================================================================
-# Bugs found in review (xfail, strict: each passes once the bug is fixed)
+# Bugs found in review (each of these failed before its fix)
 # ====================================================================================
 
 
