@@ -63,8 +63,9 @@ engine bounds them (``CLEANUP_TIMEOUT``).
 
 **Values.** Stored times stay within what Python holds (with a day of margin) and
 attempts within 1,000,000: CHECKs (migration 0003, which moved older offenders to dead
-letters) and the checks of ``_values.py``. So every value a claim returns converts to
-Python: a claim never deletes rows it then cannot hand over.
+letters) and the checks every store makes of its arguments (``StoreArgs``). So every
+value a claim returns converts to Python: a claim never deletes rows it then cannot
+hand over.
 
 **Pool size.** The pool serves the dispatcher's claims, application calls to
 ``schedule``/``cancel``..., and one connection per running call *that uses its

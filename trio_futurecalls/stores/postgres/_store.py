@@ -30,14 +30,7 @@ from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, ServerRoom, pool_size_advice
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
-from ._values import (
-    check_call,
-    check_calls,
-    check_id,
-    check_owner,
-    check_time,
-    utc,
-)
+from ._values import utc
 
 _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
@@ -157,7 +150,6 @@ class PostgresStore:
         calls = StoreArgs.schedule(calls)
         if not calls:
             return []
-        check_calls(calls)
         earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
         rows = await self._call(
             "fetch",
@@ -265,9 +257,6 @@ class PostgresStore:
         calls, owner = StoreArgs.put_back(calls, owner)
         if not calls:
             return 0
-        check_calls(calls)
-        if owner is not None:
-            check_owner(owner)
         # Concurrent hand-backs share one statement (see _grouped.py).
         return await self._writes.put_back(calls, owner)
 
@@ -280,8 +269,6 @@ class PostgresStore:
 
     async def complete(self, owner: str, call_id: int) -> bool:
         owner, call_id = StoreArgs.complete(owner, call_id)
-        check_owner(owner)
-        check_id(call_id)
         # Calls finishing together share one DELETE (see _grouped.py). Not shielded:
         # the engine bounds the writes after a call (and shields them from shutdown).
         return await self._writes.complete(owner, call_id)
@@ -292,10 +279,7 @@ class PostgresStore:
         owner, call_id, due_at, refund_attempt = StoreArgs.release(
             owner, call_id, due_at, refund_attempt
         )
-        check_owner(owner)
-        check_id(call_id)
-        check_time(due_at, "due_at")
-        return await self._writes.release(owner, call_id, due_at, bool(refund_attempt))
+        return await self._writes.release(owner, call_id, due_at, refund_attempt)
 
     # -- dead letters -----------------------------------------------------------------
 
@@ -303,11 +287,7 @@ class PostgresStore:
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
         call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
-        check_call(call)
-        check_time(failed_at, "failed_at")
-        if owner is not None:
-            check_owner(owner)
-        return await self._writes.dead_letter(call, str(error), failed_at, owner)
+        return await self._writes.dead_letter(call, error, failed_at, owner)
 
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
