@@ -13,14 +13,16 @@ Markers follow the folder, so ``-m "not slow"`` runs everything quick.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from trio_futurecalls import MemoryStore, Store, open_sqlite_store
+from trio_futurecalls.testing import trio_wall_clock
 
 
 def _postgres_kinds() -> list[str]:
@@ -79,3 +81,9 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     async with open_store(store_kind, tmp_path) as opened:
         yield opened
+
+
+@pytest.fixture
+async def clock() -> Callable[[], datetime]:
+    """A wall clock that follows Trio's clock (with ``autojump_clock``: engine tests)."""
+    return trio_wall_clock()

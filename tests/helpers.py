@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any, cast
 
 import attrs
 import trio
 
-from trio_futurecalls import FutureCall
+from trio_futurecalls import Delivery, FutureCall, NewCall
+
+#: Both delivery modes, for tests that must hold in each.
+BOTH = [Delivery.AT_MOST_ONCE, Delivery.AT_LEAST_ONCE]
+
+
+def row(name: str, payload: str, due: datetime, attempts: int = 0) -> NewCall:
+    """A row as another program (or a hostile one) might store it."""
+    return NewCall(name=name, payload=payload, due_at=due, scheduled_at=due, attempts=attempts)
 
 
 @attrs.define

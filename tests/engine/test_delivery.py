@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 import trio
+from helpers import BOTH
 from trio.testing import MockClock
 
 from trio_futurecalls import (
@@ -25,14 +26,6 @@ from trio_futurecalls import (
     StoreUnavailableError,
     open_scheduler,
 )
-from trio_futurecalls.testing import trio_wall_clock
-
-BOTH = [Delivery.AT_MOST_ONCE, Delivery.AT_LEAST_ONCE]
-
-
-@pytest.fixture
-async def clock() -> Callable[[], datetime]:
-    return trio_wall_clock()
 
 
 class Flaky(FutureCall):

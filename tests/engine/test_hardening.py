@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 import trio
+from helpers import BOTH, row
 from trio.testing import MockClock
 
 from trio_futurecalls import (
@@ -22,21 +23,12 @@ from trio_futurecalls import (
     InvalidPayloadError,
     Lease,
     MemoryStore,
-    NewCall,
     PendingQuery,
     QueueLength,
     StoredCall,
     StoreUnavailableError,
     open_scheduler,
 )
-from trio_futurecalls.testing import trio_wall_clock
-
-BOTH = [Delivery.AT_MOST_ONCE, Delivery.AT_LEAST_ONCE]
-
-
-@pytest.fixture
-async def clock() -> Callable[[], datetime]:
-    return trio_wall_clock()
 
 
 class Ok(FutureCall):
@@ -55,10 +47,6 @@ class Ok(FutureCall):
 def ok(delivery: Delivery, **attrs: Any) -> type[FutureCall]:
     Ok.ran = []
     return type("OkVariant", (Ok,), {"delivery": delivery, **attrs})
-
-
-def row(name: str, payload: str, due: datetime, attempts: int = 0) -> NewCall:
-    return NewCall(name=name, payload=payload, due_at=due, scheduled_at=due, attempts=attempts)
 
 
 # -- a hostile payload ------------------------------------------------------------------

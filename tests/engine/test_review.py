@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import trio
 import trio.testing
+from helpers import BOTH, row
 from trio.testing import MockClock
 
 from trio_futurecalls import (
@@ -24,7 +25,6 @@ from trio_futurecalls import (
     FutureCall,
     Lease,
     MemoryStore,
-    NewCall,
     PendingQuery,
     StoredCall,
     StoreError,
@@ -32,18 +32,6 @@ from trio_futurecalls import (
     run_due_calls,
 )
 from trio_futurecalls._writes import CLEANUP_TIMEOUT
-from trio_futurecalls.testing import trio_wall_clock
-
-BOTH = [Delivery.AT_MOST_ONCE, Delivery.AT_LEAST_ONCE]
-
-
-@pytest.fixture
-async def clock() -> Callable[[], datetime]:
-    return trio_wall_clock()
-
-
-def row(name: str, payload: str, due: datetime, attempts: int = 0) -> NewCall:
-    return NewCall(name=name, payload=payload, due_at=due, scheduled_at=due, attempts=attempts)
 
 
 class Probe(FutureCall):

@@ -29,12 +29,6 @@ from trio_futurecalls import (
     run_due_calls,
     schedule_call,
 )
-from trio_futurecalls.testing import trio_wall_clock
-
-
-@pytest.fixture
-async def clock() -> Callable[[], datetime]:
-    return trio_wall_clock()
 
 
 async def test_long_call_does_not_block_short_ones(

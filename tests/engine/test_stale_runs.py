@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
-import pytest
 import trio
 from trio.testing import MockClock
 
@@ -23,12 +22,6 @@ from trio_futurecalls import (
     StoreUnavailableError,
     open_scheduler,
 )
-from trio_futurecalls.testing import trio_wall_clock
-
-
-@pytest.fixture
-async def clock() -> Callable[[], datetime]:
-    return trio_wall_clock()
 
 
 class RenewalsDown(MemoryStore):
