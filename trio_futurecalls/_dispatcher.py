@@ -79,7 +79,6 @@ class Dispatcher:
         execution: Execution,
         options: SchedulerOptions,
         owner: str,
-        leased_names: frozenset[str],
         run_until: datetime | None = None,
     ) -> None:
         self._store = store
@@ -88,18 +87,18 @@ class Dispatcher:
         self._clock = options.clock
         self._lease_duration = options.lease_duration
         self._owner = owner
-        self._leased_names = leased_names
         self._run_until = run_until
         #: Set in run-once mode when nothing due by ``run_until`` is left to start.
         self.drained = trio.Event()
 
     def _lease(self, wall: datetime) -> Lease | None:
-        if not self._leased_names:
+        leased_names = self._execution.leased_names
+        if not leased_names:
             return None
         return Lease(
             owner=self._owner,
             expires_at=wall + timedelta(seconds=self._lease_duration),
-            names=self._leased_names,
+            names=leased_names,
         )
 
     async def run(self, calls: trio.Nursery) -> None:
@@ -141,11 +140,11 @@ class Dispatcher:
                             len(extra),
                             ", ".join(sorted({c.name for c in extra})),
                         )
-                        await self._execution.hand_back(extra, self._leased_names)
+                        await self._execution.hand_back(extra)
                     if self._execution.closing:
                         # Shutdown began while the claim was in flight: these calls
                         # will not start, so they go back to the store.
-                        await self._execution.hand_back(fitting, self._leased_names)
+                        await self._execution.hand_back(fitting)
                         return
                     expiry = lease.expires_at if lease is not None else None
                     for call in fitting:

@@ -15,7 +15,7 @@ shutdown began, or cancelled before it could start) is handed back to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 import trio
@@ -56,7 +56,8 @@ class Execution:
         self._policies = policies
         self._counters = counters
         self._writes = writes
-        self._leased_names = frozenset(name for name, p in policies.items() if p.leased)
+        #: Names whose rows this scheduler's claims lease (at-least-once classes).
+        self.leased_names = frozenset(name for name, p in policies.items() if p.leased)
         #: Set when shutdown begins: calls claimed from then on are handed back.
         self.closing = False
 
@@ -76,9 +77,9 @@ class Execution:
             self._slots.give_back(ticket)
             raise
 
-    async def hand_back(self, calls: Sequence[StoredCall], leased_names: Set[str]) -> None:
+    async def hand_back(self, calls: Sequence[StoredCall]) -> None:
         """Give claimed calls that will not start back to the store (shielded)."""
-        await self._writes.hand_back(calls, leased_names)
+        await self._writes.hand_back(calls, self.leased_names)
 
     async def _run_call(
         self,
@@ -92,7 +93,7 @@ class Execution:
         try:
             if self.closing:
                 # Claimed while shutdown began: it has not started, so it goes back.
-                await self._writes.hand_back([call], self._leased_names)
+                await self.hand_back([call])
                 return
             counters = self._counters[call.name]
             started_wall = self._clock()
@@ -152,7 +153,7 @@ class Execution:
             extra=call_fields(call),
         )
         try:
-            await self._writes.hand_back([call], self._leased_names)
+            await self.hand_back([call])
         finally:
             counters.started -= 1
 

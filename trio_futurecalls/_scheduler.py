@@ -93,7 +93,6 @@ class Scheduler:
             ring_on_every_release=run_until is not None,
         )
         self._running = RunningCalls()
-        leased_names = frozenset(name for name, p in self._policies.items() if p.leased)
         self._execution = execution = Execution(
             store=store,
             clock=self._clock,
@@ -109,12 +108,11 @@ class Scheduler:
             execution=execution,
             options=options,
             owner=self._owner,
-            leased_names=leased_names,
             run_until=run_until,
         )
         self._lease_keeper = (
             LeaseKeeper(store, self._owner, self._running, options)
-            if options.execute and leased_names
+            if options.execute and execution.leased_names
             else None
         )
         self._unknown = UnknownNamesReporter(
