@@ -11,7 +11,7 @@ at most one connection per kind.
 The statements (``*_many`` in ``queries.sql``) take arrays and answer per input row,
 and every one of them is safe to run twice (it acts only on rows the owner holds, or
 puts a call back under its own id), as a batch whose runner was cancelled runs again.
-Items are checked before they join a batch (:mod:`._values`); should a batch still
+Items are checked before they join a batch (``StoreArgs``); should a batch still
 fail with a :class:`StoreError` that is not an outage, its items are tried one by one,
 so that only the caller whose item the database refused gets the error.
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar, final
+from typing import Any, TypeVar, final
 
 import attrs
 
 from ..._errors import StoreError, StoreUnavailableError
 from ..._model import StoredCall
-from .._batch import GroupCommit
+from .._batch import Failed, GroupCommit
 from .._listeners import Listeners
 from ._listener import notify_payload
 from ._values import utc
@@ -63,39 +63,34 @@ class _DeadLetter:
     owner: str | None
 
 
-class _Group(Generic[K, R]):
-    """A :class:`GroupCommit` whose batches fall back to one item at a time when the
-    database refuses a batch, so that one caller's bad item fails only that caller."""
+def _one_by_one_on_refusal(
+    run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R]]],
+) -> Callable[[Sequence[K]], Awaitable[Sequence[R | Failed]]]:
+    """``run_batch`` for a :class:`GroupCommit`: when the database refuses a batch, its
+    items run one by one, so that one caller's bad item fails only that caller
+    (:class:`Failed`)."""
 
-    def __init__(self, run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R]]]) -> None:
-        self._run_batch = run_batch
-        self._commit: GroupCommit[K, R | StoreError] = GroupCommit(self._run)
-
-    async def submit(self, item: K) -> R:
-        answer = await self._commit.submit(item)
-        if isinstance(answer, StoreError):
-            raise answer
-        return answer
-
-    async def _run(self, items: Sequence[K]) -> Sequence[R | StoreError]:
+    async def run(items: Sequence[K]) -> Sequence[R | Failed]:
         try:
-            return await self._run_batch(items)
+            return await run_batch(items)
         except StoreUnavailableError:
             raise  # every caller retries (the engine backs off)
         except StoreError:
             if len(items) == 1:
                 raise
-        answers: list[R | StoreError] = []
+        answers: list[R | Failed] = []
         for item in items:
             try:
-                (answer,) = await self._run_batch([item])
+                (answer,) = await run_batch([item])
             except StoreUnavailableError:
                 raise
             except StoreError as exc:
-                answers.append(exc)
+                answers.append(Failed(exc))
             else:
                 answers.append(answer)
         return answers
+
+    return run
 
 
 @final
@@ -106,10 +101,18 @@ class GroupedWrites:
         self._call = call
         self._channel = channel
         self._listeners = listeners
-        self._completions: _Group[tuple[str, int], bool] = _Group(self._complete_batch)
-        self._releases: _Group[_Release, bool] = _Group(self._release_batch)
-        self._put_backs: _Group[_PutBack, int] = _Group(self._put_back_batch)
-        self._dead_letters: _Group[_DeadLetter, int | None] = _Group(self._dead_letter_batch)
+        self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(
+            _one_by_one_on_refusal(self._complete_batch)
+        )
+        self._releases: GroupCommit[_Release, bool] = GroupCommit(
+            _one_by_one_on_refusal(self._release_batch)
+        )
+        self._put_backs: GroupCommit[_PutBack, int] = GroupCommit(
+            _one_by_one_on_refusal(self._put_back_batch)
+        )
+        self._dead_letters: GroupCommit[_DeadLetter, int | None] = GroupCommit(
+            _one_by_one_on_refusal(self._dead_letter_batch)
+        )
 
     # -- what the store's methods call (items already checked) -----------------------
 
