@@ -1,7 +1,7 @@
 """A worker process for the crash tests: runs `Work` calls until killed.
 
 Usage: python crash_worker.py STORE DELIVERY LOG
-  STORE     sqlite:PATH  or  postgresql://...#SCHEMA
+  STORE     sqlite:///PATH  or  postgresql://...#SCHEMA
   DELIVERY  at_most_once | at_least_once
   LOG       a file every call appends "start ID" and "done ID" lines to (O_APPEND,
             one write per line), so executions are counted outside the workers.
@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import trio
 
-from trio_futurecalls import Delivery, FutureCall, Store, open_scheduler, open_sqlite_store
+from trio_futurecalls import Delivery, FutureCall, Store, open_scheduler, open_store
 
 LOG_FD = -1
 
@@ -37,24 +36,19 @@ class Work(FutureCall):
         log(f"done {payload}")
 
 
-@asynccontextmanager
-async def open_store(url: str) -> AsyncIterator[Store]:
-    if url.startswith("sqlite:"):
-        async with open_sqlite_store(url.removeprefix("sqlite:"), recheck_interval=0.2) as store:
-            yield store
-    else:
-        from trio_futurecalls.stores.postgres import open_postgres_store
-
-        dsn, _, schema = url.partition("#")
-        async with open_postgres_store(dsn, schema=schema, recheck_interval=0.5) as pg:
-            yield pg
+def open_worker_store(target: str) -> AbstractAsyncContextManager[Store]:
+    """``open_store`` for ``sqlite:///PATH`` or ``DSN#SCHEMA``, with short rechecks."""
+    if target.startswith("sqlite:"):
+        return open_store(target, recheck_interval=0.2)
+    dsn, _, schema = target.partition("#")
+    return open_store(dsn, schema=schema, recheck_interval=0.5)
 
 
 async def main(url: str, delivery: str, log_path: str) -> None:
     global LOG_FD
     LOG_FD = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     async with (
-        open_store(url) as store,
+        open_worker_store(url) as store,
         open_scheduler(
             store,
             [Work],

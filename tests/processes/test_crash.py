@@ -127,7 +127,7 @@ async def test_sqlite_workers_killed_at_random(tmp_path: Path, delivery: str) ->
 
     async with open_sqlite_store(path) as store:
         await run_crash_test(
-            f"sqlite:{path}", store, remaining, delivery, tmp_path / "executions.log"
+            f"sqlite:///{path}", store, remaining, delivery, tmp_path / "executions.log"
         )
 
 
