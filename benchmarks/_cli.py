@@ -30,6 +30,7 @@ from benchmarks._workloads import (
     sleepy,
     trio_ceiling,
 )
+from trio_futurecalls._redact import redact
 
 DEFAULT_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
 DSN_ENV: Final = "TRIO_FUTURECALLS_TEST_DSN"
@@ -379,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeat": repeat,
         "quick": args.quick,
         "sizes": _sizes_dict(sizes),
-        "dsn": _redact(args.dsn),
+        "dsn": redact(args.dsn),
         "total_seconds": total,
     }
     write_json(
@@ -411,14 +412,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sizes_dict(sizes: Sizes) -> dict[str, float]:
     values: dict[str, float] = attrs.asdict(sizes)
     return values
-
-
-def _redact(dsn: str) -> str:
-    """The DSN without a password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
