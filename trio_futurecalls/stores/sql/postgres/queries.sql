@@ -269,9 +269,6 @@ WITH input AS (
 )
 SELECT updated.ord FROM updated CROSS JOIN wakeup;
 
--- name: delete_leased
-DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner = $2;
-
 -- name: dead_letter_many
 -- Many calls kept as dead letters in one statement (see stores/postgres/_grouped.py).
 -- A row with an owner ($10[i]) is kept only while that owner still holds the leased
