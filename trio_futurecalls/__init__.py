@@ -22,6 +22,8 @@ from ._model import Claim as Claim
 from ._model import DeadLetter as DeadLetter
 from ._model import Lease as Lease
 from ._model import NewCall as NewCall
+from ._model import RecurringFire as RecurringFire
+from ._model import RecurringInfo as RecurringInfo
 from ._model import StoredCall as StoredCall
 from ._open_store import open_store as open_store
 from ._options import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
@@ -31,6 +33,11 @@ from ._options import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
 from ._options import SchedulerKeywords as SchedulerKeywords
 from ._options import SchedulerOptions as SchedulerOptions
 from ._payload import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
+from ._recurrence import MAX_CATCH_UP as MAX_CATCH_UP
+from ._recurrence import MISFIRE_GRACE as MISFIRE_GRACE
+from ._recurring import cancel_recurring as cancel_recurring
+from ._recurring import list_recurring as list_recurring
+from ._recurring import schedule_recurring as schedule_recurring
 from ._retry import Backoff as Backoff
 from ._retry import Delivery as Delivery
 from ._retry import ExponentialBackoff as ExponentialBackoff

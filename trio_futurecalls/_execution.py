@@ -107,6 +107,8 @@ class Execution:
                     scheduled_at=call.scheduled_at,
                     started_at=started_wall,
                     attempt=call.attempts,
+                    recurring_key=call.recurring_key,
+                    tick_at=call.tick_at,
                 ),
                 trio.CancelScope(),
                 policy.leased,

@@ -19,6 +19,9 @@ class NewCall:
     scheduled_at: datetime
     #: Attempts already made (a retry of an at-most-once call is stored anew with these).
     attempts: int = 0
+    #: A run of a recurring schedule: the schedule's key and the tick it runs for.
+    recurring_key: str | None = None
+    tick_at: datetime | None = None
 
 
 @final
@@ -41,6 +44,9 @@ class StoredCall:
     scheduled_at: datetime
     #: Attempts started so far; in a claimed call this includes the one starting now.
     attempts: int = 0
+    #: A run of a recurring schedule: the schedule's key and the tick it runs for.
+    recurring_key: str | None = None
+    tick_at: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -93,3 +99,70 @@ class CallInfo:
     scheduled_at: datetime
     started_at: datetime
     attempt: int = 1
+    #: For a run of a recurring schedule: the schedule's key and the tick it runs for
+    #: (a run that stands for several missed ticks carries the latest).
+    recurring_key: str | None = None
+    tick_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RecurringInfo:
+    """A recurring schedule as stored: what runs, when, and what happened so far.
+
+    Exactly one of :attr:`cron` and :attr:`every` is set. Times are aware UTC.
+    """
+
+    #: The schedule's unique name (``schedule_recurring(key=...)``).
+    key: str
+    #: The ``FutureCall`` name each run calls, and its payload as JSON text.
+    name: str
+    payload: str
+    identifier: str | None = None
+    #: A cron expression (five fields, or six with seconds first), read in ``timezone``.
+    cron: str | None = None
+    #: Seconds between ticks.
+    every: float | None = None
+    #: The IANA time zone cron fields follow (``every`` ignores it).
+    timezone: str = "UTC"
+    #: Optional bounds: no tick before ``start`` or after ``end``.
+    start: datetime | None = None
+    end: datetime | None = None
+    #: What happens to ticks missed while no worker ran: "once", "skip" or "all".
+    misfire: str = "once"
+    #: "allow", or "skip": no new run while the previous run's row is in the store.
+    overlap: str = "allow"
+    #: The first tick of an ``every`` schedule (``start``, or one interval after it
+    #: was registered); ticks fall on it plus whole intervals.
+    anchor: datetime
+    #: The next tick to run; None once ``end`` is passed (the schedule is finished).
+    next_tick: datetime | None
+    #: The tick of the latest run created, and that run's call id.
+    last_tick: datetime | None = None
+    last_call_id: int | None = None
+    #: Runs created; ticks not run because of ``overlap="skip"``; ticks not run (or
+    #: folded into one run) because of ``misfire``.
+    runs: int = 0
+    skipped_overlap: int = 0
+    skipped_misfire: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def expression(self) -> str:
+        """The schedule in words: the cron expression, or ``every N s``."""
+        if self.cron is not None:
+            return self.cron
+        return f"every {self.every:g} s"
+
+
+@attrs.frozen
+class RecurringFire:
+    """What :meth:`Store.fire_recurring` hands back."""
+
+    #: Runs created by this fire (calls stored), in all schedules.
+    runs: int
+    #: The earliest next tick among all schedules after the fire (None: none left).
+    next_tick: datetime | None
+    #: True when a due schedule was skipped because another worker is firing it
+    #: right now: look again shortly, in case that worker dies mid-way.
+    contended: bool = False

@@ -47,16 +47,23 @@ from ._errors import (
 )
 from ._execution import Execution
 from ._leases import LeaseKeeper
-from ._model import CallInfo, StoredCall
+from ._model import CallInfo, RecurringInfo, StoredCall
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
 from ._outcome import CallPolicy
+from ._recurring import RecurringTicker, build_schedule, cancel_recurring, list_recurring
 from ._running import RunningCalls
 from ._slots import Slots
 from ._stats import ClassCounters, QueueLength, SchedulerStatistics, total_statistics
 from ._store import PoolSizeCheck, Store
 from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
-from ._validate import check_id, check_names, check_positive_seconds, check_required_identifier
+from ._validate import (
+    check_bool,
+    check_id,
+    check_names,
+    check_positive_seconds,
+    check_required_identifier,
+)
 from ._writes import CallWrites
 
 _log = logging.getLogger("trio_futurecalls.scheduler")
@@ -115,6 +122,8 @@ class Scheduler:
             if options.execute and execution.leased_names
             else None
         )
+        self._ticker = RecurringTicker(store, self._clock)
+        self._run_until = run_until
         self._unknown = UnknownNamesReporter(
             store, self._registry.keys(), options.unknown_check_interval, self._clock
         )
@@ -182,6 +191,75 @@ class Scheduler:
         if not batch:
             return []
         return await self._store.schedule(batch)
+
+    async def schedule_recurring(
+        self,
+        call_class: type[FutureCall],
+        payload: object = None,
+        *,
+        key: str,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        timezone: str = "UTC",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        misfire: str = "once",
+        overlap: str = "allow",
+        replace: bool = True,
+        identifier: str | None = None,
+    ) -> RecurringInfo:
+        """Run ``call_class`` with ``payload`` on a schedule, once per tick across workers.
+
+        ``key`` names the schedule (unique in the store). Exactly one of ``cron`` (five
+        fields, or six with seconds first; read in ``timezone``, an IANA name) and
+        ``every`` (a timedelta or seconds). ``start``/``end`` (aware) bound the ticks.
+        ``misfire`` says what happens to ticks missed while no worker ran: ``"once"``
+        (one run now stands for all of them), ``"skip"`` (none; wait for the next
+        tick) or ``"all"`` (each, up to the latest 100). ``overlap="skip"``: no new run
+        while the previous run is pending, running or waiting for a retry (the class
+        must be at-least-once, so that a running call stays visible in the store).
+        Registering a key again updates it (``replace=True``) or keeps the stored
+        one; the same definition again changes nothing, so every worker may
+        register its schedules at start-up. Each run is an ordinary call (its
+        ``info.recurring_key`` and ``info.tick_at`` say which tick). Returns the
+        schedule as stored.
+        """
+        self._check_open()
+        cls = self._registered(call_class)
+        if overlap == "skip" and not self._policies[cls.name].leased:
+            raise InvalidArgumentError(
+                f"overlap='skip' needs {cls.__qualname__} to be at-least-once "
+                "(delivery = Delivery.AT_LEAST_ONCE): an at-most-once run's row is "
+                "deleted as it starts, so no worker could see that it is still running"
+            )
+        info = build_schedule(
+            cls,
+            payload,
+            key=key,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            start=start,
+            end=end,
+            misfire=misfire,
+            overlap=overlap,
+            identifier=identifier,
+            now=self._clock(),
+        )
+        stored = await self._store.put_recurring(info, check_bool(replace, "replace"))
+        self._ticker.poke()
+        return stored
+
+    async def cancel_recurring(self, key: str) -> bool:
+        """Stop a schedule: delete it and its runs that have not started.
+
+        A run already started goes on. True if the schedule existed.
+        """
+        return await cancel_recurring(self._store, key)
+
+    async def recurring(self) -> list[RecurringInfo]:
+        """The store's recurring schedules, ordered by key."""
+        return await list_recurring(self._store)
 
     async def cancel(self, call_id: int) -> bool:
         """Cancel one pending call by id; True if it was pending (not yet started)."""
@@ -306,6 +384,11 @@ class Scheduler:
                 async with trio.open_nursery() as calls:
                     async with trio.open_nursery() as control:
                         if self._options.execute:
+                            if self._run_until is not None:
+                                # Run-once: the ticks due by then become calls first.
+                                await self._ticker.fire_once(self._run_until)
+                            else:
+                                control.start_soon(self._ticker.run, name="futurecalls-recurring")
                             control.start_soon(
                                 self._dispatcher.run, calls, name="futurecalls-dispatcher"
                             )

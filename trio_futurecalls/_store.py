@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from ._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ._stats import QueueLength
 
 #: A wake-up listener: called (synchronously, in the Trio thread) with the earliest
@@ -187,6 +187,38 @@ class Store(Protocol):
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         """Delete the given dead letters (all when ``ids`` is None); return how many."""
+        ...
+
+    async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
+        """Register a recurring schedule; return it as stored now.
+
+        A schedule with the same key already stored is updated from ``schedule`` when
+        ``replace`` (see :func:`~trio_futurecalls.stores._recurring.merge_registration`:
+        its counters and, unless its timing changed, its next tick are kept, so that
+        every worker may register the same schedules at start-up), else left alone.
+        One transaction; concurrent registrations of one key store one schedule.
+        """
+        ...
+
+    async def cancel_recurring(self, key: str) -> bool:
+        """Delete a schedule and its runs that have not started; True if it existed."""
+        ...
+
+    async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
+        """The stored schedules (just ``key``'s, if given), ordered by key."""
+        ...
+
+    async def fire_recurring(self, now: datetime, limit: int) -> RecurringFire:
+        """Create the runs of schedules whose next tick is due by ``now``.
+
+        For at most ``limit`` due schedules (earliest next tick first), in one
+        transaction each fire stores the runs :func:`~trio_futurecalls._recurrence.plan_fire`
+        decides (ordinary calls, carrying the schedule's key and their tick) *and* the
+        schedule's next tick, so that a tick is handed out exactly once however many
+        workers fire at the same moment (a schedule another worker is firing is
+        skipped, not waited for). Notifies listeners of the new runs. Answers the
+        earliest next tick of all schedules afterwards (``now`` if more are due).
+        """
         ...
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

@@ -11,12 +11,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from typing import Final, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
+from cronsim import CronSim, CronSimError
 
 from ._errors import InvalidArgumentError, InvalidPayloadError
-from ._model import CheckedNewCall, Lease, NewCall, StoredCall
+from ._model import CheckedNewCall, Lease, NewCall, RecurringInfo, StoredCall
 from ._store import Listener, PendingQuery
 
 #: Longest accepted call-class ``name`` (characters).
@@ -334,9 +336,14 @@ def _in_utc(call: _Call, where: str) -> _Call:
     """``call`` with its two times checked as stored times, in UTC."""
     due_at = check_time(call.due_at, f"{where}due_at")
     scheduled_at = check_time(call.scheduled_at, f"{where}scheduled_at")
-    if due_at is call.due_at and scheduled_at is call.scheduled_at:
+    if call.recurring_key is not None:
+        check_recurring_key(call.recurring_key)
+    tick_at = call.tick_at
+    if tick_at is not None:
+        tick_at = check_time(tick_at, f"{where}tick_at")
+    if due_at is call.due_at and scheduled_at is call.scheduled_at and tick_at is call.tick_at:
         return call
-    return attrs.evolve(call, due_at=due_at, scheduled_at=scheduled_at)
+    return attrs.evolve(call, due_at=due_at, scheduled_at=scheduled_at, tick_at=tick_at)
 
 
 def check_new_call(call: object) -> NewCall:
@@ -399,6 +406,126 @@ def check_query(query: object) -> PendingQuery:
         due_before=due_before,
         limit=check_row_limit(query.limit),
         now=None if query.now is None else check_aware(query.now, "now"),
+    )
+
+
+Misfire = Literal["once", "skip", "all"]
+Overlap = Literal["allow", "skip"]
+MISFIRE_MODES: Final = ("once", "skip", "all")
+OVERLAP_MODES: Final = ("allow", "skip")
+#: Longest cron expression accepted.
+MAX_CRON_LENGTH: Final = 200
+#: Shortest ``every``: one millisecond.
+MIN_EVERY: Final = 0.001
+#: Longest recurring schedule key.
+MAX_RECURRING_KEY_LENGTH: Final = 200
+
+
+def check_timezone(value: object) -> str:
+    """An IANA time zone name that this machine knows."""
+    if not isinstance(value, str) or not value or len(value) > 100:
+        raise InvalidArgumentError(f"timezone must be an IANA time zone name, got {value!r}")
+    zone_of(value)
+    return value
+
+
+def zone_of(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidArgumentError(f"unknown time zone {name!r}") from None
+
+
+def check_cron(value: object) -> str:
+    """A cron expression cronsim accepts (five fields, or six with seconds first)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_CRON_LENGTH:
+        raise InvalidArgumentError(
+            f"cron must be a cron expression of at most {MAX_CRON_LENGTH} characters, got {value!r}"
+        )
+    expression = " ".join(value.split())
+    try:
+        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
+    except CronSimError as exc:
+        raise InvalidArgumentError(f"invalid cron expression {value!r}: {exc}") from None
+    return expression
+
+
+def check_every(value: object) -> float:
+    """An interval: a timedelta or seconds, from 1 ms to ``MAX_DELAY``."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidArgumentError(f"every must be a timedelta or seconds, got {value!r}")
+    if not seconds > 0:  # also NaN
+        raise InvalidArgumentError(f"every must be > 0, got {value!r}")
+    if seconds < MIN_EVERY or seconds > MAX_DELAY.total_seconds():
+        raise InvalidArgumentError(
+            f"every must be from {MIN_EVERY} s to {MAX_DELAY.days} days, got {value!r}"
+        )
+    return seconds
+
+
+def check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidArgumentError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def check_recurring_key(key: object) -> str:
+    """A recurring schedule's key: a non-empty str of at most 200 characters."""
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError(f"key must be a non-empty str, got {key!r}")
+    if len(key) > MAX_RECURRING_KEY_LENGTH:
+        raise InvalidArgumentError(
+            f"key is {len(key)} characters long; the limit is {MAX_RECURRING_KEY_LENGTH}"
+        )
+    if "\x00" in key:
+        raise InvalidArgumentError("key must not contain NUL characters")
+    return check_unicode(key, "key")
+
+
+def _optional_time(value: object, what: str) -> datetime | None:
+    return None if value is None else check_time(value, what)
+
+
+def check_recurring_info(info: object) -> RecurringInfo:
+    """A schedule to store, checked as ``schedule_recurring`` checks its arguments."""
+    if not isinstance(info, RecurringInfo):
+        raise InvalidArgumentError(f"schedule must be a RecurringInfo, got {type(info).__name__}")
+    check_recurring_key(info.key)
+    check_name(info.name)
+    check_payload_text(info.payload)
+    check_identifier(info.identifier)
+    if (info.cron is None) == (info.every is None):
+        raise InvalidArgumentError("a schedule has exactly one of cron and every")
+    if info.cron is not None:
+        check_cron(info.cron)
+    else:
+        check_every(info.every)
+    check_timezone(info.timezone)
+    check_choice(info.misfire, MISFIRE_MODES, "misfire")
+    check_choice(info.overlap, OVERLAP_MODES, "overlap")
+    start = _optional_time(info.start, "start")
+    end = _optional_time(info.end, "end")
+    if start is not None and end is not None and end < start:
+        raise InvalidArgumentError("end must not be before start")
+    for what in ("runs", "skipped_overlap", "skipped_misfire"):
+        count = getattr(info, what)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_ID:
+            raise InvalidArgumentError(f"{what} must be an int >= 0, got {count!r}")
+    if info.last_call_id is not None:
+        check_id(info.last_call_id, "last_call_id")
+    return attrs.evolve(
+        info,
+        start=start,
+        end=end,
+        anchor=check_time(info.anchor, "anchor"),
+        next_tick=_optional_time(info.next_tick, "next_tick"),
+        last_tick=_optional_time(info.last_tick, "last_tick"),
+        created_at=check_time(info.created_at, "created_at"),
+        updated_at=check_time(info.updated_at, "updated_at"),
     )
 
 
@@ -499,6 +626,22 @@ class StoreArgs:
     @staticmethod
     def purge_dead_letters(ids: object) -> list[int] | None:
         return None if ids is None else check_ids(ids)
+
+    @staticmethod
+    def put_recurring(schedule: object, replace: object) -> tuple[RecurringInfo, bool]:
+        return check_recurring_info(schedule), check_bool(replace, "replace")
+
+    cancel_recurring = staticmethod(check_recurring_key)
+
+    @staticmethod
+    def recurring_schedules(key: object) -> str | None:
+        return None if key is None else check_recurring_key(key)
+
+    @staticmethod
+    def fire_recurring(now: object, limit: object) -> tuple[datetime, int]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError(f"limit must be an int >= 1, got {limit!r}")
+        return check_aware(now, "now"), limit
 
     @staticmethod
     def add_listener(listener: object) -> Listener:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from .._model import DeadLetter, StoredCall
+from .._model import DeadLetter, RecurringInfo, StoredCall
 
 #: Turns a stored time (SQLite: integer microseconds; PostgreSQL: timestamptz) into an
 #: aware UTC datetime.
@@ -17,7 +17,9 @@ TimeReader = Callable[[Any], datetime]
 
 
 def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
-    """``id, name, payload, due_at, identifier, scheduled_at, attempts``."""
+    """``id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key,
+    tick_at``."""
+    tick_at = row[8]
     return StoredCall(
         id=row[0],
         name=row[1],
@@ -26,6 +28,93 @@ def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
         identifier=row[4],
         scheduled_at=when(row[5]),
         attempts=row[6],
+        recurring_key=row[7],
+        tick_at=None if tick_at is None else when(tick_at),
+    )
+
+
+#: The columns of a recurring schedule, in the order the stores select them.
+RECURRING_COLUMNS = (
+    "key",
+    "name",
+    "payload",
+    "identifier",
+    "cron",
+    "every",
+    "timezone",
+    "start_at",
+    "end_at",
+    "misfire",
+    "overlap",
+    "anchor",
+    "next_tick",
+    "last_tick",
+    "last_call_id",
+    "runs",
+    "skipped_overlap",
+    "skipped_misfire",
+    "created_at",
+    "updated_at",
+)
+
+
+def recurring_from_row(row: Sequence[Any], when: TimeReader) -> RecurringInfo:
+    """A row of the ``RECURRING_COLUMNS``."""
+
+    def maybe(value: Any) -> datetime | None:
+        return None if value is None else when(value)
+
+    return RecurringInfo(
+        key=row[0],
+        name=row[1],
+        payload=row[2],
+        identifier=row[3],
+        cron=row[4],
+        every=None if row[5] is None else float(row[5]),
+        timezone=row[6],
+        start=maybe(row[7]),
+        end=maybe(row[8]),
+        misfire=row[9],
+        overlap=row[10],
+        anchor=when(row[11]),
+        next_tick=maybe(row[12]),
+        last_tick=maybe(row[13]),
+        last_call_id=row[14],
+        runs=row[15],
+        skipped_overlap=row[16],
+        skipped_misfire=row[17],
+        created_at=when(row[18]),
+        updated_at=when(row[19]),
+    )
+
+
+def recurring_to_row(info: RecurringInfo, write: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """``info`` as the values of the ``RECURRING_COLUMNS``, times written by ``write``."""
+
+    def maybe(value: datetime | None) -> Any:
+        return None if value is None else write(value)
+
+    return (
+        info.key,
+        info.name,
+        info.payload,
+        info.identifier,
+        info.cron,
+        info.every,
+        info.timezone,
+        maybe(info.start),
+        maybe(info.end),
+        info.misfire,
+        info.overlap,
+        write(info.anchor),
+        maybe(info.next_tick),
+        maybe(info.last_tick),
+        info.last_call_id,
+        info.runs,
+        info.skipped_overlap,
+        info.skipped_misfire,
+        write(info.created_at),
+        write(info.updated_at),
     )
 
 

@@ -11,12 +11,13 @@ from typing import final
 
 import attrs
 
-from .._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._validate import StoreArgs
 from ._claims import free_after_claim, until_next
 from ._listeners import Listeners
+from ._recurring import after_fire, merge_registration, plan_runs
 
 
 @final
@@ -49,6 +50,7 @@ class MemoryStore:
         self._dead: dict[int, DeadLetter] = {}
         self._dead_ids = itertools.count(1)
         self._listeners = Listeners()
+        self._recurring: dict[str, RecurringInfo] = {}
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -71,6 +73,8 @@ class MemoryStore:
                     identifier=new.identifier,
                     scheduled_at=new.scheduled_at,
                     attempts=new.attempts,
+                    recurring_key=new.recurring_key,
+                    tick_at=new.tick_at,
                 )
             )
             ids.append(call_id)
@@ -196,6 +200,8 @@ class MemoryStore:
                 identifier=call.identifier,
                 scheduled_at=call.scheduled_at,
                 attempts=call.attempts + 1,
+                recurring_key=call.recurring_key,
+                tick_at=call.tick_at,
             )
             if name in leased:
                 assert lease is not None
@@ -324,6 +330,52 @@ class MemoryStore:
             self._dead.clear()
             return count
         return sum(self._dead.pop(i, None) is not None for i in set(ids))
+
+    # -- recurring schedules ----------------------------------------------------------
+
+    async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
+        schedule, replace = StoreArgs.put_recurring(schedule, replace)
+        key = schedule.key
+        merged = merge_registration(self._recurring.get(key), schedule, replace)
+        if merged is not None:
+            self._recurring[key] = merged
+        return self._recurring[key]
+
+    async def cancel_recurring(self, key: str) -> bool:
+        key = StoreArgs.cancel_recurring(key)
+        if self._recurring.pop(key, None) is None:
+            return False
+        doomed = [
+            c.id
+            for c in self._calls.values()
+            if c.recurring_key == key and c.id not in self._owners
+        ]
+        for call_id in doomed:
+            del self._calls[call_id]
+        return True
+
+    async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
+        key = StoreArgs.recurring_schedules(key)
+        found = [s for k, s in self._recurring.items() if key is None or k == key]
+        return sorted(found, key=lambda s: s.key)
+
+    async def fire_recurring(self, now: datetime, limit: int) -> RecurringFire:
+        now, limit = StoreArgs.fire_recurring(now, limit)
+        due = sorted(
+            (s for s in self._recurring.values() if s.next_tick is not None and s.next_tick <= now),
+            key=lambda s: (s.next_tick, s.key),
+        )
+        active = {c.recurring_key for c in self._calls.values() if c.recurring_key is not None}
+        runs = 0
+        for info in due[:limit]:
+            plan, calls = plan_runs(info, now, info.key in active)
+            ids = self._schedule_now(calls)
+            self._recurring[info.key] = after_fire(info, plan, ids)
+            runs += len(ids)
+        if len(due) > limit:
+            return RecurringFire(runs, now)
+        ticks = [s.next_tick for s in self._recurring.values() if s.next_tick is not None]
+        return RecurringFire(runs, min(ticks, default=None))
 
     # -- wake-ups and sessions --------------------------------------------------------
 

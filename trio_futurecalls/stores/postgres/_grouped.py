@@ -187,6 +187,8 @@ class GroupedWrites:
             [owner for _, _, owner in rows],
             self._channel,
             notify_payload(earliest),
+            [c.recurring_key for _, c, _ in rows],
+            [c.tick_at for _, c, _ in rows],
         )
         counts = [0 for _ in items]
         for (position,) in done:

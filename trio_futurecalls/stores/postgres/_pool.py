@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
 
 import asyncpg
 import attrs
@@ -20,6 +20,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError
 from ._errors import lost, on_connection, raise_if_gone
+
+T = TypeVar("T")
 
 _log = logging.getLogger("trio_futurecalls.store.postgres.pool")
 
@@ -264,6 +266,24 @@ class Connections:
             await self.release(conn, self.cancel_timeout)
         except Exception as error:  # the pool terminated it: nothing is left out
             _log.info("a cancelled statement's connection was terminated: %r", error)
+
+    async def transaction(self, fn: Callable[[PoolConnectionProxy], Awaitable[T]]) -> T:
+        """On the asyncio side: ``fn(conn)`` in one transaction, on a connection of its
+        own (statements that need Python between them, e.g. firing recurring
+        schedules; not the hot path)."""
+        conn = await self._acquire()
+
+        async def body() -> T:
+            async with conn.transaction():
+                return await fn(conn)
+
+        try:
+            result = await on_connection(conn, body)
+        except BaseException as exc:
+            await self._release_after(conn, exc)
+            raise
+        await self.release(conn)
+        return result
 
     async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
         if self.busy or self.closing:

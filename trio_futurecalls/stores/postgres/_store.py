@@ -9,21 +9,22 @@ task, sessions, the pool and migrations live in modules of their own;
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import asyncpg
 import trio
 
 from ..._errors import StoreClosedError, StoreError
-from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import StoreArgs
 from .._claims import until_next
 from .._listeners import Listeners
-from .._rows import call_from_row, dead_letter_from_row
+from .._recurring import after_fire, merge_registration, plan_runs
+from .._rows import call_from_row, dead_letter_from_row, recurring_from_row, recurring_to_row
 from ._errors import bridge
 from ._grouped import GroupedWrites
 from ._listener import NotifyListener, notify_payload
@@ -33,6 +34,8 @@ from ._session import Sessions, SessionScope
 from ._values import utc
 
 _log = logging.getLogger("trio_futurecalls.store.postgres.store")
+
+T = TypeVar("T")
 
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1
@@ -162,6 +165,8 @@ class PostgresStore:
             self.channel,
             notify_payload(earliest),
             [c.attempts for c in calls],
+            [c.recurring_key for c in calls],
+            [c.tick_at for c in calls],
         )
         # Wake this process's listeners at once too; the NOTIFY reaches other
         # processes (and this one again: listeners tolerate duplicates).
@@ -249,7 +254,7 @@ class PostgresStore:
         # Every claim statement ends with one row whose id is NULL: the next due time.
         calls = [call_from_row(row, utc) for row in rows if row[0] is not None]
         calls.sort(key=lambda c: (c.due_at, c.id))
-        (next_due,) = [row[7] for row in rows if row[0] is None]
+        (next_due,) = [row[9] for row in rows if row[0] is None]
         next_due = None if next_due is None else utc(next_due)
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
@@ -329,6 +334,88 @@ class PostgresStore:
 
     # -- wake-ups ---------------------------------------------------------------------
 
+    # -- recurring schedules ----------------------------------------------------------
+
+    async def _transaction(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn(connection)`` (asyncio side) in one transaction on a connection."""
+        self._live_pool()
+        return await bridge(self._loop, what, self._connections.transaction, fn)
+
+    async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
+        schedule, replace = StoreArgs.put_recurring(schedule, replace)
+        q = self._q
+        values = recurring_to_row(schedule, _same)
+
+        async def work(conn: Any) -> RecurringInfo:
+            if await conn.fetchval(q["recurring_insert_new"], *values) is not None:
+                return schedule
+            row = await conn.fetchrow(q["recurring_lock"], schedule.key)
+            existing = recurring_from_row(row, utc)
+            merged = merge_registration(existing, schedule, replace)
+            if merged is None:
+                return existing
+            await conn.execute(q["recurring_put"], *recurring_to_row(merged, _same))
+            return merged
+
+        return await self._transaction("put_recurring", work)
+
+    async def cancel_recurring(self, key: str) -> bool:
+        key = StoreArgs.cancel_recurring(key)
+        row = await self._call("fetchrow", "recurring_cancel", key)
+        return bool(row[0])
+
+    async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
+        key = StoreArgs.recurring_schedules(key)
+        rows = await self._call("fetch", "recurring_list", key)
+        return [recurring_from_row(row, utc) for row in rows]
+
+    async def fire_recurring(self, now: datetime, limit: int) -> RecurringFire:
+        now, limit = StoreArgs.fire_recurring(now, limit)
+        q = self._q
+        channel = self.channel
+
+        async def work(conn: Any) -> tuple[list[NewCall], bool, datetime | None, bool]:
+            rows = await conn.fetch(q["recurring_due"], now, limit)
+            schedules = [recurring_from_row(row, utc) for row in rows]
+            skipping = [s.key for s in schedules if s.overlap == "skip"]
+            active = set()
+            if skipping:
+                found = await conn.fetch(q["recurring_active"], skipping)
+                active = {r[0] for r in found}
+            stored: list[NewCall] = []
+            for info in schedules:
+                plan, calls = plan_runs(info, now, info.key in active)
+                ids: list[int] = []
+                if calls:
+                    inserted = await conn.fetch(
+                        q["insert_calls"],
+                        [c.name for c in calls],
+                        [c.payload for c in calls],
+                        [c.due_at for c in calls],
+                        [c.identifier for c in calls],
+                        [c.scheduled_at for c in calls],
+                        channel,
+                        notify_payload(min(c.due_at for c in calls)),
+                        [c.attempts for c in calls],
+                        [c.recurring_key for c in calls],
+                        [c.tick_at for c in calls],
+                    )
+                    ids = [r[0] for r in inserted]
+                    stored.extend(calls)
+                fired = after_fire(info, plan, ids)
+                await conn.execute(q["recurring_put"], *recurring_to_row(fired, _same))
+            next_tick, still_due = await conn.fetchrow(q["recurring_after_fire"], now)
+            return stored, len(rows) >= limit, next_tick, still_due
+
+        stored, full, next_tick, still_due = await self._transaction("fire_recurring", work)
+        if stored:
+            self._listeners.notify(min(c.due_at for c in stored))
+        if full and still_due:
+            return RecurringFire(len(stored), now)
+        return RecurringFire(
+            len(stored), None if next_tick is None else utc(next_tick), contended=still_due
+        )
+
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
@@ -358,3 +445,8 @@ class PostgresStore:
         if scope.cancelled_caught:
             _log.warning("closing the pool took too long; terminating its connections")
             pool.terminate()
+
+
+def _same(value: datetime) -> datetime:
+    """Times go to asyncpg as they are (aware datetimes)."""
+    return value

@@ -42,7 +42,7 @@ def keep_as_dead_letters(
     dead letters failed at ``now_us``, their error starting with ``what``. The caller
     deletes the rows in the same transaction."""
     for call in calls:
-        name, payload, due_at, identifier, scheduled_at, attempts = call.kept
+        name, payload, due_at, identifier, scheduled_at, attempts = call.kept[:6]
         conn.execute(
             _INSERT,
             (

@@ -18,7 +18,7 @@ from typing import Any, Final
 import attrs
 
 from ..._errors import InvalidArgumentError, StoreError
-from ..._model import DeadLetter, StoredCall
+from ..._model import DeadLetter, RecurringInfo, StoredCall
 from ..._validate import (
     EARLIEST_TIME,
     LATEST_TIME,
@@ -29,6 +29,7 @@ from ..._validate import (
     check_name,
     check_owner,
     check_payload_text,
+    check_recurring_key,
 )
 from .. import _rows as shared
 from ._connection import from_micros, to_micros
@@ -145,7 +146,21 @@ CALL_COLUMNS: Final = (
     _time("scheduled_at"),
     _ATTEMPTS,
 )
-_CLAIMED_COLUMNS: Final = (*CALL_COLUMNS[:5], _ATTEMPTS_TO_CLAIM)
+_RECURRING_KEY = Column(
+    "recurring_key",
+    lambda v: v is None or (type(v) is str and _passes(check_recurring_key, v)),
+    "is not a recurring schedule key (NULL, or 1 to 200 characters of UTF-8 without NUL)",
+    lambda value, now: None,
+)
+_TICK_AT = Column(
+    "tick_at",
+    lambda v: v is None or _is_time(v),
+    "is not NULL or " + _TIME_SAYS.removeprefix("is not "),
+    lambda value, now: None,
+)
+#: ``id`` then these: what ``pending`` selects.
+PENDING_COLUMNS: Final = (*CALL_COLUMNS, _RECURRING_KEY, _TICK_AT)
+_CLAIMED_COLUMNS: Final = (*CALL_COLUMNS[:5], _ATTEMPTS_TO_CLAIM, _RECURRING_KEY, _TICK_AT)
 LEASE_OWNER = Column(
     "lease_owner",
     lambda v: v is None or (type(v) is str and _passes(check_owner, v)),
@@ -201,13 +216,13 @@ def claimed_call(row: Sequence[Any], now_us: int) -> StoredCall | Checked:
     checked = check_row(row, _CLAIMED_COLUMNS, now_us)
     if checked.problems:
         return checked
-    return shared.call_from_row((*row[:6], row[6] + 1), from_micros)
+    return shared.call_from_row((*row[:6], row[6] + 1, *row[7:]), from_micros)
 
 
 def pending_call(row: Sequence[Any]) -> StoredCall:
     """A row of ``pending``; one that does not decode is a :class:`StoreError` that
     says which row and why."""
-    checked = check_row(row, CALL_COLUMNS, 0)
+    checked = check_row(row, PENDING_COLUMNS, 0)
     if checked.problems:
         raise StoreError(checked.reason(f"SQLite store: pending call {row[0]} cannot be read"))
     return shared.call_from_row(row, from_micros)
@@ -231,3 +246,23 @@ def due_time(value: object) -> datetime | None:
     if type(value) is not int and type(value) is not float:
         return None
     return from_micros(int(min(max(value, EARLIEST_MICROS), LATEST_MICROS)))
+
+
+def recurring(row: Sequence[Any]) -> RecurringInfo:
+    """A row of the ``RECURRING_COLUMNS``; one that does not decode (a row that
+    bypassed the CHECKs) is a :class:`StoreError` that says which schedule."""
+    try:
+        if not all(type(row[i]) is int or row[i] is None for i in _RECURRING_INTS):
+            raise TypeError("a time or count is not an integer")
+        if not all(type(row[i]) is str or row[i] is None for i in _RECURRING_TEXTS):
+            raise TypeError("a text column is not text")
+        return shared.recurring_from_row(row, from_micros)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StoreError(
+            f"SQLite store: recurring schedule {show(row[0])} cannot be read "
+            f"(written by another program?): {exc}"
+        ) from None
+
+
+_RECURRING_INTS: Final = (7, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19)
+_RECURRING_TEXTS: Final = (0, 1, 2, 3, 4, 6, 9, 10)

@@ -24,17 +24,28 @@ from typing import Final, TypeVar, final
 import trio
 
 from ..._errors import StoreClosedError, StoreError
-from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
+from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import StoreArgs
 from .._batch import Failed, GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
+from .._recurring import after_fire, merge_registration, plan_runs
+from .._rows import recurring_to_row
 from .._sql import queries
 from ._connection import to_micros, translate
 from ._quarantine import keep_as_dead_letters
-from ._rows import Checked, claimed_call, dead_letter, due_time, pending_call, read_text, show
+from ._rows import (
+    Checked,
+    claimed_call,
+    dead_letter,
+    due_time,
+    pending_call,
+    read_text,
+    recurring,
+    show,
+)
 from ._session import SQLiteSession
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,6 +90,20 @@ def _each(conn: sqlite3.Connection, ops: Sequence[_Op]) -> list[object]:
             conn.execute("RELEASE futurecalls_op")
     conn.execute("RELEASE futurecalls_batch")
     return results
+
+
+def _insert_params(c: NewCall) -> tuple[object, ...]:
+    """The parameters of ``insert_call`` for ``c``."""
+    return (
+        c.name,
+        c.payload,
+        to_micros(c.due_at),
+        c.identifier,
+        to_micros(c.scheduled_at),
+        c.attempts,
+        c.recurring_key,
+        None if c.tick_at is None else to_micros(c.tick_at),
+    )
 
 
 def _own_error(exc: Exception) -> StoreError:
@@ -165,20 +190,7 @@ class SQLiteStore:
         sql = self._q["insert_call"]
 
         def work(conn: sqlite3.Connection) -> list[int]:
-            return [
-                conn.execute(
-                    sql,
-                    (
-                        c.name,
-                        c.payload,
-                        to_micros(c.due_at),
-                        c.identifier,
-                        to_micros(c.scheduled_at),
-                        c.attempts,
-                    ),
-                ).fetchone()[0]
-                for c in calls
-            ]
+            return [conn.execute(sql, _insert_params(c)).fetchone()[0] for c in calls]
 
         ids = await self._write(work)
         self._listeners.notify(min(c.due_at for c in calls))
@@ -315,6 +327,8 @@ class SQLiteStore:
                     c.identifier,
                     to_micros(c.scheduled_at),
                     c.attempts,
+                    c.recurring_key,
+                    None if c.tick_at is None else to_micros(c.tick_at),
                 )
                 handed += conn.execute(deleted_sql, params).rowcount
             return handed
@@ -420,7 +434,7 @@ class SQLiteStore:
             if row is None:
                 return None
             name, payload, identifier, scheduled_at = row
-            params = (name, payload, to_micros(due_at), identifier, scheduled_at, 0)
+            params = (name, payload, to_micros(due_at), identifier, scheduled_at, 0, None, None)
             new_id: int = conn.execute(insert_sql, params).fetchone()[0]
             return new_id
 
@@ -441,6 +455,77 @@ class SQLiteStore:
         )
 
     # -- wake-ups and sessions --------------------------------------------------------
+
+    # -- recurring schedules ----------------------------------------------------------
+
+    async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
+        schedule, replace = StoreArgs.put_recurring(schedule, replace)
+        get_sql, put_sql = self._q["recurring_get"], self._q["recurring_put"]
+
+        def work(conn: sqlite3.Connection) -> RecurringInfo:
+            row = conn.execute(get_sql, (schedule.key,)).fetchone()
+            existing = None if row is None else recurring(row)
+            merged = merge_registration(existing, schedule, replace)
+            if merged is None:
+                assert existing is not None
+                return existing
+            conn.execute(put_sql, recurring_to_row(merged, to_micros))
+            return merged
+
+        return await self._write(work)
+
+    async def cancel_recurring(self, key: str) -> bool:
+        key = StoreArgs.cancel_recurring(key)
+        delete_sql, runs_sql = self._q["recurring_delete"], self._q["recurring_delete_runs"]
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if not conn.execute(delete_sql, (key,)).rowcount:
+                return False
+            conn.execute(runs_sql, (key,))
+            return True
+
+        return await self._write(work)
+
+    async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
+        key = StoreArgs.recurring_schedules(key)
+        sql = self._q["recurring_list"]
+        rows = await self._run(lambda conn: conn.execute(sql, {"key": key}).fetchall())
+        return [recurring(row) for row in rows]
+
+    async def fire_recurring(self, now: datetime, limit: int) -> RecurringFire:
+        now, limit = StoreArgs.fire_recurring(now, limit)
+        now_us = to_micros(now)
+        q = self._q
+        insert_sql = q["insert_call"]
+
+        def work(conn: sqlite3.Connection) -> tuple[list[NewCall], int, datetime | None]:
+            # BEGIN IMMEDIATE (in _write): one firing process at a time, so each tick
+            # is stored as a run once, with the schedule's next tick, or not at all.
+            rows = conn.execute(q["recurring_due"], (now_us, limit + 1)).fetchall()
+            stored: list[NewCall] = []
+            for row in rows[:limit]:
+                try:
+                    info = recurring(row[1:])
+                except StoreError as exc:
+                    _log.error("%s: %s; it is stopped (no next tick)", self.path, exc)
+                    conn.execute(q["recurring_stop"], (row[0],))
+                    continue
+                active = conn.execute(q["recurring_active"], (info.key,)).fetchone()
+                plan, calls = plan_runs(info, now, active is not None)
+                ids = [conn.execute(insert_sql, _insert_params(c)).fetchone()[0] for c in calls]
+                conn.execute(
+                    q["recurring_put"], recurring_to_row(after_fire(info, plan, ids), to_micros)
+                )
+                stored.extend(calls)
+            if len(rows) > limit:
+                return stored, len(stored), now
+            (next_us,) = conn.execute(q["recurring_next"]).fetchone()
+            return stored, len(stored), due_time(next_us) if next_us is not None else None
+
+        stored, runs, next_tick = await self._write(work)
+        if stored:
+            self._listeners.notify(min(c.due_at for c in stored))
+        return RecurringFire(runs, next_tick)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -44,11 +44,16 @@ SELECT current_setting('max_connections')::integer,
 WITH input AS (
     SELECT *
     FROM unnest(
-        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[]
-    ) WITH ORDINALITY AS t (name, payload, due_at, identifier, scheduled_at, attempts, ord)
+        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[],
+        $9::text[], $10::timestamptz[]
+    ) WITH ORDINALITY AS t (
+        name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at, ord
+    )
 ), inserted AS (
-    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at, attempts)
-    SELECT name, payload, due_at, identifier, scheduled_at, attempts FROM input ORDER BY ord
+    INSERT INTO {schema}.calls
+        (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
+    SELECT name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+    FROM input ORDER BY ord
     RETURNING id
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
@@ -69,7 +74,7 @@ WITH deleted AS (
 SELECT count(*) FROM deleted;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
 FROM {schema}.calls
 WHERE (lease_owner IS NULL OR due_at <= $6::timestamptz)
   AND ($1::text IS NULL OR name = $1::text)
@@ -130,11 +135,11 @@ room AS (
 -- name: _claim_result
 -- A fragment ending each claim statement: the taken calls, then one row whose id is
 -- NULL and whose last column is the next due time (see _claim_next).
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts,
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
     NULL::timestamptz AS next_due
 FROM taken
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 
 -- name: claim
 -- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
@@ -153,14 +158,15 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
-        least(attempts + 1, 1000000) AS attempts
+        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at
 ), leased AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $6::text, due_at = $7::timestamptz,
         attempts = least(c.attempts + 1, 1000000)
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
-    RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
+    RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
+        c.recurring_key, c.tick_at
 ), taken AS (
     SELECT * FROM deleted
     UNION ALL
@@ -175,7 +181,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked)
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
-        least(attempts + 1, 1000000) AS attempts
+        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at
 )
 {_claim_result};
 
@@ -188,7 +194,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
         attempts = least(c.attempts + 1, 1000000)
     FROM picked AS p
     WHERE c.id = p.id
-    RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
+    RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
+        c.recurring_key, c.tick_at
 )
 {_claim_result};
 
@@ -205,8 +212,11 @@ WITH input AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-        $6::timestamptz[], $7::integer[], $8::text[]
-    ) WITH ORDINALITY AS t (id, name, payload, due_at, identifier, scheduled_at, attempts, owner, ord)
+        $6::timestamptz[], $7::integer[], $8::text[], $11::text[], $12::timestamptz[]
+    ) WITH ORDINALITY AS t (
+        id, name, payload, due_at, identifier, scheduled_at, attempts, owner, recurring_key,
+        tick_at, ord
+    )
 ), released AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = NULL, due_at = i.due_at, attempts = i.attempts
@@ -220,9 +230,11 @@ WITH input AS (
     WHERE NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
     ORDER BY id, ord
 ), reinserted AS (
-    INSERT INTO {schema}.calls (id, name, payload, due_at, identifier, scheduled_at, attempts)
+    INSERT INTO {schema}.calls
+        (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
     OVERRIDING SYSTEM VALUE
-    SELECT id, name, payload, due_at, identifier, scheduled_at, attempts FROM gone
+    SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+    FROM gone
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), done AS (
@@ -362,3 +374,75 @@ SELECT count(*) FROM deleted;
 -- name: purge_all_dead_letters
 WITH deleted AS (DELETE FROM {schema}.dead_letters RETURNING 1)
 SELECT count(*) FROM deleted;
+
+-- Recurring schedules. The columns, in this order, are stores/_rows.RECURRING_COLUMNS.
+
+-- name: recurring_insert_new
+-- Register a key not stored yet; nothing (no row returned) if it exists.
+INSERT INTO {schema}.recurring (key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+ON CONFLICT (key) DO NOTHING
+RETURNING key;
+
+-- name: recurring_lock
+SELECT key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at
+FROM {schema}.recurring WHERE key = $1 FOR UPDATE;
+
+-- name: recurring_put
+-- Store a schedule (as a whole) under its key.
+INSERT INTO {schema}.recurring (key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+ON CONFLICT (key) DO UPDATE SET
+    name = EXCLUDED.name, payload = EXCLUDED.payload, identifier = EXCLUDED.identifier,
+    cron = EXCLUDED.cron, every = EXCLUDED.every, timezone = EXCLUDED.timezone,
+    start_at = EXCLUDED.start_at, end_at = EXCLUDED.end_at, misfire = EXCLUDED.misfire,
+    overlap = EXCLUDED.overlap, anchor = EXCLUDED.anchor, next_tick = EXCLUDED.next_tick,
+    last_tick = EXCLUDED.last_tick, last_call_id = EXCLUDED.last_call_id,
+    runs = EXCLUDED.runs, skipped_overlap = EXCLUDED.skipped_overlap,
+    skipped_misfire = EXCLUDED.skipped_misfire, created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at;
+
+-- name: recurring_cancel
+-- Delete a schedule and its runs that have not started (leased rows are running).
+WITH schedule AS (
+    DELETE FROM {schema}.recurring WHERE key = $1 RETURNING key
+), runs AS (
+    DELETE FROM {schema}.calls
+    WHERE recurring_key = $1 AND lease_owner IS NULL AND EXISTS (SELECT 1 FROM schedule)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM schedule), (SELECT count(*) FROM runs);
+
+-- name: recurring_list
+SELECT key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at
+FROM {schema}.recurring WHERE ($1::text IS NULL OR key = $1::text) ORDER BY key;
+
+-- name: recurring_due
+-- The due schedules, earliest first, locked for this fire; a schedule another worker
+-- is firing is skipped (its tick is that worker's).
+SELECT key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at
+FROM {schema}.recurring WHERE next_tick <= $1::timestamptz
+ORDER BY next_tick, key
+LIMIT $2::integer
+FOR UPDATE SKIP LOCKED;
+
+-- name: recurring_active
+-- Keys (of $1) with a run in the store: pending, waiting for a retry, or leased.
+SELECT DISTINCT recurring_key FROM {schema}.calls WHERE recurring_key = ANY($1::text[]);
+
+-- name: recurring_after_fire
+-- After this transaction's fires: the earliest next tick still ahead, and whether a
+-- schedule is still due (locked by another worker's fire, or beyond this batch).
+SELECT min(next_tick) FILTER (WHERE next_tick > $1::timestamptz),
+    coalesce(bool_or(next_tick <= $1::timestamptz), false)
+FROM {schema}.recurring;

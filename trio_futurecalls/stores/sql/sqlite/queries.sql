@@ -1,6 +1,7 @@
 -- name: insert_call
-INSERT INTO futurecalls_calls (name, payload, due_at, identifier, scheduled_at, attempts)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO futurecalls_calls
+    (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id;
 
 -- name: cancel
@@ -11,7 +12,7 @@ DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NULL;
 DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
 FROM futurecalls_calls
 WHERE (lease_owner IS NULL OR due_at <= :now)
   AND (:name IS NULL OR name = :name)
@@ -40,7 +41,7 @@ LIMIT 1;
 -- The earliest due rows of one name, up to that name's free slots (an expired
 -- lease's row is due: its due_at is the expiry). Attempts as stored: the claim adds
 -- one once the row decoded (stores/sqlite/_rows.py).
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
 FROM futurecalls_calls
 WHERE name = ? AND due_at <= ?
 ORDER BY due_at, id
@@ -64,8 +65,9 @@ WHERE id = ? AND lease_owner = ?;
 -- name: put_back_deleted
 -- A call its claim deleted, stored again under its old id, unless a row with that id
 -- exists (pending already, or another worker's).
-INSERT INTO futurecalls_calls (id, name, payload, due_at, identifier, scheduled_at, attempts)
-SELECT ?, ?, ?, ?, ?, ?, ?
+INSERT INTO futurecalls_calls
+    (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
 WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1);
 
 -- name: renew
@@ -117,3 +119,48 @@ DELETE FROM futurecalls_dead_letters WHERE id = ?;
 
 -- name: purge_all_dead_letters
 DELETE FROM futurecalls_dead_letters;
+
+-- Recurring schedules. The columns, in this order, are stores/_rows.RECURRING_COLUMNS.
+
+-- name: recurring_get
+SELECT key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at
+FROM futurecalls_recurring WHERE key = ?;
+
+-- name: recurring_list
+SELECT key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at
+FROM futurecalls_recurring WHERE (:key IS NULL OR key = :key) ORDER BY key;
+
+-- name: recurring_put
+INSERT OR REPLACE INTO futurecalls_recurring (key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: recurring_delete
+DELETE FROM futurecalls_recurring WHERE key = ?;
+
+-- name: recurring_delete_runs
+-- A cancelled schedule's runs that have not started (leased rows are running).
+DELETE FROM futurecalls_calls WHERE recurring_key = ? AND lease_owner IS NULL;
+
+-- name: recurring_due
+-- rowid first: a row that cannot be read is stopped by it.
+SELECT rowid, key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,
+    overlap, anchor, next_tick, last_tick, last_call_id, runs, skipped_overlap,
+    skipped_misfire, created_at, updated_at
+FROM futurecalls_recurring WHERE next_tick <= ? ORDER BY next_tick, key LIMIT ?;
+
+-- name: recurring_stop
+-- A schedule no worker can read: it stops (no next tick) instead of failing each fire.
+UPDATE futurecalls_recurring SET next_tick = NULL WHERE rowid = ?;
+
+-- name: recurring_active
+-- A run of the schedule is in the store: pending, waiting for a retry, or leased.
+SELECT 1 FROM futurecalls_calls WHERE recurring_key = ? LIMIT 1;
+
+-- name: recurring_next
+SELECT min(next_tick) FROM futurecalls_recurring;
