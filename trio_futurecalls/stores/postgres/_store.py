@@ -347,9 +347,14 @@ class PostgresStore:
         values = recurring_to_row(schedule, _same)
 
         async def work(conn: Any) -> RecurringInfo:
-            if await conn.fetchval(q["recurring_insert_new"], *values) is not None:
-                return schedule
-            row = await conn.fetchrow(q["recurring_lock"], schedule.key)
+            while True:
+                if await conn.fetchval(q["recurring_insert_new"], *values) is not None:
+                    return schedule
+                row = await conn.fetchrow(q["recurring_lock"], schedule.key)
+                if row is not None:
+                    break
+                # Cancelled by another transaction between the two statements: the
+                # key is free again, so the insert goes through next time.
             existing = recurring_from_row(row, utc)
             merged = merge_registration(existing, schedule, replace)
             if merged is None:
