@@ -17,7 +17,7 @@ from .._model import NewCall, RecurringInfo
 from .._recurrence import Plan, plan_fire
 from .._validate import check_identifier, check_name, check_payload_text
 
-_log = logging.getLogger("trio_futurecalls.recurring")
+_log = logging.getLogger("trio_futurecalls.store.recurring")
 
 #: What a schedule does when it runs (changing it keeps the schedule's next tick).
 _WHAT = ("name", "payload", "identifier", "misfire", "overlap")
