@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import final
+from typing import Literal, TypeAlias, final
 
 import attrs
+
+#: What ``schedule`` does when a call with the same name and unique key is pending:
+#: keep it and return its id ("ignore"), replace its payload, due time and identifier
+#: ("replace"), or raise :class:`DuplicateCallError` ("error").
+OnConflict: TypeAlias = Literal["ignore", "replace", "error"]
 
 
 @attrs.frozen(kw_only=True)
@@ -19,6 +24,10 @@ class NewCall:
     scheduled_at: datetime
     #: Attempts already made (a retry of an at-most-once call is stored anew with these).
     attempts: int = 0
+    #: At most one pending call per ``(name, unique_key)`` in a store (None: no key).
+    unique_key: str | None = None
+    #: What to do when a call with this name and key is pending already.
+    on_conflict: OnConflict = "ignore"
 
 
 @final
@@ -41,6 +50,9 @@ class StoredCall:
     scheduled_at: datetime
     #: Attempts started so far; in a claimed call this includes the one starting now.
     attempts: int = 0
+    #: The unique key a pending call holds; None once claimed (a claim frees the key:
+    #: a claimed, retried or handed-back call has none).
+    unique_key: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -262,6 +262,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
             ("calls", "scheduled_at"): (tz, "NO", "NO"),
             ("calls", "attempts"): ("integer", "NO", "NO"),
             ("calls", "lease_owner"): ("text", "YES", "NO"),
+            ("calls", "unique_key"): ("text", "YES", "NO"),
             ("dead_letters", "id"): ("bigint", "NO", "YES"),
             ("dead_letters", "call_id"): ("bigint", "NO", "NO"),
             ("dead_letters", "name"): ("text", "NO", "NO"),
@@ -285,6 +286,9 @@ async def test_migrations_produce_the_expected_schema() -> None:
             "calls_name_due_id_idx": "btree (name, due_at, id)",
             "calls_due_id_idx": "btree (due_at, id)",
             "calls_identifier_idx": "btree (identifier) WHERE (identifier IS NOT NULL)",
+            "calls_name_unique_key_idx": (
+                "btree (name, unique_key) WHERE (unique_key IS NOT NULL)"
+            ),
             "dead_letters_pkey": "btree (id)",
             "dead_letters_failed_id_idx": "btree (failed_at, id)",
             "schema_version_pkey": "btree (version)",
@@ -301,6 +305,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
             "calls_name_length",
             "calls_payload_size",
             "calls_scheduled_at_range",
+            "calls_unique_key_length",
             "dead_letters_attempts",
             "dead_letters_due_at_range",
             "dead_letters_failed_at_range",

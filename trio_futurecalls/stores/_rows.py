@@ -16,8 +16,10 @@ from .._model import DeadLetter, StoredCall
 TimeReader = Callable[[Any], datetime]
 
 
-def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
-    """``id, name, payload, due_at, identifier, scheduled_at, attempts``."""
+def call_from_row(row: Sequence[Any], when: TimeReader, *, keyed: bool = False) -> StoredCall:
+    """``id, name, payload, due_at, identifier, scheduled_at, attempts``, and with
+    ``keyed`` then ``unique_key`` (pending rows carry their key; claimed ones have
+    none: the claim freed it)."""
     return StoredCall(
         id=row[0],
         name=row[1],
@@ -26,6 +28,7 @@ def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
         identifier=row[4],
         scheduled_at=when(row[5]),
         attempts=row[6],
+        unique_key=row[7] if keyed else None,
     )
 
 

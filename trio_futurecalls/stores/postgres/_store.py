@@ -9,19 +9,20 @@ task, sessions, the pool and migrations live in modules of their own;
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, final
 
 import asyncpg
 import trio
 
-from ..._errors import StoreClosedError, StoreError
+from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import StoreArgs
 from .._claims import until_next
+from .._keys import merge_repeated_keys
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row
 from ._errors import bridge
@@ -36,6 +37,25 @@ _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1
+
+
+class _Duplicate(Exception):
+    """Rolls back the transaction of a batch whose "error" key conflicted."""
+
+
+async def _aio_fetch_unless_duplicate(conn: Any, sql: str, *args: Any) -> list[Any]:
+    """On the asyncio side, on ``conn``: ``insert_keyed_calls`` in a transaction of its
+    own, rolled back when an "error" request met a pending holder of its key (its row
+    says conflicted); the rows come back either way."""
+    rows: list[Any] = []
+    try:
+        async with conn.transaction():
+            rows = await conn.fetch(sql, *args)
+            if any(row[1] and row[2] == "error" for row in rows):
+                raise _Duplicate
+    except _Duplicate:
+        pass  # rolled back: nothing of the batch is stored
+    return rows
 
 
 @final
@@ -102,6 +122,11 @@ class PostgresStore:
         self._live_pool()
         return await bridge(self._loop, query, self._connections.run, method, self._q[query], args)
 
+    async def _call_with(self, fn: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
+        """As :meth:`_call`, with ``fn(conn, sql, *args)`` run on the connection."""
+        self._live_pool()
+        return await bridge(self._loop, query, self._connections.run_with, fn, self._q[query], args)
+
     def connections_in_use(self) -> int:
         """Pool connections checked out right now (by sessions or store operations).
 
@@ -151,6 +176,8 @@ class PostgresStore:
         if not calls:
             return []
         earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
+        if any(c.unique_key is not None for c in calls):
+            return await self._schedule_keyed(calls, earliest)
         rows = await self._call(
             "fetch",
             "insert_calls",
@@ -167,6 +194,34 @@ class PostgresStore:
         # processes (and this one again: listeners tolerate duplicates).
         self._listeners.notify(earliest)
         return [row[0] for row in rows]
+
+    async def _schedule_keyed(self, calls: Sequence[NewCall], earliest: datetime) -> list[int]:
+        """A batch with unique keys: one statement (``insert_keyed_calls``); in a
+        transaction of its own, rolled back on a conflict, when it has "error" keys."""
+        merged, answers = merge_repeated_keys(calls)
+        strict = any(c.unique_key is not None and c.on_conflict == "error" for c in merged)
+        args = (
+            [c.name for c in merged],
+            [c.payload for c in merged],
+            [c.due_at for c in merged],
+            [c.identifier for c in merged],
+            [c.scheduled_at for c in merged],
+            self.channel,
+            notify_payload(earliest),
+            [c.attempts for c in merged],
+            [c.unique_key for c in merged],
+            [c.on_conflict for c in merged],
+        )
+        if strict:
+            rows = await self._call_with(_aio_fetch_unless_duplicate, "insert_keyed_calls", *args)
+        else:
+            rows = await self._call("fetch", "insert_keyed_calls", *args)
+        for call, row in zip(merged, rows, strict=True):
+            if row[1] and row[2] == "error":
+                assert call.unique_key is not None
+                raise DuplicateCallError(call.name, call.unique_key, row[0])
+        self._listeners.notify(earliest)
+        return [rows[k][0] for k in answers]
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)
@@ -192,7 +247,7 @@ class PostgresStore:
             query.limit,
             query.now,
         )
-        return [call_from_row(row, utc) for row in rows]
+        return [call_from_row(row, utc, keyed=True) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         due_by = StoreArgs.pending_counts(due_by)

@@ -29,6 +29,7 @@ from ..._validate import (
     check_name,
     check_owner,
     check_payload_text,
+    check_unique_key,
 )
 from .. import _rows as shared
 from ._connection import from_micros, to_micros
@@ -112,6 +113,12 @@ _IDENTIFIER = Column(
     "is not an identifier (NULL, or 1 to 255 characters of UTF-8 without NUL)",
     lambda value, now: None,
 )
+_UNIQUE_KEY = Column(
+    "unique_key",
+    lambda v: v is None or (type(v) is str and _passes(check_unique_key, v)),
+    "is not a unique key (NULL, or 1 to 255 characters of UTF-8 without NUL)",
+    lambda value, now: None,
+)
 _TIME_SAYS: Final = (
     "is not a time (integer microseconds since 1970-01-01 UTC, from 0001-01-02 to 9999-12-30)"
 )
@@ -146,6 +153,9 @@ CALL_COLUMNS: Final = (
     _ATTEMPTS,
 )
 _CLAIMED_COLUMNS: Final = (*CALL_COLUMNS[:5], _ATTEMPTS_TO_CLAIM)
+#: ``id`` then these: what ``pending`` selects (a claim never reads the unique key:
+#: it frees it, so a bad one cannot stop a claim).
+PENDING_COLUMNS: Final = (*CALL_COLUMNS, _UNIQUE_KEY)
 LEASE_OWNER = Column(
     "lease_owner",
     lambda v: v is None or (type(v) is str and _passes(check_owner, v)),
@@ -207,10 +217,10 @@ def claimed_call(row: Sequence[Any], now_us: int) -> StoredCall | Checked:
 def pending_call(row: Sequence[Any]) -> StoredCall:
     """A row of ``pending``; one that does not decode is a :class:`StoreError` that
     says which row and why."""
-    checked = check_row(row, CALL_COLUMNS, 0)
+    checked = check_row(row, PENDING_COLUMNS, 0)
     if checked.problems:
         raise StoreError(checked.reason(f"SQLite store: pending call {row[0]} cannot be read"))
-    return shared.call_from_row(row, from_micros)
+    return shared.call_from_row(row, from_micros, keyed=True)
 
 
 def dead_letter(row: Sequence[Any]) -> DeadLetter:

@@ -55,6 +55,62 @@ WITH input AS (
 )
 SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 
+-- name: insert_keyed_calls
+-- A batch with unique keys ($9, NULL for none; each (name, key) at most once: the
+-- store merges repeats within a batch first) and what to do on a conflict ($10:
+-- ignore, replace, error), in one statement. The partial unique index of migration
+-- 0004 finds each conflict with a pending call, also one another transaction is
+-- inserting right now (ON CONFLICT waits for it), and DO UPDATE locks the holder and
+-- returns it, so every input row gets an answer in this statement: PostgreSQL
+-- guarantees an insert or an update, and if a claim frees the key meanwhile (deletes
+-- the row or clears its key), the insert goes ahead. "replace" gives the holder the
+-- new payload, due time and identifier; "ignore" and "error" change nothing (the
+-- caller rolls back the transaction of an "error" batch that conflicted). Ids are
+-- drawn first, in input order, so that "id = new_id" tells an inserted row from a
+-- holder. Rows are written in (name, unique_key) order, so that batches racing for
+-- the same keys lock them in the same order (no deadlock). NOTIFY in the same
+-- statement. Returns, in input order: the id, whether it is a holder's
+-- ("conflicted"), and the input's on_conflict.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
+        $8::integer[], $9::text[], $10::text[]
+    ) WITH ORDINALITY AS t (
+        name, payload, due_at, identifier, scheduled_at, attempts, unique_key, on_conflict, ord
+    )
+), numbered AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('{schema}.calls', 'id')) AS new_id, i.*
+    FROM (SELECT * FROM input ORDER BY ord) AS i
+), written AS (
+    INSERT INTO {schema}.calls AS c
+        (id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key
+    FROM numbered
+    ORDER BY name, unique_key, ord
+    ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO UPDATE SET
+        (payload, due_at, identifier) = (
+            SELECT
+                CASE WHEN n.on_conflict = 'replace' THEN excluded.payload ELSE c.payload END,
+                CASE WHEN n.on_conflict = 'replace' THEN excluded.due_at ELSE c.due_at END,
+                CASE WHEN n.on_conflict = 'replace' THEN excluded.identifier
+                    ELSE c.identifier END
+            FROM numbered AS n
+            WHERE n.new_id = excluded.id
+        )
+    RETURNING c.id, c.name, c.unique_key
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
+)
+SELECT coalesce(inserted.id, holder.id) AS id, inserted.id IS NULL AS conflicted, n.on_conflict
+FROM numbered AS n
+LEFT JOIN written AS inserted ON inserted.id = n.new_id
+LEFT JOIN written AS holder
+    ON n.unique_key IS NOT NULL AND holder.name = n.name AND holder.unique_key = n.unique_key
+CROSS JOIN wakeup
+ORDER BY n.ord;
+
 -- name: cancel
 -- Leased rows are running, not pending: they are not cancelled here.
 WITH deleted AS (
@@ -69,7 +125,8 @@ WITH deleted AS (
 SELECT count(*) FROM deleted;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
+-- A row whose lease expired has no unique key (its claim cleared it).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key
 FROM {schema}.calls
 WHERE (lease_owner IS NULL OR due_at <= $6::timestamptz)
   AND ($1::text IS NULL OR name = $1::text)
@@ -147,7 +204,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 -- skipping rows another claimer holds, keep the earliest `limit` across names, then
 -- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
 -- (at-least-once; an expired lease's row is due again, since its due_at is the
--- expiry). Returns each call with its due time before the claim and its new attempt
+-- expiry). Either way the claim frees the row's unique key (a leased row's is set to
+-- NULL). Returns each call with its due time before the claim and its new attempt
 -- count. Rows locked but not kept are unlocked when the statement's transaction ends.
 {_claim_picked}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
@@ -157,7 +215,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 ), leased AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $6::text, due_at = $7::timestamptz,
-        attempts = least(c.attempts + 1, 1000000)
+        attempts = least(c.attempts + 1, 1000000), unique_key = NULL
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
@@ -185,7 +243,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 {_claim_picked}, {_claim_next}, taken AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $5::text, due_at = $6::timestamptz,
-        attempts = least(c.attempts + 1, 1000000)
+        attempts = least(c.attempts + 1, 1000000), unique_key = NULL
     FROM picked AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts
