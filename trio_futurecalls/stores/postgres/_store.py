@@ -39,23 +39,67 @@ _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 _MAX_INT4: Final = 2**31 - 1
 
 
+#: How often ``insert_keyed_calls`` runs again for rows whose key holder it could
+#: not see (each time, another holder was committed right after its snapshot).
+_KEYED_ATTEMPTS: Final = 50
+
+
 class _Duplicate(Exception):
     """Rolls back the transaction of a batch whose "error" key conflicted."""
 
 
-async def _aio_fetch_unless_duplicate(conn: Any, sql: str, *args: Any) -> list[Any]:
-    """On the asyncio side, on ``conn``: ``insert_keyed_calls`` in a transaction of its
-    own, rolled back when an "error" request met a pending holder of its key (its row
-    says conflicted); the rows come back either way."""
-    rows: list[Any] = []
-    try:
-        async with conn.transaction():
-            rows = await conn.fetch(sql, *args)
-            if any(row[1] and row[2] == "error" for row in rows):
-                raise _Duplicate
-    except _Duplicate:
-        pass  # rolled back: nothing of the batch is stored
-    return rows
+async def _aio_insert_keyed(
+    conn: Any, sql: str, calls: Sequence[NewCall], channel: str, wake: str, atomic: bool
+) -> list[tuple[int, bool]]:
+    """On the asyncio side, on ``conn``: ``insert_keyed_calls`` for ``calls``, again
+    for the rows whose holder its snapshot did not show, until each has an id; in a
+    transaction of its own when ``atomic`` (rolled back if an "error" row conflicted).
+    Returns ``(id, conflicted)`` per call."""
+    answers: list[tuple[int, bool] | None] = [None] * len(calls)
+
+    async def run(positions: list[int]) -> None:
+        rows = await conn.fetch(
+            sql,
+            [calls[k].name for k in positions],
+            [calls[k].payload for k in positions],
+            [calls[k].due_at for k in positions],
+            [calls[k].identifier for k in positions],
+            [calls[k].scheduled_at for k in positions],
+            channel,
+            wake,
+            [calls[k].attempts for k in positions],
+            [calls[k].unique_key for k in positions],
+            [calls[k].on_conflict for k in positions],
+        )
+        for k, row in zip(positions, rows, strict=True):
+            if row[0] is not None:
+                answers[k] = (row[0], row[1])
+
+    async def all_rows() -> None:
+        for _ in range(_KEYED_ATTEMPTS):
+            missing = [k for k, answer in enumerate(answers) if answer is None]
+            if not missing:
+                return
+            await run(missing)
+        raise StoreError(
+            f"PostgreSQL: unique keys kept changing hands; {_KEYED_ATTEMPTS} attempts "
+            "could not tell which call holds them"
+        )
+
+    if not atomic:
+        await all_rows()
+    else:
+        try:
+            async with conn.transaction():
+                await all_rows()
+                if any(
+                    answer is not None and answer[1] and call.on_conflict == "error"
+                    for call, answer in zip(calls, answers, strict=True)
+                ):
+                    raise _Duplicate
+        except _Duplicate:
+            pass  # rolled back: nothing of the batch is stored
+    return [answer for answer in answers if answer is not None]
 
 
 @final
@@ -196,32 +240,25 @@ class PostgresStore:
         return [row[0] for row in rows]
 
     async def _schedule_keyed(self, calls: Sequence[NewCall], earliest: datetime) -> list[int]:
-        """A batch with unique keys: one statement (``insert_keyed_calls``); in a
-        transaction of its own, rolled back on a conflict, when it has "error" keys."""
+        """A batch with unique keys: one statement (``insert_keyed_calls``) in the common
+        case. A batch of more than one row, or with "error" keys, runs in a transaction
+        of its own, so that it is stored whole or not at all."""
         merged, answers = merge_repeated_keys(calls)
         strict = any(c.unique_key is not None and c.on_conflict == "error" for c in merged)
-        args = (
-            [c.name for c in merged],
-            [c.payload for c in merged],
-            [c.due_at for c in merged],
-            [c.identifier for c in merged],
-            [c.scheduled_at for c in merged],
+        results = await self._call_with(
+            _aio_insert_keyed,
+            "insert_keyed_calls",
+            merged,
             self.channel,
             notify_payload(earliest),
-            [c.attempts for c in merged],
-            [c.unique_key for c in merged],
-            [c.on_conflict for c in merged],
+            strict or len(merged) > 1,
         )
-        if strict:
-            rows = await self._call_with(_aio_fetch_unless_duplicate, "insert_keyed_calls", *args)
-        else:
-            rows = await self._call("fetch", "insert_keyed_calls", *args)
-        for call, row in zip(merged, rows, strict=True):
-            if row[1] and row[2] == "error":
+        for call, (call_id, conflicted) in zip(merged, results, strict=True):
+            if conflicted and call.on_conflict == "error":
                 assert call.unique_key is not None
-                raise DuplicateCallError(call.name, call.unique_key, row[0])
+                raise DuplicateCallError(call.name, call.unique_key, call_id)
         self._listeners.notify(earliest)
-        return [rows[k][0] for k in answers]
+        return [results[k][0] for k in answers]
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)

@@ -59,18 +59,21 @@ SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 -- A batch with unique keys ($9, NULL for none; each (name, key) at most once: the
 -- store merges repeats within a batch first) and what to do on a conflict ($10:
 -- ignore, replace, error), in one statement. The partial unique index of migration
--- 0004 finds each conflict with a pending call, also one another transaction is
--- inserting right now (ON CONFLICT waits for it), and DO UPDATE locks the holder and
--- returns it, so every input row gets an answer in this statement: PostgreSQL
--- guarantees an insert or an update, and if a claim frees the key meanwhile (deletes
--- the row or clears its key), the insert goes ahead. "replace" gives the holder the
--- new payload, due time and identifier; "ignore" and "error" change nothing (the
--- caller rolls back the transaction of an "error" batch that conflicted). Ids are
--- drawn first, in input order, so that "id = new_id" tells an inserted row from a
--- holder. Rows are written in (name, unique_key) order, so that batches racing for
--- the same keys lock them in the same order (no deadlock). NOTIFY in the same
--- statement. Returns, in input order: the id, whether it is a holder's
--- ("conflicted"), and the input's on_conflict.
+-- 0004 finds each conflict with a pending call, also with one another transaction is
+-- inserting right now (ON CONFLICT waits for it to end).
+--
+-- "ignore" and "error" rows are inserted with DO NOTHING (no lock on the holder, so
+-- a hot key costs no waiting); the holder's id comes from this statement's snapshot.
+-- A holder committed after the snapshot was taken is not in it: that row's id is
+-- NULL, and the store runs the statement again for it (then it sees the holder, or,
+-- if a claim freed the key meanwhile, inserts). "replace" rows use DO UPDATE, which
+-- locks the holder and gives it the new payload, due time and identifier; PostgreSQL
+-- guarantees an insert or an update for each (if a claim frees the key meanwhile, the
+-- insert goes ahead). Ids are drawn first, in input order, so that "id = new_id"
+-- tells an inserted row from a holder. Rows are written in (name, unique_key) order,
+-- so that batches racing for the same keys lock them in the same order. NOTIFY in
+-- the same statement. Returns, in input order: the id (NULL: run again), whether it
+-- is a holder's ("conflicted"), and the input's on_conflict.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -82,32 +85,41 @@ WITH input AS (
 ), numbered AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('{schema}.calls', 'id')) AS new_id, i.*
     FROM (SELECT * FROM input ORDER BY ord) AS i
-), written AS (
-    INSERT INTO {schema}.calls AS c
+), holders AS (
+    SELECT c.id, c.name, c.unique_key
+    FROM {schema}.calls AS c
+    JOIN numbered AS n ON c.name = n.name AND c.unique_key = n.unique_key
+), inserted AS (
+    INSERT INTO {schema}.calls
         (id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
     OVERRIDING SYSTEM VALUE
     SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key
     FROM numbered
+    WHERE unique_key IS NULL OR on_conflict <> 'replace'
     ORDER BY name, unique_key, ord
-    ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO UPDATE SET
-        (payload, due_at, identifier) = (
-            SELECT
-                CASE WHEN n.on_conflict = 'replace' THEN excluded.payload ELSE c.payload END,
-                CASE WHEN n.on_conflict = 'replace' THEN excluded.due_at ELSE c.due_at END,
-                CASE WHEN n.on_conflict = 'replace' THEN excluded.identifier
-                    ELSE c.identifier END
-            FROM numbered AS n
-            WHERE n.new_id = excluded.id
-        )
-    RETURNING c.id, c.name, c.unique_key
+    ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING id
+), replaced AS (
+    INSERT INTO {schema}.calls
+        (id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key
+    FROM numbered
+    WHERE unique_key IS NOT NULL AND on_conflict = 'replace'
+    ORDER BY name, unique_key, ord
+    ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO UPDATE
+    SET payload = excluded.payload, due_at = excluded.due_at, identifier = excluded.identifier
+    RETURNING id, name, unique_key
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
 )
-SELECT coalesce(inserted.id, holder.id) AS id, inserted.id IS NULL AS conflicted, n.on_conflict
+SELECT coalesce(i.id, r.id, h.id) AS id,
+    coalesce(i.id, r.id) IS DISTINCT FROM n.new_id AS conflicted,
+    n.on_conflict
 FROM numbered AS n
-LEFT JOIN written AS inserted ON inserted.id = n.new_id
-LEFT JOIN written AS holder
-    ON n.unique_key IS NOT NULL AND holder.name = n.name AND holder.unique_key = n.unique_key
+LEFT JOIN inserted AS i ON i.id = n.new_id
+LEFT JOIN replaced AS r ON r.name = n.name AND r.unique_key = n.unique_key
+LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
 CROSS JOIN wakeup
 ORDER BY n.ord;
 
