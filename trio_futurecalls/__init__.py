@@ -7,6 +7,7 @@ from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
 from ._call import FutureCall as FutureCall
+from ._errors import DuplicateCallError as DuplicateCallError
 from ._errors import FutureCallsError as FutureCallsError
 from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidPayloadError as InvalidPayloadError
@@ -22,6 +23,7 @@ from ._model import Claim as Claim
 from ._model import DeadLetter as DeadLetter
 from ._model import Lease as Lease
 from ._model import NewCall as NewCall
+from ._model import OnConflict as OnConflict
 from ._model import RecurringFire as RecurringFire
 from ._model import RecurringInfo as RecurringInfo
 from ._model import StoredCall as StoredCall

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
-from ._model import CheckedNewCall, NewCall, StoredCall
+from ._model import CheckedNewCall, NewCall, OnConflict, StoredCall
 from ._options import Clock, utc_now
 from ._payload import encode_payload
 from ._stats import QueueLength
@@ -23,17 +23,23 @@ from ._validate import (
     check_identifier,
     check_name,
     check_names,
+    check_on_conflict,
     check_row_limit,
+    check_unique_key,
     resolve_due,
 )
 
 _log = logging.getLogger("trio_futurecalls.scheduler.admin")
 
 #: One scheduling request of ``schedule_many``:
-#: ``(call_class, payload, at_or_delay[, identifier])``.
+#: ``(call_class, payload, at_or_delay[, identifier[, unique_key[, on_conflict]]])``.
 Request = (
     tuple[type[FutureCall], object, datetime | timedelta | float]
     | tuple[type[FutureCall], object, datetime | timedelta | float, str | None]
+    | tuple[type[FutureCall], object, datetime | timedelta | float, str | None, str | None]
+    | tuple[
+        type[FutureCall], object, datetime | timedelta | float, str | None, str | None, OnConflict
+    ]
 )
 
 
@@ -44,14 +50,28 @@ def new_call(
     at: datetime | None,
     delay: timedelta | float | None,
     identifier: object,
+    unique_key: object = None,
+    on_conflict: object = "ignore",
 ) -> NewCall:
     """Validate one scheduling request of the checked class ``cls``."""
+    if unique_key is None and on_conflict == "ignore":
+        # The common case, without the key checks: no key (on_conflict then does not
+        # matter, but a bad value is still refused below).
+        return CheckedNewCall(
+            name=cls.name,
+            payload=encode_payload(cls.payload_type, payload),
+            due_at=resolve_due(now, at, delay),
+            identifier=check_identifier(identifier),
+            scheduled_at=now,
+        )
     return CheckedNewCall(
         name=cls.name,
         payload=encode_payload(cls.payload_type, payload),
         due_at=resolve_due(now, at, delay),
         identifier=check_identifier(identifier),
         scheduled_at=now,
+        unique_key=check_unique_key(unique_key),
+        on_conflict=check_on_conflict(on_conflict),
     )
 
 
@@ -64,21 +84,28 @@ def new_calls(
     batch = []
     checked: dict[object, type[FutureCall]] = {}
     for request in requests:
-        if not isinstance(request, tuple) or len(request) not in (3, 4):
+        if not isinstance(request, tuple) or not 3 <= len(request) <= 6:
             raise InvalidArgumentError(
-                "each request must be (call_class, payload, at_or_delay[, identifier])"
+                "each request must be (call_class, payload, at_or_delay[, identifier"
+                "[, unique_key[, on_conflict]]])"
             )
         call_class, payload, when = request[0], request[1], request[2]
-        identifier = request[3] if len(request) == 4 else None
+        identifier = request[3] if len(request) > 3 else None
+        unique_key = request[4] if len(request) > 4 else None
+        on_conflict = request[5] if len(request) > 5 else "ignore"
         cls = checked.get(id(call_class))
         if cls is None:
             # Validated once per class, not once per call: this is the hot path of
             # bulk scheduling.
             cls = checked[id(call_class)] = check_class(call_class)
         if isinstance(when, datetime):
-            batch.append(new_call(cls, payload, now, when, None, identifier))
+            batch.append(
+                new_call(cls, payload, now, when, None, identifier, unique_key, on_conflict)
+            )
         else:
-            batch.append(new_call(cls, payload, now, None, when, identifier))
+            batch.append(
+                new_call(cls, payload, now, None, when, identifier, unique_key, on_conflict)
+            )
     return batch
 
 
@@ -90,15 +117,26 @@ async def schedule_call(
     at: datetime | None = None,
     delay: timedelta | float | None = None,
     identifier: str | None = None,
+    unique_key: str | None = None,
+    on_conflict: OnConflict = "ignore",
     clock: Clock = utc_now,
 ) -> int:
     """Schedule a call through a store alone, with no scheduler running here.
 
     For processes that only schedule (a web process) while workers elsewhere run the
-    calls. Returns the new call's id.
+    calls. Returns the new call's id (with ``unique_key``: see ``Scheduler.schedule``).
     """
     now = check_aware(clock(), "clock()")
-    new = new_call(check_call_class(call_class), payload, now, at, delay, identifier)
+    new = new_call(
+        check_call_class(call_class),
+        payload,
+        now,
+        at,
+        delay,
+        identifier,
+        unique_key,
+        on_conflict,
+    )
     (call_id,) = await store.schedule([new])
     return call_id
 

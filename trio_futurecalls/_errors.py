@@ -20,6 +20,27 @@ class InvalidPayloadError(InvalidArgumentError):
     """A payload is not JSON, is too large, or does not match the declared type."""
 
 
+class DuplicateCallError(InvalidArgumentError):
+    """``schedule(..., unique_key=K, on_conflict="error")`` found a call with the same
+    name and key pending (in the store, or earlier in the same batch). Nothing of the
+    batch was stored. :attr:`call_id` is the pending call's id (None when the other
+    call is an earlier request of the same batch, which was not stored either)."""
+
+    def __init__(self, name: str, unique_key: str, call_id: int | None) -> None:
+        where = (
+            f"call {call_id} is pending"
+            if call_id is not None
+            else "an earlier call of the same batch has it"
+        )
+        super().__init__(f"a call named {name!r} with unique key {unique_key!r}: {where}")
+        self.name = name
+        self.unique_key = unique_key
+        self.call_id = call_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name, self.unique_key, self.call_id))
+
+
 class UnregisteredCallError(InvalidArgumentError):
     """A call class is not a ``FutureCall`` subclass or is not registered here."""
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import final
+from typing import Literal, TypeAlias, final
 
 import attrs
+
+#: What ``schedule`` does when a call with the same name and unique key is pending:
+#: keep it and return its id ("ignore"), replace its payload, due time and identifier
+#: ("replace"), or raise :class:`DuplicateCallError` ("error").
+OnConflict: TypeAlias = Literal["ignore", "replace", "error"]
 
 
 @attrs.frozen(kw_only=True)
@@ -22,6 +27,10 @@ class NewCall:
     #: A run of a recurring schedule: the schedule's key and the tick it runs for.
     recurring_key: str | None = None
     tick_at: datetime | None = None
+    #: At most one pending call per ``(name, unique_key)`` in a store (None: no key).
+    unique_key: str | None = None
+    #: What to do when a call with this name and key is pending already.
+    on_conflict: OnConflict = "ignore"
 
 
 @final
@@ -47,6 +56,9 @@ class StoredCall:
     #: A run of a recurring schedule: the schedule's key and the tick it runs for.
     recurring_key: str | None = None
     tick_at: datetime | None = None
+    #: The unique key a pending call holds; None once claimed (a claim frees the key:
+    #: a claimed, retried or handed-back call has none).
+    unique_key: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -47,7 +47,7 @@ from ._errors import (
 )
 from ._execution import Execution
 from ._leases import LeaseKeeper
-from ._model import CallInfo, RecurringInfo, StoredCall
+from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
 from ._outcome import CallPolicy
 from ._recurring import RecurringTicker, build_schedule, cancel_recurring, list_recurring
@@ -167,14 +167,31 @@ class Scheduler:
         at: datetime | None = None,
         delay: timedelta | float | None = None,
         identifier: str | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict = "ignore",
     ) -> int:
         """Schedule ``call_class`` with ``payload`` at ``at`` (aware) or after ``delay``.
 
         ``delay`` is a timedelta or seconds; with neither, the call is due now.
         ``identifier`` is optional and not unique. Returns the call's id.
+
+        ``unique_key``: at most one pending (not yet started) call per name and key in
+        the store. If one is pending, ``on_conflict`` says what happens: ``"ignore"``
+        returns its id and changes nothing, ``"replace"`` gives it this call's payload,
+        due time and identifier and returns its id, ``"error"`` raises
+        :class:`DuplicateCallError`. A call frees its key when it starts (is claimed).
         """
         self._check_open()
-        new = new_call(self._registered(call_class), payload, self._clock(), at, delay, identifier)
+        new = new_call(
+            self._registered(call_class),
+            payload,
+            self._clock(),
+            at,
+            delay,
+            identifier,
+            unique_key,
+            on_conflict,
+        )
         (call_id,) = await self._store.schedule([new])
         return call_id
 
@@ -182,9 +199,11 @@ class Scheduler:
         """Schedule several calls in one store round trip.
 
         Each request is ``(call_class, payload, at_or_delay)`` or
-        ``(call_class, payload, at_or_delay, identifier)``; a datetime is a due time, a
-        timedelta or number a delay. All are validated before any is stored; the ids
-        come back in the same order.
+        ``(call_class, payload, at_or_delay, identifier[, unique_key[, on_conflict]])``;
+        a datetime is a due time, a timedelta or number a delay. All are validated
+        before any is stored; the ids come back in the same order. A request whose name
+        and key an earlier request of the batch has conflicts with it (as with a pending
+        call); with ``on_conflict="error"`` nothing of the batch is stored.
         """
         self._check_open()
         batch = new_calls(requests, self._clock(), self._registered)

@@ -20,6 +20,14 @@ statement:
   lease expired as pending again.
 * ``claim`` also answers when the next call is due, so an idle dispatcher costs one
   round trip per wake-up.
+* Unique keys: at most one *pending* row per ``(name, unique_key)``, enforced by the
+  database (a partial unique index on ``(name, unique_key) WHERE unique_key IS NOT
+  NULL``), never by a read-then-write. A claim frees the key: a deleted row takes it
+  along, and a leased row's ``unique_key`` is set to NULL in the same statement, so a
+  running call, a retry (``release``, ``put_back``) and a call handed back at shutdown
+  are pending again *without* their key, and a new call may take it. Claims return
+  calls with ``unique_key=None``; ``put_back`` never stores a key; ``pending`` shows the
+  keys of pending rows.
 * ``add_listener`` lets the store push wake-ups (in-process schedules, or PostgreSQL
   ``LISTEN/NOTIFY`` from other processes) so the dispatcher never polls;
   ``recheck_interval`` is the store's fallback for changes it cannot observe.
@@ -70,7 +78,14 @@ class Store(Protocol):
     recheck_interval: float | None
 
     async def schedule(self, calls: Sequence[NewCall]) -> list[int]:
-        """Store ``calls`` atomically; return their ids, in order. Notify listeners."""
+        """Store ``calls`` atomically; return their ids, in order. Notify listeners.
+
+        A call with a ``unique_key`` whose name and key a pending row holds (or an
+        earlier call of the same batch) conflicts with it: ``on_conflict="ignore"``
+        stores nothing and answers the holder's id; ``"replace"`` gives the holder the
+        call's payload, due time and identifier and answers its id; ``"error"`` raises
+        :class:`DuplicateCallError` and nothing of the batch is stored.
+        """
         ...
 
     async def cancel(self, call_id: int) -> bool:

@@ -17,14 +17,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from cronsim import CronSim, CronSimError
 
-from ._errors import InvalidArgumentError, InvalidPayloadError
-from ._model import CheckedNewCall, Lease, NewCall, RecurringInfo, StoredCall
+from ._errors import DuplicateCallError, InvalidArgumentError, InvalidPayloadError
+from ._model import CheckedNewCall, Lease, NewCall, OnConflict, RecurringInfo, StoredCall
 from ._store import Listener, PendingQuery
 
 #: Longest accepted call-class ``name`` (characters).
 MAX_NAME_LENGTH = 200
 #: Longest accepted ``identifier`` (characters).
 MAX_IDENTIFIER_LENGTH = 255
+#: Longest accepted ``unique_key`` (characters): the same as an identifier's.
+MAX_UNIQUE_KEY_LENGTH = MAX_IDENTIFIER_LENGTH
+#: The values of ``on_conflict``.
+ON_CONFLICT_MODES: Final[tuple[OnConflict, ...]] = ("ignore", "replace", "error")
 #: Longest accepted delay: calls further out than this are almost certainly a unit mistake.
 MAX_DELAY = timedelta(days=366 * 100)
 
@@ -152,6 +156,48 @@ def check_identifier(identifier: object) -> str | None:
         raise InvalidArgumentError("identifier must not contain NUL characters")
     check_unicode(identifier, "identifier")
     return identifier
+
+
+def check_unique_key(unique_key: object) -> str | None:
+    """Validate an optional unique key: None, or 1 to MAX_UNIQUE_KEY_LENGTH characters
+    of valid Unicode without NUL."""
+    if unique_key is None:
+        return None
+    if not isinstance(unique_key, str):
+        raise InvalidArgumentError(f"unique_key must be a str, got {type(unique_key).__name__}")
+    if not unique_key:
+        raise InvalidArgumentError("unique_key must not be empty (use None for no key)")
+    if len(unique_key) > MAX_UNIQUE_KEY_LENGTH:
+        raise InvalidArgumentError(
+            f"unique_key is {len(unique_key)} characters long; the limit is {MAX_UNIQUE_KEY_LENGTH}"
+        )
+    if "\x00" in unique_key:
+        raise InvalidArgumentError("unique_key must not contain NUL characters")
+    return check_unicode(unique_key, "unique_key")
+
+
+def check_on_conflict(on_conflict: object) -> OnConflict:
+    """One of ``"ignore"``, ``"replace"``, ``"error"``."""
+    for mode in ON_CONFLICT_MODES:
+        if on_conflict == mode and type(on_conflict) is str:
+            return mode
+    raise InvalidArgumentError(
+        f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT_MODES))}, got {on_conflict!r}"
+    )
+
+
+def check_batch_keys(calls: Sequence[NewCall]) -> None:
+    """Within one batch, a call whose name and key an earlier call of the batch has
+    conflicts with it: with ``on_conflict="error"`` that fails the whole batch before
+    anything is stored (the others resolve in order: see the stores)."""
+    seen: set[tuple[str, str]] = set()
+    for call in calls:
+        if call.unique_key is None:
+            continue
+        key = (call.name, call.unique_key)
+        if key in seen and call.on_conflict == "error":
+            raise DuplicateCallError(call.name, call.unique_key, None)
+        seen.add(key)
 
 
 def check_required_identifier(identifier: object) -> str:
@@ -356,6 +402,12 @@ def check_new_call(call: object) -> NewCall:
     check_payload_text(call.payload)
     check_identifier(call.identifier)
     check_attempts(call.attempts)
+    check_unique_key(call.unique_key)
+    check_on_conflict(call.on_conflict)
+    if call.unique_key is not None and call.recurring_key is not None:
+        raise InvalidArgumentError(
+            "a call has a unique key or is a run of a recurring schedule, not both"
+        )
     return _in_utc(call, "")
 
 
@@ -368,6 +420,7 @@ def check_stored_call(call: object) -> StoredCall:
     check_payload_text(call.payload, "call.payload")
     check_identifier(call.identifier)
     check_attempts(call.attempts, "call.attempts")
+    check_unique_key(call.unique_key)
     return _in_utc(call, "call.")
 
 
@@ -540,7 +593,12 @@ class StoreArgs:
 
     @staticmethod
     def schedule(calls: object) -> list[NewCall]:
-        return [check_new_call(call) for call in _sequence(calls, "NewCall")]
+        checked = [check_new_call(call) for call in _sequence(calls, "NewCall")]
+        for call in checked:
+            if call.unique_key is not None:
+                check_batch_keys(checked)
+                break
+        return checked
 
     @staticmethod
     def cancel(call_id: object) -> int:

@@ -3,6 +3,7 @@
     python tests/postgres/pg_worker.py migrate  DSN SCHEMA
     python tests/postgres/pg_worker.py schedule DSN SCHEMA NAME COUNT
     python tests/postgres/pg_worker.py run      DSN SCHEMA WORKER_ID MAX_CONCURRENT
+    python tests/postgres/pg_worker.py keyed    DSN SCHEMA WORKER_ID COUNT
 
 ``run`` executes calls of the WORKER_CLASSES below until the schema has nothing pending
 and nothing runs here; each call inserts ``(call_id, worker)`` into ``SCHEMA.runs``
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 
 import trio
 
-from trio_futurecalls import FutureCall, open_scheduler, schedule_call
+from trio_futurecalls import FutureCall, OnConflict, open_scheduler, schedule_call
 from trio_futurecalls.stores.postgres import PostgresSession, open_postgres_store
 
 #: Per-class limits of the ``run`` command (name -> max_concurrent).
@@ -94,6 +95,37 @@ async def schedule(dsn: str, schema: str, name: str, count: int) -> None:
     print(json.dumps({"ids": ids}))
 
 
+async def keyed(dsn: str, schema: str, worker: int, count: int) -> None:
+    """Schedule ``count`` calls from 10 concurrent tasks, alternately with the unique
+    key "ignored" (on_conflict="ignore") and "replaced" ("replace"); print the ids."""
+    modes: tuple[OnConflict, OnConflict] = ("ignore", "replace")
+    ids: dict[str, set[int]] = {mode: set() for mode in modes}
+    tasks = 10
+
+    async def task(k: int) -> None:
+        for i in range(k, count, tasks):
+            mode = modes[i % 2]
+            call_id = await schedule_call(
+                store,
+                WORKER_CLASSES[0],
+                {"worker": worker, "i": i},
+                delay=3600,
+                unique_key=f"{mode}d",
+                on_conflict=mode,
+            )
+            ids[mode].add(call_id)
+
+    async with (
+        open_postgres_store(
+            dsn, schema=schema, max_pool_size=tasks, application_name=f"fc-{schema}", migrate=False
+        ) as store,
+        trio.open_nursery() as nursery,
+    ):
+        for k in range(tasks):
+            nursery.start_soon(task, k)
+    print(json.dumps({mode: sorted(found) for mode, found in ids.items()}))
+
+
 async def run(dsn: str, schema: str, worker: int, max_concurrent: int) -> None:
     _Tracker.worker = worker
     _Tracker.schema = schema
@@ -131,6 +163,8 @@ def main(argv: list[str]) -> None:
         trio.run(migrate, dsn, schema)
     elif command == "schedule":
         trio.run(schedule, dsn, schema, rest[0], int(rest[1]))
+    elif command == "keyed":
+        trio.run(keyed, dsn, schema, int(rest[0]), int(rest[1]))
     elif command == "run":
         trio.run(run, dsn, schema, int(rest[0]), int(rest[1]))
     else:

@@ -266,6 +266,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
             ("calls", "lease_owner"): ("text", "YES", "NO"),
             ("calls", "recurring_key"): ("text", "YES", "NO"),
             ("calls", "tick_at"): (tz, "YES", "NO"),
+            ("calls", "unique_key"): ("text", "YES", "NO"),
             ("dead_letters", "id"): ("bigint", "NO", "YES"),
             ("dead_letters", "call_id"): ("bigint", "NO", "NO"),
             ("dead_letters", "name"): ("text", "NO", "NO"),
@@ -312,6 +313,9 @@ async def test_migrations_produce_the_expected_schema() -> None:
             "calls_recurring_key_idx": "btree (recurring_key) WHERE (recurring_key IS NOT NULL)",
             "recurring_pkey": "btree (key)",
             "recurring_next_tick_idx": "btree (next_tick) WHERE (next_tick IS NOT NULL)",
+            "calls_name_unique_key_idx": (
+                "btree (name, unique_key) WHERE (unique_key IS NOT NULL)"
+            ),
             "dead_letters_pkey": "btree (id)",
             "dead_letters_failed_id_idx": "btree (failed_at, id)",
             "schema_version_pkey": "btree (version)",
@@ -330,6 +334,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
             "calls_recurring_key_length",
             "calls_scheduled_at_range",
             "calls_tick_at_range",
+            "calls_unique_key_length",
             "dead_letters_attempts",
             "dead_letters_due_at_range",
             "dead_letters_failed_at_range",

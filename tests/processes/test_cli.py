@@ -169,6 +169,7 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
         "id": second,
         "name": "cli-echo",
         "identifier": "user:7",
+        "unique_key": None,
         "due_at": "2030-01-01T07:00:00+00:00",
         "scheduled_at": by_id[second]["scheduled_at"],
         "payload": {"b": [1, 2], "a": "é"},
@@ -176,7 +177,7 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
     assert by_id[first]["payload"] is None
 
     table = (await cli(tmp_path, "--store", STORE, "list")).out.splitlines()
-    assert table[0].split() == ["ID", "NAME", "DUE", "AT", "IDENTIFIER", "PAYLOAD"]
+    assert table[0].split() == ["ID", "NAME", "DUE", "AT", "IDENTIFIER", "UNIQUE", "KEY", "PAYLOAD"]
     assert '{"b":[1,2],"a":"é"}' in table[3]  # stored compactly
 
     async def ids(*filters: str) -> list[int]:
@@ -721,3 +722,28 @@ async def test_postgres_store(tmp_path: Path) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await drop_schema(schema)
+
+
+def test_schedule_with_a_unique_key_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ["--store", f"sqlite:///{tmp_path / 'calls.sqlite3'}"]
+    schedule = [*store, "schedule", "cli-echo", "--in", "1h", "--unique-key", "user:7"]
+    assert main([*schedule, "--payload", '"first"']) == 0
+    first = int(capsys.readouterr().out)
+    # ignore (the default) prints the pending call's id; replace changes it.
+    assert main([*schedule, "--payload", '"second"']) == 0
+    assert int(capsys.readouterr().out) == first
+    assert main([*schedule, "--payload", '"third"', "--on-conflict", "replace"]) == 0
+    assert int(capsys.readouterr().out) == first
+    # error: exit 1 (the store found it, not a usage error), and the message says why.
+    assert main([*schedule, "--on-conflict", "error"]) == 1
+    assert f"call {first} is pending" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main([*schedule, "--on-conflict", "update"])
+    assert usage.value.code == 2
+    assert main([*schedule[:-1], ""]) == 2  # an empty key
+    capsys.readouterr()
+    assert main([*store, "list", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["id"], listed["unique_key"], listed["payload"]) == (first, "user:7", "third")

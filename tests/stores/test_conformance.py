@@ -17,9 +17,11 @@ from trio_futurecalls import (
     EARLIEST_TIME,
     LATEST_TIME,
     Claim,
+    DuplicateCallError,
     InvalidArgumentError,
     Lease,
     NewCall,
+    OnConflict,
     PendingQuery,
     QueueLength,
     Store,
@@ -615,3 +617,198 @@ async def test_the_earliest_and_latest_storable_times(store: Store) -> None:
     ):
         with pytest.raises(InvalidArgumentError, match="between"):
             await store.schedule([attrs.evolve(new(), due_at=outside)])
+
+
+# -- unique keys ---------------------------------------------------------------------------
+
+
+def keyed(
+    key: str,
+    on_conflict: OnConflict = "ignore",
+    *,
+    name: str = "a",
+    due: float = 0.0,
+    payload: str = "null",
+    identifier: str | None = None,
+) -> NewCall:
+    return attrs.evolve(
+        new(name, due, identifier=identifier, payload=payload),
+        unique_key=key,
+        on_conflict=on_conflict,
+    )
+
+
+Row = tuple[int, str, str, datetime, str | None, str | None]
+
+
+async def pending_rows(store: Store) -> list[Row]:
+    return [
+        (c.id, c.name, c.payload, c.due_at, c.identifier, c.unique_key)
+        for c in await store.pending(PendingQuery(now=at(0)))
+    ]
+
+
+async def test_unique_key_ignore_returns_the_pending_call(store: Store) -> None:
+    (first,) = await store.schedule([keyed("k", payload="1", due=5, identifier="x")])
+    assert await store.schedule([keyed("k", payload="2", due=1)]) == [first]
+    assert await store.schedule([keyed("k", "ignore", payload="3")]) == [first]
+    # Nothing changed; the key shows in pending().
+    assert await pending_rows(store) == [(first, "a", "1", at(5), "x", "k")]
+    # The same key under another name, or another key, is another call.
+    other_name, other_key = await store.schedule([keyed("k", name="b"), keyed("k2")])
+    assert len({first, other_name, other_key}) == 3
+
+
+async def test_unique_key_replace_changes_payload_due_time_and_identifier(store: Store) -> None:
+    first, plain = await store.schedule([keyed("k", payload="1", due=50, identifier="x"), new()])
+    assert await store.schedule([keyed("k", "replace", payload="2", due=5)]) == [first]
+    (row,) = [r for r in await pending_rows(store) if r[0] == first]
+    assert row == (first, "a", "2", at(5), None, "k")
+    # The new due time is the one claims see (and the old one is gone).
+    claim = await store.claim(at(5), {"a": 5}, 5)
+    assert [c.id for c in claim.calls] == [plain, first]
+    assert [c.payload for c in claim.calls] == ["null", "2"]
+    assert await store.claim(at(100), {"a": 5}, 5) == Claim([], None)
+
+
+async def test_unique_key_error_raises_and_stores_nothing_of_the_batch(store: Store) -> None:
+    (first,) = await store.schedule([keyed("k", payload="1")])
+    with pytest.raises(DuplicateCallError, match=rf"'k'.*{first}") as caught:
+        await store.schedule([new("b"), keyed("k2"), keyed("k", "error", payload="2")])
+    assert caught.value.call_id == first
+    assert caught.value.unique_key == "k"
+    assert isinstance(caught.value, InvalidArgumentError)
+    # All or nothing: neither the plain call nor the other key of that batch is stored.
+    assert await pending_rows(store) == [(first, "a", "1", at(0), None, "k")]
+    (second,) = await store.schedule([keyed("k2", "error")])
+    assert second != first
+
+
+async def test_a_claim_frees_the_key(store: Store) -> None:
+    (first,) = await store.schedule([keyed("k", payload="1")])
+    (claimed,) = (await store.claim(at(0), {"a": 1}, 1)).calls
+    assert claimed.id == first
+    assert claimed.unique_key is None
+    (second,) = await store.schedule([keyed("k", "error", payload="2")])
+    assert second != first
+    # Handed back (or stored again as a retry), the first call no longer holds the key.
+    assert await store.put_back([claimed], None) == 1
+    assert sorted(await pending_rows(store)) == [
+        (first, "a", "1", at(0), None, None),
+        (second, "a", "2", at(0), None, "k"),
+    ]
+
+
+async def test_a_lease_frees_the_key_and_the_released_call_has_none(store: Store) -> None:
+    (first,) = await store.schedule([keyed("k", payload="1")])
+    (claimed,) = (await store.claim(at(0), {"a": 1}, 1, lease("w1", 60))).calls
+    assert claimed.unique_key is None
+    (second,) = await store.schedule([keyed("k", "error", payload="2")])
+    assert second != first
+    assert await pending_rows(store) == [(second, "a", "2", at(0), None, "k")]
+    # Once the lease expired, the row is pending again, without the key.
+    expired = await store.pending(PendingQuery(now=at(60)))
+    assert [(c.id, c.unique_key) for c in expired] == [(second, "k"), (first, None)]
+    # Released (a retry, or shutdown): pending again, still without the key.
+    assert await store.release("w1", first, at(3), refund_attempt=True)
+    assert await store.schedule([keyed("k", payload="3")]) == [second]
+    claimed_again = (await store.claim(at(3), {"a": 2}, 2, lease("w1", 60))).calls
+    assert [c.id for c in claimed_again] == [second, first]
+    # Both claimed: the key is free again.
+    (third,) = await store.schedule([keyed("k", "error")])
+    assert third not in (first, second)
+
+
+async def test_an_expired_lease_does_not_take_the_key_back(store: Store) -> None:
+    (first,) = await store.schedule([keyed("k")])
+    await store.claim(at(0), {"a": 1}, 1, lease("w1", 10))
+    (second,) = await store.schedule([keyed("k", due=20)])
+    # The first call's lease expires; another worker claims it again, no conflict.
+    (again,) = (await store.claim(at(10), {"a": 1}, 1, lease("w2", 100))).calls
+    assert again.id == first
+    assert again.attempts == 2
+    assert await store.schedule([keyed("k", "replace", due=30)]) == [second]
+    assert [(c.id, c.unique_key) for c in await store.pending(PendingQuery(now=at(50)))] == [
+        (second, "k")
+    ]
+
+
+async def test_cancel_frees_the_key(store: Store) -> None:
+    first, other = await store.schedule([keyed("k", identifier="x"), keyed("k2", identifier="x")])
+    assert await store.cancel(first)
+    (second,) = await store.schedule([keyed("k", "error")])
+    assert second != first
+    assert await store.cancel_identifier("x") == 1  # "other" only: "second" has none
+    assert await store.schedule([keyed("k2", "error")]) != [other]
+    assert await store.dead_letter_due("a", at(0), "gone", at(0)) == 2
+    assert await store.pending(PendingQuery()) == []
+    (third,) = await store.schedule([keyed("k", "error")])
+    assert third not in (first, second)
+
+
+async def test_repeated_keys_within_one_batch(store: Store) -> None:
+    # A later request conflicts with the earlier one as with a pending call.
+    ids = await store.schedule(
+        [
+            keyed("k", payload="1", due=5),
+            new(),
+            keyed("k", payload="2"),  # ignore
+            keyed("j", payload="3", due=7),
+            keyed("j", "replace", payload="4", due=2, identifier="y"),
+        ]
+    )
+    assert ids[0] == ids[2]
+    assert ids[3] == ids[4]
+    assert len(set(ids)) == 3
+    assert sorted(await pending_rows(store)) == sorted(
+        [
+            (ids[0], "a", "1", at(5), None, "k"),
+            (ids[1], "a", "null", at(0), None, None),
+            (ids[3], "a", "4", at(2), "y", "j"),
+        ]
+    )
+    # ...with a pending holder: a later "replace" in the batch replaces the holder.
+    assert await store.schedule([keyed("k", payload="5"), keyed("k", "replace", payload="6")]) == [
+        ids[0],
+        ids[0],
+    ]
+    (row,) = [r for r in await pending_rows(store) if r[0] == ids[0]]
+    assert row[2] == "6"
+    # "error" against an earlier request of the same batch: nothing stored.
+    with pytest.raises(DuplicateCallError) as caught:
+        await store.schedule([keyed("n"), new(), keyed("n", "error")])
+    assert caught.value.call_id is None
+    assert len(await store.pending(PendingQuery())) == 3
+
+
+async def test_identifiers_are_not_unique_keys(store: Store) -> None:
+    # Identifiers stay as they were: many calls may share one, with or without keys.
+    ids = await store.schedule(
+        [new(identifier="user:7"), keyed("k", identifier="user:7"), new(identifier="user:7")]
+    )
+    assert len(set(ids)) == 3
+    found = await store.pending(PendingQuery(identifier="user:7"))
+    assert [c.unique_key for c in found] == [None, "k", None]
+    assert await store.cancel_identifier("user:7") == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"unique_key": ""}, "unique_key must not be empty"),
+        ({"unique_key": "k" * 256}, "unique_key is 256 characters long"),
+        ({"unique_key": 7}, "unique_key must be a str"),
+        ({"unique_key": "a\x00b"}, "NUL"),
+        ({"unique_key": "\udc80"}, "lone surrogate"),
+        ({"on_conflict": "update"}, "on_conflict must be one of"),
+        ({"on_conflict": None}, "on_conflict must be one of"),
+    ],
+)
+async def test_bad_unique_keys_are_refused(
+    store: Store, changes: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        await store.schedule([new(), attrs.evolve(keyed("k"), **changes)])
+    assert await store.pending(PendingQuery()) == []
+    # The longest key is fine.
+    assert len(await store.schedule([keyed("k" * 255)])) == 1

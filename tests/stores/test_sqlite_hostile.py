@@ -308,3 +308,41 @@ async def test_rows_that_bypass_the_constraints_are_dead_letters_when_claimed(
         await scheduler.schedule(Ok, "still running")
         await wait_for(lambda: "still running" in Ok.ran)
     assert "moved to dead letters" in caplog.text
+
+
+#: (A number becomes text in a TEXT column: not a bad key.)
+BAD_KEYS: list[tuple[str, object, str]] = [
+    ("empty unique_key", "", "unique_key text ''"),
+    ("over-long unique_key", "k" * 256, "unique_key text 'kkk"),
+    ("blob unique_key", b"k", "unique_key blob X'6B'"),
+]
+
+
+async def test_bad_unique_keys_are_refused_or_never_stop_a_claim(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite3"
+    Ok.ran = []
+    async with open_sqlite_store(path):
+        pass
+    with raw_connection(path) as conn:
+        for label, key, _ in BAD_KEYS:
+            assert refused(conn, "futurecalls_calls", {**GOOD_CALL, "unique_key": key}), label
+        insert(conn, "futurecalls_calls", {**GOOD_CALL, "unique_key": "k" * 255, "due_at": FUTURE})
+    # Written past the CHECKs, a bad key makes listing fail with the reason (as any
+    # bad value does); a claim never reads the key (it frees it): the calls run.
+    with raw_connection(path, ignore_checks=True) as conn:
+        for label, key, _ in BAD_KEYS:
+            insert(
+                conn, "futurecalls_calls", {**GOOD_CALL, "unique_key": key, "payload": f'"{label}"'}
+            )
+    async with open_sqlite_store(path) as store:
+        with pytest.raises(StoreError, match="unique_key") as caught:
+            await store.pending(PendingQuery())
+        assert any(says in str(caught.value) for _, _, says in BAD_KEYS)
+        async with open_scheduler(store, [Ok]) as scheduler:
+            await wait_for(lambda: len(Ok.ran) == len(BAD_KEYS))
+            # The keys were freed with their claims: the same keys are free again.
+            assert await scheduler.schedule(
+                Ok, "again", delay=60, unique_key="k", on_conflict="error"
+            )
+        assert sorted(Ok.ran) == sorted(label for label, _, _ in BAD_KEYS)
+        assert [c.unique_key for c in await store.pending(PendingQuery())] == ["k", "k" * 255]

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from .. import FutureCallsError, InvalidArgumentError
+from .. import DuplicateCallError, FutureCallsError, InvalidArgumentError
 from .._open_store import parse_store_url
 from .._redact import redact, secrets_in
 from .._util import leaves as group_leaves
@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if isinstance(exc, SystemExit):
             raise
-        if isinstance(exc, UsageError | InvalidArgumentError):
+        if isinstance(exc, UsageError | InvalidArgumentError) and not isinstance(
+            exc,
+            DuplicateCallError,  # found by the store: not a usage error
+        ):
             _error(str(exc), hide)
             return 2
         if args.verbose or not isinstance(exc, Exception):

@@ -151,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="the call class's name")
     p.add_argument("--payload", metavar="JSON", default="null", help="JSON payload (default null)")
     p.add_argument("--identifier", metavar="X", help="optional, non-unique identifier")
+    p.add_argument(
+        "--unique-key",
+        metavar="K",
+        help="at most one pending call of this name with key K (prints the pending one's id)",
+    )
+    p.add_argument(
+        "--on-conflict",
+        choices=["ignore", "replace", "error"],
+        default="ignore",
+        help="when a call with the key is pending: keep it (ignore, the default), give it "
+        "this payload and due time (replace), or fail with exit code 1 (error)",
+    )
     _when_options(p, required=True, what="due")
     p.set_defaults(run=cmd_schedule)
 

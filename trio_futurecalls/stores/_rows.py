@@ -16,9 +16,10 @@ from .._model import DeadLetter, RecurringInfo, StoredCall
 TimeReader = Callable[[Any], datetime]
 
 
-def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
+def call_from_row(row: Sequence[Any], when: TimeReader, *, keyed: bool = False) -> StoredCall:
     """``id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key,
-    tick_at``."""
+    tick_at``, and with ``keyed`` then ``unique_key`` (pending rows carry their key;
+    claimed ones have none: the claim freed it)."""
     tick_at = row[8]
     return StoredCall(
         id=row[0],
@@ -30,6 +31,7 @@ def call_from_row(row: Sequence[Any], when: TimeReader) -> StoredCall:
         attempts=row[6],
         recurring_key=row[7],
         tick_at=None if tick_at is None else when(tick_at),
+        unique_key=row[9] if keyed else None,
     )
 
 

@@ -11,6 +11,7 @@ from typing import final
 
 import attrs
 
+from .._errors import DuplicateCallError
 from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
@@ -46,6 +47,8 @@ class MemoryStore:
         self._calls: dict[int, StoredCall] = {}
         self._owners: dict[int, str] = {}  # leased rows: id -> lease owner
         self._heaps: dict[str, list[tuple[datetime, int]]] = {}
+        #: Pending calls holding a unique key: (name, key) -> id.
+        self._keys: dict[tuple[str, str], int] = {}
         self._ids = itertools.count(1)
         self._dead: dict[int, DeadLetter] = {}
         self._dead_ids = itertools.count(1)
@@ -61,6 +64,8 @@ class MemoryStore:
         return self._schedule_now(calls)
 
     def _schedule_now(self, calls: Sequence[NewCall]) -> list[int]:
+        if any(new.unique_key is not None for new in calls):
+            return self._schedule_keyed(calls)
         ids = []
         for new in calls:
             call_id = next(self._ids)
@@ -82,6 +87,51 @@ class MemoryStore:
             self._listeners.notify(min(c.due_at for c in calls))
         return ids
 
+    def _schedule_keyed(self, calls: Sequence[NewCall]) -> list[int]:
+        # All or nothing: an "error" conflict with a pending call is found before
+        # anything changes (conflicts inside the batch were refused by StoreArgs).
+        for new in calls:
+            if new.unique_key is not None and new.on_conflict == "error":
+                held = self._keys.get((new.name, new.unique_key))
+                if held is not None:
+                    raise DuplicateCallError(new.name, new.unique_key, held)
+        ids = []
+        for new in calls:
+            key = None if new.unique_key is None else (new.name, new.unique_key)
+            held = None if key is None else self._keys.get(key)
+            if held is not None:
+                if new.on_conflict == "replace":
+                    old = self._calls[held]
+                    self._put(
+                        attrs.evolve(
+                            old, payload=new.payload, due_at=new.due_at, identifier=new.identifier
+                        )
+                    )
+                ids.append(held)
+                continue
+            call_id = next(self._ids)
+            self._put(
+                StoredCall(
+                    id=call_id,
+                    name=new.name,
+                    payload=new.payload,
+                    due_at=new.due_at,
+                    identifier=new.identifier,
+                    scheduled_at=new.scheduled_at,
+                    attempts=new.attempts,
+                    unique_key=new.unique_key,
+                )
+            )
+            if key is not None:
+                self._keys[key] = call_id
+            ids.append(call_id)
+        self._listeners.notify(min(c.due_at for c in calls))
+        return ids
+
+    def _free_key(self, call: StoredCall) -> None:
+        if call.unique_key is not None:
+            self._keys.pop((call.name, call.unique_key), None)
+
     def _put(self, call: StoredCall) -> None:
         # Heap entries are checked lazily: one is live while its row exists with
         # that same due time (a lease or release pushes a new entry).
@@ -96,7 +146,11 @@ class MemoryStore:
         call_id = StoreArgs.cancel(call_id)
         if call_id in self._owners:
             return False  # running under a lease, not pending
-        return self._calls.pop(call_id, None) is not None
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return False
+        self._free_key(call)
+        return True
 
     async def cancel_identifier(self, identifier: str) -> int:
         identifier = StoreArgs.cancel_identifier(identifier)
@@ -106,7 +160,7 @@ class MemoryStore:
             if c.identifier == identifier and c.id not in self._owners
         ]
         for call_id in doomed:
-            del self._calls[call_id]
+            self._free_key(self._calls.pop(call_id))
         return len(doomed)
 
     # -- inspection -------------------------------------------------------------------
@@ -190,6 +244,8 @@ class MemoryStore:
         calls = self._calls
         for _, call_id, name in candidates:
             call = calls.pop(call_id)
+            if call.unique_key is not None:  # a claim frees the key
+                self._keys.pop((name, call.unique_key), None)
             # StoredCall is frozen; rebuilding it directly is several times cheaper
             # than attrs.evolve on this hot path.
             claimed_call = StoredCall(
@@ -216,6 +272,8 @@ class MemoryStore:
         calls, owner = StoreArgs.put_back(calls, owner)
         handed = 0
         for call in calls:
+            if call.unique_key is not None:
+                call = attrs.evolve(call, unique_key=None)  # its claim freed the key
             if call.id not in self._calls:
                 self._put(call)  # deleted by its claim (at-most-once)
             elif owner is not None and self._owners.get(call.id) == owner:
@@ -298,6 +356,7 @@ class MemoryStore:
             # A leased row due by now has an expired lease: it is anyone's to take.
             self._owners.pop(call.id, None)
             del self._calls[call.id]
+            self._free_key(call)
             self._keep_dead(call, error, failed_at)
         return len(doomed)
 

@@ -9,10 +9,11 @@ the store's asyncio loop, called through the bridge (:func:`._errors.bridge`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 import attrs
@@ -186,6 +187,14 @@ def pool_options() -> dict[str, Any]:
     return {"connection_class": _StoreConnection, "reset": _aio_reset}
 
 
+def _bound(
+    conn: PoolConnectionProxy, method: str | Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    if isinstance(method, str):
+        return cast(Callable[..., Awaitable[Any]], getattr(conn, method))
+    return functools.partial(method, conn)
+
+
 class Connections:
     """The store's pool, plus one pool connection the store keeps for its own statements.
 
@@ -286,10 +295,18 @@ class Connections:
         return result
 
     async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        """``conn.method(sql, *args)`` on a connection (the kept one if it is free)."""
+        return await self.run_with(method, sql, args)
+
+    async def run_with(
+        self, method: str | Callable[..., Awaitable[Any]], sql: str, args: Sequence[Any]
+    ) -> Any:
+        """As :meth:`run`; a ``method`` that is a coroutine function runs as
+        ``method(conn, sql, *args)`` (a few statements in a transaction)."""
         if self.busy or self.closing:
             conn = await self._acquire()
             try:
-                result = await on_connection(conn, getattr(conn, method), sql, *args)
+                result = await on_connection(conn, _bound(conn, method), sql, *args)
             except BaseException as exc:
                 await self._release_after(conn, exc)
                 raise
@@ -306,7 +323,7 @@ class Connections:
                 kept = None
             if kept is None:
                 kept = self.kept = await self._acquire()
-            result = await on_connection(kept, getattr(kept, method), sql, *args)
+            result = await on_connection(kept, _bound(kept, method), sql, *args)
         except BaseException as exc:
             self.busy = False
             failed, self.kept = self.kept, None

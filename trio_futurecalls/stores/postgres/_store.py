@@ -16,12 +16,13 @@ from typing import Any, Final, TypeVar, final
 import asyncpg
 import trio
 
-from ..._errors import StoreClosedError, StoreError
+from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._validate import StoreArgs
 from .._claims import until_next
+from .._keys import merge_repeated_keys
 from .._listeners import Listeners
 from .._recurring import after_fire, merge_registration, plan_runs
 from .._rows import call_from_row, dead_letter_from_row, recurring_from_row, recurring_to_row
@@ -39,6 +40,71 @@ T = TypeVar("T")
 
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1
+
+
+#: How often ``insert_keyed_calls`` runs again for rows whose key holder it could
+#: not see (each time, another holder was committed right after its snapshot).
+_KEYED_ATTEMPTS: Final = 50
+
+
+class _Duplicate(Exception):
+    """Rolls back the transaction of a batch whose "error" key conflicted."""
+
+
+async def _aio_insert_keyed(
+    conn: Any, sql: str, calls: Sequence[NewCall], channel: str, wake: str, atomic: bool
+) -> list[tuple[int, bool]]:
+    """On the asyncio side, on ``conn``: ``insert_keyed_calls`` for ``calls``, again
+    for the rows whose holder its snapshot did not show, until each has an id; in a
+    transaction of its own when ``atomic`` (rolled back if an "error" row conflicted).
+    Returns ``(id, conflicted)`` per call."""
+    answers: list[tuple[int, bool] | None] = [None] * len(calls)
+
+    async def run(positions: list[int]) -> None:
+        rows = await conn.fetch(
+            sql,
+            [calls[k].name for k in positions],
+            [calls[k].payload for k in positions],
+            [calls[k].due_at for k in positions],
+            [calls[k].identifier for k in positions],
+            [calls[k].scheduled_at for k in positions],
+            channel,
+            wake,
+            [calls[k].attempts for k in positions],
+            [calls[k].unique_key for k in positions],
+            [calls[k].on_conflict for k in positions],
+            [calls[k].recurring_key for k in positions],
+            [calls[k].tick_at for k in positions],
+        )
+        for k, row in zip(positions, rows, strict=True):
+            if row[0] is not None:
+                answers[k] = (row[0], row[1])
+
+    async def all_rows() -> None:
+        for _ in range(_KEYED_ATTEMPTS):
+            missing = [k for k, answer in enumerate(answers) if answer is None]
+            if not missing:
+                return
+            await run(missing)
+        raise StoreError(
+            f"PostgreSQL: unique keys kept changing hands; {_KEYED_ATTEMPTS} attempts "
+            "could not tell which call holds them"
+        )
+
+    if not atomic:
+        await all_rows()
+    else:
+        try:
+            async with conn.transaction():
+                await all_rows()
+                if any(
+                    answer is not None and answer[1] and call.on_conflict == "error"
+                    for call, answer in zip(calls, answers, strict=True)
+                ):
+                    raise _Duplicate
+        except _Duplicate:
+            pass  # rolled back: nothing of the batch is stored
+    return [answer for answer in answers if answer is not None]
 
 
 @final
@@ -105,6 +171,11 @@ class PostgresStore:
         self._live_pool()
         return await bridge(self._loop, query, self._connections.run, method, self._q[query], args)
 
+    async def _call_with(self, fn: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
+        """As :meth:`_call`, with ``fn(conn, sql, *args)`` run on the connection."""
+        self._live_pool()
+        return await bridge(self._loop, query, self._connections.run_with, fn, self._q[query], args)
+
     def connections_in_use(self) -> int:
         """Pool connections checked out right now (by sessions or store operations).
 
@@ -154,6 +225,8 @@ class PostgresStore:
         if not calls:
             return []
         earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
+        if any(c.unique_key is not None for c in calls):
+            return await self._schedule_keyed(calls, earliest)
         rows = await self._call(
             "fetch",
             "insert_calls",
@@ -172,6 +245,27 @@ class PostgresStore:
         # processes (and this one again: listeners tolerate duplicates).
         self._listeners.notify(earliest)
         return [row[0] for row in rows]
+
+    async def _schedule_keyed(self, calls: Sequence[NewCall], earliest: datetime) -> list[int]:
+        """A batch with unique keys: one statement (``insert_keyed_calls``) in the common
+        case. A batch of more than one row, or with "error" keys, runs in a transaction
+        of its own, so that it is stored whole or not at all."""
+        merged, answers = merge_repeated_keys(calls)
+        strict = any(c.unique_key is not None and c.on_conflict == "error" for c in merged)
+        results = await self._call_with(
+            _aio_insert_keyed,
+            "insert_keyed_calls",
+            merged,
+            self.channel,
+            notify_payload(earliest),
+            strict or len(merged) > 1,
+        )
+        for call, (call_id, conflicted) in zip(merged, results, strict=True):
+            if conflicted and call.on_conflict == "error":
+                assert call.unique_key is not None
+                raise DuplicateCallError(call.name, call.unique_key, call_id)
+        self._listeners.notify(earliest)
+        return [results[k][0] for k in answers]
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)
@@ -197,7 +291,7 @@ class PostgresStore:
             query.limit,
             query.now,
         )
-        return [call_from_row(row, utc) for row in rows]
+        return [call_from_row(row, utc, keyed=True) for row in rows]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         due_by = StoreArgs.pending_counts(due_by)

@@ -30,6 +30,7 @@ from ..._validate import (
     check_owner,
     check_payload_text,
     check_recurring_key,
+    check_unique_key,
 )
 from .. import _rows as shared
 from ._connection import from_micros, to_micros
@@ -113,6 +114,12 @@ _IDENTIFIER = Column(
     "is not an identifier (NULL, or 1 to 255 characters of UTF-8 without NUL)",
     lambda value, now: None,
 )
+_UNIQUE_KEY = Column(
+    "unique_key",
+    lambda v: v is None or (type(v) is str and _passes(check_unique_key, v)),
+    "is not a unique key (NULL, or 1 to 255 characters of UTF-8 without NUL)",
+    lambda value, now: None,
+)
 _TIME_SAYS: Final = (
     "is not a time (integer microseconds since 1970-01-01 UTC, from 0001-01-02 to 9999-12-30)"
 )
@@ -158,9 +165,10 @@ _TICK_AT = Column(
     "is not NULL or " + _TIME_SAYS.removeprefix("is not "),
     lambda value, now: None,
 )
-#: ``id`` then these: what ``pending`` selects.
-PENDING_COLUMNS: Final = (*CALL_COLUMNS, _RECURRING_KEY, _TICK_AT)
 _CLAIMED_COLUMNS: Final = (*CALL_COLUMNS[:5], _ATTEMPTS_TO_CLAIM, _RECURRING_KEY, _TICK_AT)
+#: ``id`` then these: what ``pending`` selects (a claim never reads the unique key:
+#: it frees it, so a bad one cannot stop a claim).
+PENDING_COLUMNS: Final = (*CALL_COLUMNS, _RECURRING_KEY, _TICK_AT, _UNIQUE_KEY)
 LEASE_OWNER = Column(
     "lease_owner",
     lambda v: v is None or (type(v) is str and _passes(check_owner, v)),
@@ -225,7 +233,7 @@ def pending_call(row: Sequence[Any]) -> StoredCall:
     checked = check_row(row, PENDING_COLUMNS, 0)
     if checked.problems:
         raise StoreError(checked.reason(f"SQLite store: pending call {row[0]} cannot be read"))
-    return shared.call_from_row(row, from_micros)
+    return shared.call_from_row(row, from_micros, keyed=True)
 
 
 def dead_letter(row: Sequence[Any]) -> DeadLetter:

@@ -23,7 +23,7 @@ from typing import Final, TypeVar, final
 
 import trio
 
-from ..._errors import StoreClosedError, StoreError
+from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
@@ -189,12 +189,46 @@ class SQLiteStore:
             return []
         sql = self._q["insert_call"]
 
-        def work(conn: sqlite3.Connection) -> list[int]:
+        def plain(conn: sqlite3.Connection) -> list[int]:
             return [conn.execute(sql, _insert_params(c)).fetchone()[0] for c in calls]
 
-        ids = await self._write(work)
+        keyed = any(c.unique_key is not None for c in calls)
+        ids = await self._write(self._keyed_work(calls) if keyed else plain)
         self._listeners.notify(min(c.due_at for c in calls))
         return ids
+
+    def _keyed_work(self, calls: Sequence[NewCall]) -> Callable[[sqlite3.Connection], list[int]]:
+        """A batch with unique keys, in order, in one transaction: the unique index
+        finds each conflict (with a pending call, or an earlier call of the batch);
+        "ignore" takes the holder's id, "replace" updates the holder, "error" raises
+        and the transaction rolls back (nothing of the batch is stored)."""
+        plain_sql = self._q["insert_call"]
+        keyed_sql = self._q["insert_keyed_call"]
+        holder_sql = self._q["keyed_call"]
+        replace_sql = self._q["replace_keyed_call"]
+
+        def work(conn: sqlite3.Connection) -> list[int]:
+            ids: list[int] = []
+            for c in calls:
+                if c.unique_key is None:
+                    ids.append(conn.execute(plain_sql, _insert_params(c)).fetchone()[0])
+                    continue
+                # (A call with a unique key is no run of a schedule: _validate refuses both.)
+                row = _insert_params(c)[:6]
+                inserted = conn.execute(keyed_sql, (*row, c.unique_key)).fetchone()
+                if inserted is not None:
+                    ids.append(inserted[0])
+                    continue
+                # The write lock is held: the holder is still there.
+                (held,) = conn.execute(holder_sql, (c.name, c.unique_key)).fetchone()
+                if c.on_conflict == "error":
+                    raise DuplicateCallError(c.name, c.unique_key, held)
+                if c.on_conflict == "replace":
+                    conn.execute(replace_sql, (c.payload, row[2], c.identifier, held))
+                ids.append(held)
+            return ids
+
+        return work
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)

@@ -60,6 +60,78 @@ WITH input AS (
 )
 SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 
+-- name: insert_keyed_calls
+-- A batch with unique keys ($9, NULL for none; each (name, key) at most once: the
+-- store merges repeats within a batch first) and what to do on a conflict ($10:
+-- ignore, replace, error), in one statement. The partial unique index of migration
+-- 0004 finds each conflict with a pending call, also with one another transaction is
+-- inserting right now (ON CONFLICT waits for it to end).
+--
+-- "ignore" and "error" rows are inserted with DO NOTHING (no lock on the holder, so
+-- a hot key costs no waiting); the holder's id comes from this statement's snapshot.
+-- A holder committed after the snapshot was taken is not in it: that row's id is
+-- NULL, and the store runs the statement again for it (then it sees the holder, or,
+-- if a claim freed the key meanwhile, inserts). "replace" rows use DO UPDATE, which
+-- locks the holder and gives it the new payload, due time and identifier; PostgreSQL
+-- guarantees an insert or an update for each (if a claim frees the key meanwhile, the
+-- insert goes ahead). Ids are drawn first, in input order, so that "id = new_id"
+-- tells an inserted row from a holder. Rows are written in (name, unique_key) order,
+-- so that batches racing for the same keys lock them in the same order. NOTIFY in
+-- the same statement. Returns, in input order: the id (NULL: run again), whether it
+-- is a holder's ("conflicted"), and the input's on_conflict.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
+        $8::integer[], $9::text[], $10::text[], $11::text[], $12::timestamptz[]
+    ) WITH ORDINALITY AS t (
+        name, payload, due_at, identifier, scheduled_at, attempts, unique_key, on_conflict,
+        recurring_key, tick_at, ord
+    )
+), numbered AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('{schema}.calls', 'id')) AS new_id, i.*
+    FROM (SELECT * FROM input ORDER BY ord) AS i
+), holders AS (
+    SELECT c.id, c.name, c.unique_key
+    FROM {schema}.calls AS c
+    JOIN numbered AS n ON c.name = n.name AND c.unique_key = n.unique_key
+), inserted AS (
+    INSERT INTO {schema}.calls (
+        id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key,
+        recurring_key, tick_at
+    )
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key,
+        recurring_key, tick_at
+    FROM numbered
+    WHERE unique_key IS NULL OR on_conflict <> 'replace'
+    ORDER BY name, unique_key, ord
+    ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+    RETURNING id
+), replaced AS (
+    INSERT INTO {schema}.calls
+        (id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key
+    FROM numbered
+    WHERE unique_key IS NOT NULL AND on_conflict = 'replace'
+    ORDER BY name, unique_key, ord
+    ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO UPDATE
+    SET payload = excluded.payload, due_at = excluded.due_at, identifier = excluded.identifier
+    RETURNING id, name, unique_key
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
+)
+SELECT coalesce(i.id, r.id, h.id) AS id,
+    coalesce(i.id, r.id) IS DISTINCT FROM n.new_id AS conflicted,
+    n.on_conflict
+FROM numbered AS n
+LEFT JOIN inserted AS i ON i.id = n.new_id
+LEFT JOIN replaced AS r ON r.name = n.name AND r.unique_key = n.unique_key
+LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
+CROSS JOIN wakeup
+ORDER BY n.ord;
+
 -- name: cancel
 -- Leased rows are running, not pending: they are not cancelled here.
 WITH deleted AS (
@@ -74,7 +146,9 @@ WITH deleted AS (
 SELECT count(*) FROM deleted;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+-- A row whose lease expired has no unique key (its claim cleared it).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+    unique_key
 FROM {schema}.calls
 WHERE (lease_owner IS NULL OR due_at <= $6::timestamptz)
   AND ($1::text IS NULL OR name = $1::text)
@@ -152,7 +226,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
 -- skipping rows another claimer holds, keep the earliest `limit` across names, then
 -- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
 -- (at-least-once; an expired lease's row is due again, since its due_at is the
--- expiry). Returns each call with its due time before the claim and its new attempt
+-- expiry). Either way the claim frees the row's unique key (a leased row's is set to
+-- NULL). Returns each call with its due time before the claim and its new attempt
 -- count. Rows locked but not kept are unlocked when the statement's transaction ends.
 {_claim_picked}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
@@ -162,7 +237,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
 ), leased AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $6::text, due_at = $7::timestamptz,
-        attempts = least(c.attempts + 1, 1000000)
+        attempts = least(c.attempts + 1, 1000000), unique_key = NULL
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
@@ -191,7 +266,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
 {_claim_picked}, {_claim_next}, taken AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $5::text, due_at = $6::timestamptz,
-        attempts = least(c.attempts + 1, 1000000)
+        attempts = least(c.attempts + 1, 1000000), unique_key = NULL
     FROM picked AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,

@@ -4,6 +4,24 @@ INSERT INTO futurecalls_calls
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id;
 
+-- name: insert_keyed_call
+-- A call with a unique key: stored unless a pending call of that name holds the key
+-- (the partial unique index of migration 0004 decides); no row back then.
+INSERT INTO futurecalls_calls
+    (name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: keyed_call
+-- The pending call holding a name's unique key (in the transaction that just found it).
+SELECT id FROM futurecalls_calls WHERE name = ? AND unique_key = ?;
+
+-- name: replace_keyed_call
+-- on_conflict="replace": the pending call holding the key gets the new payload, due
+-- time and identifier.
+UPDATE futurecalls_calls SET payload = ?, due_at = ?, identifier = ? WHERE id = ?;
+
 -- name: cancel
 -- Leased rows are running, not pending: they are not cancelled here.
 DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NULL;
@@ -12,7 +30,9 @@ DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NULL;
 DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL;
 
 -- name: pending
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+-- A row whose lease expired has no unique key (its claim cleared it).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+    unique_key
 FROM futurecalls_calls
 WHERE (lease_owner IS NULL OR due_at <= :now)
   AND (:name IS NULL OR name = :name)
@@ -48,12 +68,15 @@ ORDER BY due_at, id
 LIMIT ?;
 
 -- name: delete_ids
--- The parameter is a JSON array of ids.
+-- The parameter is a JSON array of ids. (A claim frees the unique keys of the rows
+-- it deletes with them.)
 DELETE FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: lease_ids
+-- A claim frees the unique key: the leased row (and, once its lease ends, the call
+-- pending again) no longer holds it.
 UPDATE futurecalls_calls
-SET lease_owner = ?, due_at = ?, attempts = attempts + 1
+SET lease_owner = ?, due_at = ?, attempts = attempts + 1, unique_key = NULL
 WHERE id IN (SELECT value FROM json_each(?));
 
 -- name: put_back_leased
