@@ -6,6 +6,7 @@ Tests live in folders by kind:
 * ``engine/``: the scheduler on the memory store, under Trio's ``autojump_clock``.
 * ``stores/``: the conformance suite every store passes, and SQLite specifics.
 * ``postgres/``: the PostgreSQL store against a real server (marked ``postgres``).
+* ``cli/``: the ``futurecalls`` command in process (``cli.main``), on SQLite in ``tmp_path``.
 * ``processes/``: real subprocesses: the CLI, SIGKILLed workers (marked ``slow``).
 
 Markers follow the folder, so ``-m "not slow"`` runs everything quick.

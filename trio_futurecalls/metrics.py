@@ -16,9 +16,10 @@ The HTTP side is ``prometheus_client``'s ASGI app served by Hypercorn's Trio wor
 (``_metrics_http.py``), inside the caller's nursery; the metrics come from a private
 ``CollectorRegistry``, so nothing leaks into the global default registry. Counters and
 histograms are read from :meth:`Scheduler.statistics` at scrape time; the queue lengths
-(pending and due calls per name) need a store round trip, which is made before each
-scrape (bounded by ``store_timeout``, 5 s); when the store cannot answer,
-``futurecalls_store_up`` is 0 and the queue-length gauges are left out.
+(pending and due calls per name) and the recurring schedules need the store, which is
+read before each scrape (both queries within one ``store_timeout``, 5 s); when the
+store cannot answer, ``futurecalls_store_up`` is 0 and the queue-length and recurring
+metrics are left out.
 
 Metrics (``call_class`` is the call class's ``name``):
 
@@ -38,7 +39,18 @@ Metrics (``call_class`` is the call class's ``name``):
 * ``futurecalls_global_concurrency_limit``: the scheduler's global limit (``+Inf``:
   unlimited). A separate metric rather than a ``call_class="global"`` label, because
   ``global`` is a valid call-class name.
-* ``futurecalls_store_up``: 1 if the last queue-length query succeeded, else 0
+* ``futurecalls_store_up``: 1 if the last store queries (queue lengths, recurring
+  schedules) succeeded, else 0
+
+Per recurring schedule (``key`` is the schedule's key), read from the store:
+
+* ``futurecalls_recurring_next_tick_timestamp_seconds{key}``: its next tick (Unix
+  time); absent once the schedule is finished
+* ``futurecalls_recurring_last_tick_timestamp_seconds{key}``: the tick of its latest
+  run; absent until it first runs
+* ``futurecalls_recurring_runs_total{key}``: runs created
+* ``futurecalls_recurring_skipped_total{key, reason}``: ticks not run (``reason``:
+  ``overlap``, the previous run was not done; ``misfire``, missed while no worker ran)
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with the mo
     ) from exc
 
 from ._errors import FutureCallsError, InvalidArgumentError
+from ._model import RecurringInfo
 from ._scheduler import Scheduler
 from ._stats import BUCKETS, Distribution, QueueLength
 from ._validate import check_host
@@ -105,30 +118,36 @@ class SchedulerCollector(Collector):
     """A ``prometheus_client`` collector reading one :class:`Scheduler`.
 
     :meth:`collect` is synchronous (as ``prometheus_client`` requires) and reads
-    :meth:`Scheduler.statistics`; queue lengths come from the last
-    :meth:`refresh_queue_lengths`, which is async (a store query) and must be awaited
-    before a scrape (:func:`serve_metrics` does) or periodically.
+    :meth:`Scheduler.statistics`; queue lengths and recurring schedules come from the
+    last :meth:`refresh_queue_lengths`, which is async (store queries) and must be
+    awaited before a scrape (:func:`serve_metrics` does) or periodically.
     """
 
     def __init__(self, scheduler: Scheduler, *, store_timeout: float = 5.0) -> None:
         self._scheduler = scheduler
         self._store_timeout = store_timeout
         self._queues: dict[str, QueueLength] | None = None
+        self._recurring: list[RecurringInfo] | None = None
         self._store_up = False
 
     async def refresh_queue_lengths(self) -> bool:
-        """Query the store for queue lengths (at most ``store_timeout`` seconds).
+        """Read the queue lengths and the recurring schedules from the store (both
+        within ``store_timeout`` seconds).
 
-        Returns False, and leaves the queue-length gauges out, when the store fails.
+        Returns False, and leaves the queue-length and recurring metrics out, when the
+        store fails either query.
         """
         queues: dict[str, QueueLength] | None = None
+        recurring: list[RecurringInfo] | None = None
         with trio.move_on_after(self._store_timeout):
             try:
                 queues = await self._scheduler.queue_lengths()
+                recurring = await self._scheduler.recurring()
             except FutureCallsError as exc:
-                _log.warning("metrics: could not read queue lengths from the store: %s", exc)
-        self._queues = queues
-        self._store_up = queues is not None
+                _log.warning("metrics: could not read the store: %s", exc)
+        self._store_up = queues is not None and recurring is not None
+        self._queues = queues if self._store_up else None
+        self._recurring = recurring if self._store_up else None
         return self._store_up
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
@@ -192,6 +211,8 @@ class SchedulerCollector(Collector):
             "1 if the last queue-length query to the store succeeded, else 0.",
             value=1.0 if self._store_up else 0.0,
         )
+        if self._recurring is not None:
+            yield from _recurring_metrics(self._recurring)
         if self._queues is not None:
             pending = GaugeMetricFamily(
                 "futurecalls_calls_pending", "Pending calls in the store.", labels=["call_class"]
@@ -205,6 +226,39 @@ class SchedulerCollector(Collector):
                 pending.add_metric([name], queue.pending)
                 due.add_metric([name], queue.due)
             yield from (pending, due)
+
+
+def _recurring_metrics(
+    schedules: list[RecurringInfo],
+) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The metrics of each recurring schedule, from its values in the store."""
+    next_tick = GaugeMetricFamily(
+        "futurecalls_recurring_next_tick_timestamp_seconds",
+        "Next tick of a recurring schedule, in Unix time (absent once finished).",
+        labels=["key"],
+    )
+    last_tick = GaugeMetricFamily(
+        "futurecalls_recurring_last_tick_timestamp_seconds",
+        "Tick of a recurring schedule's latest run, in Unix time (absent before its first).",
+        labels=["key"],
+    )
+    runs = CounterMetricFamily(
+        "futurecalls_recurring_runs_total", "Runs a recurring schedule created.", labels=["key"]
+    )
+    skipped = CounterMetricFamily(
+        "futurecalls_recurring_skipped_total",
+        "Ticks of a recurring schedule not run, by reason (overlap, misfire).",
+        labels=["key", "reason"],
+    )
+    for s in schedules:
+        if s.next_tick is not None:
+            next_tick.add_metric([s.key], s.next_tick.timestamp())
+        if s.last_tick is not None:
+            last_tick.add_metric([s.key], s.last_tick.timestamp())
+        runs.add_metric([s.key], s.runs)
+        skipped.add_metric([s.key, "overlap"], s.skipped_overlap)
+        skipped.add_metric([s.key, "misfire"], s.skipped_misfire)
+    yield from (next_tick, last_tick, runs, skipped)
 
 
 async def serve_metrics(

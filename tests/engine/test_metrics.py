@@ -26,6 +26,7 @@ from trio_futurecalls import (
     MemoryStore,
     StoreUnavailableError,
     open_scheduler,
+    schedule_recurring,
 )
 from trio_futurecalls.metrics import histogram_buckets, serve_metrics
 
@@ -345,4 +346,69 @@ async def test_a_failing_scrape_answers_500_and_the_server_survives(
         assert (status, body) == (500, b"internal error\n")
         assert "could not answer a scrape" in caplog.text
         assert value(await scrape(port), "futurecalls_store_up") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_recurring_schedules_are_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    # Fired at 00:30, then 03:30: "hourly" runs 00:00, misses 01:00 and 02:00
+    # (misfire="once": the 03:00 run stands for them); "serial" runs 00:00 and skips
+    # 01:00..03:00 while that run is pending (overlap="skip"); "ended" never ran.
+    await schedule_recurring(store, "tick", key="hourly", every=3600, start=start)
+    await schedule_recurring(
+        store, "tick", key="serial", every=3600, start=start, overlap="skip", misfire="all"
+    )
+    await schedule_recurring(
+        store, "tick", key="ended", cron="0 * * * *", end=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    await store.fire_recurring(start + timedelta(minutes=30), 100)
+    await store.fire_recurring(start + timedelta(hours=3, minutes=30), 100)
+    # A node that runs no calls (and so fires no schedule) still exports them.
+    async with (
+        open_scheduler(store, [Quick], execute=False) as scheduler,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(partial(serve_metrics, scheduler, port=0))
+        samples = await scrape(port)
+        next_tick = "futurecalls_recurring_next_tick_timestamp_seconds"
+        last_tick = "futurecalls_recurring_last_tick_timestamp_seconds"
+        four = (start + timedelta(hours=4)).timestamp()
+        assert value(samples, next_tick, key="hourly") == four
+        assert value(samples, next_tick, key="serial") == four
+        assert value(samples, last_tick, key="hourly") == (start + timedelta(hours=3)).timestamp()
+        assert value(samples, last_tick, key="serial") == start.timestamp()
+        assert {dict(labels)["key"] for name, labels in samples if name == next_tick} == {
+            "hourly",
+            "serial",
+        }  # "ended" is finished
+        assert not any(name == last_tick and ("key", "ended") in labels for name, labels in samples)
+        runs, skipped = "futurecalls_recurring_runs_total", "futurecalls_recurring_skipped_total"
+        assert value(samples, runs, key="hourly") == 2
+        assert value(samples, runs, key="serial") == 1
+        assert value(samples, runs, key="ended") == 0
+        assert value(samples, skipped, key="hourly", reason="misfire") == 2
+        assert value(samples, skipped, key="hourly", reason="overlap") == 0
+        assert value(samples, skipped, key="serial", reason="overlap") == 3
+        assert value(samples, skipped, key="serial", reason="misfire") == 0
+        assert value(samples, skipped, key="ended", reason="misfire") == 0
+        _, _, body = await http(port, request("GET", "/metrics"))
+        types = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
+        assert types[next_tick] == types[last_tick] == "gauge"
+        assert types["futurecalls_recurring_runs"] == "counter"  # the parser drops _total
+        assert types["futurecalls_recurring_skipped"] == "counter"
+
+        # The store cannot list the schedules: like the queue lengths, they are left
+        # out (and the store is reported down), the rest is served.
+        async def unavailable() -> None:
+            raise StoreUnavailableError("database is down")
+
+        monkeypatch.setattr(scheduler, "recurring", unavailable)
+        samples = await scrape(port)
+        assert value(samples, "futurecalls_store_up") == 0
+        assert not any(name.startswith("futurecalls_recurring_") for name, _ in samples)
+        assert not any(name == "futurecalls_calls_pending" for name, _ in samples)
+        assert value(samples, "futurecalls_calls_started_total", call_class="quick") == 0
+        monkeypatch.undo()
+        assert value(await scrape(port), runs, key="hourly") == 2
         nursery.cancel_scope.cancel()

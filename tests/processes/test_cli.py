@@ -108,6 +108,7 @@ def test_durations(text: str, seconds: float) -> None:
         ["dead-letters", "list"],
         ["dead-letters", "requeue"],
         ["dead-letters", "purge"],
+        ["recurring", "add"],
         ["worker"],
         ["run-once"],
     ],
@@ -229,6 +230,17 @@ async def test_store_urls_and_environment(tmp_path: Path) -> None:
     # memory:// is a new, empty store for the one command.
     r = await cli(tmp_path, "--store", "memory://", "run-once", "cli_calls:CALLS")
     assert r.out.startswith("ran 0 call(s)")
+
+
+async def test_recurring_add_then_cancel(tmp_path: Path) -> None:
+    # Two processes share the schedule; the rest is tested in process
+    # (tests/cli/test_recurring_cli.py).
+    s = ("--store", STORE)
+    r = await cli(
+        tmp_path, *s, "recurring", "add", "cli-echo", "--key", "k", "--cron", "0 9 * * *", "--json"
+    )
+    assert (r.json()["status"], r.json()["key"], r.json()["cron"]) == ("added", "k", "0 9 * * *")
+    assert (await cli(tmp_path, *s, "recurring", "cancel", "k")).out == "1\n"
 
 
 async def test_stats_from_store(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Final, NoReturn
 
 from .. import DEFAULT_GRACE_PERIOD, ENV_MAX_CONCURRENT, __version__
 from .._redact import redact
+from .._validate import MISFIRE_MODES, OVERLAP_MODES
 from ._arguments import (
     NOT_GIVEN,
     concurrency_limit,
@@ -28,6 +29,7 @@ from ._commands import (
     cmd_schedule,
     cmd_stats,
 )
+from ._recurring import cmd_recurring_add, cmd_recurring_cancel, cmd_recurring_list
 from ._worker import cmd_run_once, cmd_worker
 
 ENV_STORE: Final = "FUTURECALLS_STORE"
@@ -230,6 +232,76 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--id", type=id_number, nargs="+", metavar="N", help="the dead letters' ids")
     group.add_argument("--all", action="store_true", help="every dead letter")
     d.set_defaults(run=cmd_dead_purge)
+
+    p = command("recurring", "Add, list and cancel recurring schedules.")
+    recurring = p.add_subparsers(dest="recurring_command", metavar="ACTION", required=True)
+
+    def action(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return recurring.add_parser(name, help=help, description=help, parents=[common], **kwargs)
+
+    r = action(
+        "add",
+        "Register (or update) a recurring schedule of a call name (no import of its "
+        "class); prints the schedule as stored.",
+        epilog="Each tick becomes an ordinary call of NAME, run once however many "
+        "workers are up. Adding a key again updates its schedule (counters kept), "
+        "unless --keep.",
+    )
+    r.add_argument("name", metavar="NAME", help="the call class's name")
+    r.add_argument("--key", required=True, metavar="KEY", help="the schedule's unique key")
+    when = r.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--cron",
+        metavar="EXPR",
+        help="a cron expression: five fields, or six with seconds first "
+        "(e.g. '*/15 * * * *'), read in --timezone",
+    )
+    when.add_argument(
+        "--every",
+        metavar="SECONDS",
+        help="a fixed interval: seconds, or a duration such as 30s, 5m, 2h, 1d",
+    )
+    r.add_argument("--payload", metavar="JSON", default="null", help="JSON payload (default null)")
+    r.add_argument(
+        "--timezone",
+        metavar="TZ",
+        default="UTC",
+        help="IANA time zone the cron fields follow, e.g. Europe/Paris (default: UTC)",
+    )
+    r.add_argument("--start", metavar="ISO8601", help="no tick before this time")
+    r.add_argument("--end", metavar="ISO8601", help="no tick after this time")
+    r.add_argument(
+        "--misfire",
+        choices=MISFIRE_MODES,
+        default="once",
+        help="ticks missed while no worker ran: one run for all of them, none, or "
+        "each (up to the latest 100) (default: once)",
+    )
+    r.add_argument(
+        "--overlap",
+        choices=OVERLAP_MODES,
+        default="allow",
+        help="skip: no new run while the previous run is still in the store (its "
+        "class must be at-least-once) (default: allow)",
+    )
+    r.add_argument(
+        "--keep",
+        action="store_true",
+        help="if a schedule with this key exists, keep it as it is (do not replace it)",
+    )
+    r.add_argument("--identifier", metavar="X", help="optional identifier of every run")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(run=cmd_recurring_add)
+    r = action("list", "List recurring schedules, by key.")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(run=cmd_recurring_list)
+    r = action(
+        "cancel",
+        "Delete a recurring schedule and its runs that have not started; prints 1 "
+        "(an unknown key is an error).",
+    )
+    r.add_argument("key", metavar="KEY", help="the schedule's key")
+    r.set_defaults(run=cmd_recurring_cancel)
 
     p = command(
         "worker",
