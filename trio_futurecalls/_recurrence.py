@@ -90,8 +90,11 @@ def _cron_ticks(cron: str, timezone: str, begin: datetime, inclusive: bool) -> I
     zone = zone_of(timezone)
     # cronsim yields times strictly after the one it is given, at whole seconds.
     start = begin - _MICROSECOND if inclusive else begin
+    # Outside the try: an expression cronsim refuses (a row another tool wrote) is
+    # an error for the caller to report, not a schedule that silently has no ticks.
+    found = CronSim(cron, start.astimezone(zone))
     try:
-        for local in CronSim(cron, start.astimezone(zone)):
+        for local in found:
             yield local.astimezone(UTC)
     except (OverflowError, CronSimError):
         return  # past year 9999 (or no time ever matches): no further tick

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -614,3 +614,68 @@ async def test_a_database_that_is_not_utf8_is_refused() -> None:
                 pass
     finally:
         await admin_execute(f'DROP DATABASE IF EXISTS "{database}"')
+
+
+# -- recurring schedules another tool wrote -----------------------------------------------
+
+
+class _Tick(FutureCall):
+    name = "pg.tick"
+    max_concurrent = None
+    ran: ClassVar[list[str | None]] = []
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        _Tick.ran.append(self.info.recurring_key)
+
+
+#: (key, cron, timezone) of schedules no worker can plan: a cron expression cronsim
+#: refuses, and a time zone no machine knows.
+HOSTILE_SCHEDULES = [
+    ("bad-cron", "every day at noon", "UTC"),
+    ("bad-cron-field", "61 * * * * *", "UTC"),
+    ("bad-zone", "* * * * * *", "Mars/Olympus_Mons"),
+]
+
+
+async def test_hostile_recurring_rows_stop_with_an_error_and_the_rest_keep_firing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _Tick.ran = []
+    async with (
+        open_test_postgres_store(recheck_interval=0.05) as store,
+        open_scheduler(store, [_Tick], max_concurrent=4) as scheduler,
+    ):
+        schema = store.schema
+        await scheduler.schedule_recurring(_Tick, key="good", every=0.05)
+        for key, cron, zone in HOSTILE_SCHEDULES:
+            # A copy of the good row, due now, as another tool would write it.
+            await admin_fetch(
+                f'INSERT INTO "{schema}".recurring (key, name, payload, cron, timezone, '
+                "misfire, overlap, anchor, next_tick, created_at, updated_at) "
+                "SELECT $1, name, payload, $2, $3, misfire, overlap, anchor, now(), "
+                f"created_at, updated_at FROM \"{schema}\".recurring WHERE key = 'good'",
+                key,
+                cron,
+                zone,
+            )
+
+        async def next_ticks() -> dict[str, datetime | None]:
+            rows = await admin_fetch(f'SELECT key, next_tick FROM "{schema}".recurring')
+            return {r[0]: r[1] for r in rows}
+
+        async def all_stopped() -> bool:
+            ticks = await next_ticks()
+            return all(ticks[key] is None for key, _, _ in HOSTILE_SCHEDULES)
+
+        with trio.fail_after(10):
+            while not await all_stopped():  # noqa: ASYNC110 - the scheduler's writes
+                await trio.sleep(0.05)
+        # Each is stopped (no next tick) with an error that names it...
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        for key, _, _ in HOSTILE_SCHEDULES:
+            assert any(repr(key) in r.getMessage() for r in errors), (key, caplog.text)
+        # ...and the worker keeps firing the good schedule.
+        ran = len(_Tick.ran)
+        await until(lambda: len(_Tick.ran) >= ran + 3, 10)
+        assert (await next_ticks())["good"] is not None
+    assert set(_Tick.ran) == {"good"}

@@ -12,6 +12,7 @@ Real files and threads, so real time (short waits on what the scheduler did).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -346,3 +347,54 @@ async def test_bad_unique_keys_are_refused_or_never_stop_a_claim(tmp_path: Path)
             )
         assert sorted(Ok.ran) == sorted(label for label, _, _ in BAD_KEYS)
         assert [c.unique_key for c in await store.pending(PendingQuery())] == ["k", "k" * 255]
+
+
+class Tick(FutureCall):
+    name = "tick"
+    max_concurrent = None
+    ran: ClassVar[list[str | None]] = []
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        Tick.ran.append(self.info.recurring_key)
+
+
+#: Schedules another tool wrote (columns changed from a good row): a cron expression
+#: cronsim refuses, and a time zone no machine knows.
+HOSTILE_SCHEDULES = {
+    "bad-cron": {"cron": "every day at noon", "every": None},
+    "bad-cron-field": {"cron": "61 * * * * *", "every": None},
+    "bad-zone": {"cron": "* * * * * *", "every": None, "timezone": "Mars/Olympus_Mons"},
+}
+
+
+async def test_hostile_recurring_rows_stop_with_an_error_and_the_rest_keep_firing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "calls.sqlite3"
+    Tick.ran = []
+
+    def next_ticks() -> dict[str, int | None]:
+        with raw_connection(path) as conn:
+            rows = conn.execute("SELECT key, next_tick FROM futurecalls_recurring").fetchall()
+        return dict(rows)
+
+    async with (
+        open_sqlite_store(path, recheck_interval=0.05) as store,
+        open_scheduler(store, [Tick]) as scheduler,
+    ):
+        await scheduler.schedule_recurring(Tick, key="good", every=0.05)
+        with raw_connection(path) as conn:
+            conn.row_factory = sqlite3.Row
+            good = dict(conn.execute("SELECT * FROM futurecalls_recurring").fetchone())
+            for key, changes in HOSTILE_SCHEDULES.items():
+                insert(conn, "futurecalls_recurring", {**good, "key": key, **changes})
+        # Each is stopped (no next tick) with an error that names it...
+        await wait_for(lambda: all(next_ticks()[key] is None for key in HOSTILE_SCHEDULES))
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        for key in HOSTILE_SCHEDULES:
+            assert any(repr(key) in r.getMessage() for r in errors), (key, caplog.text)
+        # ...and the worker keeps firing the good schedule.
+        ran = len(Tick.ran)
+        await wait_for(lambda: len(Tick.ran) >= ran + 3)
+        assert next_ticks()["good"] is not None
+    assert set(Tick.ran) == {"good"}
