@@ -35,7 +35,7 @@ MAX_CATCH_UP: Final = 100
 #: Missed ticks of a cron schedule are counted one by one up to this many per fire;
 #: beyond, the fire jumps to the first tick after now (the skipped count then says
 #: "at least").
-MAX_TICK_SCAN: Final = 10_000
+MAX_TICK_SCAN: Final = 1_000
 
 _MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -121,26 +121,14 @@ def plan_fire(info: RecurringInfo, now: datetime, previous_active: bool) -> Plan
     """
     if info.next_tick is None or info.next_tick > now:
         return Plan([], info.next_tick)
-    due: collections.deque[datetime] = collections.deque(maxlen=MAX_CATCH_UP)
-    count = 0
-    next_tick: datetime | None = None
-    for tick in ticks(info, info.next_tick, inclusive=True):
-        if tick > now:
-            next_tick = tick
-            break
-        due.append(tick)
-        count += 1
-        if count >= MAX_TICK_SCAN:
-            count += _skipped_beyond_scan(info, tick, now)
-            for tick in ticks(info, now, inclusive=False):
-                next_tick = tick
-                break
-            break
+    want = MAX_CATCH_UP if info.misfire == "all" else 1
+    count, due = _due_ticks(info, info.next_tick, now, want)
+    next_tick = next(ticks(info, now, inclusive=False), None)
     if not due:  # the stored next tick lies past the schedule's end now
         return Plan([], next_tick)
     runs: list[datetime]
     if info.misfire == "all":
-        runs = list(due)
+        runs = due
     elif info.misfire == "skip":
         runs = [due[-1]] if now - due[-1] <= MISFIRE_GRACE else []
     else:  # "once": one run, for the latest tick, stands for all that were missed
@@ -155,11 +143,75 @@ def plan_fire(info: RecurringInfo, now: datetime, previous_active: bool) -> Plan
     return Plan(runs, next_tick, skipped_misfire, skipped_overlap)
 
 
-def _skipped_beyond_scan(info: RecurringInfo, last: datetime, now: datetime) -> int:
-    """Ticks after ``last`` up to ``now`` (exact for ``every``; 0 for cron, whose
-    count then says "at least")."""
-    if info.every is None:
-        return 0
+def _due_ticks(
+    info: RecurringInfo, first: datetime, now: datetime, want: int
+) -> tuple[int, list[datetime]]:
+    """How many ticks lie from ``first`` (a tick) to ``now``, and the latest ``want``
+    of them, earliest first.
+
+    Exact for ``every`` (arithmetic, however long the downtime). A cron schedule's
+    ticks are walked, at most ``MAX_TICK_SCAN`` of them; past that, the latest ones
+    come from a window before ``now`` that doubles until it holds ``want`` ticks,
+    and the count says "at least" (the ticks between the walk and the window are
+    not counted).
+    """
+    if info.every is not None:
+        return _every_due(info, first, now, want)
+    walked: collections.deque[datetime] = collections.deque(maxlen=want)
+    count = 0
+    for tick in ticks(info, first, inclusive=True):
+        if tick > now:
+            return count, list(walked)
+        walked.append(tick)
+        count += 1
+        if count >= MAX_TICK_SCAN:
+            break
+    else:
+        return count, list(walked)  # the schedule's end came first
+    last = walked[-1]
+    span = timedelta(seconds=1)
+    best: list[datetime] = []
+    while True:
+        begin = max(now - span, last)
+        window, complete = _ticks_between(info, begin, now, want)
+        if not complete:
+            break  # too many ticks in this window: the smaller one's are the latest
+        best = window
+        if len(window) >= want or begin == last:
+            break
+        span *= 2
+    if complete and begin == last:  # the window met the walk: every tick counted
+        return count + len(best), [*walked, *best][-want:]
+    # (No tick found near now at all: the walk's latest ticks stand in.)
+    return count + len(best), best or list(walked)
+
+
+def _ticks_between(
+    info: RecurringInfo, begin: datetime, now: datetime, want: int
+) -> tuple[list[datetime], bool]:
+    """The latest ``want`` ticks after ``begin`` up to ``now``; False if there were
+    more than ``MAX_TICK_SCAN`` to walk."""
+    found: collections.deque[datetime] = collections.deque(maxlen=want)
+    for n, tick in enumerate(ticks(info, begin, inclusive=False)):
+        if tick > now:
+            return list(found), True
+        if n >= MAX_TICK_SCAN:
+            return list(found), False
+        found.append(tick)
+    return list(found), True
+
+
+def _every_due(
+    info: RecurringInfo, first: datetime, now: datetime, want: int
+) -> tuple[int, list[datetime]]:
+    assert info.every is not None
     step = max(1, round(info.every * 1_000_000))
-    end = now if info.end is None else min(now, info.end)
-    return max(0, ((end - last) // _MICROSECOND) // step)
+    bound = now if info.end is None else min(now, info.end)
+    if bound < first:
+        return 0, []
+    k_first = -(-((first - info.anchor) // _MICROSECOND) // step)  # ceiling
+    k_last = ((bound - info.anchor) // _MICROSECOND) // step
+    if k_last < k_first:
+        return 0, []
+    ks = range(max(k_first, k_last - want + 1), k_last + 1)
+    return k_last - k_first + 1, [info.anchor + timedelta(microseconds=k * step) for k in ks]

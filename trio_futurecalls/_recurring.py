@@ -12,7 +12,6 @@ registered by another process).
 from __future__ import annotations
 
 import logging
-import math
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -52,6 +51,11 @@ RECHECK: Final = 5.0
 CONTENDED_RECHECK: Final = 0.5
 #: Shortest sleep when the store reports a tick due but fired none.
 MIN_RECHECK: Final = 0.01
+#: Most fire rounds in run-once mode (each fires up to FIRE_BATCH schedules).
+MAX_RUN_ONCE_ROUNDS: Final = 10_000
+#: Shortest time between two fires woken by store notifications (every call
+#: scheduled anywhere notifies; a schedule registered elsewhere does too).
+NOTIFIED_GAP: Final = 0.25
 #: Longest pause after store errors.
 MAX_BACKOFF: Final = 30.0
 
@@ -155,44 +159,78 @@ async def list_recurring(store: Store, key: str | None = None) -> list[Recurring
 
 
 class RecurringTicker:
-    """Fires the store's due schedules, for one scheduler."""
+    """Fires the store's due schedules, for one scheduler.
+
+    It sleeps until the earliest next tick, and wakes sooner when a schedule is
+    registered through this scheduler (:meth:`poke`: at once) or when the store
+    reports a change (a schedule registered by another process notifies like a
+    scheduled call does: then at most every ``NOTIFIED_GAP``, since every call
+    scheduled anywhere notifies too), and at least every ``RECHECK``.
+    """
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
         self._wake = trio.Event()
+        self._poked = False
 
     def poke(self) -> None:
         """A schedule changed here: fire (or re-plan the sleep) at once."""
+        self._poked = True
+        self._wake.set()
+
+    def on_notified(self, due: datetime) -> None:
+        """A store listener: something changed (maybe a schedule, elsewhere)."""
         self._wake.set()
 
     async def fire_once(self, now: datetime) -> None:
         """Run-once mode: create the runs due by ``now``, all of them."""
-        while True:
+        # Each round moves the schedules it fired past ``now``, whether they created
+        # runs or not (misfire, overlap); the bound is a safety net.
+        for _ in range(MAX_RUN_ONCE_ROUNDS):
             try:
                 fire = await self._store.fire_recurring(now, FIRE_BATCH)
-            except StoreError as exc:
-                _log.warning("could not fire recurring schedules: %s", exc)
+            except Exception as exc:  # run-once goes on with the calls that are due
+                _log.warning(
+                    "could not fire recurring schedules: %s",
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
+                )
                 return
-            if fire.next_tick is None or fire.next_tick > now or not fire.runs:
+            if fire.next_tick is None or fire.next_tick > now or fire.contended:
                 return
 
     async def run(self) -> None:
+        remove_listener = self._store.add_listener(self.on_notified)
+        try:
+            await self._loop()
+        finally:
+            remove_listener()
+
+    async def _loop(self) -> None:
         backoff = 0.0
         recheck = self._store.recheck_interval
         longest = RECHECK if recheck is None else min(RECHECK, recheck)
         while True:
             self._wake = trio.Event()
+            self._poked = False
             try:
                 fire = await self._store.fire_recurring(self._clock(), FIRE_BATCH)
-            except StoreError as exc:
+            except Exception as exc:
+                # Whatever a store raises (a row it cannot write, a driver error), the
+                # ticker lives on and tries again; other schedules are not held up
+                # for long (stores stop a schedule they cannot write).
                 backoff = min(max(backoff * 2, 0.05), MAX_BACKOFF)
                 _log.warning(
-                    "could not fire recurring schedules (retrying in %.2f s): %s", backoff, exc
+                    "could not fire recurring schedules (retrying in %.2f s): %s",
+                    backoff,
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
                 )
                 await trio.sleep(backoff)
                 continue
             backoff = 0.0
+            fired_at = trio.current_time()
             pause = CONTENDED_RECHECK if fire.contended else longest
             if fire.next_tick is not None:
                 delta = (fire.next_tick - self._clock()).total_seconds()
@@ -204,5 +242,18 @@ class RecurringTicker:
             if pause <= 0:
                 await trio.lowlevel.checkpoint()
                 continue
-            with trio.move_on_after(pause if math.isfinite(pause) else RECHECK):
+            await self._sleep(fired_at + pause, fired_at)
+
+    async def _sleep(self, deadline: float, fired_at: float) -> None:
+        """Until ``deadline``, a poke, or (no sooner than ``NOTIFIED_GAP`` after the
+        last fire) a store notification."""
+        while True:
+            with trio.move_on_at(deadline):
                 await self._wake.wait()
+            if self._poked or trio.current_time() >= deadline:
+                return
+            # Notified: fire soon, but not more often than every NOTIFIED_GAP.
+            deadline = min(deadline, fired_at + NOTIFIED_GAP)
+            if trio.current_time() >= deadline:
+                return
+            self._wake = trio.Event()

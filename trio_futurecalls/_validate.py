@@ -553,10 +553,8 @@ def check_recurring_info(info: object) -> RecurringInfo:
     check_identifier(info.identifier)
     if (info.cron is None) == (info.every is None):
         raise InvalidArgumentError("a schedule has exactly one of cron and every")
-    if info.cron is not None:
-        check_cron(info.cron)
-    else:
-        check_every(info.every)
+    cron = None if info.cron is None else check_cron(info.cron)
+    every = None if info.every is None else check_every(info.every)
     check_timezone(info.timezone)
     check_choice(info.misfire, MISFIRE_MODES, "misfire")
     check_choice(info.overlap, OVERLAP_MODES, "overlap")
@@ -572,6 +570,8 @@ def check_recurring_info(info: object) -> RecurringInfo:
         check_id(info.last_call_id, "last_call_id")
     return attrs.evolve(
         info,
+        cron=cron,
+        every=every,
         start=start,
         end=end,
         anchor=check_time(info.anchor, "anchor"),

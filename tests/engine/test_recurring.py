@@ -282,3 +282,20 @@ async def test_a_stored_schedule_no_worker_can_read_is_stopped_not_fatal(
     infos = {i.key: i for i in await list_recurring(store)}
     assert infos["bad"].next_tick is None
     assert "recurring schedule 'bad' cannot run and is stopped" in caplog.text
+
+
+async def test_a_schedule_registered_elsewhere_fires_from_its_first_tick(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    # (Found by the process tests: a producer's registration waited for RECHECK, and
+    # the ticks due meanwhile were folded by misfire="once".)
+    runs: list[CallInfo] = []
+    job = recording(runs)
+    store = MemoryStore()
+    async with open_scheduler(store, [job], clock=clock):
+        await trio.sleep(1)
+        await schedule_recurring(store, "job", key="k", every=0.5, clock=clock)
+        await trio.sleep(3.1)
+    (info,) = await list_recurring(store)
+    assert [r.tick_at for r in runs] == [T0 + timedelta(seconds=1 + 0.5 * n) for n in range(1, 7)]
+    assert info.skipped_misfire == 0

@@ -11,7 +11,13 @@ import attrs
 import pytest
 
 from trio_futurecalls import InvalidArgumentError, RecurringInfo
-from trio_futurecalls._recurrence import MAX_CATCH_UP, MISFIRE_GRACE, plan_fire, ticks
+from trio_futurecalls._recurrence import (
+    MAX_CATCH_UP,
+    MAX_TICK_SCAN,
+    MISFIRE_GRACE,
+    plan_fire,
+    ticks,
+)
 from trio_futurecalls._recurring import build_schedule
 from trio_futurecalls.stores._recurring import merge_registration
 
@@ -219,3 +225,37 @@ def test_registering_the_same_definition_again_changes_nothing() -> None:
         stored.next_tick,
         stored.anchor,
     )
+
+
+def test_after_a_long_downtime_the_latest_ticks_run() -> None:
+    # every: exact arithmetic, however many ticks were missed.
+    info = due_info(0.001, T0)
+    down = T0 + timedelta(seconds=60)
+    once = plan_fire(info, down, previous_active=False)
+    assert once.runs == [down]
+    assert once.skipped_misfire == 60_000
+    every_all = plan_fire(attrs.evolve(info, misfire="all"), down, previous_active=False)
+    assert every_all.runs[-1] == down
+    assert len(every_all.runs) == MAX_CATCH_UP
+    assert every_all.skipped_misfire == 60_001 - MAX_CATCH_UP
+    # cron: the walk stops after MAX_TICK_SCAN ticks; the latest come from near now.
+    cron = attrs.evolve(schedule(cron="* * * * * *"), next_tick=T0)
+    later = T0 + timedelta(days=30, seconds=0.5)
+    cron_once = plan_fire(cron, later, previous_active=False)
+    assert cron_once.runs == [T0 + timedelta(days=30)]
+    assert cron_once.skipped_misfire >= MAX_TICK_SCAN  # "at least"
+    assert cron_once.next_tick == T0 + timedelta(days=30, seconds=1)
+    cron_all = plan_fire(attrs.evolve(cron, misfire="all"), later, previous_active=False)
+    assert cron_all.runs == [
+        T0 + timedelta(days=30, seconds=s) for s in range(-MAX_CATCH_UP + 1, 1)
+    ]
+
+
+def test_a_short_cron_catch_up_is_counted_exactly() -> None:
+    cron = attrs.evolve(schedule(cron="* * * * * *", misfire="all"), next_tick=T0)
+    plan = plan_fire(cron, T0 + timedelta(seconds=MAX_TICK_SCAN + 50), previous_active=False)
+    assert plan.runs == [
+        T0 + timedelta(seconds=s)
+        for s in range(MAX_TICK_SCAN + 50 - MAX_CATCH_UP + 1, MAX_TICK_SCAN + 51)
+    ]
+    assert plan.skipped_misfire == MAX_TICK_SCAN + 51 - MAX_CATCH_UP

@@ -15,7 +15,7 @@ import attrs
 
 from .._model import NewCall, RecurringInfo
 from .._recurrence import Plan, plan_fire
-from .._validate import check_identifier, check_name, check_payload_text
+from .._validate import MAX_ID, check_identifier, check_name, check_payload_text
 
 _log = logging.getLogger("trio_futurecalls.store.recurring")
 
@@ -41,10 +41,14 @@ def merge_registration(
         return None
     same_what = all(getattr(existing, f) == getattr(new, f) for f in _WHAT)
     same_when = all(getattr(existing, f) == getattr(new, f) for f in _WHEN)
-    if same_what and same_when:
+    # A schedule that was stopped (no next tick) although its definition still has
+    # ticks to come (a worker could not plan it: no tzdata, say) is repaired by
+    # registering it again.
+    stopped = existing.next_tick is None and new.next_tick is not None
+    if same_what and same_when and not stopped:
         return None
     changes = {f: getattr(new, f) for f in _WHAT + _WHEN}
-    if not same_when:
+    if not same_when or stopped:
         changes.update(anchor=new.anchor, next_tick=new.next_tick)
     return attrs.evolve(existing, updated_at=new.updated_at, **changes)
 
@@ -107,7 +111,8 @@ def after_fire(info: RecurringInfo, plan: Plan, ids: Sequence[int]) -> Recurring
         next_tick=plan.next_tick,
         last_tick=plan.runs[-1] if plan.runs else info.last_tick,
         last_call_id=ids[-1] if ids else info.last_call_id,
-        runs=info.runs + len(ids),
-        skipped_misfire=info.skipped_misfire + plan.skipped_misfire,
-        skipped_overlap=info.skipped_overlap + plan.skipped_overlap,
+        # Counters saturate (a row another tool wrote may hold the largest value).
+        runs=min(info.runs + len(ids), MAX_ID),
+        skipped_misfire=min(info.skipped_misfire + plan.skipped_misfire, MAX_ID),
+        skipped_overlap=min(info.skipped_overlap + plan.skipped_overlap, MAX_ID),
     )

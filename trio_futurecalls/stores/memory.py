@@ -398,6 +398,8 @@ class MemoryStore:
         merged = merge_registration(self._recurring.get(key), schedule, replace)
         if merged is not None:
             self._recurring[key] = merged
+            if merged.next_tick is not None:
+                self._listeners.notify(merged.next_tick)  # wakes the tickers
         return self._recurring[key]
 
     async def cancel_recurring(self, key: str) -> bool:

@@ -38,6 +38,17 @@ _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
 T = TypeVar("T")
 
+#: What one schedule's writes can raise on their own (a value the driver cannot send,
+#: a CHECK): that schedule is stopped, the others fire.
+_ROW_ERRORS: Final = (
+    asyncpg.exceptions.DataError,  # the server's class 22 (data exceptions)
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions._base.DataError,  # a value asyncpg cannot encode
+    ValueError,
+    OverflowError,
+    TypeError,
+)
+
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1
 
@@ -456,12 +467,26 @@ class PostgresStore:
             await conn.execute(q["recurring_put"], *recurring_to_row(merged, _same))
             return merged
 
-        return await self._transaction("put_recurring", work)
+        stored = await self._transaction("put_recurring", work)
+        if stored.next_tick is not None:
+            # Tickers in other processes hear of it like of a scheduled call.
+            await self._call("execute", "notify", self.channel, notify_payload(stored.next_tick))
+            self._listeners.notify(stored.next_tick)
+        return stored
 
     async def cancel_recurring(self, key: str) -> bool:
         key = StoreArgs.cancel_recurring(key)
-        row = await self._call("fetchrow", "recurring_cancel", key)
-        return bool(row[0])
+        q = self._q
+
+        async def work(conn: Any) -> bool:
+            # Two statements: the second one's snapshot is taken after the first
+            # waited for a fire in progress, so it sees the runs that fire stored.
+            if await conn.fetchval(q["recurring_delete"], key) is None:
+                return False
+            await conn.execute(q["recurring_delete_runs"], key)
+            return True
+
+        return await self._transaction("cancel_recurring", work)
 
     async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
         key = StoreArgs.recurring_schedules(key)
@@ -473,6 +498,28 @@ class PostgresStore:
         q = self._q
         channel = self.channel
 
+        async def fire_one(conn: Any, info: RecurringInfo, active: bool) -> list[NewCall]:
+            plan, calls = plan_runs(info, now, active)
+            ids: list[int] = []
+            if calls:
+                inserted = await conn.fetch(
+                    q["insert_calls"],
+                    [c.name for c in calls],
+                    [c.payload for c in calls],
+                    [c.due_at for c in calls],
+                    [c.identifier for c in calls],
+                    [c.scheduled_at for c in calls],
+                    channel,
+                    notify_payload(min(c.due_at for c in calls)),
+                    [c.attempts for c in calls],
+                    [c.recurring_key for c in calls],
+                    [c.tick_at for c in calls],
+                )
+                ids = [r[0] for r in inserted]
+            fired = after_fire(info, plan, ids)
+            await conn.execute(q["recurring_put"], *recurring_to_row(fired, _same))
+            return calls
+
         async def work(conn: Any) -> tuple[list[NewCall], bool, datetime | None, bool]:
             rows = await conn.fetch(q["recurring_due"], now, limit)
             schedules = [recurring_from_row(row, utc) for row in rows]
@@ -483,26 +530,16 @@ class PostgresStore:
                 active = {r[0] for r in found}
             stored: list[NewCall] = []
             for info in schedules:
-                plan, calls = plan_runs(info, now, info.key in active)
-                ids: list[int] = []
-                if calls:
-                    inserted = await conn.fetch(
-                        q["insert_calls"],
-                        [c.name for c in calls],
-                        [c.payload for c in calls],
-                        [c.due_at for c in calls],
-                        [c.identifier for c in calls],
-                        [c.scheduled_at for c in calls],
-                        channel,
-                        notify_payload(min(c.due_at for c in calls)),
-                        [c.attempts for c in calls],
-                        [c.recurring_key for c in calls],
-                        [c.tick_at for c in calls],
+                try:
+                    async with conn.transaction():  # a savepoint: one schedule's writes
+                        stored.extend(await fire_one(conn, info, info.key in active))
+                except _ROW_ERRORS as exc:
+                    _log.error(
+                        "recurring schedule %r cannot fire and is stopped (no next tick): %s",
+                        info.key,
+                        exc,
                     )
-                    ids = [r[0] for r in inserted]
-                    stored.extend(calls)
-                fired = after_fire(info, plan, ids)
-                await conn.execute(q["recurring_put"], *recurring_to_row(fired, _same))
+                    await conn.execute(q["recurring_stop"], info.key)
             next_tick, still_due = await conn.fetchrow(q["recurring_after_fire"], now)
             return stored, len(rows) >= limit, next_tick, still_due
 

@@ -506,7 +506,11 @@ class SQLiteStore:
             conn.execute(put_sql, recurring_to_row(merged, to_micros))
             return merged
 
-        return await self._write(work)
+        stored = await self._write(work)
+        if stored.next_tick is not None:
+            # Wakes the tickers here; other processes see the commit (watcher).
+            self._listeners.notify(stored.next_tick)
+        return stored
 
     async def cancel_recurring(self, key: str) -> bool:
         key = StoreArgs.cancel_recurring(key)
@@ -530,36 +534,63 @@ class SQLiteStore:
         now, limit = StoreArgs.fire_recurring(now, limit)
         now_us = to_micros(now)
         q = self._q
-        insert_sql = q["insert_call"]
 
-        def work(conn: sqlite3.Connection) -> tuple[list[NewCall], int, datetime | None]:
+        def look(conn: sqlite3.Connection) -> tuple[bool, datetime | None]:
+            due = conn.execute(q["recurring_due_any"], (now_us,)).fetchone() is not None
+            (next_us,) = conn.execute(q["recurring_next"]).fetchone()
+            return due, None if next_us is None else due_time(next_us)
+
+        # A read first: most fires find nothing due, and a read neither waits for
+        # another process's write lock nor costs a commit.
+        due, next_tick = await self._run(look)
+        if not due:
+            return RecurringFire(0, next_tick)
+
+        def work(conn: sqlite3.Connection) -> tuple[list[NewCall], datetime | None]:
             # BEGIN IMMEDIATE (in _write): one firing process at a time, so each tick
             # is stored as a run once, with the schedule's next tick, or not at all.
             rows = conn.execute(q["recurring_due"], (now_us, limit + 1)).fetchall()
             stored: list[NewCall] = []
             for row in rows[:limit]:
-                try:
-                    info = recurring(row[1:])
-                except StoreError as exc:
-                    _log.error("%s: %s; it is stopped (no next tick)", self.path, exc)
-                    conn.execute(q["recurring_stop"], (row[0],))
-                    continue
-                active = conn.execute(q["recurring_active"], (info.key,)).fetchone()
-                plan, calls = plan_runs(info, now, active is not None)
-                ids = [conn.execute(insert_sql, _insert_params(c)).fetchone()[0] for c in calls]
-                conn.execute(
-                    q["recurring_put"], recurring_to_row(after_fire(info, plan, ids), to_micros)
-                )
-                stored.extend(calls)
+                stored.extend(self._fire_one(conn, row, now))
             if len(rows) > limit:
-                return stored, len(stored), now
+                return stored, now
             (next_us,) = conn.execute(q["recurring_next"]).fetchone()
-            return stored, len(stored), due_time(next_us) if next_us is not None else None
+            return stored, None if next_us is None else due_time(next_us)
 
-        stored, runs, next_tick = await self._write(work)
+        stored, next_tick = await self._write(work)
         if stored:
             self._listeners.notify(min(c.due_at for c in stored))
-        return RecurringFire(runs, next_tick)
+        return RecurringFire(len(stored), next_tick)
+
+    def _fire_one(
+        self, conn: sqlite3.Connection, row: Sequence[object], now: datetime
+    ) -> list[NewCall]:
+        """Fire one due schedule (``rowid`` and its columns) under a savepoint: one
+        that cannot be read or written (a row another program wrote) is stopped, with
+        an error logged, and the others fire."""
+        q = self._q
+        conn.execute("SAVEPOINT futurecalls_fire")
+        try:
+            info = recurring(row[1:])
+            active = conn.execute(q["recurring_active"], (info.key,)).fetchone()
+            plan, calls = plan_runs(info, now, active is not None)
+            ids = [conn.execute(q["insert_call"], _insert_params(c)).fetchone()[0] for c in calls]
+            fired = after_fire(info, plan, ids)
+            conn.execute(q["recurring_put"], recurring_to_row(fired, to_micros))
+        except (StoreError, *_OWN_ERRORS) as exc:
+            conn.execute("ROLLBACK TO futurecalls_fire")
+            conn.execute("RELEASE futurecalls_fire")
+            _log.error(
+                "%s: recurring schedule %s cannot fire and is stopped (no next tick): %s",
+                self.path,
+                show(row[1]),
+                exc,
+            )
+            conn.execute(q["recurring_stop"], (row[0],))
+            return []
+        conn.execute("RELEASE futurecalls_fire")
+        return calls
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -36,6 +36,9 @@ SELECT current_setting('max_connections')::integer,
     coalesce(current_setting('reserved_connections', true)::integer, 0),
     (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::integer;
 
+-- name: notify
+SELECT pg_notify($1::text, $2::text);
+
 -- name: insert_calls
 -- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
 -- ORDER BY), so identity values grow in input order and "ORDER BY id" returns the ids
@@ -483,16 +486,19 @@ ON CONFLICT (key) DO UPDATE SET
     skipped_misfire = EXCLUDED.skipped_misfire, created_at = EXCLUDED.created_at,
     updated_at = EXCLUDED.updated_at;
 
--- name: recurring_cancel
--- Delete a schedule and its runs that have not started (leased rows are running).
-WITH schedule AS (
-    DELETE FROM {schema}.recurring WHERE key = $1 RETURNING key
-), runs AS (
-    DELETE FROM {schema}.calls
-    WHERE recurring_key = $1 AND lease_owner IS NULL AND EXISTS (SELECT 1 FROM schedule)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM schedule), (SELECT count(*) FROM runs);
+-- name: recurring_delete
+-- Cancelling a schedule, first statement (it waits for a fire in progress).
+DELETE FROM {schema}.recurring WHERE key = $1 RETURNING key;
+
+-- name: recurring_delete_runs
+-- Cancelling a schedule, second statement: its runs that have not started (leased
+-- rows are running).
+DELETE FROM {schema}.calls WHERE recurring_key = $1 AND lease_owner IS NULL;
+
+-- name: recurring_stop
+-- A schedule whose fire cannot be written: it stops (no next tick) instead of
+-- failing every fire.
+UPDATE {schema}.recurring SET next_tick = NULL WHERE key = $1;
 
 -- name: recurring_list
 SELECT key, name, payload, identifier, cron, every, timezone, start_at, end_at, misfire,

@@ -185,5 +185,8 @@ UPDATE futurecalls_recurring SET next_tick = NULL WHERE rowid = ?;
 -- A run of the schedule is in the store: pending, waiting for a retry, or leased.
 SELECT 1 FROM futurecalls_calls WHERE recurring_key = ? LIMIT 1;
 
+-- name: recurring_due_any
+SELECT 1 FROM futurecalls_recurring WHERE next_tick <= ? LIMIT 1;
+
 -- name: recurring_next
 SELECT min(next_tick) FROM futurecalls_recurring;
