@@ -38,10 +38,9 @@ TESTS = Path(__file__).parent
 #: Clock offsets of the three workers (seconds): skew between hosts.
 OFFSETS = (0.0, 0.4, -0.4)
 SECOND = timedelta(seconds=1)
-#: Seconds the workers run before the kill, and again after the restart: the whole
-#: suite runs in CI in about a minute and a half, so this test is short (many ticks
-#: per second instead of a long run), and runs its two stores at once.
-HALF_RUN = 2.0
+#: Seconds the workers run before the kill, and again after the restart: about 15 s
+#: in all, as issue 11 asks (the two stores run at once, so the test takes ~15 s).
+HALF_RUN = 7.0
 
 #: (schedule key, tick, call id) of each execution.
 Execution = tuple[str, datetime, int]
