@@ -150,10 +150,9 @@ def _due_ticks(
     of them, earliest first.
 
     Exact for ``every`` (arithmetic, however long the downtime). A cron schedule's
-    ticks are walked, at most ``MAX_TICK_SCAN`` of them; past that, the latest ones
-    come from a window before ``now`` that doubles until it holds ``want`` ticks,
-    and the count says "at least" (the ticks between the walk and the window are
-    not counted).
+    ticks are walked forward, at most ``MAX_TICK_SCAN`` of them; past that, the
+    latest ones are found by walking back from ``now`` (cronsim's reverse mode), and
+    the count says "at least" (the ticks between the two walks are not counted).
     """
     if info.every is not None:
         return _every_due(info, first, now, want)
@@ -168,37 +167,27 @@ def _due_ticks(
             break
     else:
         return count, list(walked)  # the schedule's end came first
-    last = walked[-1]
-    span = timedelta(seconds=1)
-    best: list[datetime] = []
-    while True:
-        begin = max(now - span, last)
-        window, complete = _ticks_between(info, begin, now, want)
-        if not complete:
-            break  # too many ticks in this window: the smaller one's are the latest
-        best = window
-        if len(window) >= want or begin == last:
+    assert info.cron is not None
+    bound = now if info.end is None else min(now, info.end)
+    latest: list[datetime] = []
+    for tick in _cron_ticks_back(info.cron, info.timezone, bound):
+        if tick <= walked[-1] or len(latest) >= want:
             break
-        span *= 2
-    if complete and begin == last:  # the window met the walk: every tick counted
-        return count + len(best), [*walked, *best][-want:]
-    # (No tick found near now at all: the walk's latest ticks stand in.)
-    return count + len(best), best or list(walked)
+        latest.append(tick)
+    latest.reverse()
+    return count + len(latest), [*walked, *latest][-want:]
 
 
-def _ticks_between(
-    info: RecurringInfo, begin: datetime, now: datetime, want: int
-) -> tuple[list[datetime], bool]:
-    """The latest ``want`` ticks after ``begin`` up to ``now``; False if there were
-    more than ``MAX_TICK_SCAN`` to walk."""
-    found: collections.deque[datetime] = collections.deque(maxlen=want)
-    for n, tick in enumerate(ticks(info, begin, inclusive=False)):
-        if tick > now:
-            return list(found), True
-        if n >= MAX_TICK_SCAN:
-            return list(found), False
-        found.append(tick)
-    return list(found), True
+def _cron_ticks_back(cron: str, timezone: str, until: datetime) -> Iterator[datetime]:
+    """A cron expression's times at or before ``until``, latest first, in UTC."""
+    zone = zone_of(timezone)
+    # In reverse, cronsim yields times before the one given, or at it when that has
+    # a fraction of a second: one microsecond later covers ``until`` itself.
+    try:
+        for local in CronSim(cron, (until + _MICROSECOND).astimezone(zone), reverse=True):
+            yield local.astimezone(UTC)
+    except (OverflowError, CronSimError):
+        return  # before year 1: no earlier tick
 
 
 def _every_due(

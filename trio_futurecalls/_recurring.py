@@ -12,6 +12,7 @@ registered by another process).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -55,7 +56,9 @@ MIN_RECHECK: Final = 0.01
 MAX_RUN_ONCE_ROUNDS: Final = 10_000
 #: Shortest time between two fires woken by store notifications (every call
 #: scheduled anywhere notifies; a schedule registered elsewhere does too).
-NOTIFIED_GAP: Final = 0.25
+NOTIFIED_GAP: Final = 0.5
+#: Seconds between checks for overlap="skip" schedules of at-most-once classes.
+OVERLAP_CHECK_INTERVAL: Final = 600.0
 #: Longest pause after store errors.
 MAX_BACKOFF: Final = 30.0
 
@@ -168,11 +171,16 @@ class RecurringTicker:
     scheduled anywhere notifies too), and at least every ``RECHECK``.
     """
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, at_most_once: Collection[str] = frozenset()
+    ) -> None:
         self._store = store
         self._clock = clock
         self._wake = trio.Event()
         self._poked = False
+        #: Names of the classes this scheduler runs at most once (see check_overlap).
+        self._at_most_once = frozenset(at_most_once)
+        self._warned: set[str] = set()
 
     def poke(self) -> None:
         """A schedule changed here: fire (or re-plan the sleep) at once."""
@@ -200,12 +208,50 @@ class RecurringTicker:
             if fire.next_tick is None or fire.next_tick > now or fire.contended:
                 return
 
+    async def check_overlap(self) -> None:
+        """Report schedules with ``overlap="skip"`` whose class runs at most once here.
+
+        ``Scheduler.schedule_recurring`` refuses them, but a producer or the CLI
+        cannot know a class's delivery: such a schedule's running runs are not seen
+        (their rows are deleted as they start), so its runs may overlap. Logged once
+        per key, as an error that says what to change.
+        """
+        if not self._at_most_once:
+            return
+        try:
+            schedules = await self._store.recurring_schedules()
+        except StoreError as exc:
+            _log.warning("could not read recurring schedules: %s", exc)
+            return
+        for info in schedules:
+            if (
+                info.overlap == "skip"
+                and info.name in self._at_most_once
+                and info.key not in self._warned
+            ):
+                self._warned.add(info.key)
+                _log.error(
+                    "recurring schedule %r has overlap='skip', but %r runs at most once "
+                    "here: a running run's row is deleted as it starts, so its runs may "
+                    "overlap; make the class at-least-once (delivery = "
+                    "Delivery.AT_LEAST_ONCE)",
+                    info.key,
+                    info.name,
+                )
+
     async def run(self) -> None:
         remove_listener = self._store.add_listener(self.on_notified)
         try:
-            await self._loop()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._check_overlap_now_and_then)
+                await self._loop()
         finally:
             remove_listener()
+
+    async def _check_overlap_now_and_then(self) -> None:
+        while True:
+            await self.check_overlap()
+            await trio.sleep(OVERLAP_CHECK_INTERVAL)
 
     async def _loop(self) -> None:
         backoff = 0.0

@@ -122,7 +122,11 @@ class Scheduler:
             if options.execute and execution.leased_names
             else None
         )
-        self._ticker = RecurringTicker(store, self._clock)
+        self._ticker = RecurringTicker(
+            store,
+            self._clock,
+            [name for name, policy in self._policies.items() if not policy.leased],
+        )
         self._run_until = run_until
         self._unknown = UnknownNamesReporter(
             store, self._registry.keys(), options.unknown_check_interval, self._clock

@@ -19,7 +19,7 @@ histograms are read from :meth:`Scheduler.statistics` at scrape time; the queue 
 (pending and due calls per name) and the recurring schedules need the store, which is
 read before each scrape (both queries within one ``store_timeout``, 5 s); when the
 store cannot answer, ``futurecalls_store_up`` is 0 and the queue-length and recurring
-metrics are left out.
+metrics are left out (the recurring metrics alone when only that query fails).
 
 Metrics (``call_class`` is the call class's ``name``):
 
@@ -39,8 +39,7 @@ Metrics (``call_class`` is the call class's ``name``):
 * ``futurecalls_global_concurrency_limit``: the scheduler's global limit (``+Inf``:
   unlimited). A separate metric rather than a ``call_class="global"`` label, because
   ``global`` is a valid call-class name.
-* ``futurecalls_store_up``: 1 if the last store queries (queue lengths, recurring
-  schedules) succeeded, else 0
+* ``futurecalls_store_up``: 1 if the last queue-length query succeeded, else 0
 
 Per recurring schedule (``key`` is the schedule's key), read from the store:
 
@@ -135,19 +134,25 @@ class SchedulerCollector(Collector):
         within ``store_timeout`` seconds).
 
         Returns False, and leaves the queue-length and recurring metrics out, when the
-        store fails either query.
+        store fails; when only the schedules cannot be read, their metrics alone are
+        left out.
         """
         queues: dict[str, QueueLength] | None = None
         recurring: list[RecurringInfo] | None = None
         with trio.move_on_after(self._store_timeout):
             try:
                 queues = await self._scheduler.queue_lengths()
-                recurring = await self._scheduler.recurring()
             except FutureCallsError as exc:
-                _log.warning("metrics: could not read the store: %s", exc)
-        self._store_up = queues is not None and recurring is not None
-        self._queues = queues if self._store_up else None
-        self._recurring = recurring if self._store_up else None
+                _log.warning("metrics: could not read queue lengths from the store: %s", exc)
+            else:
+                # On its own: a schedule row no one can read hides only these metrics.
+                try:
+                    recurring = await self._scheduler.recurring()
+                except FutureCallsError as exc:
+                    _log.warning("metrics: could not read recurring schedules: %s", exc)
+        self._store_up = queues is not None
+        self._queues = queues
+        self._recurring = recurring
         return self._store_up
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:

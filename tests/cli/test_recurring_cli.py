@@ -308,3 +308,10 @@ def test_bad_names_and_keys_exit_2(cli: Any, db: Path, args: list[str], message:
     r = cli(*args, rc=2)
     assert message in r.err
     assert not db.exists()
+
+
+def test_add_with_overlap_skip_says_what_it_needs(cli: Any) -> None:
+    r = cli("recurring", "add", "job", "--key", "k", "--every", "5", "--overlap", "skip")
+    assert "overlap=skip holds only if 'job' is at-least-once" in r.err
+    plain = cli("recurring", "add", "job", "--key", "k2", "--every", "5")
+    assert "overlap=skip" not in plain.err

@@ -299,3 +299,25 @@ async def test_a_schedule_registered_elsewhere_fires_from_its_first_tick(
     (info,) = await list_recurring(store)
     assert [r.tick_at for r in runs] == [T0 + timedelta(seconds=1 + 0.5 * n) for n in range(1, 7)]
     assert info.skipped_misfire == 0
+
+
+async def test_overlap_skip_of_an_at_most_once_class_from_a_producer_is_reported(
+    autojump_clock: MockClock, clock: Callable[[], datetime], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A producer (or the CLI) cannot know a class's delivery; the worker that runs
+    # the class at most once says what is wrong, once per schedule.
+    store = MemoryStore()
+    await schedule_recurring(store, "job", key="k", every=1, overlap="skip", clock=clock)
+    await schedule_recurring(store, "job", key="fine", every=1, clock=clock)
+    job = recording([])
+    async with open_scheduler(store, [job], clock=clock):
+        await trio.sleep(1300)  # past two checks
+    errors = [r for r in caplog.records if "has overlap='skip'" in r.getMessage()]
+    assert len(errors) == 1
+    assert "'k'" in errors[0].getMessage()
+    assert "AT_LEAST_ONCE" in errors[0].getMessage()
+    caplog.clear()
+    leased = recording([], leased=True)
+    async with open_scheduler(store, [leased], clock=clock):
+        await trio.sleep(1)
+    assert "has overlap='skip'" not in caplog.text

@@ -204,3 +204,15 @@ async def test_bad_recurring_arguments(store: Store) -> None:
         await store.fire_recurring(datetime(2030, 1, 1), 10)
     with pytest.raises(InvalidArgumentError):
         await store.fire_recurring(T0, 0)
+
+
+async def test_a_run_handed_back_after_its_schedule_was_cancelled_is_dropped(
+    store: Store,
+) -> None:
+    # (Found by a review: the unstarted run came back to life.)
+    await store.put_recurring(spec(), True)
+    assert (await store.fire_recurring(at(0), 10)).runs == 1
+    (run,) = (await store.claim(at(0), {"job": 1}, 1)).calls  # claimed, not started
+    assert await store.cancel_recurring("k")
+    assert await store.put_back([run], None) == 0  # shutdown: it would go back
+    assert await store.pending(PendingQuery(now=at(0))) == []

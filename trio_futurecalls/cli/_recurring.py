@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 
 from .. import FutureCallsError, RecurringInfo, cancel_recurring, list_recurring
@@ -107,6 +108,13 @@ async def cmd_recurring_add(args: argparse.Namespace) -> int:
     info: RecurringInfo = checked(build, args.name)
     async with store_of(args) as store:
         stored = await store.put_recurring(info, not args.keep)
+    if stored.overlap == "skip":
+        print(
+            f"note: overlap=skip holds only if {stored.name!r} is at-least-once on the "
+            "workers (delivery = Delivery.AT_LEAST_ONCE); a worker that runs it at most "
+            "once logs an error",
+            file=sys.stderr,
+        )
     if stored.created_at != info.created_at:
         status = "updated" if stored.updated_at == info.updated_at else "unchanged"
     else:

@@ -275,6 +275,8 @@ class MemoryStore:
             if call.unique_key is not None:
                 call = attrs.evolve(call, unique_key=None)  # its claim freed the key
             if call.id not in self._calls:
+                if call.recurring_key is not None and call.recurring_key not in self._recurring:
+                    continue  # a run of a schedule cancelled meanwhile: gone with it
                 self._put(call)  # deleted by its claim (at-most-once)
             elif owner is not None and self._owners.get(call.id) == owner:
                 del self._owners[call.id]

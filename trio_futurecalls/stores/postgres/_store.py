@@ -8,7 +8,9 @@ task, sessions, the pool and migrations live in modules of their own;
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar, final
@@ -58,6 +60,15 @@ _MAX_INT4: Final = 2**31 - 1
 _KEYED_ATTEMPTS: Final = 50
 
 
+#: How often a keyed batch is run again after the server rolled it back for a
+#: deadlock or a serialization failure (see _aio_insert_keyed).
+_DEADLOCK_ATTEMPTS: Final = 10
+_TRY_AGAIN: Final = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+
 class _Duplicate(Exception):
     """Rolls back the transaction of a batch whose "error" key conflicted."""
 
@@ -104,7 +115,9 @@ async def _aio_insert_keyed(
 
     if not atomic:
         await all_rows()
-    else:
+        return [answer for answer in answers if answer is not None]
+    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+        answers[:] = [None] * len(calls)
         try:
             async with conn.transaction():
                 await all_rows()
@@ -115,6 +128,15 @@ async def _aio_insert_keyed(
                     raise _Duplicate
         except _Duplicate:
             pass  # rolled back: nothing of the batch is stored
+        except _TRY_AGAIN:
+            # Two batches took the same keys in crossed order (an "ignore" and a
+            # "replace" row lock in two steps of one statement): the server rolled
+            # this one back whole; run it again, after a short random pause.
+            if attempt == _DEADLOCK_ATTEMPTS:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+            continue
+        break
     return [answer for answer in answers if answer is not None]
 
 

@@ -304,8 +304,12 @@ WITH input AS (
     WHERE c.id = i.id AND c.lease_owner = i.owner
     RETURNING i.ord
 ), gone AS (
+    -- (A run of a recurring schedule cancelled meanwhile is not stored again: its
+    -- runs that had not started went with it.)
     SELECT DISTINCT ON (id) * FROM input AS i
     WHERE NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
+      AND (i.recurring_key IS NULL
+           OR EXISTS (SELECT 1 FROM {schema}.recurring AS r WHERE r.key = i.recurring_key))
     ORDER BY id, ord
 ), reinserted AS (
     INSERT INTO {schema}.calls
@@ -524,6 +528,6 @@ SELECT DISTINCT recurring_key FROM {schema}.calls WHERE recurring_key = ANY($1::
 -- name: recurring_after_fire
 -- After this transaction's fires: the earliest next tick still ahead, and whether a
 -- schedule is still due (locked by another worker's fire, or beyond this batch).
-SELECT min(next_tick) FILTER (WHERE next_tick > $1::timestamptz),
-    coalesce(bool_or(next_tick <= $1::timestamptz), false)
-FROM {schema}.recurring;
+-- (Two scans of the next_tick index, not of the table.)
+SELECT (SELECT min(next_tick) FROM {schema}.recurring WHERE next_tick > $1::timestamptz),
+    EXISTS (SELECT 1 FROM {schema}.recurring WHERE next_tick <= $1::timestamptz);

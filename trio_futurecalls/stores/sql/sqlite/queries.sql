@@ -87,11 +87,13 @@ WHERE id = ? AND lease_owner = ?;
 
 -- name: put_back_deleted
 -- A call its claim deleted, stored again under its old id, unless a row with that id
--- exists (pending already, or another worker's).
+-- exists (pending already, or another worker's), or it is a run of a recurring
+-- schedule that was cancelled meanwhile (its runs that had not started went with it).
 INSERT INTO futurecalls_calls
     (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
-WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1);
+WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1)
+  AND (?8 IS NULL OR EXISTS (SELECT 1 FROM futurecalls_recurring WHERE key = ?8));
 
 -- name: renew
 UPDATE futurecalls_calls SET due_at = ?
