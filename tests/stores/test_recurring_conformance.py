@@ -15,6 +15,7 @@ import trio
 from trio_futurecalls import (
     InvalidArgumentError,
     Lease,
+    NewCall,
     PendingQuery,
     RecurringInfo,
     Store,
@@ -216,3 +217,16 @@ async def test_a_run_handed_back_after_its_schedule_was_cancelled_is_dropped(
     assert await store.cancel_recurring("k")
     assert await store.put_back([run], None) == 0  # shutdown: it would go back
     assert await store.pending(PendingQuery(now=at(0))) == []
+
+
+async def test_a_mixed_hand_built_batch_keeps_every_column(store: Store) -> None:
+    keyed = NewCall(name="job", payload="1", due_at=T0, scheduled_at=T0, unique_key="u")
+    run = NewCall(
+        name="job", payload="2", due_at=T0, scheduled_at=T0, recurring_key="r", tick_at=at(-5)
+    )
+    await store.schedule([keyed, run])
+    got = {c.payload: c for c in await store.pending(PendingQuery())}
+    assert (got["1"].unique_key, got["1"].recurring_key) == ("u", None)
+    assert (got["2"].unique_key, got["2"].recurring_key, got["2"].tick_at) == (None, "r", at(-5))
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        await store.schedule([attrs.evolve(run, unique_key="u2")])

@@ -119,6 +119,8 @@ class MemoryStore:
                     identifier=new.identifier,
                     scheduled_at=new.scheduled_at,
                     attempts=new.attempts,
+                    recurring_key=new.recurring_key,
+                    tick_at=new.tick_at,
                     unique_key=new.unique_key,
                 )
             )
