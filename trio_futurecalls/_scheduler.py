@@ -50,7 +50,7 @@ from ._leases import LeaseKeeper
 from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
 from ._outcome import CallPolicy
-from ._recurring import RecurringTicker, build_schedule, cancel_recurring, list_recurring
+from ._recurring import RecurringTicker, cancel_recurring, list_recurring, schedule_recurring
 from ._running import RunningCalls
 from ._slots import Slots
 from ._stats import ClassCounters, QueueLength, SchedulerStatistics, total_statistics
@@ -58,7 +58,6 @@ from ._store import PoolSizeCheck, Store
 from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
 from ._validate import (
-    check_bool,
     check_id,
     check_names,
     check_positive_seconds,
@@ -255,7 +254,8 @@ class Scheduler:
                 "(delivery = Delivery.AT_LEAST_ONCE): an at-most-once run's row is "
                 "deleted as it starts, so no worker could see that it is still running"
             )
-        info = build_schedule(
+        stored = await schedule_recurring(
+            self._store,
             cls,
             payload,
             key=key,
@@ -266,10 +266,10 @@ class Scheduler:
             end=end,
             misfire=misfire,
             overlap=overlap,
+            replace=replace,
             identifier=identifier,
-            now=self._clock(),
+            clock=self._clock,
         )
-        stored = await self._store.put_recurring(info, check_bool(replace, "replace"))
         self._ticker.poke()
         return stored
 

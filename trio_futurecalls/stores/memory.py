@@ -69,19 +69,7 @@ class MemoryStore:
         ids = []
         for new in calls:
             call_id = next(self._ids)
-            self._put(
-                StoredCall(
-                    id=call_id,
-                    name=new.name,
-                    payload=new.payload,
-                    due_at=new.due_at,
-                    identifier=new.identifier,
-                    scheduled_at=new.scheduled_at,
-                    attempts=new.attempts,
-                    recurring_key=new.recurring_key,
-                    tick_at=new.tick_at,
-                )
-            )
+            self._put(_stored(new, call_id))
             ids.append(call_id)
         if calls:
             self._listeners.notify(min(c.due_at for c in calls))
@@ -110,20 +98,7 @@ class MemoryStore:
                 ids.append(held)
                 continue
             call_id = next(self._ids)
-            self._put(
-                StoredCall(
-                    id=call_id,
-                    name=new.name,
-                    payload=new.payload,
-                    due_at=new.due_at,
-                    identifier=new.identifier,
-                    scheduled_at=new.scheduled_at,
-                    attempts=new.attempts,
-                    recurring_key=new.recurring_key,
-                    tick_at=new.tick_at,
-                    unique_key=new.unique_key,
-                )
-            )
+            self._put(_stored(new, call_id))
             if key is not None:
                 self._keys[key] = call_id
             ids.append(call_id)
@@ -459,3 +434,19 @@ class MemoryStore:
         finally:
             session.closed = True
             self.open_sessions.discard(session)
+
+
+def _stored(new: NewCall, call_id: int) -> StoredCall:
+    """``new`` as stored under ``call_id``."""
+    return StoredCall(
+        id=call_id,
+        name=new.name,
+        payload=new.payload,
+        due_at=new.due_at,
+        identifier=new.identifier,
+        scheduled_at=new.scheduled_at,
+        attempts=new.attempts,
+        recurring_key=new.recurring_key,
+        tick_at=new.tick_at,
+        unique_key=new.unique_key,
+    )
