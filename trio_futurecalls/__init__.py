@@ -3,6 +3,7 @@
 The public API is this list; everything else lives in private modules.
 """
 
+from ._admin import CallRequest as CallRequest
 from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
@@ -63,6 +64,8 @@ from ._validate import MAX_DELAY as MAX_DELAY
 from ._validate import MAX_IDENTIFIER_LENGTH as MAX_IDENTIFIER_LENGTH
 from ._validate import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from ._validate import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from ._validate import MAX_PRIORITY as MAX_PRIORITY
+from ._validate import MIN_PRIORITY as MIN_PRIORITY
 from ._version import __version__ as __version__
 from .stores.memory import MemorySession as MemorySession
 from .stores.memory import MemoryStore as MemoryStore

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
+from typing import Any, final
+
+import attrs
 
 from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
@@ -24,6 +27,7 @@ from ._validate import (
     check_name,
     check_names,
     check_on_conflict,
+    check_priority,
     check_row_limit,
     check_unique_key,
     resolve_due,
@@ -31,10 +35,34 @@ from ._validate import (
 
 _log = logging.getLogger("trio_futurecalls.scheduler.admin")
 
-#: One scheduling request of ``schedule_many``:
+
+@final
+@attrs.frozen(kw_only=True)
+class CallRequest:
+    """One request of ``schedule_many`` with every option ``schedule`` has, by keyword::
+
+        CallRequest(call_class=SendEmail, payload=p, delay=60, priority=10)
+
+    As with ``schedule``: ``at`` (aware) or ``delay`` (timedelta or seconds), neither
+    for now; ``priority`` None means the class's :attr:`FutureCall.priority`. Checked
+    when ``schedule_many`` runs, like the tuple forms.
+    """
+
+    call_class: type[FutureCall]
+    payload: Any = None
+    at: datetime | None = None
+    delay: timedelta | float | None = None
+    identifier: str | None = None
+    unique_key: str | None = None
+    on_conflict: OnConflict = "ignore"
+    priority: int | None = None
+
+
+#: One scheduling request of ``schedule_many``: a :class:`CallRequest`, or a tuple
 #: ``(call_class, payload, at_or_delay[, identifier[, unique_key[, on_conflict]]])``.
 Request = (
-    tuple[type[FutureCall], object, datetime | timedelta | float]
+    CallRequest
+    | tuple[type[FutureCall], object, datetime | timedelta | float]
     | tuple[type[FutureCall], object, datetime | timedelta | float, str | None]
     | tuple[type[FutureCall], object, datetime | timedelta | float, str | None, str | None]
     | tuple[
@@ -52,8 +80,11 @@ def new_call(
     identifier: object,
     unique_key: object = None,
     on_conflict: object = "ignore",
+    priority: object = None,
 ) -> NewCall:
-    """Validate one scheduling request of the checked class ``cls``."""
+    """Validate one scheduling request of the checked class ``cls`` (``priority``
+    None: the class's)."""
+    checked_priority = cls.priority if priority is None else check_priority(priority)
     if unique_key is None and on_conflict == "ignore":
         # The common case, without the key checks: no key (on_conflict then does not
         # matter, but a bad value is still refused below).
@@ -63,6 +94,7 @@ def new_call(
             due_at=resolve_due(now, at, delay),
             identifier=check_identifier(identifier),
             scheduled_at=now,
+            priority=checked_priority,
         )
     return CheckedNewCall(
         name=cls.name,
@@ -72,6 +104,7 @@ def new_call(
         scheduled_at=now,
         unique_key=check_unique_key(unique_key),
         on_conflict=check_on_conflict(on_conflict),
+        priority=checked_priority,
     )
 
 
@@ -84,10 +117,28 @@ def new_calls(
     batch = []
     checked: dict[object, type[FutureCall]] = {}
     for request in requests:
+        if isinstance(request, CallRequest):
+            cls = checked.get(id(request.call_class))
+            if cls is None:
+                cls = checked[id(request.call_class)] = check_class(request.call_class)
+            batch.append(
+                new_call(
+                    cls,
+                    request.payload,
+                    now,
+                    request.at,
+                    request.delay,
+                    request.identifier,
+                    request.unique_key,
+                    request.on_conflict,
+                    request.priority,
+                )
+            )
+            continue
         if not isinstance(request, tuple) or not 3 <= len(request) <= 6:
             raise InvalidArgumentError(
-                "each request must be (call_class, payload, at_or_delay[, identifier"
-                "[, unique_key[, on_conflict]]])"
+                "each request must be a CallRequest or (call_class, payload, at_or_delay"
+                "[, identifier[, unique_key[, on_conflict]]])"
             )
         call_class, payload, when = request[0], request[1], request[2]
         identifier = request[3] if len(request) > 3 else None
@@ -119,12 +170,14 @@ async def schedule_call(
     identifier: str | None = None,
     unique_key: str | None = None,
     on_conflict: OnConflict = "ignore",
+    priority: int | None = None,
     clock: Clock = utc_now,
 ) -> int:
     """Schedule a call through a store alone, with no scheduler running here.
 
     For processes that only schedule (a web process) while workers elsewhere run the
-    calls. Returns the new call's id (with ``unique_key``: see ``Scheduler.schedule``).
+    calls. Returns the new call's id (with ``unique_key``: see ``Scheduler.schedule``);
+    ``priority`` None means the class's :attr:`FutureCall.priority`.
     """
     now = check_aware(clock(), "clock()")
     new = new_call(
@@ -136,6 +189,7 @@ async def schedule_call(
         identifier,
         unique_key,
         on_conflict,
+        priority,
     )
     (call_id,) = await store.schedule([new])
     return call_id

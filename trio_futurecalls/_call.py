@@ -8,7 +8,13 @@ from ._errors import InvalidArgumentError, UnregisteredCallError
 from ._model import CallInfo
 from ._payload import check_payload_type
 from ._retry import Backoff, Delivery, ExponentialBackoff
-from ._validate import MAX_ATTEMPTS, check_limit, check_name, check_positive_seconds
+from ._validate import (
+    MAX_ATTEMPTS,
+    check_limit,
+    check_name,
+    check_positive_seconds,
+    check_priority,
+)
 
 
 class FutureCall:
@@ -47,6 +53,10 @@ class FutureCall:
     no_retry_on: ClassVar[tuple[type[BaseException], ...]] = ()
     #: Seconds one attempt may run before it is cancelled (a failed attempt); None: no limit.
     timeout: ClassVar[float | None] = None
+    #: Priority of this class's calls (``schedule(priority=...)`` overrides it per call):
+    #: among due calls with free slots, higher priority starts first. An int from
+    #: ``MIN_PRIORITY`` (-1000) to ``MAX_PRIORITY`` (1000).
+    priority: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +65,8 @@ class FutureCall:
             check_name(cls.__dict__["name"])
         if "max_concurrent" in cls.__dict__:
             check_limit(cls.__dict__["max_concurrent"], f"{cls.__qualname__}.max_concurrent")
+        if "priority" in cls.__dict__:
+            check_priority(cls.__dict__["priority"], f"{cls.__qualname__}.priority")
         if "payload_type" in cls.__dict__:
             check_payload_type(cls.__dict__["payload_type"], cls.__qualname__)
         where = cls.__qualname__

@@ -8,8 +8,8 @@ from typing import Literal, TypeAlias, final
 import attrs
 
 #: What ``schedule`` does when a call with the same name and unique key is pending:
-#: keep it and return its id ("ignore"), replace its payload, due time and identifier
-#: ("replace"), or raise :class:`DuplicateCallError` ("error").
+#: keep it and return its id ("ignore"), replace its payload, due time, identifier and
+#: priority ("replace"), or raise :class:`DuplicateCallError` ("error").
 OnConflict: TypeAlias = Literal["ignore", "replace", "error"]
 
 
@@ -31,6 +31,9 @@ class NewCall:
     unique_key: str | None = None
     #: What to do when a call with this name and key is pending already.
     on_conflict: OnConflict = "ignore"
+    #: Among due calls with free slots, higher priority starts first (then earlier
+    #: due time, then lower id); from MIN_PRIORITY to MAX_PRIORITY.
+    priority: int = 0
 
 
 @final
@@ -59,6 +62,8 @@ class StoredCall:
     #: The unique key a pending call holds; None once claimed (a claim frees the key:
     #: a claimed, retried or handed-back call has none).
     unique_key: str | None = None
+    #: Its priority (see :attr:`NewCall.priority`); kept through retries and hand-backs.
+    priority: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +82,8 @@ class Lease:
 class Claim:
     """What :meth:`Store.claim` hands back, in one round trip."""
 
-    #: The calls taken, earliest due first; each now belongs to the claimer.
+    #: The calls taken, in the order they should start: highest priority first, then
+    #: earliest due, then lowest id; each now belongs to the claimer.
     calls: list[StoredCall]
     #: After the claim: the earliest due time among pending calls of the names that
     #: still have free slots (None when there is none, or no slot is left at all).

@@ -172,6 +172,7 @@ class Scheduler:
         identifier: str | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict = "ignore",
+        priority: int | None = None,
     ) -> int:
         """Schedule ``call_class`` with ``payload`` at ``at`` (aware) or after ``delay``.
 
@@ -181,8 +182,12 @@ class Scheduler:
         ``unique_key``: at most one pending (not yet started) call per name and key in
         the store. If one is pending, ``on_conflict`` says what happens: ``"ignore"``
         returns its id and changes nothing, ``"replace"`` gives it this call's payload,
-        due time and identifier and returns its id, ``"error"`` raises
+        due time, identifier and priority and returns its id, ``"error"`` raises
         :class:`DuplicateCallError`. A call frees its key when it starts (is claimed).
+
+        ``priority`` (an int from ``MIN_PRIORITY`` to ``MAX_PRIORITY``; None: the
+        class's :attr:`FutureCall.priority`): among due calls with free slots, higher
+        priority starts first, then earlier due time, then lower id.
         """
         self._check_open()
         new = new_call(
@@ -194,6 +199,7 @@ class Scheduler:
             identifier,
             unique_key,
             on_conflict,
+            priority,
         )
         (call_id,) = await self._store.schedule([new])
         return call_id
@@ -201,9 +207,11 @@ class Scheduler:
     async def schedule_many(self, requests: Iterable[Request]) -> list[int]:
         """Schedule several calls in one store round trip.
 
-        Each request is ``(call_class, payload, at_or_delay)`` or
-        ``(call_class, payload, at_or_delay, identifier[, unique_key[, on_conflict]])``;
-        a datetime is a due time, a timedelta or number a delay. All are validated
+        Each request is a :class:`CallRequest` (every option of :meth:`schedule`,
+        ``priority`` included, by keyword), or a tuple ``(call_class, payload,
+        at_or_delay)`` or ``(call_class, payload, at_or_delay, identifier[, unique_key[,
+        on_conflict]])`` (the class's priority); in a tuple a datetime is a due time, a
+        timedelta or number a delay. All are validated
         before any is stored; the ids come back in the same order. A request whose name
         and key an earlier request of the batch has conflicts with it (as with a pending
         call); with ``on_conflict="error"`` nothing of the batch is stored.

@@ -39,6 +39,10 @@ EARLIEST_TIME: Final = datetime(1, 1, 2, tzinfo=UTC)
 LATEST_TIME: Final = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 #: Most attempts a call may count (``FutureCall.max_attempts`` at most this).
 MAX_ATTEMPTS: Final = 1_000_000
+#: The range of a call's priority (``FutureCall.priority``, ``schedule(priority=...)``):
+#: among due calls with free slots, higher priority starts first.
+MIN_PRIORITY: Final = -1000
+MAX_PRIORITY: Final = 1000
 #: Largest id: SQLite's INTEGER and PostgreSQL's bigint are signed 64-bit integers.
 MAX_ID: Final = 2**63 - 1
 #: Longest lease owner (a scheduler's ``host:pid:random``).
@@ -336,6 +340,21 @@ def check_attempts(value: object, what: str = "attempts") -> int:
     return int(value)
 
 
+def check_priority(value: object, what: str = "priority") -> int:
+    """A priority: an int (not a bool) from MIN_PRIORITY to MAX_PRIORITY."""
+    if type(value) is int and MIN_PRIORITY <= value <= MAX_PRIORITY:
+        return value  # (the hot path: a plain int in range)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (MIN_PRIORITY <= value <= MAX_PRIORITY)
+    ):
+        raise InvalidArgumentError(
+            f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, got {value!r}"
+        )
+    return int(value)
+
+
 def check_payload_text(payload: object, what: str = "payload") -> str:
     """Encoded payload text as stores keep it: a str of at most MAX_PAYLOAD_BYTES bytes
     of UTF-8, without NUL (JSON escapes it)."""
@@ -402,6 +421,7 @@ def check_new_call(call: object) -> NewCall:
     check_payload_text(call.payload)
     check_identifier(call.identifier)
     check_attempts(call.attempts)
+    check_priority(call.priority)
     check_unique_key(call.unique_key)
     check_on_conflict(call.on_conflict)
     if call.unique_key is not None and call.recurring_key is not None:
@@ -420,6 +440,7 @@ def check_stored_call(call: object) -> StoredCall:
     check_payload_text(call.payload, "call.payload")
     check_identifier(call.identifier)
     check_attempts(call.attempts, "call.attempts")
+    check_priority(call.priority, "call.priority")
     check_unique_key(call.unique_key)
     return _in_utc(call, "call.")
 

@@ -679,3 +679,29 @@ async def test_hostile_recurring_rows_stop_with_an_error_and_the_rest_keep_firin
         await until(lambda: len(_Tick.ran) >= ran + 3, 10)
         assert (await next_ticks())["good"] is not None
     assert set(_Tick.ran) == {"good"}
+
+
+async def test_priorities_out_of_range_are_refused_by_the_check() -> None:
+    async with open_test_postgres_store() as store:
+        for priority in (1001, -1001, 2**31 - 1):
+            await refused(
+                admin_fetch(
+                    f'INSERT INTO "{store.schema}".calls (name, payload, due_at, scheduled_at, '
+                    "priority) VALUES ('a', 'null', now(), now(), $1) RETURNING id",
+                    priority,
+                )
+            )
+        # The bounds themselves are stored, and claimed in priority order.
+        ids = [
+            (
+                await admin_fetch(
+                    f'INSERT INTO "{store.schema}".calls (name, payload, due_at, scheduled_at, '
+                    "priority) VALUES ('a', 'null', now() - interval '1 hour', now(), $1) "
+                    "RETURNING id",
+                    priority,
+                )
+            )[0][0]
+            for priority in (-1000, 1000)
+        ]
+        claimed = (await store.claim(now(), {"a": 5}, 5)).calls
+        assert [(c.id, c.priority) for c in claimed] == [(ids[1], 1000), (ids[0], -1000)]

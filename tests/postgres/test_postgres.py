@@ -197,6 +197,7 @@ async def test_payload_and_name_limits_are_enforced() -> None:
                 [0],
                 [None],
                 [None],
+                [0],
             )
 
 
@@ -267,6 +268,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
             ("calls", "recurring_key"): ("text", "YES", "NO"),
             ("calls", "tick_at"): (tz, "YES", "NO"),
             ("calls", "unique_key"): ("text", "YES", "NO"),
+            ("calls", "priority"): ("integer", "NO", "NO"),
             ("dead_letters", "id"): ("bigint", "NO", "YES"),
             ("dead_letters", "call_id"): ("bigint", "NO", "NO"),
             ("dead_letters", "name"): ("text", "NO", "NO"),
@@ -308,6 +310,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
         assert defs == {
             "calls_pkey": "btree (id)",
             "calls_name_due_id_idx": "btree (name, due_at, id)",
+            "calls_name_priority_due_id_idx": "btree (name, priority, due_at, id)",
             "calls_due_id_idx": "btree (due_at, id)",
             "calls_identifier_idx": "btree (identifier) WHERE (identifier IS NOT NULL)",
             "calls_recurring_key_idx": "btree (recurring_key) WHERE (recurring_key IS NOT NULL)",
@@ -331,6 +334,7 @@ async def test_migrations_produce_the_expected_schema() -> None:
             "calls_identifier_length",
             "calls_name_length",
             "calls_payload_size",
+            "calls_priority_range",
             "calls_recurring_key_length",
             "calls_scheduled_at_range",
             "calls_tick_at_range",

@@ -158,6 +158,8 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
                 "1h30m",
                 "--identifier",
                 "user:7",
+                "--priority",
+                "7",
             )
         ).out
     )
@@ -171,14 +173,26 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
         "name": "cli-echo",
         "identifier": "user:7",
         "unique_key": None,
+        "priority": 0,
         "due_at": "2030-01-01T07:00:00+00:00",
         "scheduled_at": by_id[second]["scheduled_at"],
         "payload": {"b": [1, 2], "a": "é"},
     }
     assert by_id[first]["payload"] is None
+    assert by_id[third]["priority"] == 7
 
     table = (await cli(tmp_path, "--store", STORE, "list")).out.splitlines()
-    assert table[0].split() == ["ID", "NAME", "DUE", "AT", "IDENTIFIER", "UNIQUE", "KEY", "PAYLOAD"]
+    assert table[0].split() == [
+        "ID",
+        "NAME",
+        "DUE",
+        "AT",
+        "PRIORITY",
+        "IDENTIFIER",
+        "UNIQUE",
+        "KEY",
+        "PAYLOAD",
+    ]
     assert '{"b":[1,2],"a":"é"}' in table[3]  # stored compactly
 
     async def ids(*filters: str) -> list[int]:

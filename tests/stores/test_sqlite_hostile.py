@@ -398,3 +398,53 @@ async def test_hostile_recurring_rows_stop_with_an_error_and_the_rest_keep_firin
         await wait_for(lambda: len(Tick.ran) >= ran + 3)
         assert next_ticks()["good"] is not None
     assert set(Tick.ran) == {"good"}
+
+
+#: Priorities another program may write past the CHECK: (label, value, what the dead
+#: letter's error says). A text that looks like a number becomes a number in an
+#: INTEGER column, so it is no bad priority.
+BAD_PRIORITIES: list[tuple[str, object, str]] = [
+    ("priority above the range", 5000, "priority integer 5000"),
+    ("priority below the range", -5000, "priority integer -5000"),
+    ("real priority", 2.5, "priority real 2.5"),
+    ("text priority", "high", "priority text 'high'"),
+    ("blob priority", b"\x07", "priority blob X'07'"),
+]
+
+
+async def test_bad_priorities_are_refused_or_dead_lettered_when_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite3"
+    Ok.ran = []
+    async with open_sqlite_store(path):
+        pass
+    with raw_connection(path) as conn:
+        for label, priority, _ in BAD_PRIORITIES:
+            assert refused(conn, "futurecalls_calls", {**GOOD_CALL, "priority": priority}), label
+    with raw_connection(path, ignore_checks=True) as conn:
+        bad = {
+            insert(conn, "futurecalls_calls", {**GOOD_CALL, "priority": priority}): says
+            for _, priority, says in BAD_PRIORITIES
+        }
+        # A bad row not due yet is never read by a claim.
+        later = insert(conn, "futurecalls_calls", {**GOOD_CALL, "priority": 9999, "due_at": FUTURE})
+        for priority in (-1000, 0, 1000):
+            insert(
+                conn,
+                "futurecalls_calls",
+                {**GOOD_CALL, "priority": priority, "payload": str(priority)},
+            )
+    async with open_sqlite_store(path) as store:
+        with pytest.raises(StoreError, match="priority"):
+            await store.pending(PendingQuery())
+        async with open_scheduler(store, [Ok], max_concurrent=1) as scheduler:
+            await wait_for(lambda: len(Ok.ran) == 3)
+            moved = by_call_id(await store.dead_letters())
+            assert set(moved) == set(bad)
+            for call_id, says in bad.items():
+                assert "Moved to dead letters when claimed" in moved[call_id].error
+                assert says in moved[call_id].error
+            await scheduler.shutdown(grace_period=0)
+        # Highest priority first, one at a time (global limit 1).
+        assert Ok.ran == [1000, 0, -1000]
+    with raw_connection(path) as conn:
+        assert conn.execute("SELECT id FROM futurecalls_calls").fetchall() == [(later,)]

@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 from .. import FutureCallsError, NewCall, Store, list_pending, open_store, queue_lengths
 from .._open_store import parse_store_url
 from .._redact import redact
-from .._validate import check_identifier, check_name, check_on_conflict, check_unique_key
+from .._validate import (
+    check_identifier,
+    check_name,
+    check_on_conflict,
+    check_priority,
+    check_unique_key,
+)
 from ._arguments import checked, due_time, parse_payload, parse_time
 from ._output import iso, json_or_text, print_json, print_table, shorten
 from ._scrape import stats_from_metrics
@@ -38,6 +44,7 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     identifier = checked(check_identifier, args.identifier)
     unique_key = checked(check_unique_key, args.unique_key)
     on_conflict = checked(check_on_conflict, args.on_conflict)
+    priority = checked(check_priority, args.priority)
     payload = parse_payload(args.payload)
     now = datetime.now(UTC)
     due_at = due_time(args, now)
@@ -49,6 +56,7 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
         scheduled_at=now,
         unique_key=unique_key,
         on_conflict=on_conflict,
+        priority=priority,
     )
     async with store_of(args) as store:
         (call_id,) = await store.schedule([new_call])
@@ -78,6 +86,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                     "name": c.name,
                     "identifier": c.identifier,
                     "unique_key": c.unique_key,
+                    "priority": c.priority,
                     "due_at": iso(c.due_at),
                     "scheduled_at": iso(c.scheduled_at),
                     "payload": json_or_text(c.payload),
@@ -87,9 +96,17 @@ async def cmd_list(args: argparse.Namespace) -> int:
         )
     else:
         print_table(
-            ["ID", "NAME", "DUE AT", "IDENTIFIER", "UNIQUE KEY", "PAYLOAD"],
+            ["ID", "NAME", "DUE AT", "PRIORITY", "IDENTIFIER", "UNIQUE KEY", "PAYLOAD"],
             (
-                [c.id, c.name, iso(c.due_at), c.identifier, c.unique_key, shorten(c.payload)]
+                [
+                    c.id,
+                    c.name,
+                    iso(c.due_at),
+                    c.priority,
+                    c.identifier,
+                    c.unique_key,
+                    shorten(c.payload),
+                ]
                 for c in calls
             ),
         )

@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="when a call with the key is pending: keep it (ignore, the default), give it "
         "this payload and due time (replace), or fail with exit code 1 (error)",
     )
+    p.add_argument(
+        "--priority",
+        metavar="N",
+        type=int,
+        default=0,
+        help="among due calls with free slots, higher starts first; from -1000 to 1000 "
+        "(default 0: the CLI does not import the class, so its priority does not apply)",
+    )
     _when_options(p, required=True, what="due")
     p.set_defaults(run=cmd_schedule)
 

@@ -18,8 +18,8 @@ TimeReader = Callable[[Any], datetime]
 
 def call_from_row(row: Sequence[Any], when: TimeReader, *, keyed: bool = False) -> StoredCall:
     """``id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key,
-    tick_at``, and with ``keyed`` then ``unique_key`` (pending rows carry their key;
-    claimed ones have none: the claim freed it)."""
+    tick_at, priority``, and with ``keyed`` then ``unique_key`` (pending rows carry
+    their key; claimed ones have none: the claim freed it)."""
     tick_at = row[8]
     return StoredCall(
         id=row[0],
@@ -31,7 +31,8 @@ def call_from_row(row: Sequence[Any], when: TimeReader, *, keyed: bool = False) 
         attempts=row[6],
         recurring_key=row[7],
         tick_at=None if tick_at is None else when(tick_at),
-        unique_key=row[9] if keyed else None,
+        priority=row[9],
+        unique_key=row[10] if keyed else None,
     )
 
 

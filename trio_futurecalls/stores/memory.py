@@ -37,8 +37,10 @@ class MemoryStore:
     Not ``@final``: tests subclass it to inject faults or count round trips.
 
     Claims are atomic (no ``await`` inside), so several schedulers in one process can
-    share a store. Per-name heaps make ``claim`` cost
-    O(names + claimed * log n) whatever the number of pending calls.
+    share a store. Heaps per name and priority, keyed by due time, make ``claim`` cost
+    O(names * priorities in use + claimed * log n) whatever the number of pending
+    calls (a high-priority call due later never hides a lower one due now: each
+    priority's heap is looked at on its own).
     """
 
     recheck_interval: float | None = None
@@ -46,7 +48,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._calls: dict[int, StoredCall] = {}
         self._owners: dict[int, str] = {}  # leased rows: id -> lease owner
-        self._heaps: dict[str, list[tuple[datetime, int]]] = {}
+        #: name -> priority -> heap of (due_at, id); a priority's heap goes once empty.
+        self._heaps: dict[str, dict[int, list[tuple[datetime, int]]]] = {}
         #: Pending calls holding a unique key: (name, key) -> id.
         self._keys: dict[tuple[str, str], int] = {}
         self._ids = itertools.count(1)
@@ -92,7 +95,11 @@ class MemoryStore:
                     old = self._calls[held]
                     self._put(
                         attrs.evolve(
-                            old, payload=new.payload, due_at=new.due_at, identifier=new.identifier
+                            old,
+                            payload=new.payload,
+                            due_at=new.due_at,
+                            identifier=new.identifier,
+                            priority=new.priority,
                         )
                     )
                 ids.append(held)
@@ -110,14 +117,21 @@ class MemoryStore:
             self._keys.pop((call.name, call.unique_key), None)
 
     def _put(self, call: StoredCall) -> None:
-        # Heap entries are checked lazily: one is live while its row exists with
-        # that same due time (a lease or release pushes a new entry).
+        # Heap entries are checked lazily: one is live while its row exists with that
+        # same due time and priority (a lease, release or replace pushes a new entry).
         self._calls[call.id] = call
-        heapq.heappush(self._heaps.setdefault(call.name, []), (call.due_at, call.id))
+        by_priority = self._heaps.get(call.name)
+        if by_priority is None:
+            by_priority = self._heaps[call.name] = {}
+        heap = by_priority.get(call.priority)
+        if heap is None:
+            by_priority[call.priority] = [(call.due_at, call.id)]
+        else:
+            heapq.heappush(heap, (call.due_at, call.id))
 
-    def _live(self, entry: tuple[datetime, int]) -> bool:
+    def _live(self, entry: tuple[datetime, int], priority: int) -> bool:
         call = self._calls.get(entry[1])
-        return call is not None and call.due_at == entry[0]
+        return call is not None and call.due_at == entry[0] and call.priority == priority
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)
@@ -167,10 +181,9 @@ class MemoryStore:
                     due[c.name] = due.get(c.name, 0) + 1
         return {name: QueueLength(pending=n, due=due.get(name, 0)) for name, n in pending.items()}
 
-    def _top(self, name: str) -> tuple[datetime, int] | None:
-        heap = self._heaps.get(name)
+    def _top(self, heap: list[tuple[datetime, int]], priority: int) -> tuple[datetime, int] | None:
         while heap:
-            if self._live(heap[0]):
+            if self._live(heap[0], priority):
                 return heap[0]
             heapq.heappop(heap)
         return None
@@ -178,9 +191,15 @@ class MemoryStore:
     def _next_due(self, names: Collection[str]) -> datetime | None:
         best: datetime | None = None
         for name in names:
-            top = self._top(name)
-            if top is not None and (best is None or top[0] < best):
-                best = top[0]
+            by_priority = self._heaps.get(name)
+            if not by_priority:
+                continue
+            for priority, heap in list(by_priority.items()):
+                top = self._top(heap, priority)
+                if top is None:
+                    del by_priority[priority]
+                elif best is None or top[0] < best:
+                    best = top[0]
         return best
 
     # -- claiming ---------------------------------------------------------------------
@@ -196,30 +215,39 @@ class MemoryStore:
     ) -> Claim:
         if limit <= 0:
             return Claim([], None)
-        # Per name, the earliest due rows up to its slots; then the earliest overall.
-        candidates: list[tuple[datetime, int, str]] = []
+        # Per name, the best due rows up to its slots (highest priority first, then
+        # earliest due, then lowest id); then the best overall.
+        candidates: list[tuple[int, datetime, int, str]] = []
         for name, free in slots.items():
-            heap = self._heaps.get(name)
-            if not heap or free <= 0:
+            by_priority = self._heaps.get(name)
+            if not by_priority or free <= 0:
                 continue
             taken: set[int] = set()
-            while heap and len(taken) < free and heap[0][0] <= now:
-                entry = heapq.heappop(heap)
-                if self._live(entry) and entry[1] not in taken:
-                    taken.add(entry[1])
-                    candidates.append((entry[0], entry[1], name))
+            # Usually one priority per name: no sort to pay for then.
+            order = sorted(by_priority, reverse=True) if len(by_priority) > 1 else list(by_priority)
+            for priority in order:
+                heap = by_priority[priority]
+                while heap and len(taken) < free and heap[0][0] <= now:
+                    entry = heapq.heappop(heap)
+                    if self._live(entry, priority) and entry[1] not in taken:
+                        taken.add(entry[1])
+                        candidates.append((-priority, entry[0], entry[1], name))
+                if not heap:
+                    del by_priority[priority]  # (pushed again if one goes back below)
+                if len(taken) >= free:
+                    break
         candidates.sort()
-        for due, call_id, name in candidates[limit:]:
-            heapq.heappush(self._heaps[name], (due, call_id))
+        for negative, due, call_id, name in candidates[limit:]:
+            heapq.heappush(self._heaps[name].setdefault(-negative, []), (due, call_id))
         del candidates[limit:]
         # The taken rows are off their heaps now (leased ones go back below, due at
         # their expiry, which until_next counts): what is left is what comes next.
-        names = [c[2] for c in candidates]
+        names = [c[3] for c in candidates]
         next_due = until_next(self._next_due(free_after_claim(slots, limit, names)), lease, names)
         claimed = []
         leased = lease.names if lease is not None else frozenset()
         calls = self._calls
-        for _, call_id, name in candidates:
+        for _, _, call_id, name in candidates:
             call = calls.pop(call_id)
             if call.unique_key is not None:  # a claim frees the key
                 self._keys.pop((name, call.unique_key), None)
@@ -235,6 +263,7 @@ class MemoryStore:
                 attempts=call.attempts + 1,
                 recurring_key=call.recurring_key,
                 tick_at=call.tick_at,
+                priority=call.priority,
             )
             if name in leased:
                 assert lease is not None
@@ -449,4 +478,5 @@ def _stored(new: NewCall, call_id: int) -> StoredCall:
         recurring_key=new.recurring_key,
         tick_at=new.tick_at,
         unique_key=new.unique_key,
+        priority=new.priority,
     )

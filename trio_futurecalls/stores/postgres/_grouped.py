@@ -189,6 +189,7 @@ class GroupedWrites:
             notify_payload(earliest),
             [c.recurring_key for _, c, _ in rows],
             [c.tick_at for _, c, _ in rows],
+            [c.priority for _, c, _ in rows],
         )
         counts = [0 for _ in items]
         for (position,) in done:

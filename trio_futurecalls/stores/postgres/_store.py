@@ -97,6 +97,7 @@ async def _aio_insert_keyed(
             [calls[k].on_conflict for k in positions],
             [calls[k].recurring_key for k in positions],
             [calls[k].tick_at for k in positions],
+            [calls[k].priority for k in positions],
         )
         for k, row in zip(positions, rows, strict=True):
             if row[0] is not None:
@@ -273,6 +274,7 @@ class PostgresStore:
             [c.attempts for c in calls],
             [c.recurring_key for c in calls],
             [c.tick_at for c in calls],
+            [c.priority for c in calls],
         )
         # Wake this process's listeners at once too; the NOTIFY reaches other
         # processes (and this one again: listeners tolerate duplicates).
@@ -380,8 +382,8 @@ class PostgresStore:
                 )
         # Every claim statement ends with one row whose id is NULL: the next due time.
         calls = [call_from_row(row, utc) for row in rows if row[0] is not None]
-        calls.sort(key=lambda c: (c.due_at, c.id))
-        (next_due,) = [row[9] for row in rows if row[0] is None]
+        calls.sort(key=lambda c: (-c.priority, c.due_at, c.id))
+        (next_due,) = [row[10] for row in rows if row[0] is None]
         next_due = None if next_due is None else utc(next_due)
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
@@ -536,6 +538,7 @@ class PostgresStore:
                     [c.attempts for c in calls],
                     [c.recurring_key for c in calls],
                     [c.tick_at for c in calls],
+                    [c.priority for c in calls],
                 )
                 ids = [r[0] for r in inserted]
             fired = after_fire(info, plan, ids)

@@ -24,6 +24,8 @@ from ..._validate import (
     LATEST_TIME,
     MAX_ATTEMPTS,
     MAX_PAYLOAD_BYTES,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     check_attempts,
     check_identifier,
     check_name,
@@ -165,10 +167,22 @@ _TICK_AT = Column(
     "is not NULL or " + _TIME_SAYS.removeprefix("is not "),
     lambda value, now: None,
 )
-_CLAIMED_COLUMNS: Final = (*CALL_COLUMNS[:5], _ATTEMPTS_TO_CLAIM, _RECURRING_KEY, _TICK_AT)
+_PRIORITY = Column(
+    "priority",
+    lambda v: type(v) is int and MIN_PRIORITY <= v <= MAX_PRIORITY,
+    f"is not a priority (an integer from {MIN_PRIORITY} to {MAX_PRIORITY})",
+    lambda value, now: 0,
+)
+_CLAIMED_COLUMNS: Final = (
+    *CALL_COLUMNS[:5],
+    _ATTEMPTS_TO_CLAIM,
+    _RECURRING_KEY,
+    _TICK_AT,
+    _PRIORITY,
+)
 #: ``id`` then these: what ``pending`` selects (a claim never reads the unique key:
 #: it frees it, so a bad one cannot stop a claim).
-PENDING_COLUMNS: Final = (*CALL_COLUMNS, _RECURRING_KEY, _TICK_AT, _UNIQUE_KEY)
+PENDING_COLUMNS: Final = (*CALL_COLUMNS, _RECURRING_KEY, _TICK_AT, _PRIORITY, _UNIQUE_KEY)
 LEASE_OWNER = Column(
     "lease_owner",
     lambda v: v is None or (type(v) is str and _passes(check_owner, v)),

@@ -103,6 +103,7 @@ def _insert_params(c: NewCall) -> tuple[object, ...]:
         c.attempts,
         c.recurring_key,
         None if c.tick_at is None else to_micros(c.tick_at),
+        c.priority,
     )
 
 
@@ -215,7 +216,7 @@ class SQLiteStore:
                     continue
                 # (A call with a unique key is no run of a schedule: _validate refuses both.)
                 row = _insert_params(c)[:6]
-                inserted = conn.execute(keyed_sql, (*row, c.unique_key)).fetchone()
+                inserted = conn.execute(keyed_sql, (*row, c.unique_key, c.priority)).fetchone()
                 if inserted is not None:
                     ids.append(inserted[0])
                     continue
@@ -224,7 +225,7 @@ class SQLiteStore:
                 if c.on_conflict == "error":
                     raise DuplicateCallError(c.name, c.unique_key, held)
                 if c.on_conflict == "replace":
-                    conn.execute(replace_sql, (c.payload, row[2], c.identifier, held))
+                    conn.execute(replace_sql, (c.payload, row[2], c.identifier, c.priority, held))
                 ids.append(held)
             return ids
 
@@ -279,6 +280,8 @@ class SQLiteStore:
             return Claim([], None)
         now_us = to_micros(now)
         pick_sql = self._q["claim_candidates"]
+        top_sql = self._q["top_priority"]
+        below_sql = self._q["next_priority"]
         delete_sql = self._q["delete_ids"]
         lease_sql = self._q["lease_ids"]
         next_sql = self._q["next_due_of_name"]
@@ -290,12 +293,25 @@ class SQLiteStore:
             found: list[StoredCall] = []
             unreadable: list[Checked] = []
             for name, free in wanted:
-                for row in conn.execute(pick_sql, (name, now_us, free)).fetchall():
-                    call = claimed_call(row, now_us)
-                    if isinstance(call, Checked):
-                        unreadable.append(call)
-                    else:
-                        found.append(call)
+                # The name's priorities in use, highest first (one index seek each),
+                # and in each its rows due by now, earliest first, up to the slots
+                # left: future rows of a higher priority are never read. (A priority
+                # another program stored that is not an int in range is walked too:
+                # its rows are dead-lettered below.)
+                left = free
+                priority = conn.execute(top_sql, (name,)).fetchone()[0]
+                while priority is not None:
+                    rows = conn.execute(pick_sql, (name, priority, now_us, left)).fetchall()
+                    for row in rows:
+                        call = claimed_call(row, now_us)
+                        if isinstance(call, Checked):
+                            unreadable.append(call)
+                        else:
+                            found.append(call)
+                    left -= len(rows)
+                    if left <= 0:
+                        break
+                    priority = conn.execute(below_sql, (name, priority)).fetchone()[0]
             if unreadable:
                 # Decoded inside the claim's transaction: a row that does not decode is
                 # kept as a dead letter, with the reason, in the same commit that
@@ -307,7 +323,7 @@ class SQLiteStore:
                     "Moved to dead letters when claimed: this call could not be read",
                 )
                 conn.execute(delete_sql, (json.dumps([bad.id for bad in unreadable]),))
-            found.sort(key=lambda c: (c.due_at, c.id))
+            found.sort(key=lambda c: (-c.priority, c.due_at, c.id))
             calls = found[:limit]
             leased = [c.id for c in calls if lease is not None and c.name in lease.names]
             deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
@@ -363,6 +379,7 @@ class SQLiteStore:
                     c.attempts,
                     c.recurring_key,
                     None if c.tick_at is None else to_micros(c.tick_at),
+                    c.priority,
                 )
                 handed += conn.execute(deleted_sql, params).rowcount
             return handed
@@ -468,7 +485,8 @@ class SQLiteStore:
             if row is None:
                 return None
             name, payload, identifier, scheduled_at = row
-            params = (name, payload, to_micros(due_at), identifier, scheduled_at, 0, None, None)
+            # (Requeued at priority 0: a dead letter does not keep its priority.)
+            params = (name, payload, to_micros(due_at), identifier, scheduled_at, 0, None, None, 0)
             new_id: int = conn.execute(insert_sql, params).fetchone()[0]
             return new_id
 

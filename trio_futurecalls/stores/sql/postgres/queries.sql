@@ -48,14 +48,17 @@ WITH input AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[],
-        $9::text[], $10::timestamptz[]
+        $9::text[], $10::timestamptz[], $11::integer[]
     ) WITH ORDINALITY AS t (
-        name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at, ord
+        name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+        priority, ord
     )
 ), inserted AS (
     INSERT INTO {schema}.calls
-        (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
-    SELECT name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+        (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+        priority)
+    SELECT name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+        priority
     FROM input ORDER BY ord
     RETURNING id
 ), wakeup AS (
@@ -75,7 +78,7 @@ SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 -- A holder committed after the snapshot was taken is not in it: that row's id is
 -- NULL, and the store runs the statement again for it (then it sees the holder, or,
 -- if a claim freed the key meanwhile, inserts). "replace" rows use DO UPDATE, which
--- locks the holder and gives it the new payload, due time and identifier; PostgreSQL
+-- locks the holder and gives it the new payload, due time, identifier and priority; PostgreSQL
 -- guarantees an insert or an update for each (if a claim frees the key meanwhile, the
 -- insert goes ahead). Ids are drawn first, in input order, so that "id = new_id"
 -- tells an inserted row from a holder. Rows are written in (name, unique_key) order,
@@ -86,10 +89,10 @@ WITH input AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
-        $8::integer[], $9::text[], $10::text[], $11::text[], $12::timestamptz[]
+        $8::integer[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::integer[]
     ) WITH ORDINALITY AS t (
         name, payload, due_at, identifier, scheduled_at, attempts, unique_key, on_conflict,
-        recurring_key, tick_at, ord
+        recurring_key, tick_at, priority, ord
     )
 ), numbered AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('{schema}.calls', 'id')) AS new_id, i.*
@@ -101,11 +104,11 @@ WITH input AS (
 ), inserted AS (
     INSERT INTO {schema}.calls (
         id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key,
-        recurring_key, tick_at
+        recurring_key, tick_at, priority
     )
     OVERRIDING SYSTEM VALUE
     SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key,
-        recurring_key, tick_at
+        recurring_key, tick_at, priority
     FROM numbered
     WHERE unique_key IS NULL OR on_conflict <> 'replace'
     ORDER BY name, unique_key, ord
@@ -113,14 +116,16 @@ WITH input AS (
     RETURNING id
 ), replaced AS (
     INSERT INTO {schema}.calls
-        (id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
+        (id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key, priority)
     OVERRIDING SYSTEM VALUE
-    SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key
+    SELECT new_id, name, payload, due_at, identifier, scheduled_at, attempts, unique_key,
+        priority
     FROM numbered
     WHERE unique_key IS NOT NULL AND on_conflict = 'replace'
     ORDER BY name, unique_key, ord
     ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO UPDATE
-    SET payload = excluded.payload, due_at = excluded.due_at, identifier = excluded.identifier
+    SET payload = excluded.payload, due_at = excluded.due_at, identifier = excluded.identifier,
+        priority = excluded.priority
     RETURNING id, name, unique_key
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
@@ -151,7 +156,7 @@ SELECT count(*) FROM deleted;
 -- name: pending
 -- A row whose lease expired has no unique key (its claim cleared it).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    unique_key
+    priority, unique_key
 FROM {schema}.calls
 WHERE (lease_owner IS NULL OR due_at <= $6::timestamptz)
   AND ($1::text IS NULL OR name = $1::text)
@@ -171,22 +176,48 @@ GROUP BY name;
 
 -- name: _claim_picked
 -- A fragment (names starting with "_" are not queries), shared by the three claim
--- statements so that they always pick alike: lock the earliest due rows of each name
--- ($1 names, $2 their free slots), at most its slots, skipping rows another claimer
--- holds, keep the earliest $4 across names due by $3.
+-- statements so that they always pick alike: lock the best due rows of each name ($1
+-- names, $2 their free slots: highest priority first, then earliest due, then lowest
+-- id), at most its slots, skipping rows another claimer holds, keep the best $4
+-- across names due by $3.
+--
+-- Per name, a loose index scan of (name, priority, due_at, id): "levels" walks the
+-- name's distinct priorities from the highest down, one backward index seek each,
+-- and only as far as the LIMIT pulls (a recursive CTE is evaluated on demand); for
+-- each priority, an index range scan of its rows due by $3, earliest first. Levels
+-- come out highest first and rows within a level in (due_at, id) order, so the
+-- nested loop's output is already in the order wanted and LIMIT q.slots stops it:
+-- future rows of a higher priority are never read, and rows are locked only as they
+-- are pulled.
 WITH quotas AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
 ), picked AS (
-    SELECT c.id, c.due_at, q.name
+    SELECT c.id, c.due_at, c.priority, q.name
     FROM quotas AS q
     CROSS JOIN LATERAL (
-        SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
-        WHERE calls.name = q.name AND calls.due_at <= $3::timestamptz
-        ORDER BY calls.due_at, calls.id
+        WITH RECURSIVE levels (priority) AS (
+            SELECT (SELECT max(top.priority) FROM {schema}.calls AS top WHERE top.name = q.name)
+            UNION ALL
+            SELECT (
+                SELECT max(lower.priority) FROM {schema}.calls AS lower
+                WHERE lower.name = q.name AND lower.priority < levels.priority
+            )
+            FROM levels
+            WHERE levels.priority IS NOT NULL
+        )
+        SELECT due.id, due.due_at, levels.priority
+        FROM levels
+        CROSS JOIN LATERAL (
+            SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
+            WHERE calls.name = q.name AND calls.priority = levels.priority
+              AND calls.due_at <= $3::timestamptz
+            ORDER BY calls.due_at, calls.id
+            LIMIT q.slots
+            FOR UPDATE SKIP LOCKED
+        ) AS due
         LIMIT q.slots
-        FOR UPDATE SKIP LOCKED
     ) AS c
-    ORDER BY c.due_at, c.id
+    ORDER BY c.priority DESC, c.due_at, c.id
     LIMIT $4::integer
 )
 
@@ -213,10 +244,10 @@ room AS (
 -- A fragment ending each claim statement: the taken calls, then one row whose id is
 -- NULL and whose last column is the next due time (see _claim_next).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    NULL::timestamptz AS next_due
+    priority, NULL::timestamptz AS next_due
 FROM taken
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 
 -- name: claim
 -- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
@@ -225,8 +256,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
 -- stored time within what Python holds, and the attempt count goes up only to their
 -- bound (1000000), so it can neither overflow nor make the claim fail forever.
 --
--- One statement: lock the earliest due rows of each name (at most its free slots),
--- skipping rows another claimer holds, keep the earliest `limit` across names, then
+-- One statement: lock the best due rows of each name (at most its free slots; see
+-- _claim_picked), skipping rows another claimer holds, keep the best `limit` across
+-- names, then
 -- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
 -- (at-least-once; an expired lease's row is due again, since its due_at is the
 -- expiry). Either way the claim frees the row's unique key (a leased row's is set to
@@ -236,7 +268,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
-        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at
+        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority
 ), leased AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $6::text, due_at = $7::timestamptz,
@@ -244,7 +276,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
-        c.recurring_key, c.tick_at
+        c.recurring_key, c.tick_at, c.priority
 ), taken AS (
     SELECT * FROM deleted
     UNION ALL
@@ -259,7 +291,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked)
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
-        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at
+        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority
 )
 {_claim_result};
 
@@ -273,7 +305,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcom
     FROM picked AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
-        c.recurring_key, c.tick_at
+        c.recurring_key, c.tick_at, c.priority
 )
 {_claim_result};
 
@@ -290,10 +322,11 @@ WITH input AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-        $6::timestamptz[], $7::integer[], $8::text[], $11::text[], $12::timestamptz[]
+        $6::timestamptz[], $7::integer[], $8::text[], $11::text[], $12::timestamptz[],
+        $13::integer[]
     ) WITH ORDINALITY AS t (
         id, name, payload, due_at, identifier, scheduled_at, attempts, owner, recurring_key,
-        tick_at, ord
+        tick_at, priority, ord
     )
 ), released AS (
     UPDATE {schema}.calls AS c
@@ -313,9 +346,11 @@ WITH input AS (
     ORDER BY id, ord
 ), reinserted AS (
     INSERT INTO {schema}.calls
-        (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
+        (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+        priority)
     OVERRIDING SYSTEM VALUE
-    SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+    SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+        priority
     FROM gone
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -436,7 +471,8 @@ ORDER BY failed_at, id
 LIMIT $2::bigint;
 
 -- name: requeue_dead_letter
--- Move one dead letter back to pending and NOTIFY, in one statement.
+-- Move one dead letter back to pending and NOTIFY, in one statement. (At priority 0:
+-- a dead letter does not keep its priority.)
 WITH taken AS (
     DELETE FROM {schema}.dead_letters WHERE id = $1
     RETURNING name, payload, identifier, scheduled_at

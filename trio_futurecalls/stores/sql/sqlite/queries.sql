@@ -1,15 +1,15 @@
 -- name: insert_call
 INSERT INTO futurecalls_calls
-    (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at, priority)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 RETURNING id;
 
 -- name: insert_keyed_call
 -- A call with a unique key: stored unless a pending call of that name holds the key
 -- (the partial unique index of migration 0004 decides); no row back then.
 INSERT INTO futurecalls_calls
-    (name, payload, due_at, identifier, scheduled_at, attempts, unique_key)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+    (name, payload, due_at, identifier, scheduled_at, attempts, unique_key, priority)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (name, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -19,8 +19,8 @@ SELECT id FROM futurecalls_calls WHERE name = ? AND unique_key = ?;
 
 -- name: replace_keyed_call
 -- on_conflict="replace": the pending call holding the key gets the new payload, due
--- time and identifier.
-UPDATE futurecalls_calls SET payload = ?, due_at = ?, identifier = ? WHERE id = ?;
+-- time, identifier and priority.
+UPDATE futurecalls_calls SET payload = ?, due_at = ?, identifier = ?, priority = ? WHERE id = ?;
 
 -- name: cancel
 -- Leased rows are running, not pending: they are not cancelled here.
@@ -32,7 +32,7 @@ DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL;
 -- name: pending
 -- A row whose lease expired has no unique key (its claim cleared it).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    unique_key
+    priority, unique_key
 FROM futurecalls_calls
 WHERE (lease_owner IS NULL OR due_at <= :now)
   AND (:name IS NULL OR name = :name)
@@ -57,13 +57,24 @@ WHERE name = ? AND id NOT IN (SELECT value FROM json_each(?))
 ORDER BY due_at
 LIMIT 1;
 
+-- name: top_priority
+-- The highest priority of a name's rows (one seek of the (name, priority, due_at, id)
+-- index); NULL when it has none.
+SELECT max(priority) FROM futurecalls_calls WHERE name = ?;
+
+-- name: next_priority
+-- The highest priority of a name's rows below a given one (one seek): with
+-- top_priority, a walk over the distinct priorities in use, highest first.
+SELECT max(priority) FROM futurecalls_calls WHERE name = ? AND priority < ?;
+
 -- name: claim_candidates
--- The earliest due rows of one name, up to that name's free slots (an expired
--- lease's row is due: its due_at is the expiry). Attempts as stored: the claim adds
--- one once the row decoded (stores/sqlite/_rows.py).
-SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at
+-- The earliest due rows of one name and priority, up to the free slots left (an
+-- expired lease's row is due: its due_at is the expiry). Attempts as stored: the
+-- claim adds one once the row decoded (stores/sqlite/_rows.py).
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+    priority
 FROM futurecalls_calls
-WHERE name = ? AND due_at <= ?
+WHERE name = ? AND priority = ? AND due_at <= ?
 ORDER BY due_at, id
 LIMIT ?;
 
@@ -90,8 +101,9 @@ WHERE id = ? AND lease_owner = ?;
 -- exists (pending already, or another worker's), or it is a run of a recurring
 -- schedule that was cancelled meanwhile (its runs that had not started went with it).
 INSERT INTO futurecalls_calls
-    (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+    (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+    priority)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1)
   AND (?8 IS NULL OR EXISTS (SELECT 1 FROM futurecalls_recurring WHERE key = ?8));
 
