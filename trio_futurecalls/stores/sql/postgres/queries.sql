@@ -196,7 +196,7 @@ WITH quotas AS (
     FROM quotas AS q
     CROSS JOIN LATERAL (
         WITH RECURSIVE levels (priority) AS (
-            SELECT (SELECT max(top.priority) FROM {schema}.calls AS top WHERE top.name = q.name)
+            SELECT max(top.priority) FROM {schema}.calls AS top WHERE top.name = q.name
             UNION ALL
             SELECT (
                 SELECT max(lower.priority) FROM {schema}.calls AS lower
