@@ -1,11 +1,12 @@
 """The dispatcher: claims due calls that have free slots, starts them, sleeps until next.
 
 One task per scheduler. Each round it counts free slots, claims at most that many
-due calls per class (earliest due first) and starts each in its own task; when
-nothing more can start, it sleeps until the next due time it knows, or until the
-doorbell rings (a call was scheduled, a slot freed). It never polls; the
-store's ``recheck_interval`` is the only fallback. In run-once mode it starts only
-calls due by a fixed time and sets :attr:`Dispatcher.drained` when none is left.
+due calls per class (highest priority, then earliest due first) and starts each in
+its own task, in that order; when nothing more can start, it sleeps until the next
+due time it knows, or until the doorbell rings (a call was scheduled, a slot freed).
+It never polls; the store's ``recheck_interval`` is the only fallback. In run-once
+mode it starts only calls due by a fixed time and sets :attr:`Dispatcher.drained`
+when none is left.
 """
 
 from __future__ import annotations

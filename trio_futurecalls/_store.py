@@ -116,8 +116,11 @@ class Store(Protocol):
     ) -> Claim:
         """Atomically take due calls (``due_at <= now``); say when the next one is due.
 
-        At most ``slots[name]`` calls of each name and ``limit`` in total, the
-        earliest due first across names (ties: id). Names not in ``slots`` are not
+        At most ``slots[name]`` calls of each name and ``limit`` in total, the best
+        first within and across names: highest ``priority``, then earliest due, then
+        lowest id; returned in that order. Rows not due yet are not to be read, whatever
+        their priority (a store walks each name's priorities in use, highest first).
+        Names not in ``slots`` are not
         touched. Each taken row's ``attempts`` goes up by one. Rows of names in
         ``lease.names`` are leased to ``lease.owner`` until ``lease.expires_at`` (their
         ``due_at`` becomes the expiry); all other taken rows are deleted. The returned

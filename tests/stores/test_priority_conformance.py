@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 
 from trio_futurecalls import (
     MAX_PRIORITY,
@@ -166,3 +167,27 @@ async def test_bad_priorities_are_refused(store: Store, priority: Any, match: st
     assert await store.pending(PendingQuery()) == []
     # The bounds themselves are fine.
     assert len(await store.schedule([new(priority=MIN_PRIORITY), new(priority=MAX_PRIORITY)])) == 2
+
+
+async def test_concurrent_claims_with_priorities_never_hand_out_a_call_twice(
+    store: Store,
+) -> None:
+    await store.schedule([new("a", i / 100, (i % 3) * 4 - 4) for i in range(150)])
+    batches: list[list[int]] = []
+
+    async def claimer() -> None:
+        while True:
+            batch = (await store.claim(at(10), {"a": 7}, 7)).calls
+            if not batch:
+                return
+            # Each batch is in claim order: priority down, then due time, then id.
+            keys = [(-c.priority, c.due_at, c.id) for c in batch]
+            assert keys == sorted(keys)
+            batches.append([c.id for c in batch])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(claimer)
+    ids = [i for batch in batches for i in batch]
+    assert len(ids) == 150
+    assert len(set(ids)) == 150
