@@ -184,11 +184,11 @@ GROUP BY name;
 -- Per name, a loose index scan of (name, priority, due_at, id): "levels" walks the
 -- name's distinct priorities from the highest down, one backward index seek each,
 -- and only as far as the LIMIT pulls (a recursive CTE is evaluated on demand); for
--- each priority, an index range scan of its rows due by $3, earliest first. Levels
--- come out highest first and rows within a level in (due_at, id) order, so the
--- nested loop's output is already in the order wanted and LIMIT q.slots stops it:
--- future rows of a higher priority are never read, and rows are locked only as they
--- are pulled.
+-- each priority, an index range scan of its rows due by $3, earliest first, at most
+-- the name's slots: future rows of a priority are never read. The rows found are
+-- sorted (priority, due_at, id) before the name's LIMIT, so the order does not rest
+-- on the plan; rows read but not kept stay locked only until the statement's
+-- transaction ends.
 WITH quotas AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
 ), picked AS (
@@ -215,6 +215,9 @@ WITH quotas AS (
             LIMIT q.slots
             FOR UPDATE SKIP LOCKED
         ) AS due
+        -- (Stated, not assumed from the plan: at most q.slots rows per level were
+        -- read and locked, so this sort is small.)
+        ORDER BY levels.priority DESC, due.due_at, due.id
         LIMIT q.slots
     ) AS c
     ORDER BY c.priority DESC, c.due_at, c.id
