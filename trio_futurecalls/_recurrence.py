@@ -24,7 +24,8 @@ import attrs
 from cronsim import CronSim, CronSimError
 
 from ._model import RecurringInfo
-from ._validate import LATEST_TIME, zone_of
+from ._validate import LATEST_TIME
+from ._validate_recurring import zone_of
 
 #: With ``misfire="skip"``, a tick fired at most this late still runs; a later one
 #: counts as missed (its worker was down or far behind) and is skipped.

@@ -27,17 +27,19 @@ from ._payload import encode_payload
 from ._recurrence import first_anchor, ticks
 from ._store import Store
 from ._validate import (
-    MISFIRE_MODES,
-    OVERLAP_MODES,
     check_aware,
     check_bool,
-    check_choice,
-    check_cron,
-    check_every,
     check_identifier,
     check_name,
     check_recurring_key,
     check_time,
+)
+from ._validate_recurring import (
+    MISFIRE_MODES,
+    OVERLAP_MODES,
+    check_choice,
+    check_cron,
+    check_every,
     check_timezone,
 )
 

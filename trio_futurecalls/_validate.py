@@ -2,7 +2,9 @@
 
 Every public function and every public store method checks its arguments here, types
 included (a bool is not an id, a str is not a collection of names or ids), and raises
-:class:`InvalidArgumentError`: the same answer whichever store is behind it.
+:class:`InvalidArgumentError`: the same answer whichever store is behind it. The
+checks of a recurring schedule's definition are in ``_validate_recurring.py``; the
+arguments of each store method, built from these, in ``_store_args.py``.
 """
 
 from __future__ import annotations
@@ -11,15 +13,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Final, TypeVar
 
 import attrs
-from cronsim import CronSim, CronSimError
 
 from ._errors import DuplicateCallError, InvalidArgumentError, InvalidPayloadError
-from ._model import CheckedNewCall, Lease, NewCall, OnConflict, RecurringInfo, StoredCall
-from ._store import Listener, PendingQuery
+from ._model import CheckedNewCall, Lease, NewCall, OnConflict, StoredCall
+from ._store import PendingQuery
 
 #: Longest accepted call-class ``name`` (characters).
 MAX_NAME_LENGTH = 200
@@ -388,7 +388,7 @@ def error_text(error: object, what: str = "error") -> str:
     return error.replace("\x00", "\\x00")
 
 
-def _sequence(values: object, of: str) -> Sequence[object]:
+def check_sequence(values: object, of: str) -> Sequence[object]:
     if not isinstance(values, Sequence) or isinstance(values, str | bytes | bytearray):
         raise InvalidArgumentError(f"calls must be a sequence of {of}, got {type(values).__name__}")
     return values
@@ -483,68 +483,8 @@ def check_query(query: object) -> PendingQuery:
     )
 
 
-Misfire = Literal["once", "skip", "all"]
-Overlap = Literal["allow", "skip"]
-MISFIRE_MODES: Final = ("once", "skip", "all")
-OVERLAP_MODES: Final = ("allow", "skip")
-#: Longest cron expression accepted.
-MAX_CRON_LENGTH: Final = 200
-#: Shortest ``every``: one millisecond.
-MIN_EVERY: Final = 0.001
 #: Longest recurring schedule key.
 MAX_RECURRING_KEY_LENGTH: Final = 200
-
-
-def check_timezone(value: object) -> str:
-    """An IANA time zone name that this machine knows."""
-    if not isinstance(value, str) or not value or len(value) > 100:
-        raise InvalidArgumentError(f"timezone must be an IANA time zone name, got {value!r}")
-    zone_of(value)
-    return value
-
-
-def zone_of(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidArgumentError(f"unknown time zone {name!r}") from None
-
-
-def check_cron(value: object) -> str:
-    """A cron expression cronsim accepts (five fields, or six with seconds first)."""
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_CRON_LENGTH:
-        raise InvalidArgumentError(
-            f"cron must be a cron expression of at most {MAX_CRON_LENGTH} characters, got {value!r}"
-        )
-    expression = " ".join(value.split())
-    try:
-        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
-    except CronSimError as exc:
-        raise InvalidArgumentError(f"invalid cron expression {value!r}: {exc}") from None
-    return expression
-
-
-def check_every(value: object) -> float:
-    """An interval: a timedelta or seconds, from 1 ms to ``MAX_DELAY``."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise InvalidArgumentError(f"every must be a timedelta or seconds, got {value!r}")
-    if not seconds > 0:  # also NaN
-        raise InvalidArgumentError(f"every must be > 0, got {value!r}")
-    if seconds < MIN_EVERY or seconds > MAX_DELAY.total_seconds():
-        raise InvalidArgumentError(
-            f"every must be from {MIN_EVERY} s to {MAX_DELAY.days} days, got {value!r}"
-        )
-    return seconds
-
-
-def check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise InvalidArgumentError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
-    return value
 
 
 def check_recurring_key(key: object) -> str:
@@ -558,178 +498,3 @@ def check_recurring_key(key: object) -> str:
     if "\x00" in key:
         raise InvalidArgumentError("key must not contain NUL characters")
     return check_unicode(key, "key")
-
-
-def _optional_time(value: object, what: str) -> datetime | None:
-    return None if value is None else check_time(value, what)
-
-
-def check_recurring_info(info: object) -> RecurringInfo:
-    """A schedule to store, checked as ``schedule_recurring`` checks its arguments."""
-    if not isinstance(info, RecurringInfo):
-        raise InvalidArgumentError(f"schedule must be a RecurringInfo, got {type(info).__name__}")
-    check_recurring_key(info.key)
-    check_name(info.name)
-    check_payload_text(info.payload)
-    check_identifier(info.identifier)
-    if (info.cron is None) == (info.every is None):
-        raise InvalidArgumentError("a schedule has exactly one of cron and every")
-    cron = None if info.cron is None else check_cron(info.cron)
-    every = None if info.every is None else check_every(info.every)
-    check_timezone(info.timezone)
-    check_choice(info.misfire, MISFIRE_MODES, "misfire")
-    check_choice(info.overlap, OVERLAP_MODES, "overlap")
-    start = _optional_time(info.start, "start")
-    end = _optional_time(info.end, "end")
-    if start is not None and end is not None and end < start:
-        raise InvalidArgumentError("end must not be before start")
-    for what in ("runs", "skipped_overlap", "skipped_misfire"):
-        count = getattr(info, what)
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_ID:
-            raise InvalidArgumentError(f"{what} must be an int >= 0, got {count!r}")
-    if info.last_call_id is not None:
-        check_id(info.last_call_id, "last_call_id")
-    return attrs.evolve(
-        info,
-        cron=cron,
-        every=every,
-        start=start,
-        end=end,
-        anchor=check_time(info.anchor, "anchor"),
-        next_tick=_optional_time(info.next_tick, "next_tick"),
-        last_tick=_optional_time(info.last_tick, "last_tick"),
-        created_at=check_time(info.created_at, "created_at"),
-        updated_at=check_time(info.updated_at, "updated_at"),
-    )
-
-
-class StoreArgs:
-    """The arguments of each :class:`Store` method, checked once for every store.
-
-    Each store calls the function named after the method at the top of that method
-    (``call_id = StoreArgs.cancel(call_id)``), so that every store gives the same
-    answer to bad input: :class:`InvalidArgumentError`, before anything is touched.
-    Times come back in UTC.
-    """
-
-    @staticmethod
-    def schedule(calls: object) -> list[NewCall]:
-        checked = [check_new_call(call) for call in _sequence(calls, "NewCall")]
-        for call in checked:
-            if call.unique_key is not None:
-                check_batch_keys(checked)
-                break
-        return checked
-
-    @staticmethod
-    def cancel(call_id: object) -> int:
-        return check_id(call_id, "call_id")
-
-    cancel_identifier = staticmethod(check_required_identifier)
-    pending = staticmethod(check_query)
-
-    @staticmethod
-    def pending_counts(due_by: object) -> datetime:
-        return check_aware(due_by, "due_by")
-
-    @staticmethod
-    def claim(
-        now: object, slots: object, limit: object, lease: object
-    ) -> tuple[datetime, dict[str, int], int, Lease | None]:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidArgumentError(f"limit must be an int >= 0, got {limit!r}")
-        return check_aware(now, "now"), check_slots(slots), limit, check_lease(lease)
-
-    @staticmethod
-    def put_back(calls: object, owner: object) -> tuple[list[StoredCall], str | None]:
-        checked = [check_stored_call(call) for call in _sequence(calls, "StoredCall")]
-        return checked, None if owner is None else check_owner(owner)
-
-    @staticmethod
-    def renew(
-        owner: object, call_ids: object, expires_at: object
-    ) -> tuple[str, list[int], datetime]:
-        return (
-            check_owner(owner),
-            check_ids(call_ids, "call_ids"),
-            check_time(expires_at, "expires_at"),
-        )
-
-    @staticmethod
-    def complete(owner: object, call_id: object) -> tuple[str, int]:
-        return check_owner(owner), check_id(call_id, "call_id")
-
-    @staticmethod
-    def release(
-        owner: object, call_id: object, due_at: object, refund_attempt: object
-    ) -> tuple[str, int, datetime, bool]:
-        if not isinstance(refund_attempt, bool):
-            raise InvalidArgumentError(f"refund_attempt must be a bool, got {refund_attempt!r}")
-        owner, call_id = StoreArgs.complete(owner, call_id)
-        return owner, call_id, check_time(due_at, "due_at"), refund_attempt
-
-    @staticmethod
-    def dead_letter(
-        call: object, error: object, failed_at: object, owner: object
-    ) -> tuple[StoredCall, str, datetime, str | None]:
-        if isinstance(call, StoredCall) and call.attempts == MAX_ATTEMPTS + 1:
-            # A claim counts the attempt it starts, so a call stored at the limit comes
-            # out one above it: keeping it is never refused for that (it would be lost).
-            call = attrs.evolve(call, attempts=MAX_ATTEMPTS)
-        return (
-            check_stored_call(call),
-            error_text(error),
-            check_time(failed_at, "failed_at"),
-            None if owner is None else check_owner(owner),
-        )
-
-    @staticmethod
-    def dead_letter_due(
-        name: object, due_by: object, error: object, failed_at: object
-    ) -> tuple[str, datetime, str, datetime]:
-        return (
-            check_stored_name(name),
-            check_aware(due_by, "due_by"),
-            error_text(error),
-            check_time(failed_at, "failed_at"),
-        )
-
-    @staticmethod
-    def dead_letters(name: object, limit: object) -> tuple[str | None, int | None]:
-        return None if name is None else check_stored_name(name), check_row_limit(limit)
-
-    @staticmethod
-    def requeue_dead_letter(dead_letter_id: object, due_at: object) -> tuple[int, datetime]:
-        return check_id(dead_letter_id, "dead_letter_id"), check_time(due_at, "due_at")
-
-    @staticmethod
-    def purge_dead_letters(ids: object) -> list[int] | None:
-        return None if ids is None else check_ids(ids)
-
-    @staticmethod
-    def put_recurring(schedule: object, replace: object) -> tuple[RecurringInfo, bool]:
-        return check_recurring_info(schedule), check_bool(replace, "replace")
-
-    cancel_recurring = staticmethod(check_recurring_key)
-
-    @staticmethod
-    def recurring_schedules(key: object) -> str | None:
-        return None if key is None else check_recurring_key(key)
-
-    @staticmethod
-    def fire_recurring(now: object, limit: object) -> tuple[datetime, int]:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError(f"limit must be an int >= 1, got {limit!r}")
-        return check_aware(now, "now"), limit
-
-    @staticmethod
-    def add_listener(listener: object) -> Listener:
-        if not callable(listener):
-            raise InvalidArgumentError(f"listener must be callable, got {listener!r}")
-        return listener
-
-    @staticmethod
-    def open_session(call: object) -> StoredCall:
-        if not isinstance(call, StoredCall):
-            raise InvalidArgumentError(f"call must be a StoredCall, got {type(call).__name__}")
-        return call

@@ -8,7 +8,10 @@ from typing import Any, Final, NoReturn
 
 from .. import DEFAULT_GRACE_PERIOD, ENV_MAX_CONCURRENT, __version__
 from .._redact import redact
-from .._validate import MISFIRE_MODES, OVERLAP_MODES
+from .._validate_recurring import (
+    MISFIRE_MODES,
+    OVERLAP_MODES,
+)
 from ._arguments import (
     NOT_GIVEN,
     concurrency_limit,

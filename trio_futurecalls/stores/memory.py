@@ -15,7 +15,7 @@ from .._errors import DuplicateCallError
 from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
-from .._validate import StoreArgs
+from .._store_args import StoreArgs
 from ._claims import free_after_claim, until_next
 from ._listeners import Listeners
 from ._recurring import after_fire, merge_registration, plan_runs

@@ -22,7 +22,7 @@ from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from ..._validate import StoreArgs
+from ..._store_args import StoreArgs
 from .._claims import until_next
 from .._keys import merge_repeated_keys
 from .._listeners import Listeners

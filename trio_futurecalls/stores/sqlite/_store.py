@@ -27,7 +27,7 @@ from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
-from ..._validate import StoreArgs
+from ..._store_args import StoreArgs
 from .._batch import Failed, GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
