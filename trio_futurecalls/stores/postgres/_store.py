@@ -1,18 +1,18 @@
 """The store itself: :class:`PostgresStore`, the Store protocol over one PostgreSQL schema.
 
 Each method is one statement from ``stores/sql/postgres/queries.sql`` on the store's
-kept pool connection (:class:`._pool.Connections`), one bridge crossing. The listener
-task, sessions, the pool and migrations live in modules of their own;
-:func:`open_postgres_store` wires them together.
+kept pool connection (:class:`._pool.Connections`), one bridge crossing; keyed
+inserts (``_inserts.py``) and recurring schedules (``_recurring.py``) run a few
+statements in one transaction. The listener task, sessions, the pool and migrations
+live in modules of their own; :func:`open_postgres_store` wires them together.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, Final, TypeVar, final
 
 import asyncpg
@@ -26,12 +26,13 @@ from ..._store_args import StoreArgs
 from .._claims import until_next
 from .._keys import merge_repeated_keys
 from .._listeners import Listeners
-from .._recurring import after_fire, merge_registration, plan_runs
-from .._rows import call_from_row, dead_letter_from_row, recurring_from_row, recurring_to_row
+from .._rows import call_from_row, dead_letter_from_row, recurring_from_row
 from ._errors import bridge
 from ._grouped import GroupedWrites
+from ._inserts import aio_insert_keyed, insert_calls_args
 from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, ServerRoom, pool_size_advice
+from ._recurring import aio_cancel_recurring, aio_fire_recurring, aio_put_recurring
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
 from ._values import utc
@@ -40,105 +41,8 @@ _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
 T = TypeVar("T")
 
-#: What one schedule's writes can raise on their own (a value the driver cannot send,
-#: a CHECK): that schedule is stopped, the others fire.
-_ROW_ERRORS: Final = (
-    asyncpg.exceptions.DataError,  # the server's class 22 (data exceptions)
-    asyncpg.exceptions.IntegrityConstraintViolationError,
-    asyncpg.exceptions._base.DataError,  # a value asyncpg cannot encode
-    ValueError,
-    OverflowError,
-    TypeError,
-)
-
 #: Largest value of the claim's integer parameters (free slots, limit).
 _MAX_INT4: Final = 2**31 - 1
-
-
-#: How often ``insert_keyed_calls`` runs again for rows whose key holder it could
-#: not see (each time, another holder was committed right after its snapshot).
-_KEYED_ATTEMPTS: Final = 50
-
-
-#: How often a keyed batch is run again after the server rolled it back for a
-#: deadlock or a serialization failure (see _aio_insert_keyed).
-_DEADLOCK_ATTEMPTS: Final = 10
-_TRY_AGAIN: Final = (
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-)
-
-
-class _Duplicate(Exception):
-    """Rolls back the transaction of a batch whose "error" key conflicted."""
-
-
-async def _aio_insert_keyed(
-    conn: Any, sql: str, calls: Sequence[NewCall], channel: str, wake: str, atomic: bool
-) -> list[tuple[int, bool]]:
-    """On the asyncio side, on ``conn``: ``insert_keyed_calls`` for ``calls``, again
-    for the rows whose holder its snapshot did not show, until each has an id; in a
-    transaction of its own when ``atomic`` (rolled back if an "error" row conflicted).
-    Returns ``(id, conflicted)`` per call."""
-    answers: list[tuple[int, bool] | None] = [None] * len(calls)
-
-    async def run(positions: list[int]) -> None:
-        rows = await conn.fetch(
-            sql,
-            [calls[k].name for k in positions],
-            [calls[k].payload for k in positions],
-            [calls[k].due_at for k in positions],
-            [calls[k].identifier for k in positions],
-            [calls[k].scheduled_at for k in positions],
-            channel,
-            wake,
-            [calls[k].attempts for k in positions],
-            [calls[k].unique_key for k in positions],
-            [calls[k].on_conflict for k in positions],
-            [calls[k].recurring_key for k in positions],
-            [calls[k].tick_at for k in positions],
-            [calls[k].priority for k in positions],
-        )
-        for k, row in zip(positions, rows, strict=True):
-            if row[0] is not None:
-                answers[k] = (row[0], row[1])
-
-    async def all_rows() -> None:
-        for _ in range(_KEYED_ATTEMPTS):
-            missing = [k for k, answer in enumerate(answers) if answer is None]
-            if not missing:
-                return
-            await run(missing)
-        raise StoreError(
-            f"PostgreSQL: unique keys kept changing hands; {_KEYED_ATTEMPTS} attempts "
-            "could not tell which call holds them"
-        )
-
-    if not atomic:
-        await all_rows()
-        return [answer for answer in answers if answer is not None]
-    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
-        answers[:] = [None] * len(calls)
-        try:
-            async with conn.transaction():
-                await all_rows()
-                if any(
-                    answer is not None and answer[1] and call.on_conflict == "error"
-                    for call, answer in zip(calls, answers, strict=True)
-                ):
-                    raise _Duplicate
-        except _Duplicate:
-            pass  # rolled back: nothing of the batch is stored
-        except _TRY_AGAIN:
-            # Two batches took the same keys in crossed order (an "ignore" and a
-            # "replace" row lock in two steps of one statement): the server rolled
-            # this one back whole; run it again, after a short random pause.
-            if attempt == _DEADLOCK_ATTEMPTS:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * attempt))
-            continue
-        break
-    return [answer for answer in answers if answer is not None]
 
 
 @final
@@ -262,19 +166,7 @@ class PostgresStore:
         if any(c.unique_key is not None for c in calls):
             return await self._schedule_keyed(calls, earliest)
         rows = await self._call(
-            "fetch",
-            "insert_calls",
-            [c.name for c in calls],
-            [c.payload for c in calls],
-            [c.due_at for c in calls],
-            [c.identifier for c in calls],
-            [c.scheduled_at for c in calls],
-            self.channel,
-            notify_payload(earliest),
-            [c.attempts for c in calls],
-            [c.recurring_key for c in calls],
-            [c.tick_at for c in calls],
-            [c.priority for c in calls],
+            "fetch", "insert_calls", *insert_calls_args(calls, self.channel, earliest)
         )
         # Wake this process's listeners at once too; the NOTIFY reaches other
         # processes (and this one again: listeners tolerate duplicates).
@@ -288,7 +180,7 @@ class PostgresStore:
         merged, answers = merge_repeated_keys(calls)
         strict = any(c.unique_key is not None and c.on_conflict == "error" for c in merged)
         results = await self._call_with(
-            _aio_insert_keyed,
+            aio_insert_keyed,
             "insert_keyed_calls",
             merged,
             self.channel,
@@ -472,26 +364,9 @@ class PostgresStore:
 
     async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
         schedule, replace = StoreArgs.put_recurring(schedule, replace)
-        q = self._q
-        values = recurring_to_row(schedule, _same)
-
-        async def work(conn: Any) -> RecurringInfo:
-            while True:
-                if await conn.fetchval(q["recurring_insert_new"], *values) is not None:
-                    return schedule
-                row = await conn.fetchrow(q["recurring_lock"], schedule.key)
-                if row is not None:
-                    break
-                # Cancelled by another transaction between the two statements: the
-                # key is free again, so the insert goes through next time.
-            existing = recurring_from_row(row, utc)
-            merged = merge_registration(existing, schedule, replace)
-            if merged is None:
-                return existing
-            await conn.execute(q["recurring_put"], *recurring_to_row(merged, _same))
-            return merged
-
-        stored = await self._transaction("put_recurring", work)
+        stored = await self._transaction(
+            "put_recurring", partial(aio_put_recurring, self._q, schedule, replace)
+        )
         if stored.next_tick is not None:
             # Tickers in other processes hear of it like of a scheduled call.
             await self._call("execute", "notify", self.channel, notify_payload(stored.next_tick))
@@ -500,17 +375,9 @@ class PostgresStore:
 
     async def cancel_recurring(self, key: str) -> bool:
         key = StoreArgs.cancel_recurring(key)
-        q = self._q
-
-        async def work(conn: Any) -> bool:
-            # Two statements: the second one's snapshot is taken after the first
-            # waited for a fire in progress, so it sees the runs that fire stored.
-            if await conn.fetchval(q["recurring_delete"], key) is None:
-                return False
-            await conn.execute(q["recurring_delete_runs"], key)
-            return True
-
-        return await self._transaction("cancel_recurring", work)
+        return await self._transaction(
+            "cancel_recurring", partial(aio_cancel_recurring, self._q, key)
+        )
 
     async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
         key = StoreArgs.recurring_schedules(key)
@@ -519,63 +386,16 @@ class PostgresStore:
 
     async def fire_recurring(self, now: datetime, limit: int) -> RecurringFire:
         now, limit = StoreArgs.fire_recurring(now, limit)
-        q = self._q
-        channel = self.channel
-
-        async def fire_one(conn: Any, info: RecurringInfo, active: bool) -> list[NewCall]:
-            plan, calls = plan_runs(info, now, active)
-            ids: list[int] = []
-            if calls:
-                inserted = await conn.fetch(
-                    q["insert_calls"],
-                    [c.name for c in calls],
-                    [c.payload for c in calls],
-                    [c.due_at for c in calls],
-                    [c.identifier for c in calls],
-                    [c.scheduled_at for c in calls],
-                    channel,
-                    notify_payload(min(c.due_at for c in calls)),
-                    [c.attempts for c in calls],
-                    [c.recurring_key for c in calls],
-                    [c.tick_at for c in calls],
-                    [c.priority for c in calls],
-                )
-                ids = [r[0] for r in inserted]
-            fired = after_fire(info, plan, ids)
-            await conn.execute(q["recurring_put"], *recurring_to_row(fired, _same))
-            return calls
-
-        async def work(conn: Any) -> tuple[list[NewCall], bool, datetime | None, bool]:
-            rows = await conn.fetch(q["recurring_due"], now, limit)
-            schedules = [recurring_from_row(row, utc) for row in rows]
-            skipping = [s.key for s in schedules if s.overlap == "skip"]
-            active = set()
-            if skipping:
-                found = await conn.fetch(q["recurring_active"], skipping)
-                active = {r[0] for r in found}
-            stored: list[NewCall] = []
-            for info in schedules:
-                try:
-                    async with conn.transaction():  # a savepoint: one schedule's writes
-                        stored.extend(await fire_one(conn, info, info.key in active))
-                except _ROW_ERRORS as exc:
-                    _log.error(
-                        "recurring schedule %r cannot fire and is stopped (no next tick): %s",
-                        info.key,
-                        exc,
-                    )
-                    await conn.execute(q["recurring_stop"], info.key)
-            next_tick, still_due = await conn.fetchrow(q["recurring_after_fire"], now)
-            return stored, len(rows) >= limit, next_tick, still_due
-
-        stored, full, next_tick, still_due = await self._transaction("fire_recurring", work)
-        if stored:
-            self._listeners.notify(min(c.due_at for c in stored))
-        if full and still_due:
-            return RecurringFire(len(stored), now)
-        return RecurringFire(
-            len(stored), None if next_tick is None else utc(next_tick), contended=still_due
+        fired = await self._transaction(
+            "fire_recurring", partial(aio_fire_recurring, self._q, self.channel, now, limit)
         )
+        if fired.stored:
+            self._listeners.notify(min(c.due_at for c in fired.stored))
+        runs = len(fired.stored)
+        if fired.full and fired.still_due:
+            return RecurringFire(runs, now)
+        next_tick = None if fired.next_tick is None else utc(fired.next_tick)
+        return RecurringFire(runs, next_tick, contended=fired.still_due)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)
@@ -606,8 +426,3 @@ class PostgresStore:
         if scope.cancelled_caught:
             _log.warning("closing the pool took too long; terminating its connections")
             pool.terminate()
-
-
-def _same(value: datetime) -> datetime:
-    """Times go to asyncpg as they are (aware datetimes)."""
-    return value
