@@ -14,6 +14,16 @@ from ..._errors import StoreError, StoreUnavailableError
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO: Final = timedelta(microseconds=1)
+#: What one write can raise on its own (a constraint, a value the driver cannot bind),
+#: leaving the database and the other writes of its transaction fine.
+OWN_ERRORS: Final = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
 #: Values of ``PRAGMA synchronous`` a store accepts.
 SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 

@@ -4,6 +4,8 @@
 (``trio.to_thread.run_sync``) and never on the event loop. The store's own connection
 is used by one thread at a time (a ``CapacityLimiter(1)``); writes run in one
 ``BEGIN IMMEDIATE`` transaction each, which keeps claims atomic across processes.
+What inserts (with unique keys) and recurring schedules run on the connection is in
+``_inserts.py`` and ``_recurring.py``.
 
 Rows are read defensively (``_rows.py``): the file is shared with other programs, and a
 row that does not decode is a :class:`StoreError` when listed, and a dead letter (with
@@ -19,11 +21,12 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Final, TypeVar, final
 
 import trio
 
-from ..._errors import DuplicateCallError, StoreClosedError, StoreError
+from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
@@ -31,10 +34,10 @@ from ..._store_args import StoreArgs
 from .._batch import Failed, GroupCommit
 from .._claims import free_after_claim, until_next
 from .._listeners import Listeners
-from .._recurring import after_fire, merge_registration, plan_runs
-from .._rows import recurring_to_row
 from .._sql import queries
-from ._connection import to_micros, translate
+from . import _recurring as recurring
+from ._connection import OWN_ERRORS, to_micros, translate
+from ._inserts import insert_calls
 from ._quarantine import keep_as_dead_letters
 from ._rows import (
     Checked,
@@ -43,9 +46,9 @@ from ._rows import (
     due_time,
     pending_call,
     read_text,
-    recurring,
     show,
 )
+from ._rows import recurring as recurring_row
 from ._session import SQLiteSession
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,16 +58,6 @@ _log = logging.getLogger("trio_futurecalls.store.sqlite")
 T = TypeVar("T")
 #: One grouped write: runs on the connection inside a transaction, returns its answer.
 _Op = Callable[[sqlite3.Connection], object]
-#: What one op can raise on its own (a constraint, a value the driver cannot bind),
-#: leaving the database and the other ops of its transaction fine.
-_OWN_ERRORS: Final = (
-    sqlite3.IntegrityError,
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-    ValueError,
-    TypeError,
-    OverflowError,
-)
 
 
 def _each(conn: sqlite3.Connection, ops: Sequence[_Op]) -> list[object]:
@@ -77,34 +70,19 @@ def _each(conn: sqlite3.Connection, ops: Sequence[_Op]) -> list[object]:
     conn.execute("SAVEPOINT futurecalls_batch")
     try:
         results = [op(conn) for op in ops]
-    except _OWN_ERRORS:
+    except OWN_ERRORS:
         conn.execute("ROLLBACK TO futurecalls_batch")
         results = []
         for op in ops:
             conn.execute("SAVEPOINT futurecalls_op")
             try:
                 results.append(op(conn))
-            except _OWN_ERRORS as exc:
+            except OWN_ERRORS as exc:
                 conn.execute("ROLLBACK TO futurecalls_op")
                 results.append(Failed(_own_error(exc)))
             conn.execute("RELEASE futurecalls_op")
     conn.execute("RELEASE futurecalls_batch")
     return results
-
-
-def _insert_params(c: NewCall) -> tuple[object, ...]:
-    """The parameters of ``insert_call`` for ``c``."""
-    return (
-        c.name,
-        c.payload,
-        to_micros(c.due_at),
-        c.identifier,
-        to_micros(c.scheduled_at),
-        c.attempts,
-        c.recurring_key,
-        None if c.tick_at is None else to_micros(c.tick_at),
-        c.priority,
-    )
 
 
 def _own_error(exc: Exception) -> StoreError:
@@ -188,48 +166,9 @@ class SQLiteStore:
         calls = StoreArgs.schedule(calls)
         if not calls:
             return []
-        sql = self._q["insert_call"]
-
-        def plain(conn: sqlite3.Connection) -> list[int]:
-            return [conn.execute(sql, _insert_params(c)).fetchone()[0] for c in calls]
-
-        keyed = any(c.unique_key is not None for c in calls)
-        ids = await self._write(self._keyed_work(calls) if keyed else plain)
+        ids = await self._write(partial(insert_calls, self._q, calls))
         self._listeners.notify(min(c.due_at for c in calls))
         return ids
-
-    def _keyed_work(self, calls: Sequence[NewCall]) -> Callable[[sqlite3.Connection], list[int]]:
-        """A batch with unique keys, in order, in one transaction: the unique index
-        finds each conflict (with a pending call, or an earlier call of the batch);
-        "ignore" takes the holder's id, "replace" updates the holder, "error" raises
-        and the transaction rolls back (nothing of the batch is stored)."""
-        plain_sql = self._q["insert_call"]
-        keyed_sql = self._q["insert_keyed_call"]
-        holder_sql = self._q["keyed_call"]
-        replace_sql = self._q["replace_keyed_call"]
-
-        def work(conn: sqlite3.Connection) -> list[int]:
-            ids: list[int] = []
-            for c in calls:
-                if c.unique_key is None:
-                    ids.append(conn.execute(plain_sql, _insert_params(c)).fetchone()[0])
-                    continue
-                # (A call with a unique key is no run of a schedule: _validate refuses both.)
-                row = _insert_params(c)[:6]
-                inserted = conn.execute(keyed_sql, (*row, c.unique_key, c.priority)).fetchone()
-                if inserted is not None:
-                    ids.append(inserted[0])
-                    continue
-                # The write lock is held: the holder is still there.
-                (held,) = conn.execute(holder_sql, (c.name, c.unique_key)).fetchone()
-                if c.on_conflict == "error":
-                    raise DuplicateCallError(c.name, c.unique_key, held)
-                if c.on_conflict == "replace":
-                    conn.execute(replace_sql, (c.payload, row[2], c.identifier, c.priority, held))
-                ids.append(held)
-            return ids
-
-        return work
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)
@@ -512,19 +451,7 @@ class SQLiteStore:
 
     async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
         schedule, replace = StoreArgs.put_recurring(schedule, replace)
-        get_sql, put_sql = self._q["recurring_get"], self._q["recurring_put"]
-
-        def work(conn: sqlite3.Connection) -> RecurringInfo:
-            row = conn.execute(get_sql, (schedule.key,)).fetchone()
-            existing = None if row is None else recurring(row)
-            merged = merge_registration(existing, schedule, replace)
-            if merged is None:
-                assert existing is not None
-                return existing
-            conn.execute(put_sql, recurring_to_row(merged, to_micros))
-            return merged
-
-        stored = await self._write(work)
+        stored = await self._write(partial(recurring.put, self._q, schedule, replace))
         if stored.next_tick is not None:
             # Wakes the tickers here; other processes see the commit (watcher).
             self._listeners.notify(stored.next_tick)
@@ -532,83 +459,27 @@ class SQLiteStore:
 
     async def cancel_recurring(self, key: str) -> bool:
         key = StoreArgs.cancel_recurring(key)
-        delete_sql, runs_sql = self._q["recurring_delete"], self._q["recurring_delete_runs"]
-
-        def work(conn: sqlite3.Connection) -> bool:
-            if not conn.execute(delete_sql, (key,)).rowcount:
-                return False
-            conn.execute(runs_sql, (key,))
-            return True
-
-        return await self._write(work)
+        return await self._write(partial(recurring.cancel, self._q, key))
 
     async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
         key = StoreArgs.recurring_schedules(key)
         sql = self._q["recurring_list"]
         rows = await self._run(lambda conn: conn.execute(sql, {"key": key}).fetchall())
-        return [recurring(row) for row in rows]
+        return [recurring_row(row) for row in rows]
 
     async def fire_recurring(self, now: datetime, limit: int) -> RecurringFire:
         now, limit = StoreArgs.fire_recurring(now, limit)
-        now_us = to_micros(now)
-        q = self._q
-
-        def look(conn: sqlite3.Connection) -> tuple[bool, datetime | None]:
-            due = conn.execute(q["recurring_due_any"], (now_us,)).fetchone() is not None
-            (next_us,) = conn.execute(q["recurring_next"]).fetchone()
-            return due, None if next_us is None else due_time(next_us)
-
         # A read first: most fires find nothing due, and a read neither waits for
         # another process's write lock nor costs a commit.
-        due, next_tick = await self._run(look)
+        due, next_tick = await self._run(partial(recurring.look, self._q, now))
         if not due:
             return RecurringFire(0, next_tick)
-
-        def work(conn: sqlite3.Connection) -> tuple[list[NewCall], datetime | None]:
-            # BEGIN IMMEDIATE (in _write): one firing process at a time, so each tick
-            # is stored as a run once, with the schedule's next tick, or not at all.
-            rows = conn.execute(q["recurring_due"], (now_us, limit + 1)).fetchall()
-            stored: list[NewCall] = []
-            for row in rows[:limit]:
-                stored.extend(self._fire_one(conn, row, now))
-            if len(rows) > limit:
-                return stored, now
-            (next_us,) = conn.execute(q["recurring_next"]).fetchone()
-            return stored, None if next_us is None else due_time(next_us)
-
-        stored, next_tick = await self._write(work)
+        stored, next_tick = await self._write(
+            partial(recurring.fire, self._q, self.path, now, limit)
+        )
         if stored:
             self._listeners.notify(min(c.due_at for c in stored))
         return RecurringFire(len(stored), next_tick)
-
-    def _fire_one(
-        self, conn: sqlite3.Connection, row: Sequence[object], now: datetime
-    ) -> list[NewCall]:
-        """Fire one due schedule (``rowid`` and its columns) under a savepoint: one
-        that cannot be read or written (a row another program wrote) is stopped, with
-        an error logged, and the others fire."""
-        q = self._q
-        conn.execute("SAVEPOINT futurecalls_fire")
-        try:
-            info = recurring(row[1:])
-            active = conn.execute(q["recurring_active"], (info.key,)).fetchone()
-            plan, calls = plan_runs(info, now, active is not None)
-            ids = [conn.execute(q["insert_call"], _insert_params(c)).fetchone()[0] for c in calls]
-            fired = after_fire(info, plan, ids)
-            conn.execute(q["recurring_put"], recurring_to_row(fired, to_micros))
-        except (StoreError, *_OWN_ERRORS) as exc:
-            conn.execute("ROLLBACK TO futurecalls_fire")
-            conn.execute("RELEASE futurecalls_fire")
-            _log.error(
-                "%s: recurring schedule %s cannot fire and is stopped (no next tick): %s",
-                self.path,
-                show(row[1]),
-                exc,
-            )
-            conn.execute(q["recurring_stop"], (row[0],))
-            return []
-        conn.execute("RELEASE futurecalls_fire")
-        return calls
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)
