@@ -144,6 +144,16 @@ def check_name(name: object) -> str:
     return name
 
 
+def _storable_text(text: str, what: str, limit: int) -> str:
+    """A non-empty str ``what`` as a text column keeps it: at most ``limit``
+    characters of valid Unicode, without NUL."""
+    if len(text) > limit:
+        raise InvalidArgumentError(f"{what} is {len(text)} characters long; the limit is {limit}")
+    if "\x00" in text:
+        raise InvalidArgumentError(f"{what} must not contain NUL characters")
+    return check_unicode(text, what)
+
+
 def check_identifier(identifier: object) -> str | None:
     """Validate an optional, non-unique identifier."""
     if identifier is None:
@@ -152,14 +162,7 @@ def check_identifier(identifier: object) -> str | None:
         raise InvalidArgumentError(f"identifier must be a str, got {type(identifier).__name__}")
     if not identifier:
         raise InvalidArgumentError("identifier must not be empty (use None for no identifier)")
-    if len(identifier) > MAX_IDENTIFIER_LENGTH:
-        raise InvalidArgumentError(
-            f"identifier is {len(identifier)} characters long; the limit is {MAX_IDENTIFIER_LENGTH}"
-        )
-    if "\x00" in identifier:
-        raise InvalidArgumentError("identifier must not contain NUL characters")
-    check_unicode(identifier, "identifier")
-    return identifier
+    return _storable_text(identifier, "identifier", MAX_IDENTIFIER_LENGTH)
 
 
 def check_unique_key(unique_key: object) -> str | None:
@@ -171,13 +174,7 @@ def check_unique_key(unique_key: object) -> str | None:
         raise InvalidArgumentError(f"unique_key must be a str, got {type(unique_key).__name__}")
     if not unique_key:
         raise InvalidArgumentError("unique_key must not be empty (use None for no key)")
-    if len(unique_key) > MAX_UNIQUE_KEY_LENGTH:
-        raise InvalidArgumentError(
-            f"unique_key is {len(unique_key)} characters long; the limit is {MAX_UNIQUE_KEY_LENGTH}"
-        )
-    if "\x00" in unique_key:
-        raise InvalidArgumentError("unique_key must not contain NUL characters")
-    return check_unicode(unique_key, "unique_key")
+    return _storable_text(unique_key, "unique_key", MAX_UNIQUE_KEY_LENGTH)
 
 
 def check_on_conflict(on_conflict: object) -> OnConflict:
@@ -491,10 +488,4 @@ def check_recurring_key(key: object) -> str:
     """A recurring schedule's key: a non-empty str of at most 200 characters."""
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError(f"key must be a non-empty str, got {key!r}")
-    if len(key) > MAX_RECURRING_KEY_LENGTH:
-        raise InvalidArgumentError(
-            f"key is {len(key)} characters long; the limit is {MAX_RECURRING_KEY_LENGTH}"
-        )
-    if "\x00" in key:
-        raise InvalidArgumentError("key must not contain NUL characters")
-    return check_unicode(key, "key")
+    return _storable_text(key, "key", MAX_RECURRING_KEY_LENGTH)
