@@ -434,7 +434,14 @@ class MemoryStore:
             (s for s in self._recurring.values() if s.next_tick is not None and s.next_tick <= now),
             key=lambda s: (s.next_tick, s.key),
         )
-        active = {c.recurring_key for c in self._calls.values() if c.recurring_key is not None}
+        # Only overlap="skip" asks whether a run is in the store: look at the calls
+        # only then (a fire with nothing due, or none skipping, touches no call).
+        skipping = {s.key for s in due[:limit] if s.overlap == "skip"}
+        active = (
+            {c.recurring_key for c in self._calls.values() if c.recurring_key in skipping}
+            if skipping
+            else set()
+        )
         runs = 0
         for info in due[:limit]:
             plan, calls = plan_runs(info, now, info.key in active)
