@@ -7,6 +7,7 @@ are translated by result code (never by message text) at this edge.
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -59,10 +60,31 @@ def connect(path: str, synchronous: str, busy_timeout: float) -> sqlite3.Connect
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous={synchronous}")  # validated against SYNC_MODES
         conn.execute("PRAGMA foreign_keys=ON")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting up to ``busy_timeout`` for the lock.
+
+    Processes that open a new file at the same moment each switch it to WAL, which
+    takes an exclusive lock; SQLite answers SQLITE_BUSY at once, without its busy
+    handler, to the one that would otherwise deadlock. So the switch is tried again
+    here (on the store's thread, never on the event loop).
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            busy = isinstance(code, int) and (code & 0xFF) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
