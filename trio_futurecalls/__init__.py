@@ -7,12 +7,14 @@ from ._admin import CallRequest as CallRequest
 from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
+from ._admin import schedule_chain as schedule_chain
 from ._call import FutureCall as FutureCall
 from ._errors import DuplicateCallError as DuplicateCallError
 from ._errors import FutureCallsError as FutureCallsError
 from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidPayloadError as InvalidPayloadError
 from ._errors import PayloadDecodeError as PayloadDecodeError
+from ._errors import PrerequisiteError as PrerequisiteError
 from ._errors import SchedulerClosedError as SchedulerClosedError
 from ._errors import SchedulerError as SchedulerError
 from ._errors import StoreClosedError as StoreClosedError

@@ -32,6 +32,7 @@ from ._validate import (
     check_unique_key,
     resolve_due,
 )
+from ._validate_dependencies import check_after, check_no_key_with_after
 
 _log = logging.getLogger("trio_futurecalls.scheduler.admin")
 
@@ -56,6 +57,8 @@ class CallRequest:
     unique_key: str | None = None
     on_conflict: OnConflict = "ignore"
     priority: int | None = None
+    #: Ids of calls that must succeed before this one starts (see ``schedule``).
+    after: Collection[int] = ()
 
 
 #: One scheduling request of ``schedule_many``: a :class:`CallRequest`, or a tuple
@@ -81,10 +84,23 @@ def new_call(
     unique_key: object = None,
     on_conflict: object = "ignore",
     priority: object = None,
+    after: object = None,
 ) -> NewCall:
     """Validate one scheduling request of the checked class ``cls`` (``priority``
     None: the class's)."""
     checked_priority = cls.priority if priority is None else check_priority(priority)
+    if after is not None and after != ():
+        check_no_key_with_after(check_unique_key(unique_key))
+        return CheckedNewCall(
+            name=cls.name,
+            payload=encode_payload(cls.payload_type, payload),
+            due_at=resolve_due(now, at, delay),
+            identifier=check_identifier(identifier),
+            scheduled_at=now,
+            on_conflict=check_on_conflict(on_conflict),
+            priority=checked_priority,
+            after=check_after(after),
+        )
     if unique_key is None and on_conflict == "ignore":
         # The common case, without the key checks: no key (on_conflict then does not
         # matter, but a bad value is still refused below).
@@ -132,6 +148,7 @@ def new_calls(
                     request.unique_key,
                     request.on_conflict,
                     request.priority,
+                    request.after,
                 )
             )
             continue
@@ -160,6 +177,53 @@ def new_calls(
     return batch
 
 
+#: One step of ``chain``: a :class:`CallRequest`, or ``(call_class, payload)``.
+Step = CallRequest | tuple[type[FutureCall], object]
+
+
+def chain_calls(
+    steps: Iterable[Step],
+    now: datetime,
+    check_class: Callable[[object], type[FutureCall]],
+    after: object = None,
+) -> list[NewCall]:
+    """Validate the steps of ``chain``: each waits for the one before it (the first for
+    ``after``), linked inside one batch so that no step can start before the next is
+    stored."""
+    first_after = check_after(after)
+    batch: list[NewCall] = []
+    for position, step in enumerate(steps):
+        if isinstance(step, tuple) and len(step) == 2:
+            step = CallRequest(call_class=step[0], payload=step[1])
+        if not isinstance(step, CallRequest):
+            raise InvalidArgumentError(
+                "each step of a chain must be a CallRequest or (call_class, payload)"
+            )
+        (new,) = new_calls([step], now, check_class)
+        if position == 0:
+            if first_after:
+                check_no_key_with_after(new.unique_key)
+                new = attrs.evolve(new, after=tuple(dict.fromkeys((*new.after, *first_after))))
+        else:
+            check_no_key_with_after(new.unique_key)
+            new = attrs.evolve(new, after_batch=(position - 1,))
+        batch.append(new)
+    return batch
+
+
+async def schedule_chain(
+    store: Store,
+    steps: Iterable[Step],
+    *,
+    after: Collection[int] = (),
+    clock: Clock = utc_now,
+) -> list[int]:
+    """``Scheduler.chain`` through a store alone (a process that only schedules)."""
+    now = check_aware(clock(), "clock()")
+    batch = chain_calls(steps, now, check_call_class, after)
+    return await store.schedule(batch) if batch else []
+
+
 async def schedule_call(
     store: Store,
     call_class: type[FutureCall],
@@ -171,13 +235,15 @@ async def schedule_call(
     unique_key: str | None = None,
     on_conflict: OnConflict = "ignore",
     priority: int | None = None,
+    after: Collection[int] = (),
     clock: Clock = utc_now,
 ) -> int:
     """Schedule a call through a store alone, with no scheduler running here.
 
     For processes that only schedule (a web process) while workers elsewhere run the
     calls. Returns the new call's id (with ``unique_key``: see ``Scheduler.schedule``);
-    ``priority`` None means the class's :attr:`FutureCall.priority`.
+    ``priority`` None means the class's :attr:`FutureCall.priority`; ``after``: see
+    ``Scheduler.schedule``.
     """
     now = check_aware(clock(), "clock()")
     new = new_call(
@@ -190,6 +256,7 @@ async def schedule_call(
         unique_key,
         on_conflict,
         priority,
+        after,
     )
     (call_id,) = await store.schedule([new])
     return call_id

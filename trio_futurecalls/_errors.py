@@ -41,6 +41,30 @@ class DuplicateCallError(InvalidArgumentError):
         return (type(self), (self.name, self.unique_key, self.call_id))
 
 
+class PrerequisiteError(InvalidArgumentError):
+    """``after=`` names a call the new call cannot wait for: :attr:`call_id` is not
+    pending nor running where the store can see it (``failed`` False: it finished,
+    was cancelled, started as an at-most-once call with no dependents, or never
+    existed in this store), or it failed and is a dead letter (``failed`` True).
+    Nothing of the batch was stored."""
+
+    def __init__(self, call_id: int, failed: bool) -> None:
+        if failed:
+            why = "it failed and is a dead letter"
+        else:
+            why = (
+                "it is not pending or running where the store can see it (it finished, "
+                "was cancelled, started as an at-most-once call without dependents, or "
+                "is not a call of this store)"
+            )
+        super().__init__(f"after: cannot wait for call {call_id}: {why}")
+        self.call_id = call_id
+        self.failed = failed
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.call_id, self.failed))
+
+
 class UnregisteredCallError(InvalidArgumentError):
     """A call class is not a ``FutureCall`` subclass or is not registered here."""
 

@@ -121,10 +121,12 @@ class Execution:
             outcome = Outcome.INTERRUPTED
             try:
                 outcome, error = await self._attempt(call, policy, running, counters)
-                if outcome is not Outcome.SUCCEEDED or policy.leased:  # else: nothing to do
+                if outcome is not Outcome.SUCCEEDED or policy.leased:
                     action = decide(outcome, call.attempts, policy)
                     if action is not Action.FORGET:
                         await self._act(call, policy, counters, action, error)
+                elif call.dependents:  # at-most-once: its row is gone, say it succeeded
+                    await self._writes.prerequisite_ended(call, None)
             finally:
                 # Runs on cancellation too (Cancelled is never swallowed here).
                 self._running.remove(running)
@@ -171,6 +173,10 @@ class Execution:
         )
         if policy.leased:
             await self._writes.release(call)
+        elif call.dependents:
+            await self._writes.prerequisite_ended(
+                call, "it was interrupted (at-most-once: it is not run again)"
+            )
 
     async def _attempt(
         self, call: StoredCall, policy: CallPolicy, running: RunningCall, counters: ClassCounters

@@ -34,6 +34,12 @@ class NewCall:
     #: Among due calls with free slots, higher priority starts first (then earlier
     #: due time, then lower id); from MIN_PRIORITY to MAX_PRIORITY.
     priority: int = 0
+    #: Ids of calls (pending, or running where the store can see it) that must succeed
+    #: before this one may start; see ``Store.schedule``.
+    after: tuple[int, ...] = ()
+    #: Positions of earlier calls of the same ``Store.schedule`` batch that must
+    #: succeed first (``Scheduler.chain`` links its steps with these).
+    after_batch: tuple[int, ...] = ()
 
 
 @final
@@ -64,6 +70,12 @@ class StoredCall:
     unique_key: str | None = None
     #: Its priority (see :attr:`NewCall.priority`); kept through retries and hand-backs.
     priority: int = 0
+    #: Other calls wait for this one to succeed (as claimed: an at-most-once call with
+    #: dependents tells the store when it succeeded, ``Store.prerequisites_succeeded``).
+    dependents: bool = False
+    #: In ``Store.pending``: the prerequisites this call still waits for (it is not
+    #: due before they have all succeeded, whatever its due time).
+    waiting_for: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

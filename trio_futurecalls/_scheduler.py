@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Unpack, final
@@ -30,6 +30,8 @@ import trio
 
 from ._admin import (
     Request,
+    Step,
+    chain_calls,
     list_pending,
     move_unknown_to_dead_letters,
     new_call,
@@ -173,6 +175,7 @@ class Scheduler:
         unique_key: str | None = None,
         on_conflict: OnConflict = "ignore",
         priority: int | None = None,
+        after: Collection[int] = (),
     ) -> int:
         """Schedule ``call_class`` with ``payload`` at ``at`` (aware) or after ``delay``.
 
@@ -188,6 +191,17 @@ class Scheduler:
         ``priority`` (an int from ``MIN_PRIORITY`` to ``MAX_PRIORITY``; None: the
         class's :attr:`FutureCall.priority`): among due calls with free slots, higher
         priority starts first, then earlier due time, then lower id.
+
+        ``after`` (call ids): the call starts only once each of those calls has
+        succeeded, and its own due time has come; until then it is pending and waits
+        (``pending()`` shows ``waiting_for``). If one of them fails for good (a dead
+        letter) or is cancelled, this call becomes a dead letter with the reason, and
+        so do the calls waiting for it. Each id must be a call the store can see:
+        pending, at-least-once and running, or at-most-once and running with other
+        calls already waiting for it; else :class:`PrerequisiteError` (an at-most-once
+        call leaves no trace once it started or succeeded: to wait for a call that
+        may start at once, schedule both with :meth:`chain`, or make its class
+        at-least-once). Not with ``unique_key``.
         """
         self._check_open()
         new = new_call(
@@ -200,9 +214,25 @@ class Scheduler:
             unique_key,
             on_conflict,
             priority,
+            after,
         )
         (call_id,) = await self._store.schedule([new])
         return call_id
+
+    async def chain(self, steps: Iterable[Step], *, after: Collection[int] = ()) -> list[int]:
+        """Schedule calls that run one after another: each step starts only once the
+        one before it succeeded (the first once every call in ``after`` has).
+
+        A step is ``(call_class, payload)`` or a :class:`CallRequest` (its own due
+        time, priority, identifier...). All steps are stored in one batch, so none
+        can start before the next is linked to it. If a step fails for good, the rest
+        become dead letters. Returns the ids, in order.
+        """
+        self._check_open()
+        batch = chain_calls(steps, self._clock(), self._registered, after)
+        if not batch:
+            return []
+        return await self._store.schedule(batch)
 
     async def schedule_many(self, requests: Iterable[Request]) -> list[int]:
         """Schedule several calls in one store round trip.

@@ -136,10 +136,16 @@ class Recorder:
 @final
 @attrs.frozen(kw_only=True)
 class QueueLength:
-    """Pending calls of one name in the store, and how many of them are already due."""
+    """Pending calls of one name in the store: how many are due (their time has come
+    and nothing holds them), and how many wait for prerequisites (``after=``) to succeed.
+
+    ``pending`` counts them all (``due`` and ``waiting`` never overlap: a call waiting
+    for a prerequisite is not due, whatever its due time).
+    """
 
     pending: int
     due: int
+    waiting: int = 0
 
 
 @final

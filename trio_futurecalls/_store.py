@@ -85,6 +85,21 @@ class Store(Protocol):
         stores nothing and answers the holder's id; ``"replace"`` gives the holder the
         call's payload, due time and identifier and answers its id; ``"error"`` raises
         :class:`DuplicateCallError` and nothing of the batch is stored.
+
+        Dependencies: a call with ``after`` (ids) or ``after_batch`` (positions of
+        earlier calls of the batch) waits until each of those calls has succeeded: it
+        is pending but not due (``claim`` does not take it, ``pending`` lists what it
+        waits for in ``waiting_for``, ``pending_counts`` counts it as waiting). An id in
+        ``after`` must be a call the store can see: pending, leased, or an at-most-once
+        call with dependents that is running (see :meth:`prerequisite_ended`);
+        otherwise :class:`PrerequisiteError` is raised and nothing is stored. A call
+        with dependents is marked so (``StoredCall.dependents`` when claimed). When a
+        prerequisite succeeds (``complete``, ``prerequisite_ended``) its dependents stop
+        waiting for it and listeners are told of those now due; when it ends otherwise
+        for good (``dead_letter``, ``dead_letter_due``, ``cancel``,
+        ``cancel_identifier``, ``cancel_recurring``, ``prerequisite_ended`` with an
+        error) its dependents, and theirs, become dead letters with the reason
+        (``stores/_dependencies.py``), in the same transaction.
         """
         ...
 
@@ -120,8 +135,8 @@ class Store(Protocol):
         first within and across names: highest ``priority``, then earliest due, then
         lowest id; returned in that order. Rows not due yet are not to be read, whatever
         their priority (a store walks each name's priorities in use, highest first).
-        Names not in ``slots`` are not
-        touched. Each taken row's ``attempts`` goes up by one. Rows of names in
+        Names not in ``slots`` are not touched, nor are rows waiting for
+        prerequisites. Each taken row's ``attempts`` goes up by one. Rows of names in
         ``lease.names`` are leased to ``lease.owner`` until ``lease.expires_at`` (their
         ``due_at`` becomes the expiry); all other taken rows are deleted. The returned
         calls carry the due time they had before the claim and the new attempt count.
@@ -147,8 +162,10 @@ class Store(Protocol):
         claim's attempt refunded) and for at-most-once retries. A row ``owner`` leases
         has its lease ended; a row that is gone (deleted by its claim) is stored again
         under its old id. A row that exists otherwise (pending already, or another
-        worker's now) is left alone, so putting back twice is harmless. Notifies
-        listeners. Returns how many were put back.
+        worker's now) is left alone, so putting back twice is harmless. A call put
+        back is no longer running: the store's record of a running at-most-once
+        prerequisite ends (its dependents keep waiting for it). Notifies listeners.
+        Returns how many were put back.
         """
         ...
 
@@ -199,8 +216,28 @@ class Store(Protocol):
         """Dead letters, oldest failure first."""
         ...
 
-    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
-        """Move a dead letter back to pending, due at ``due_at``; new call id or None."""
+    async def requeue_dead_letter(
+        self, dead_letter_id: int, due_at: datetime, after: Sequence[int] = ()
+    ) -> int | None:
+        """Move a dead letter back to pending, due at ``due_at``; new call id or None.
+
+        With ``after``, the new call waits for those calls as with ``schedule`` (a
+        :class:`PrerequisiteError` leaves the dead letter where it is).
+        """
+        ...
+
+    async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:
+        """An at-most-once call claimed with ``dependents`` ended: it succeeded
+        (``error`` None) or will not run again (``error`` says why).
+
+        Its claim deleted its row but recorded it as running, so that calls could
+        still be made to wait for it; this ends that record. On success, its dependents
+        stop waiting for it (listeners are told of those now due); otherwise they
+        become dead letters (transitively) as with ``dead_letter``. A failure that
+        ends in ``dead_letter`` or a retry stored with ``put_back`` needs no call here
+        (both end the record). Only the first call for a record acts; returns how many
+        dependents it made due or dead letters.
+        """
         ...
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:

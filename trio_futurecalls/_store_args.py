@@ -30,7 +30,20 @@ from ._validate import (
     check_time,
     error_text,
 )
+from ._validate_dependencies import check_after, check_after_batch, check_no_key_with_after
 from ._validate_recurring import check_recurring_info
+
+
+def check_call_prerequisites(call: NewCall, position: int) -> NewCall:
+    """``call`` (at ``position`` in its batch) with its prerequisites checked."""
+    after = check_after(call.after)
+    after_batch = check_after_batch(call.after_batch, position)
+    if call.recurring_key is not None:
+        raise InvalidArgumentError("a run of a recurring schedule cannot wait for other calls")
+    check_no_key_with_after(call.unique_key)
+    if after == call.after:
+        return call
+    return attrs.evolve(call, after=after, after_batch=after_batch)
 
 
 class StoreArgs:
@@ -49,6 +62,9 @@ class StoreArgs:
             if call.unique_key is not None:
                 check_batch_keys(checked)
                 break
+        for position, call in enumerate(checked):
+            if call.after or call.after_batch:
+                checked[position] = check_call_prerequisites(call, position)
         return checked
 
     @staticmethod
@@ -129,8 +145,24 @@ class StoreArgs:
         return None if name is None else check_stored_name(name), check_row_limit(limit)
 
     @staticmethod
-    def requeue_dead_letter(dead_letter_id: object, due_at: object) -> tuple[int, datetime]:
-        return check_id(dead_letter_id, "dead_letter_id"), check_time(due_at, "due_at")
+    def requeue_dead_letter(
+        dead_letter_id: object, due_at: object, after: object
+    ) -> tuple[int, datetime, tuple[int, ...]]:
+        return (
+            check_id(dead_letter_id, "dead_letter_id"),
+            check_time(due_at, "due_at"),
+            check_after(after),
+        )
+
+    @staticmethod
+    def prerequisite_ended(
+        call_id: object, error: object, ended_at: object
+    ) -> tuple[int, str | None, datetime]:
+        return (
+            check_id(call_id, "call_id"),
+            None if error is None else error_text(error),
+            check_time(ended_at, "ended_at"),
+        )
 
     @staticmethod
     def purge_dead_letters(ids: object) -> list[int] | None:

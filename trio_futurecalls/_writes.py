@@ -105,6 +105,23 @@ class CallWrites:
                 extra=call_fields(call),
             )
 
+    async def prerequisite_ended(self, call: StoredCall, error: str | None) -> None:
+        """Tell the store an at-most-once call with dependents ended: succeeded
+        (``error`` None: they may start) or will not run again (they become dead
+        letters)."""
+        what = "let its dependents start" if error is None else "end its dependents"
+        done = await self._write(
+            call, what, self._store.prerequisite_ended, call.id, error, self._clock()
+        )
+        if done is None:
+            _log.error(
+                "call %s (id=%d): the calls waiting for it keep waiting (see the "
+                "README, Dependencies: what to do when a prerequisite's end was not stored)",
+                call.name,
+                call.id,
+                extra=call_fields(call),
+            )
+
     async def release(self, call: StoredCall) -> None:
         """Hand an interrupted leased call back now, its attempt refunded, rather than
         make other workers wait for the lease to expire."""

@@ -6,18 +6,20 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import final
 
 import attrs
 
-from .._errors import DuplicateCallError
+from .._errors import DuplicateCallError, PrerequisiteError
 from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
 from ._claims import free_after_claim, until_next
+from ._dependencies import CANCELLED, dependent_reasons
 from ._listeners import Listeners
+from ._memory_dependencies import MemoryDependencies
 from ._recurring import after_fire, merge_registration, plan_runs
 
 
@@ -57,6 +59,8 @@ class MemoryStore:
         self._dead_ids = itertools.count(1)
         self._listeners = Listeners()
         self._recurring: dict[str, RecurringInfo] = {}
+        #: Calls waiting for others; a waiting call is in _calls but on no heap.
+        self._deps = MemoryDependencies()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -69,6 +73,8 @@ class MemoryStore:
     def _schedule_now(self, calls: Sequence[NewCall]) -> list[int]:
         if any(new.unique_key is not None for new in calls):
             return self._schedule_keyed(calls)
+        if any(new.after or new.after_batch for new in calls):
+            return self._schedule_dependent(calls)
         ids = []
         for new in calls:
             call_id = next(self._ids)
@@ -112,6 +118,24 @@ class MemoryStore:
         self._listeners.notify(min(c.due_at for c in calls))
         return ids
 
+    def _schedule_dependent(self, calls: Sequence[NewCall]) -> list[int]:
+        # All or nothing: every prerequisite is looked up before anything changes.
+        for new in calls:
+            for prerequisite in new.after:
+                if prerequisite not in self._calls and prerequisite not in self._deps.started:
+                    failed = any(d.call_id == prerequisite for d in self._dead.values())
+                    raise PrerequisiteError(prerequisite, failed)
+        ids: list[int] = []
+        for new in calls:
+            call_id = next(self._ids)
+            ids.append(call_id)
+            self._deps.add(call_id, [*new.after, *(ids[p] for p in new.after_batch)])
+            self._put(_stored(new, call_id))
+        ready = [self._calls[i] for i in ids if i not in self._deps.waiting]
+        if ready:
+            self._listeners.notify(min(c.due_at for c in ready))
+        return ids
+
     def _free_key(self, call: StoredCall) -> None:
         if call.unique_key is not None:
             self._keys.pop((call.name, call.unique_key), None)
@@ -120,6 +144,8 @@ class MemoryStore:
         # Heap entries are checked lazily: one is live while its row exists with that
         # same due time and priority (a lease, release or replace pushes a new entry).
         self._calls[call.id] = call
+        if self._deps.waiting and call.id in self._deps.waiting:
+            return  # not claimable before its prerequisites succeeded
         by_priority = self._heaps.get(call.name)
         if by_priority is None:
             by_priority = self._heaps[call.name] = {}
@@ -141,6 +167,7 @@ class MemoryStore:
         if call is None:
             return False
         self._free_key(call)
+        self._gone({call_id: CANCELLED}, call.scheduled_at)
         return True
 
     async def cancel_identifier(self, identifier: str) -> int:
@@ -152,7 +179,47 @@ class MemoryStore:
         ]
         for call_id in doomed:
             self._free_key(self._calls.pop(call_id))
+        self._gone(dict.fromkeys(doomed, CANCELLED), None)
         return len(doomed)
+
+    # -- dependencies -----------------------------------------------------------------
+
+    async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:
+        call_id, error, ended_at = StoreArgs.prerequisite_ended(call_id, error, ended_at)
+        if call_id not in self._deps.started:
+            return 0  # told already, or not a prerequisite that started at-most-once
+        self._deps.started.discard(call_id)
+        if error is None:
+            return self._succeeded(call_id)
+        return self._gone({call_id: error}, ended_at)
+
+    def _succeeded(self, call_id: int) -> int:
+        ready = [self._calls[i] for i in self._deps.succeeded(call_id) if i in self._calls]
+        for call in ready:
+            self._put(call)
+        if ready:
+            self._listeners.notify(min(c.due_at for c in ready))
+        return len(ready)
+
+    def _gone(self, roots: dict[int, str], failed_at: datetime | None) -> int:
+        """The ``roots`` (id -> why) ended without success: their dependents, and
+        theirs, become dead letters with the reason. Returns how many."""
+        if not roots or not self._deps.dependents:
+            for root in roots:
+                self._deps.forget(root)
+            return 0
+        reasons = dependent_reasons(roots, self._deps.dependents_of)
+        for root in roots:
+            self._deps.forget(root)
+        when = failed_at or datetime.now(UTC)
+        for dependent, reason in reasons.items():
+            self._deps.forget(dependent)
+            call = self._calls.pop(dependent, None)
+            if call is not None:
+                self._owners.pop(dependent, None)
+                self._free_key(call)
+                self._keep_dead(call, reason, when)
+        return len(reasons)
 
     # -- inspection -------------------------------------------------------------------
 
@@ -168,18 +235,30 @@ class MemoryStore:
             and (query.due_before is None or c.due_at < query.due_before)
         ]
         found.sort(key=lambda c: (c.due_at, c.id))
-        return found if query.limit is None else found[: query.limit]
+        found = found if query.limit is None else found[: query.limit]
+        waiting = self._deps.waiting
+        return [
+            attrs.evolve(c, waiting_for=tuple(sorted(waiting[c.id]))) if c.id in waiting else c
+            for c in found
+        ]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         due_by = StoreArgs.pending_counts(due_by)
         pending: dict[str, int] = {}
         due: dict[str, int] = {}
+        held: dict[str, int] = {}
+        waiting = self._deps.waiting
         for c in self._calls.values():
             if c.id not in self._owners or c.due_at <= due_by:  # no lease, or expired
                 pending[c.name] = pending.get(c.name, 0) + 1
-                if c.due_at <= due_by:
+                if c.id in waiting:
+                    held[c.name] = held.get(c.name, 0) + 1
+                elif c.due_at <= due_by:
                     due[c.name] = due.get(c.name, 0) + 1
-        return {name: QueueLength(pending=n, due=due.get(name, 0)) for name, n in pending.items()}
+        return {
+            name: QueueLength(pending=n, due=due.get(name, 0), waiting=held.get(name, 0))
+            for name, n in pending.items()
+        }
 
     def _top(self, heap: list[tuple[datetime, int]], priority: int) -> tuple[datetime, int] | None:
         while heap:
@@ -264,6 +343,7 @@ class MemoryStore:
                 recurring_key=call.recurring_key,
                 tick_at=call.tick_at,
                 priority=call.priority,
+                dependents=call_id in self._deps.dependents,
             )
             if name in leased:
                 assert lease is not None
@@ -271,6 +351,8 @@ class MemoryStore:
                 self._put(attrs.evolve(claimed_call, due_at=lease.expires_at))
             else:
                 self._owners.pop(call_id, None)
+                if claimed_call.dependents:  # its row goes: remember it runs
+                    self._deps.started.add(call_id)
             claimed.append(claimed_call)
         return Claim(claimed, next_due)
 
@@ -278,11 +360,12 @@ class MemoryStore:
         calls, owner = StoreArgs.put_back(calls, owner)
         handed = 0
         for call in calls:
-            if call.unique_key is not None:
-                call = attrs.evolve(call, unique_key=None)  # its claim freed the key
+            if call.unique_key is not None or call.waiting_for:
+                call = attrs.evolve(call, unique_key=None, waiting_for=())  # claimed: none
             if call.id not in self._calls:
                 if call.recurring_key is not None and call.recurring_key not in self._recurring:
                     continue  # a run of a schedule cancelled meanwhile: gone with it
+                self._deps.started.discard(call.id)  # pending again, not running
                 self._put(call)  # deleted by its claim (at-most-once)
             elif owner is not None and self._owners.get(call.id) == owner:
                 del self._owners[call.id]
@@ -309,6 +392,8 @@ class MemoryStore:
             return False
         del self._owners[call_id]
         del self._calls[call_id]
+        if call_id in self._deps.dependents:
+            self._succeeded(call_id)
         return True
 
     async def release(
@@ -337,7 +422,9 @@ class MemoryStore:
                 return None  # the lease was lost: another worker has the call now
             del self._owners[call.id]
             del self._calls[call.id]
-        return self._keep_dead(call, error, failed_at)
+        dead_id = self._keep_dead(call, error, failed_at)
+        self._gone({call.id: error}, failed_at)
+        return dead_id
 
     def _keep_dead(self, call: StoredCall, error: str, failed_at: datetime) -> int:
         dead_id = next(self._dead_ids)
@@ -366,6 +453,7 @@ class MemoryStore:
             del self._calls[call.id]
             self._free_key(call)
             self._keep_dead(call, error, failed_at)
+        self._gone({call.id: error for call in doomed}, failed_at)
         return len(doomed)
 
     async def dead_letters(
@@ -376,9 +464,11 @@ class MemoryStore:
         found.sort(key=lambda d: (d.failed_at, d.id))
         return found if limit is None else found[:limit]
 
-    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
-        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
-        dead = self._dead.pop(dead_letter_id, None)
+    async def requeue_dead_letter(
+        self, dead_letter_id: int, due_at: datetime, after: Sequence[int] = ()
+    ) -> int | None:
+        dead_letter_id, due_at, after = StoreArgs.requeue_dead_letter(dead_letter_id, due_at, after)
+        dead = self._dead.get(dead_letter_id)
         if dead is None:
             return None
         new = NewCall(
@@ -387,8 +477,11 @@ class MemoryStore:
             due_at=due_at,
             identifier=dead.identifier,
             scheduled_at=dead.scheduled_at,
+            after=after,
         )
-        return self._schedule_now([new])[0]
+        call_id = self._schedule_now([new])[0]  # (raises before the pop if after is bad)
+        del self._dead[dead_letter_id]
+        return call_id
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         ids = StoreArgs.purge_dead_letters(ids)
@@ -421,6 +514,7 @@ class MemoryStore:
         ]
         for call_id in doomed:
             del self._calls[call_id]
+        self._gone(dict.fromkeys(doomed, CANCELLED), None)
         return True
 
     async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:
