@@ -62,9 +62,14 @@ class StoreArgs:
             if call.unique_key is not None:
                 check_batch_keys(checked)
                 break
+        waits = False
         for position, call in enumerate(checked):
             if call.after or call.after_batch:
                 checked[position] = check_call_prerequisites(call, position)
+                waits = True
+        if waits:
+            for call in checked:
+                check_no_key_with_after(call.unique_key)
         return checked
 
     @staticmethod

@@ -49,8 +49,10 @@ def check_after_batch(after_batch: object, position: int) -> tuple[int, ...]:
 
 
 def check_no_key_with_after(unique_key: str | None) -> None:
-    """A call that waits for others has no unique key (not supported yet)."""
+    """A call that waits for others, or is in a batch with such calls, has no unique
+    key (not supported yet)."""
     if unique_key is not None:
         raise InvalidArgumentError(
-            "a call with a unique key cannot wait for other calls (after=); not supported yet"
+            "unique keys and dependencies (after=, chain) cannot be used together in one "
+            "batch; not supported yet"
         )

@@ -36,7 +36,7 @@ import asyncpg.exceptions
 from asyncpg.pool import PoolConnectionProxy
 from trio_asyncio import aio_as_trio
 
-from ..._errors import StoreError, StoreUnavailableError
+from ..._errors import FutureCallsError, StoreError, StoreUnavailableError
 
 T = TypeVar("T")
 
@@ -168,6 +168,8 @@ async def on_connection(
         with suppress(asyncpg.exceptions.InterfaceError):  # already released
             conn.terminate()
         raise ConnectionGone(exc) from exc
+    except FutureCallsError:
+        raise  # the library's own answer (a PrerequisiteError...), not the driver's
     except (ValueError, OverflowError) as exc:
         # Server errors and encoding errors are asyncpg exceptions; these come from
         # turning a row into values (a time beyond datetime's range, text that is

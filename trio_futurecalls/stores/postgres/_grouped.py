@@ -190,6 +190,7 @@ class GroupedWrites:
             [c.recurring_key for _, c, _ in rows],
             [c.tick_at for _, c, _ in rows],
             [c.priority for _, c, _ in rows],
+            [c.dependents for _, c, _ in rows],
         )
         counts = [0 for _ in items]
         for (position,) in done:

@@ -18,8 +18,10 @@ import asyncpg
 import attrs
 
 from ..._model import NewCall, RecurringInfo
+from .._dependencies import CANCELLED
 from .._recurring import after_fire, merge_registration, plan_runs
 from .._rows import recurring_from_row, recurring_to_row
+from ._dependencies import aio_gone
 from ._inserts import insert_calls_args
 from ._values import utc
 
@@ -63,13 +65,17 @@ async def aio_put_recurring(
     return merged
 
 
-async def aio_cancel_recurring(q: Mapping[str, str], key: str, conn: Any) -> bool:
-    """Delete a schedule and its runs that have not started; True if it existed."""
+async def aio_cancel_recurring(
+    q: Mapping[str, str], key: str, cancelled_at: datetime, conn: Any
+) -> bool:
+    """Delete a schedule and its runs that have not started; True if it existed.
+    Calls waiting for those runs become dead letters."""
     # Two statements: the second one's snapshot is taken after the first waited for a
     # fire in progress, so it sees the runs that fire stored.
     if await conn.fetchval(q["recurring_delete"], key) is None:
         return False
-    await conn.execute(q["recurring_delete_runs"], key)
+    rows = await conn.fetch(q["recurring_delete_runs"], key)
+    await aio_gone(q, rows, CANCELLED, cancelled_at, conn)
     return True
 
 

@@ -16,17 +16,28 @@ from functools import partial
 from typing import Any, Final, TypeVar, final
 
 import asyncpg
+import attrs
 import trio
 
 from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from ..._options import utc_now
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
 from .._claims import until_next
+from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
 from .._listeners import Listeners
 from .._rows import call_from_row, dead_letter_from_row, recurring_from_row
+from ._dependencies import (
+    aio_complete_prerequisite,
+    aio_dead_letter_prerequisite,
+    aio_gone,
+    aio_prerequisite_ended,
+    aio_requeue_waiting,
+    aio_schedule_waiting,
+)
 from ._errors import bridge
 from ._grouped import GroupedWrites
 from ._inserts import aio_insert_keyed, insert_calls_args
@@ -163,6 +174,13 @@ class PostgresStore:
         if not calls:
             return []
         earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
+        if any(c.after or c.after_batch for c in calls):
+            ids, ready = await self._transaction(
+                "schedule", partial(aio_schedule_waiting, self._q, self.channel, calls)
+            )
+            if ready is not None:
+                self._listeners.notify(utc(ready))
+            return ids
         if any(c.unique_key is not None for c in calls):
             return await self._schedule_keyed(calls, earliest)
         rows = await self._call(
@@ -196,13 +214,22 @@ class PostgresStore:
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)
-        count: int = await self._call("fetchval", "cancel", call_id)
-        return count > 0
+        return await self._cancel("cancel", call_id) > 0
 
     async def cancel_identifier(self, identifier: str) -> int:
         identifier = StoreArgs.cancel_identifier(identifier)
-        count: int = await self._call("fetchval", "cancel_identifier", identifier)
-        return count
+        return await self._cancel("cancel_identifier", identifier)
+
+    async def _cancel(self, query: str, arg: object) -> int:
+        """Delete pending rows; the calls waiting for them become dead letters (in the
+        same transaction)."""
+
+        async def run(conn: Any) -> int:
+            rows = await conn.fetch(self._q[query], arg)
+            await aio_gone(self._q, rows, CANCELLED, utc_now(), conn)
+            return len(rows)
+
+        return await self._transaction(query, run)
 
     # -- inspection -------------------------------------------------------------------
 
@@ -218,12 +245,16 @@ class PostgresStore:
             query.limit,
             query.now,
         )
-        return [call_from_row(row, utc, keyed=True) for row in rows]
+        calls = [call_from_row(row, utc, keyed=True) for row in rows]
+        return [
+            attrs.evolve(call, waiting_for=tuple(row[11])) if row[11] else call
+            for call, row in zip(calls, rows, strict=True)
+        ]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         due_by = StoreArgs.pending_counts(due_by)
         rows = await self._call("fetch", "pending_counts", due_by)
-        return {row[0]: QueueLength(pending=row[1], due=row[2]) for row in rows}
+        return {row[0]: QueueLength(pending=row[1], due=row[2], waiting=row[3]) for row in rows}
 
     # -- claiming ---------------------------------------------------------------------
 
@@ -273,9 +304,15 @@ class PostgresStore:
                     lease.expires_at,
                 )
         # Every claim statement ends with one row whose id is NULL: the next due time.
-        calls = [call_from_row(row, utc) for row in rows if row[0] is not None]
+        calls = [
+            attrs.evolve(call_from_row(row, utc), dependents=True)
+            if row[10]
+            else call_from_row(row, utc)
+            for row in rows
+            if row[0] is not None
+        ]
         calls.sort(key=lambda c: (-c.priority, c.due_at, c.id))
-        (next_due,) = [row[10] for row in rows if row[0] is None]
+        (next_due,) = [row[11] for row in rows if row[0] is None]
         next_due = None if next_due is None else utc(next_due)
         return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
 
@@ -297,7 +334,17 @@ class PostgresStore:
         owner, call_id = StoreArgs.complete(owner, call_id)
         # Calls finishing together share one DELETE (see _grouped.py). Not shielded:
         # the engine bounds the writes after a call (and shields them from shutdown).
-        return await self._writes.complete(owner, call_id)
+        if await self._writes.complete(owner, call_id):
+            return True
+        # Not deleted: the lease was lost, or other calls wait for this one (its row is
+        # left to a transaction that releases them too).
+        done, ready = await self._transaction(
+            "complete",
+            partial(aio_complete_prerequisite, self._q, self.channel, owner, call_id),
+        )
+        if ready is not None:
+            self._listeners.notify(utc(ready))
+        return bool(done)
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
@@ -313,16 +360,30 @@ class PostgresStore:
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
         call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
-        return await self._writes.dead_letter(call, error, failed_at, owner)
+        error = error.replace("\x00", "\\x00")
+        if not call.dependents or owner is not None:
+            dead_id = await self._writes.dead_letter(call, error, failed_at, owner)
+            if dead_id is not None or owner is None:
+                return dead_id
+        # Other calls wait for it (or its lease was lost: then nothing is written).
+        answer: int | None = await self._transaction(
+            "dead_letter",
+            partial(aio_dead_letter_prerequisite, self._q, call, error, failed_at, owner),
+        )
+        return answer
 
     async def dead_letter_due(
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
         name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
-        moved: int = await self._call(
-            "fetchval", "dead_letter_due", name, due_by, error.replace("\x00", "\\x00"), failed_at
-        )
-        return moved
+        error = error.replace("\x00", "\\x00")
+
+        async def run(conn: Any) -> int:
+            rows = await conn.fetch(self._q["dead_letter_due"], name, due_by, error, failed_at)
+            await aio_gone(self._q, rows, error, failed_at, conn)
+            return len(rows)
+
+        return await self._transaction("dead_letter_due", run)
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
@@ -331,8 +392,16 @@ class PostgresStore:
         rows = await self._call("fetch", "dead_letters", name, limit)
         return [dead_letter_from_row(r, utc) for r in rows]
 
-    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
-        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
+    async def requeue_dead_letter(
+        self, dead_letter_id: int, due_at: datetime, after: Sequence[int] = ()
+    ) -> int | None:
+        dead_letter_id, due_at, after = StoreArgs.requeue_dead_letter(dead_letter_id, due_at, after)
+        if after:
+            waiting: int | None = await self._transaction(
+                "requeue_dead_letter",
+                partial(aio_requeue_waiting, self._q, self.channel, dead_letter_id, due_at, after),
+            )
+            return waiting
         new_id: int | None = await self._call(
             "fetchval",
             "requeue_dead_letter",
@@ -344,6 +413,18 @@ class PostgresStore:
         if new_id is not None:
             self._listeners.notify(utc(due_at))
         return new_id
+
+    async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:
+        call_id, error, ended_at = StoreArgs.prerequisite_ended(call_id, error, ended_at)
+        if error is not None:
+            error = error.replace("\x00", "\\x00")
+        count, ready = await self._transaction(
+            "prerequisite_ended",
+            partial(aio_prerequisite_ended, self._q, self.channel, call_id, error, ended_at),
+        )
+        if ready is not None:
+            self._listeners.notify(utc(ready))
+        return int(count)
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         ids = StoreArgs.purge_dead_letters(ids)
@@ -376,7 +457,7 @@ class PostgresStore:
     async def cancel_recurring(self, key: str) -> bool:
         key = StoreArgs.cancel_recurring(key)
         return await self._transaction(
-            "cancel_recurring", partial(aio_cancel_recurring, self._q, key)
+            "cancel_recurring", partial(aio_cancel_recurring, self._q, key, utc_now())
         )
 
     async def recurring_schedules(self, key: str | None = None) -> list[RecurringInfo]:

@@ -140,23 +140,15 @@ LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
 CROSS JOIN wakeup
 ORDER BY n.ord;
 
--- name: cancel
--- Leased rows are running, not pending: they are not cancelled here.
-WITH deleted AS (
-    DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner IS NULL RETURNING 1
-)
-SELECT count(*) FROM deleted;
-
--- name: cancel_identifier
-WITH deleted AS (
-    DELETE FROM {schema}.calls WHERE identifier = $1 AND lease_owner IS NULL RETURNING 1
-)
-SELECT count(*) FROM deleted;
-
 -- name: pending
--- A row whose lease expired has no unique key (its claim cleared it).
+-- A row whose lease expired has no unique key (its claim cleared it). A waiting row
+-- lists the prerequisites it still waits for.
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    priority, unique_key
+    priority, unique_key,
+    CASE WHEN waiting > 0 THEN ARRAY(
+        SELECT d.prerequisite_id FROM {schema}.call_dependencies AS d
+        WHERE d.call_id = calls.id ORDER BY d.prerequisite_id
+    ) END AS waiting_for
 FROM {schema}.calls
 WHERE (lease_owner IS NULL OR due_at <= $6::timestamptz)
   AND ($1::text IS NULL OR name = $1::text)
@@ -167,9 +159,11 @@ ORDER BY due_at, id
 LIMIT $5::bigint;
 
 -- name: pending_counts
--- Per name: pending calls, and those due by $1 (inclusive), in one pass. A row whose
--- lease expired by then is pending again (and due).
-SELECT name, count(*), count(*) FILTER (WHERE due_at <= $1::timestamptz)
+-- Per name: pending calls, those due by $1 (inclusive) and those waiting for
+-- prerequisites (never due), in one pass. A row whose lease expired by then is pending
+-- again (and due).
+SELECT name, count(*), count(*) FILTER (WHERE due_at <= $1::timestamptz AND waiting = 0),
+    count(*) FILTER (WHERE waiting > 0)
 FROM {schema}.calls
 WHERE lease_owner IS NULL OR due_at <= $1::timestamptz
 GROUP BY name;
@@ -180,6 +174,9 @@ GROUP BY name;
 -- names, $2 their free slots: highest priority first, then earliest due, then lowest
 -- id), at most its slots, skipping rows another claimer holds, keep the best $4
 -- across names due by $3.
+--
+-- Rows waiting for prerequisites are not claimed: every part reads the partial index
+-- (name, priority, due_at, id) WHERE waiting = 0 of migration 0007, never them.
 --
 -- Per name, a loose index scan of (name, priority, due_at, id): "levels" walks the
 -- name's distinct priorities from the highest down, one backward index seek each,
@@ -196,11 +193,13 @@ WITH quotas AS (
     FROM quotas AS q
     CROSS JOIN LATERAL (
         WITH RECURSIVE levels (priority) AS (
-            SELECT max(top.priority) FROM {schema}.calls AS top WHERE top.name = q.name
+            SELECT max(top.priority) FROM {schema}.calls AS top
+            WHERE top.name = q.name AND top.waiting = 0
             UNION ALL
             SELECT (
                 SELECT max(lower.priority) FROM {schema}.calls AS lower
-                WHERE lower.name = q.name AND lower.priority < levels.priority
+                WHERE lower.name = q.name AND lower.waiting = 0
+                  AND lower.priority < levels.priority
             )
             FROM levels
             WHERE levels.priority IS NOT NULL
@@ -210,7 +209,7 @@ WITH quotas AS (
         CROSS JOIN LATERAL (
             SELECT calls.id, calls.due_at FROM {schema}.calls AS calls
             WHERE calls.name = q.name AND calls.priority = levels.priority
-              AND calls.due_at <= $3::timestamptz
+              AND calls.waiting = 0 AND calls.due_at <= $3::timestamptz
             ORDER BY calls.due_at, calls.id
             LIMIT q.slots
             FOR UPDATE SKIP LOCKED
@@ -227,7 +226,9 @@ WITH quotas AS (
 -- name: _claim_next
 -- A fragment following _claim_picked: once the picks are taken, the earliest due row
 -- of each name that still has room (its quota not used up, and the total $4 not
--- reached), leaving out the picked rows themselves. One index seek per such name.
+-- reached), leaving out the picked rows themselves and rows waiting for
+-- prerequisites. On the claim's partial index: per such name, one seek per priority
+-- in use (usually one), as in _claim_picked.
 room AS (
     SELECT q.name FROM quotas AS q
     WHERE q.slots > (SELECT count(*) FROM picked AS p WHERE p.name = q.name)
@@ -236,10 +237,27 @@ room AS (
     SELECT min(first.due_at) AS next_due
     FROM room
     CROSS JOIN LATERAL (
-        SELECT c.due_at FROM {schema}.calls AS c
-        WHERE c.name = room.name AND NOT EXISTS (SELECT 1 FROM picked AS p WHERE p.id = c.id)
-        ORDER BY c.due_at, c.id
-        LIMIT 1
+        WITH RECURSIVE levels (priority) AS (
+            SELECT max(top.priority) FROM {schema}.calls AS top
+            WHERE top.name = room.name AND top.waiting = 0
+            UNION ALL
+            SELECT (
+                SELECT max(lower.priority) FROM {schema}.calls AS lower
+                WHERE lower.name = room.name AND lower.waiting = 0
+                  AND lower.priority < levels.priority
+            )
+            FROM levels
+            WHERE levels.priority IS NOT NULL
+        )
+        SELECT soonest.due_at
+        FROM levels
+        CROSS JOIN LATERAL (
+            SELECT c.due_at FROM {schema}.calls AS c
+            WHERE c.name = room.name AND c.priority = levels.priority AND c.waiting = 0
+              AND NOT EXISTS (SELECT 1 FROM picked AS p WHERE p.id = c.id)
+            ORDER BY c.due_at, c.id
+            LIMIT 1
+        ) AS soonest
     ) AS first
 )
 
@@ -247,10 +265,18 @@ room AS (
 -- A fragment ending each claim statement: the taken calls, then one row whose id is
 -- NULL and whose last column is the next due time (see _claim_next).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    priority, NULL::timestamptz AS next_due
+    priority, dependents, NULL::timestamptz AS next_due
 FROM taken
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
+
+-- name: _claim_started
+-- A fragment: the rows a claim deleted ("deleted") that other calls wait for are
+-- recorded as started prerequisites, so that calls can still be made to wait for
+-- them while they run (their end is told with prerequisite_ended).
+INSERT INTO {schema}.started_prerequisites (call_id, name)
+SELECT id, name FROM deleted WHERE dependents
+ON CONFLICT (call_id) DO NOTHING
 
 -- name: claim
 -- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
@@ -271,7 +297,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
-        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority
+        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
+), started AS (
+    {_claim_started}
 ), leased AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $6::text, due_at = $7::timestamptz,
@@ -279,7 +307,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM
     FROM picked AS p
     WHERE c.id = p.id AND c.name = ANY($5::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
-        c.recurring_key, c.tick_at, c.priority
+        c.recurring_key, c.tick_at, c.priority, c.dependents
 ), taken AS (
     SELECT * FROM deleted
     UNION ALL
@@ -294,7 +322,11 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM
     DELETE FROM {schema}.calls
     WHERE id IN (SELECT id FROM picked)
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
-        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority
+        least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
+), deleted AS (
+    SELECT * FROM taken
+), started AS (
+    {_claim_started}
 )
 {_claim_result};
 
@@ -308,7 +340,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM
     FROM picked AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
-        c.recurring_key, c.tick_at, c.priority
+        c.recurring_key, c.tick_at, c.priority, c.dependents
 )
 {_claim_result};
 
@@ -320,16 +352,16 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM
 -- otherwise (pending already, or another worker's) is left alone. The same call given
 -- twice is put back once, by its first mention. NOTIFY $9 with $10 in the same
 -- statement if anything was put back. Returns the positions (1-based) of the input
--- rows put back.
+-- rows put back. $14: whether other calls wait for the call (as claimed).
 WITH input AS (
     SELECT *
     FROM unnest(
         $1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
         $6::timestamptz[], $7::integer[], $8::text[], $11::text[], $12::timestamptz[],
-        $13::integer[]
+        $13::integer[], $14::boolean[]
     ) WITH ORDINALITY AS t (
         id, name, payload, due_at, identifier, scheduled_at, attempts, owner, recurring_key,
-        tick_at, priority, ord
+        tick_at, priority, dependents, ord
     )
 ), released AS (
     UPDATE {schema}.calls AS c
@@ -350,13 +382,18 @@ WITH input AS (
 ), reinserted AS (
     INSERT INTO {schema}.calls
         (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-        priority)
+        priority, dependents)
     OVERRIDING SYSTEM VALUE
     SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-        priority
+        priority, dependents
     FROM gone
     ON CONFLICT (id) DO NOTHING
     RETURNING id
+), unstarted AS (
+    -- Pending again, not running: its record as a started prerequisite ends. (A call
+    -- had dependents only if its claim saw them: calls can be made to wait for a
+    -- started at-most-once call only while that record exists.)
+    DELETE FROM {schema}.started_prerequisites WHERE call_id IN (SELECT id FROM reinserted)
 ), done AS (
     SELECT ord FROM released
     UNION ALL
@@ -375,8 +412,10 @@ RETURNING id;
 -- name: complete
 -- The rows of many finished calls of one owner in one statement (calls finishing
 -- together share a round trip and a commit); a row goes only while $1 owns it.
--- Returns the ids deleted.
-DELETE FROM {schema}.calls WHERE id = ANY($2::bigint[]) AND lease_owner = $1::text
+-- Returns the ids deleted. A row other calls wait for is left to complete_prerequisite
+-- (its dependents' edges must be read by a later statement of the same transaction).
+DELETE FROM {schema}.calls
+WHERE id = ANY($2::bigint[]) AND lease_owner = $1::text AND NOT dependents
 RETURNING id;
 
 -- name: release_many
@@ -406,7 +445,9 @@ SELECT updated.ord FROM updated CROSS JOIN wakeup;
 -- A row with an owner ($10[i]) is kept only while that owner still holds the leased
 -- row, which goes in the same statement (the same call and owner twice: kept once, by
 -- the first); if the lease was lost (another worker has the call), nothing is written
--- for it. Without an owner the row went with its claim. The new ids are drawn first,
+-- for it. Without an owner the row went with its claim. A leased row other calls wait
+-- for is not kept here (the store keeps it with dead_letter_prerequisite, which ends
+-- its dependents too). The new ids are drawn first,
 -- so that each can be paired with its input row. Returns (position, new id) of each
 -- input row kept.
 WITH input AS (
@@ -422,6 +463,7 @@ WITH input AS (
     DELETE FROM {schema}.calls AS c
     USING input AS i
     WHERE i.owner IS NOT NULL AND c.id = i.call_id AND c.lease_owner = i.owner
+      AND NOT c.dependents
     RETURNING c.id, c.lease_owner
 ), kept AS MATERIALIZED (
     SELECT nextval(pg_get_serial_sequence('{schema}.dead_letters', 'id')) AS new_id, i.*
@@ -443,28 +485,6 @@ WITH input AS (
     ORDER BY ord
 )
 SELECT ord, new_id FROM kept;
-
--- name: dead_letter_due
--- Every row named $1 due by $2 (an expired lease's row is due; a live lease's is not)
--- moves to dead letters with error $3, failed at $4, in one statement. Rows another
--- claimer holds locked right now are skipped (they are being started).
-WITH moved AS (
-    DELETE FROM {schema}.calls
-    WHERE id IN (
-        SELECT id FROM {schema}.calls
-        WHERE name = $1::text AND due_at <= $2::timestamptz
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts
-), kept AS (
-    INSERT INTO {schema}.dead_letters
-        (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
-    SELECT id, name, payload, due_at, identifier, scheduled_at, $4::timestamptz, $3::text,
-        attempts
-    FROM moved
-    RETURNING 1
-)
-SELECT count(*) FROM kept;
 
 -- name: dead_letters
 SELECT id, call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts
@@ -533,11 +553,6 @@ ON CONFLICT (key) DO UPDATE SET
 -- Cancelling a schedule, first statement (it waits for a fire in progress).
 DELETE FROM {schema}.recurring WHERE key = $1 RETURNING key;
 
--- name: recurring_delete_runs
--- Cancelling a schedule, second statement: its runs that have not started (leased
--- rows are running).
-DELETE FROM {schema}.calls WHERE recurring_key = $1 AND lease_owner IS NULL;
-
 -- name: recurring_stop
 -- A schedule whose fire cannot be written: it stops (no next tick) instead of
 -- failing every fire.
@@ -570,3 +585,192 @@ SELECT DISTINCT recurring_key FROM {schema}.calls WHERE recurring_key = ANY($1::
 -- (Two scans of the next_tick index, not of the table.)
 SELECT (SELECT min(next_tick) FROM {schema}.recurring WHERE next_tick > $1::timestamptz),
     EXISTS (SELECT 1 FROM {schema}.recurring WHERE next_tick <= $1::timestamptz);
+
+-- Dependencies between calls (see stores/_dependencies.py and migration 0007). These
+-- run inside transactions the store opens (stores/postgres/_dependencies.py): a
+-- statement that reads edges runs after the one that took the rows' locks, so that
+-- its snapshot shows every edge committed by a transaction that held them.
+
+-- name: dependency_lock_calls
+-- The prerequisites $1 that are rows of calls (pending or leased), marked as having
+-- dependents, locked in id order (concurrent batches naming the same calls cannot
+-- deadlock). Returns their ids.
+UPDATE {schema}.calls AS c SET dependents = true
+FROM (
+    SELECT id FROM {schema}.calls WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+) AS locked
+WHERE c.id = locked.id
+RETURNING c.id;
+
+-- name: dependency_lock_started
+-- The prerequisites $1 that run as started at-most-once calls; their records are
+-- locked until this transaction ends (their end waits for it).
+SELECT call_id FROM {schema}.started_prerequisites
+WHERE call_id = ANY($1::bigint[])
+ORDER BY call_id
+FOR SHARE;
+
+-- name: dependency_failed
+-- Whether call $1 is a dead letter.
+SELECT EXISTS (SELECT 1 FROM {schema}.dead_letters WHERE call_id = $1::bigint);
+
+-- name: insert_waiting_calls
+-- Calls of a batch with dependencies, in input order (ids grow in input order), each
+-- with its count of prerequisites ($6) and whether later calls of the batch wait for
+-- it ($7).
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
+        $6::integer[], $7::boolean[], $8::integer[], $9::integer[], $10::text[],
+        $11::timestamptz[]
+    ) WITH ORDINALITY AS t (
+        name, payload, due_at, identifier, scheduled_at, waiting, dependents, attempts,
+        priority, recurring_key, tick_at, ord
+    )
+)
+INSERT INTO {schema}.calls
+    (name, payload, due_at, identifier, scheduled_at, waiting, dependents, attempts, priority,
+    recurring_key, tick_at)
+SELECT name, payload, due_at, identifier, scheduled_at, waiting, dependents, attempts, priority,
+    recurring_key, tick_at
+FROM input ORDER BY ord
+RETURNING id;
+
+-- name: insert_dependencies
+INSERT INTO {schema}.call_dependencies (prerequisite_id, call_id)
+SELECT * FROM unnest($1::bigint[], $2::bigint[])
+ON CONFLICT DO NOTHING;
+
+-- name: release_dependents
+-- Prerequisites $1 succeeded: their edges go, and each dependent waits for one fewer.
+-- Returns the dependents that wait for nothing now, with their due times.
+WITH gone AS (
+    DELETE FROM {schema}.call_dependencies WHERE prerequisite_id = ANY($1::bigint[])
+    RETURNING call_id
+), counted AS (
+    SELECT call_id, count(*)::integer AS n FROM gone GROUP BY call_id
+), updated AS (
+    UPDATE {schema}.calls AS c SET waiting = greatest(c.waiting - counted.n, 0)
+    FROM counted
+    WHERE c.id = counted.call_id
+    RETURNING c.id, c.waiting, c.due_at
+)
+SELECT id, due_at FROM updated WHERE waiting = 0;
+
+-- name: dependency_closure
+-- Every edge reachable from prerequisites $1 (their dependents, theirs, ...).
+WITH RECURSIVE reach (prerequisite_id, call_id) AS (
+    SELECT prerequisite_id, call_id FROM {schema}.call_dependencies
+    WHERE prerequisite_id = ANY($1::bigint[])
+    UNION
+    SELECT d.prerequisite_id, d.call_id
+    FROM {schema}.call_dependencies AS d
+    JOIN reach AS r ON d.prerequisite_id = r.call_id
+)
+SELECT prerequisite_id, call_id FROM reach;
+
+-- name: dependency_lock_rows
+-- Lock the rows $1 (dependents about to be ended), in id order.
+SELECT id FROM {schema}.calls WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE;
+
+-- name: dependency_end
+-- Prerequisites $1 ended without success: the edges from them go; the dependents $2
+-- (found by dependency_closure, rows locked) become dead letters, each with its reason
+-- $3, failed at $4, their own edges going too. Returns how many dead letters.
+WITH reasons AS (
+    SELECT * FROM unnest($2::bigint[], $3::text[]) AS t (id, error)
+), moved AS (
+    DELETE FROM {schema}.calls AS c USING reasons AS r
+    WHERE c.id = r.id
+    RETURNING c.id, c.name, c.payload, c.due_at, c.identifier, c.scheduled_at, c.attempts,
+        r.error
+), edges AS (
+    DELETE FROM {schema}.call_dependencies AS d
+    WHERE d.prerequisite_id = ANY($1::bigint[]) OR d.call_id = ANY($2::bigint[])
+       OR d.prerequisite_id = ANY($2::bigint[])
+), kept AS (
+    INSERT INTO {schema}.dead_letters
+        (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+    SELECT id, name, payload, due_at, identifier, scheduled_at, $4::timestamptz, error,
+        attempts
+    FROM moved
+    RETURNING 1
+)
+SELECT count(*) FROM kept;
+
+-- name: dependency_forget
+-- Calls $1 are gone (cancelled, or dead letters with no dependents): their edges as
+-- dependents go (their prerequisites may still run).
+DELETE FROM {schema}.call_dependencies WHERE call_id = ANY($1::bigint[]);
+
+-- name: started_end
+-- The end of started at-most-once prerequisite $1 is told: its record goes. Returns
+-- its id if there was one.
+DELETE FROM {schema}.started_prerequisites WHERE call_id = $1::bigint RETURNING call_id;
+
+-- name: complete_prerequisite
+-- A finished call other calls wait for: its leased row goes while $1 owns it (the
+-- store then releases its dependents in a later statement of the same transaction).
+DELETE FROM {schema}.calls WHERE id = $2::bigint AND lease_owner = $1::text RETURNING id;
+
+-- name: dead_letter_prerequisite
+-- Keep call $1 as a dead letter (the row values given), deleting its leased row while
+-- $10 owns it (NULL: the row went with its claim; its record as a started
+-- prerequisite goes instead). Returns the dead letter's id, or nothing if the lease
+-- was lost.
+WITH removed AS (
+    DELETE FROM {schema}.calls
+    WHERE $10::text IS NOT NULL AND id = $1::bigint AND lease_owner = $10::text
+    RETURNING id
+), unstarted AS (
+    DELETE FROM {schema}.started_prerequisites
+    WHERE $10::text IS NULL AND call_id = $1::bigint
+)
+INSERT INTO {schema}.dead_letters
+    (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+SELECT $1::bigint, $2::text, $3::text, $4::timestamptz, $5::text, $6::timestamptz,
+    $7::timestamptz, $8::text, $9::integer
+WHERE $10::text IS NULL OR EXISTS (SELECT 1 FROM removed)
+RETURNING id;
+
+-- name: cancel
+-- cancel, in a transaction: the row goes if pending; returns (id, dependents, waiting).
+DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner IS NULL
+RETURNING id, dependents, waiting > 0;
+
+-- name: cancel_identifier
+DELETE FROM {schema}.calls WHERE identifier = $1 AND lease_owner IS NULL
+RETURNING id, dependents, waiting > 0;
+
+-- name: dead_letter_due
+-- dead_letter_due, in a transaction: as dead_letter_due, returning (id, dependents,
+-- waiting) of each row moved.
+WITH moved AS (
+    DELETE FROM {schema}.calls
+    WHERE id IN (
+        SELECT id FROM {schema}.calls
+        WHERE name = $1::text AND due_at <= $2::timestamptz
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, name, payload, due_at, identifier, scheduled_at, attempts, dependents,
+        waiting
+), kept AS (
+    INSERT INTO {schema}.dead_letters
+        (call_id, name, payload, due_at, identifier, scheduled_at, failed_at, error, attempts)
+    SELECT id, name, payload, due_at, identifier, scheduled_at, $4::timestamptz, $3::text,
+        attempts
+    FROM moved
+)
+SELECT id, dependents, waiting > 0 FROM moved;
+
+-- name: recurring_delete_runs
+-- Cancelling a schedule, second statement: its runs that have not started (leased
+-- rows are running); returns (id, dependents, waiting) of each.
+DELETE FROM {schema}.calls WHERE recurring_key = $1 AND lease_owner IS NULL
+RETURNING id, dependents, waiting > 0;
+
+-- name: requeue_take
+-- Take dead letter $1 out (for requeue_dead_letter with prerequisites).
+DELETE FROM {schema}.dead_letters WHERE id = $1
+RETURNING name, payload, identifier, scheduled_at;
