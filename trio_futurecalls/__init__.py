@@ -68,6 +68,7 @@ from ._validate import MAX_NAME_LENGTH as MAX_NAME_LENGTH
 from ._validate import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from ._validate import MAX_PRIORITY as MAX_PRIORITY
 from ._validate import MIN_PRIORITY as MIN_PRIORITY
+from ._validate_dependencies import MAX_PREREQUISITES as MAX_PREREQUISITES
 from ._version import __version__ as __version__
 from .stores.memory import MemorySession as MemorySession
 from .stores.memory import MemoryStore as MemoryStore

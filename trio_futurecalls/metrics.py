@@ -33,6 +33,8 @@ Metrics (``call_class`` is the call class's ``name``):
   registered class matches)
 * ``futurecalls_calls_due_waiting{call_class}``: pending calls already due (waiting for
   a free slot)
+* ``futurecalls_calls_waiting_prerequisites{call_class}``: pending calls waiting for
+  prerequisites (``after=``) to succeed; not due, whatever their due time
 * ``futurecalls_call_wait_seconds{call_class}``: histogram of start minus due time
 * ``futurecalls_call_run_seconds{call_class}``: histogram of execution time
 * ``futurecalls_concurrency_limit{call_class}``: per-class limit (``+Inf``: unlimited)
@@ -227,10 +229,16 @@ class SchedulerCollector(Collector):
                 "Pending calls already due, waiting for a free slot.",
                 labels=["call_class"],
             )
+            held = GaugeMetricFamily(
+                "futurecalls_calls_waiting_prerequisites",
+                "Pending calls waiting for prerequisites to succeed.",
+                labels=["call_class"],
+            )
             for name, queue in self._queues.items():
                 pending.add_metric([name], queue.pending)
                 due.add_metric([name], queue.due)
-            yield from (pending, due)
+                held.add_metric([name], queue.waiting)
+            yield from (pending, due, held)
 
 
 def _recurring_metrics(

@@ -137,7 +137,8 @@ async def test_scrape_over_http() -> None:
     ):
         await scheduler.schedule(Quick, 1)
         await scheduler.schedule(Quick, 2)
-        await scheduler.schedule(Quick, 3, at=now + timedelta(hours=1))
+        later = await scheduler.schedule(Quick, 3, at=now + timedelta(hours=1))
+        await scheduler.schedule(Quick, 4, after=[later])
         await scheduler.schedule(Boom)
         await scheduler.schedule(Block)
 
@@ -167,8 +168,11 @@ async def test_scrape_over_http() -> None:
             assert value(samples, metric, call_class="quick") == 0
         assert value(samples, "futurecalls_calls_running", call_class="block") == 1
         assert value(samples, "futurecalls_calls_running", call_class="quick") == 0
-        assert value(samples, "futurecalls_calls_pending", call_class="quick") == 1
+        assert value(samples, "futurecalls_calls_pending", call_class="quick") == 2
         assert value(samples, "futurecalls_calls_due_waiting", call_class="quick") == 0
+        waiting = "futurecalls_calls_waiting_prerequisites"
+        assert value(samples, waiting, call_class="quick") == 1
+        assert value(samples, waiting, call_class="boom") == 0
         assert value(samples, "futurecalls_calls_pending", call_class="boom") == 0
         assert value(samples, "futurecalls_concurrency_limit", call_class="quick") == 3
         assert value(samples, "futurecalls_concurrency_limit", call_class="block") == math.inf

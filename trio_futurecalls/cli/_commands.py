@@ -57,6 +57,7 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
         unique_key=unique_key,
         on_conflict=on_conflict,
         priority=priority,
+        after=tuple(args.after),
     )
     async with store_of(args) as store:
         (call_id,) = await store.schedule([new_call])
@@ -89,6 +90,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                     "priority": c.priority,
                     "due_at": iso(c.due_at),
                     "scheduled_at": iso(c.scheduled_at),
+                    "waiting_for": list(c.waiting_for),
                     "payload": json_or_text(c.payload),
                 }
                 for c in calls
@@ -96,7 +98,16 @@ async def cmd_list(args: argparse.Namespace) -> int:
         )
     else:
         print_table(
-            ["ID", "NAME", "DUE AT", "PRIORITY", "IDENTIFIER", "UNIQUE KEY", "PAYLOAD"],
+            [
+                "ID",
+                "NAME",
+                "DUE AT",
+                "PRIORITY",
+                "IDENTIFIER",
+                "UNIQUE KEY",
+                "WAITS FOR",
+                "PAYLOAD",
+            ],
             (
                 [
                     c.id,
@@ -105,6 +116,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                     c.priority,
                     c.identifier,
                     c.unique_key,
+                    " ".join(map(str, c.waiting_for)) or None,
                     shorten(c.payload),
                 ]
                 for c in calls
@@ -130,9 +142,17 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     async with store_of(args) as store:
         lengths = await queue_lengths(store)
     if args.json:
-        print_json({name: {"pending": q.pending, "due": q.due} for name, q in lengths.items()})
+        print_json(
+            {
+                name: {"pending": q.pending, "due": q.due, "waiting": q.waiting}
+                for name, q in lengths.items()
+            }
+        )
     else:
-        print_table(["NAME", "PENDING", "DUE"], ([n, q.pending, q.due] for n, q in lengths.items()))
+        print_table(
+            ["NAME", "PENDING", "DUE", "WAITING"],
+            ([n, q.pending, q.due, q.waiting] for n, q in lengths.items()),
+        )
     return 0
 
 
@@ -174,7 +194,7 @@ async def cmd_dead_list(args: argparse.Namespace) -> int:
 async def cmd_dead_requeue(args: argparse.Namespace) -> int:
     due_at = due_time(args, datetime.now(UTC))
     async with store_of(args) as store:
-        call_id = await store.requeue_dead_letter(args.id, due_at)
+        call_id = await store.requeue_dead_letter(args.id, due_at, after=args.after)
     if call_id is None:
         raise FutureCallsError(f"no dead letter with id {args.id}")
     print(call_id)

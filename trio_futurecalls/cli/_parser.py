@@ -49,6 +49,18 @@ class _Parser(argparse.ArgumentParser):
         super().error(redact(message))
 
 
+def _after_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--after",
+        type=id_number,
+        metavar="ID",
+        action="append",
+        default=[],
+        help="start only once call ID has succeeded (repeat for several); exit code 1 if "
+        "the store cannot see that call (it finished, failed or never existed)",
+    )
+
+
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Options accepted before and after the command (after: only if given)."""
 
@@ -176,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="among due calls with free slots, higher starts first; from -1000 to 1000 "
         "(default 0: the CLI does not import the class, so its priority does not apply)",
     )
+    _after_option(p)
     _when_options(p, required=True, what="due")
     p.set_defaults(run=cmd_schedule)
 
@@ -231,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     d.add_argument("id", type=id_number, metavar="ID", help="the dead letter's id")
+    _after_option(d)
     _when_options(d, required=False, what="due")
     d.set_defaults(run=cmd_dead_requeue)
     d = dead.add_parser(
