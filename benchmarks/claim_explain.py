@@ -16,7 +16,10 @@ prints the median execution time and the buffers the statement touched.
 Scenarios: 1,000,000 future rows (due in a day to a year) plus 5 due rows per name,
 over 1 name or 10 names, with priorities all 0 or a mix of three (-5, 0, 7; the
 future rows hold every priority, so a walk in (priority, due_at) order would meet
-them first). A claim for every name with 5 free slots each, limit 10.
+them first). A claim for every name with 5 free slots each, limit 10. From schema
+version 7 one more: 10 names, priorities all 0, plus WAITING_ROWS rows due an hour ago
+that wait for a prerequisite (``waiting = 1``): a claim must not read them, however
+many are due.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from trio_futurecalls.stores._sql import migrations, parse_queries, queries
 FUTURE_ROWS = 1_000_000
 DUE_PER_NAME = 5
 RUNS = 5
+WAITING_ROWS = 100_000
 
 _BUFFERS = re.compile(r"Buffers: shared (?:hit=(\d+))?\s*(?:read=(\d+))?")
 
@@ -68,6 +72,19 @@ async def _load(
         + " FROM unnest($1::text[]) AS n, generate_series(1, $2) AS g"
     )
     await conn.execute(due, names, DUE_PER_NAME)
+    await conn.execute(f'VACUUM ANALYZE "{schema}".calls')
+
+
+async def _add_waiting(conn: Any, schema: str, names: list[str]) -> None:
+    """WAITING_ROWS due rows that wait for a prerequisite, due before every other row."""
+    await conn.execute(
+        f'INSERT INTO "{schema}".calls (name, payload, due_at, scheduled_at, waiting) '
+        f"SELECT ($1::text[])[1 + (g % {len(names)})], 'null', "
+        "now() - interval '1 hour' - g * interval '1 millisecond', now(), 1 "
+        "FROM generate_series(1, $2) AS g",
+        names,
+        WAITING_ROWS,
+    )
     await conn.execute(f'VACUUM ANALYZE "{schema}".calls')
 
 
@@ -112,6 +129,9 @@ async def main() -> None:
     parser.add_argument("--version", type=int, default=len(migrations("postgres")))
     parser.add_argument("--queries", type=Path, help="queries.sql to take the claim from")
     parser.add_argument("--show-plan", action="store_true", help="print one full plan each")
+    parser.add_argument(
+        "--jit", action="store_true", help="leave the server's JIT on (the store turns it off)"
+    )
     args = parser.parse_args()
     named = (
         queries("postgres")
@@ -121,34 +141,42 @@ async def main() -> None:
     schema = f"bench_explain_{os.getpid()}"
     claim = _in_schema(named["claim_delete"], schema)
     has_priority = args.version >= 6
-    conn = await asyncpg.connect(args.dsn, server_settings={"application_name": schema})
+    # jit off, as the store's pool has it (see stores/postgres/_open.py).
+    jit = "on" if args.jit else "off"
+    conn = await asyncpg.connect(args.dsn, server_settings={"application_name": schema, "jit": jit})
     try:
         await conn.execute(f'CREATE SCHEMA "{schema}"')
         for migration in migrations("postgres")[: args.version]:
             await conn.execute(_in_schema(migration.sql, schema))
         print(f"schema version {args.version}; {FUTURE_ROWS} future rows, {RUNS} runs each")
-        print(f"{'scenario':<28} {'ms (median)':>11} {'hit':>6} {'read':>5} {'claimed':>8}")
-        for n_names in (1, 10):
+        print(f"{'scenario':<44} {'ms (median)':>11} {'hit':>6} {'read':>5} {'claimed':>8}")
+        scenarios = [(n, p, False) for n in (1, 10) for p in ([0], [-5, 0, 7])]
+        if args.version >= 7:
+            scenarios.append((10, [0], True))
+        for n_names, priorities, waiting in scenarios:
             names = [f"bench.n{i}" for i in range(n_names)]
-            for priorities in ([0], [-5, 0, 7]):
-                if len(priorities) > 1 and not has_priority:
-                    continue
-                await _load(conn, schema, names, priorities, has_priority)
-                ms, hit, read, rows = await _explain(conn, claim, names)
-                label = f"{n_names} name(s), priorities {priorities}"
-                print(f"{label:<28} {ms:>11.3f} {hit:>6} {read:>5} {rows:>8}")
-                if args.show_plan:
-                    tr = conn.transaction()
-                    await tr.start()
-                    plan = await conn.fetch(
-                        "EXPLAIN (ANALYZE, BUFFERS) " + claim,
-                        names,
-                        [5] * len(names),
-                        datetime.now(UTC),
-                        10,
-                    )
-                    await tr.rollback()
-                    print("\n".join(r[0] for r in plan))
+            if len(priorities) > 1 and not has_priority:
+                continue
+            await _load(conn, schema, names, priorities, has_priority)
+            if waiting:
+                await _add_waiting(conn, schema, names)
+            ms, hit, read, rows = await _explain(conn, claim, names)
+            label = f"{n_names} name(s), priorities {priorities}" + (
+                f" + {WAITING_ROWS} waiting" if waiting else ""
+            )
+            print(f"{label:<44} {ms:>11.3f} {hit:>6} {read:>5} {rows:>8}")
+            if args.show_plan:
+                tr = conn.transaction()
+                await tr.start()
+                plan = await conn.fetch(
+                    "EXPLAIN (ANALYZE, BUFFERS) " + claim,
+                    names,
+                    [5] * len(names),
+                    datetime.now(UTC),
+                    10,
+                )
+                await tr.rollback()
+                print("\n".join(r[0] for r in plan))
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

@@ -162,7 +162,13 @@ async def open_postgres_store(
                     max_size=max_pool_size,
                     timeout=connect_s,
                     command_timeout=command_s,
-                    server_settings={"application_name": application_name[:63]},
+                    # jit off: the claim's estimated cost grows with the rows due or
+                    # waiting (the planner cannot see that it reads a few of them), and
+                    # past jit_above_cost PostgreSQL would compile it on every claim,
+                    # ~0.4 s each time, for a statement that runs in a millisecond. A
+                    # startup setting, so RESET ALL (when a session's connection goes
+                    # back to the pool) keeps it; a session may SET jit = on for itself.
+                    server_settings={"application_name": application_name[:63], "jit": "off"},
                     **pool_options(),
                 )
             except (ValueError, OverflowError) as exc:  # a malformed DSN
