@@ -22,3 +22,24 @@ def test_recurring_example_runs_each_tick_once() -> None:
     assert lines[-1] == "every tick ran once"
     assert sum("every-1s tick" in line for line in lines) >= 4
     assert sum("cron-2s tick" in line for line in lines) >= 2
+
+
+def test_dependencies_example_runs_in_order_and_stops_at_the_failure() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dependencies.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    said = [line.split(maxsplit=1)[1] for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert said[:3] == ["extract", "transform", "load"]
+    assert sorted(said[3:8]) == [f"part {k}" for k in range(1, 6)]
+    assert said[8:10] == ["report", "fetch"]
+    assert said[10] == "dead letter: RuntimeError: parse failed"
+    assert said[11].startswith("dead letter: prerequisite")
+    assert said[11].endswith("failed: RuntimeError: parse failed")
+    assert said[12].startswith("dead letter: prerequisite")
+    assert "did not run" in said[12]
+    assert len(said) == 13
