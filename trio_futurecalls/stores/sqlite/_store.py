@@ -32,22 +32,14 @@ from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
 from .._batch import Failed, GroupCommit
-from .._claims import free_after_claim, until_next
+from .._claims import until_next
 from .._listeners import Listeners
 from .._sql import queries
 from . import _recurring as recurring
+from ._claim import claim
 from ._connection import OWN_ERRORS, to_micros, translate
 from ._inserts import insert_calls
-from ._quarantine import keep_as_dead_letters
-from ._rows import (
-    Checked,
-    claimed_call,
-    dead_letter,
-    due_time,
-    pending_call,
-    read_text,
-    show,
-)
+from ._rows import dead_letter, pending_call, read_text, show
 from ._rows import recurring as recurring_row
 from ._session import SQLiteSession
 
@@ -217,80 +209,16 @@ class SQLiteStore:
         now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         if limit <= 0 or not slots:
             return Claim([], None)
-        now_us = to_micros(now)
-        pick_sql = self._q["claim_candidates"]
-        top_sql = self._q["top_priority"]
-        below_sql = self._q["next_priority"]
-        delete_sql = self._q["delete_ids"]
-        lease_sql = self._q["lease_ids"]
-        next_sql = self._q["next_due_of_name"]
-        wanted = [(name, free) for name, free in slots.items() if free > 0]
-
-        def work(
-            conn: sqlite3.Connection,
-        ) -> tuple[list[StoredCall], datetime | None, list[Checked]]:
-            found: list[StoredCall] = []
-            unreadable: list[Checked] = []
-            for name, free in wanted:
-                # The name's priorities in use, highest first (one index seek each),
-                # and in each its rows due by now, earliest first, up to the slots
-                # left: future rows of a higher priority are never read. (A priority
-                # another program stored that is not an int in range is walked too:
-                # its rows are dead-lettered below.)
-                left = free
-                priority = conn.execute(top_sql, (name,)).fetchone()[0]
-                while priority is not None:
-                    rows = conn.execute(pick_sql, (name, priority, now_us, left)).fetchall()
-                    for row in rows:
-                        call = claimed_call(row, now_us)
-                        if isinstance(call, Checked):
-                            unreadable.append(call)
-                        else:
-                            found.append(call)
-                    left -= len(rows)
-                    if left <= 0:
-                        break
-                    priority = conn.execute(below_sql, (name, priority)).fetchone()[0]
-            if unreadable:
-                # Decoded inside the claim's transaction: a row that does not decode is
-                # kept as a dead letter, with the reason, in the same commit that
-                # deletes it; never handed over, never lost.
-                keep_as_dead_letters(
-                    conn,
-                    unreadable,
-                    now_us,
-                    "Moved to dead letters when claimed: this call could not be read",
-                )
-                conn.execute(delete_sql, (json.dumps([bad.id for bad in unreadable]),))
-            found.sort(key=lambda c: (-c.priority, c.due_at, c.id))
-            calls = found[:limit]
-            leased = [c.id for c in calls if lease is not None and c.name in lease.names]
-            deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
-            if deleted:
-                conn.execute(delete_sql, (json.dumps(deleted),))
-            if leased:
-                assert lease is not None
-                conn.execute(
-                    lease_sql, (lease.owner, to_micros(lease.expires_at), json.dumps(leased))
-                )
-            # In the same transaction: one indexed seek per name that still has room.
-            taken = json.dumps([c.id for c in calls])
-            nexts = [
-                conn.execute(next_sql, (name, taken)).fetchone()
-                for name in free_after_claim(slots, limit, (c.name for c in calls))
-            ]
-            dues = [due_time(row[0]) for row in nexts if row is not None]
-            return calls, min((due for due in dues if due is not None), default=None), unreadable
-
-        calls, next_due, unreadable = await self._write(work)
-        for bad in unreadable:
+        taken = await self._write(partial(claim, self._q, to_micros(now), slots, limit, lease))
+        for bad in taken.unreadable:
             _log.error(
                 "%s: row %s moved to dead letters: %s",
                 self.path,
                 bad.id,
                 "; ".join(bad.problems),
             )
-        return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
+        calls = taken.calls
+        return Claim(calls, until_next(taken.next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         calls, owner = StoreArgs.put_back(calls, owner)
