@@ -2,9 +2,11 @@
 next one is due (see ``Store.claim``).
 
 Runs inside the store's write transaction (``BEGIN IMMEDIATE``), on its thread. It
-reads the (name, priority, due_at, id) index and the rows it takes. Rows are decoded
-here, defensively (``_rows.py``): one that does not decode is kept as a dead letter,
-with the reason, in the same commit that deletes it; never handed over, never lost.
+reads only the (name, priority, due_at, id) index of the calls that wait for nothing
+(migration 0007) and the rows it takes. Rows are decoded here, defensively
+(``_rows.py``): one that does not decode is kept as a dead letter, with the reason, in
+the same commit that deletes it (and the calls that wait for it follow it), never
+handed over, never lost.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import attrs
 
 from ..._model import Lease, StoredCall
 from .._claims import free_after_claim
+from . import _dependencies as dependencies
 from ._connection import to_micros
 from ._quarantine import keep_as_dead_letters
-from ._rows import Checked, claimed_call, due_time
+from ._rows import Checked, claimed_call, due_time, has_dependents
 
 UNREADABLE: str = "Moved to dead letters when claimed: this call could not be read"
 
@@ -46,6 +49,8 @@ def claim(
     """Take the due calls (``slots`` and ``limit`` as ``Store.claim`` says)."""
     found: list[StoredCall] = []
     unreadable: list[Checked] = []
+    #: Rows that did not decode and that calls wait for -> the reason they go.
+    failed_prerequisites: dict[int, str] = {}
     for name, free in slots.items():
         if free <= 0:
             continue
@@ -61,6 +66,8 @@ def claim(
                 call = claimed_call(row, now_us)
                 if isinstance(call, Checked):
                     unreadable.append(call)
+                    if has_dependents(row):
+                        failed_prerequisites[call.id] = call.reason(UNREADABLE)
                 else:
                     found.append(call)
             left -= len(rows)
@@ -70,17 +77,22 @@ def claim(
     if unreadable:
         keep_as_dead_letters(conn, unreadable, now_us, UNREADABLE)
         conn.execute(q["delete_ids"], (json.dumps([bad.id for bad in unreadable]),))
+        if failed_prerequisites:  # the calls that wait for them follow them
+            dependencies.end_dependents(q, failed_prerequisites, (), now_us, conn)
     found.sort(key=lambda c: (-c.priority, c.due_at, c.id))
     calls = found[:limit]
     leased = [c.id for c in calls if lease is not None and c.name in lease.names]
     deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
     if deleted:
+        started = [c.id for c in calls if c.dependents and c.id not in leased]
+        if started:  # at-most-once: its row goes, its record says that it runs
+            conn.execute(q["record_started"], (json.dumps(started), now_us))
         conn.execute(q["delete_ids"], (json.dumps(deleted),))
     if leased:
         assert lease is not None
         params = (lease.owner, to_micros(lease.expires_at), json.dumps(leased))
         conn.execute(q["lease_ids"], params)
-    # In the same transaction: one indexed seek per name that still has room.
+    # In the same transaction: a few index seeks per name that still has room.
     taken = json.dumps([c.id for c in calls])
     nexts = [
         conn.execute(q["next_due_of_name"], (name, taken)).fetchone()
