@@ -278,9 +278,9 @@ async def test_a_diamond_ends_each_dependent_once(store: Store) -> None:
 async def test_bad_dependency_arguments_are_refused(store: Store) -> None:
     (root,) = await store.schedule([new("a")])
     bad: list[NewCall] = [
-        new("b", after=("1",)),  # type: ignore[arg-type]
+        new("b", after=("1",)),
         new("b", after=(0,)),
-        new("b", after=(True,)),  # type: ignore[arg-type]
+        new("b", after=(True,)),
         new("b", after=tuple(range(1, 1002))),
         new("b", after=(root,), unique_key="k"),
         new("b", after_batch=(0,)),  # no earlier call in the batch
