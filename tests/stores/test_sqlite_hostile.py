@@ -311,6 +311,32 @@ async def test_rows_that_bypass_the_constraints_are_dead_letters_when_claimed(
     assert "moved to dead letters" in caplog.text
 
 
+async def test_rows_past_the_constraints_do_not_stop_later_migrations(tmp_path: Path) -> None:
+    # Adding a column makes SQLite check every row against all the table's CHECKs:
+    # a row written past them at schema 3 must not keep 0004 and later from running.
+    path = tmp_path / "calls.sqlite3"
+    with closing(v2_database(path)) as conn:
+        for migration in migrations("sqlite")[2:3]:
+            for statement in statements(migration.sql):
+                conn.execute(statement)
+        conn.execute("DROP TABLE futurecalls_calls_v2")  # (0003's data step, no rows)
+        conn.execute("DROP TABLE futurecalls_dead_letters_v2")
+        conn.execute("PRAGMA user_version=3")
+    with raw_connection(path, ignore_checks=True) as conn:
+        bad = insert(conn, "futurecalls_calls", {**GOOD_CALL, "attempts": -1})
+        good = insert(conn, "futurecalls_calls", GOOD_CALL)
+    async with open_sqlite_store(path) as store:
+        with raw_connection(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (len(migrations("sqlite")),)
+        claim = await store.claim(NOW, {"ok": 5}, 5)
+        assert [c.id for c in claim.calls] == [good]
+        (moved,) = await store.dead_letters()
+        assert moved.call_id == bad
+        assert "attempts integer -1" in moved.error
+    with raw_connection(path) as conn:  # the constraints hold again for new rows
+        assert refused(conn, "futurecalls_calls", {**GOOD_CALL, "attempts": -1})
+
+
 #: (A number becomes text in a TEXT column: not a bad key.)
 BAD_KEYS: list[tuple[str, object, str]] = [
     ("empty unique_key", "", "unique_key text ''"),

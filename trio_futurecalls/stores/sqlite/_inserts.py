@@ -48,20 +48,26 @@ def _insert_keyed(
     for c in calls:
         if c.unique_key is None:
             ids.append(conn.execute(q["insert_call"], insert_params(c)).fetchone()[0])
-            continue
-        # (A call with a unique key is no run of a schedule: _validate refuses both.)
-        row = insert_params(c)[:6]
-        inserted = conn.execute(q["insert_keyed_call"], (*row, c.unique_key, c.priority))
-        found = inserted.fetchone()
-        if found is not None:
-            ids.append(found[0])
-            continue
-        # The write lock is held: the holder is still there.
-        (held,) = conn.execute(q["keyed_call"], (c.name, c.unique_key)).fetchone()
-        if c.on_conflict == "error":
-            raise DuplicateCallError(c.name, c.unique_key, held)
-        if c.on_conflict == "replace":
-            params = (c.payload, row[2], c.identifier, c.priority, held)
-            conn.execute(q["replace_keyed_call"], params)
-        ids.append(held)
+        else:
+            ids.append(insert_keyed_call(q, c, conn))
     return ids
+
+
+def insert_keyed_call(q: Mapping[str, str], c: NewCall, conn: sqlite3.Connection) -> int:
+    """Store ``c``, which has a unique key; its id, or the holder's (see above)."""
+    # (A call with a unique key is no run of a schedule: _validate refuses both.)
+    row = insert_params(c)[:6]
+    inserted = conn.execute(q["insert_keyed_call"], (*row, c.unique_key, c.priority))
+    found = inserted.fetchone()
+    if found is not None:
+        new_id: int = found[0]
+        return new_id
+    # The write lock is held: the holder is still there.
+    (held,) = conn.execute(q["keyed_call"], (c.name, c.unique_key)).fetchone()
+    if c.on_conflict == "error":
+        assert c.unique_key is not None
+        raise DuplicateCallError(c.name, c.unique_key, held)
+    if c.on_conflict == "replace":
+        params = (c.payload, row[2], c.identifier, c.priority, held)
+        conn.execute(q["replace_keyed_call"], params)
+    return int(held)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..._errors import StoreError
 from ..._model import NewCall, RecurringInfo
+from .._dependencies import CANCELLED
 from .._recurring import after_fire, merge_registration, plan_runs
 from .._rows import recurring_to_row
+from . import _dependencies as dependencies
 from ._connection import OWN_ERRORS, to_micros
 from ._inserts import insert_params
 from ._rows import due_time, show
@@ -40,10 +42,12 @@ def put(
 
 
 def cancel(q: Mapping[str, str], key: str, conn: sqlite3.Connection) -> bool:
-    """Delete a schedule and its runs that have not started; True if it existed."""
+    """Delete a schedule and its runs that have not started (the calls that wait for
+    them become dead letters); True if it existed."""
     if not conn.execute(q["recurring_delete"], (key,)).rowcount:
         return False
-    conn.execute(q["recurring_delete_runs"], (key,))
+    runs = conn.execute(q["recurring_delete_runs"], (key,)).fetchall()
+    dependencies.removed(q, runs, CANCELLED, to_micros(datetime.now(UTC)), conn)
     return True
 
 

@@ -234,11 +234,21 @@ def check_row(row: Sequence[Any], columns: Sequence[Column], now_us: int) -> Che
 
 def claimed_call(row: Sequence[Any], now_us: int) -> StoredCall | Checked:
     """A row of ``claim_candidates`` as the claimed call (its attempts counted), or the
-    :class:`Checked` row that says why it cannot be handed over."""
-    checked = check_row(row, _CLAIMED_COLUMNS, now_us)
+    :class:`Checked` row that says why it cannot be handed over.
+
+    Its last value, ``dependents``, is a hint, never a reason to refuse a call:
+    anything but 0 means calls may wait for this one (the safe side: its end is told).
+    """
+    checked = check_row(row[:-1], _CLAIMED_COLUMNS, now_us)
     if checked.problems:
         return checked
-    return shared.call_from_row((*row[:6], row[6] + 1, *row[7:]), from_micros)
+    call = shared.call_from_row((*row[:6], row[6] + 1, *row[7:-1]), from_micros)
+    return attrs.evolve(call, dependents=True) if has_dependents(row) else call
+
+
+def has_dependents(row: Sequence[Any]) -> bool:
+    """Whether a row of ``claim_candidates`` (``dependents`` last) may have dependents."""
+    return bool(row[-1] != 0)
 
 
 def pending_call(row: Sequence[Any]) -> StoredCall:

@@ -4,8 +4,9 @@
 (``trio.to_thread.run_sync``) and never on the event loop. The store's own connection
 is used by one thread at a time (a ``CapacityLimiter(1)``); writes run in one
 ``BEGIN IMMEDIATE`` transaction each, which keeps claims atomic across processes.
-What inserts (with unique keys) and recurring schedules run on the connection is in
-``_inserts.py`` and ``_recurring.py``.
+What the claim, inserts (with unique keys), dependencies between calls and recurring
+schedules run on the connection is in ``_claim.py``, ``_inserts.py``,
+``_dependencies.py`` and ``_recurring.py``.
 
 Rows are read defensively (``_rows.py``): the file is shared with other programs, and a
 row that does not decode is a :class:`StoreError` when listed, and a dead letter (with
@@ -22,8 +23,9 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
-from typing import Final, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
+import attrs
 import trio
 
 from ..._errors import StoreClosedError, StoreError
@@ -32,22 +34,16 @@ from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
 from .._batch import Failed, GroupCommit
-from .._claims import free_after_claim, until_next
+from .._claims import until_next
+from .._dependencies import CANCELLED
 from .._listeners import Listeners
 from .._sql import queries
+from . import _dependencies as dependencies
 from . import _recurring as recurring
+from ._claim import claim
 from ._connection import OWN_ERRORS, to_micros, translate
 from ._inserts import insert_calls
-from ._quarantine import keep_as_dead_letters
-from ._rows import (
-    Checked,
-    claimed_call,
-    dead_letter,
-    due_time,
-    pending_call,
-    read_text,
-    show,
-)
+from ._rows import dead_letter, pending_call, read_text, show
 from ._rows import recurring as recurring_row
 from ._session import SQLiteSession
 
@@ -150,6 +146,18 @@ class SQLiteStore:
 
         return await self._run(work)
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn``'s queries in one read transaction: they see one snapshot."""
+
+        def work(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")  # (it wrote nothing)
+
+        return await self._run(work)
+
     async def _grouped(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` in a write transaction it may share with the ops other tasks
         submit meanwhile: calls that end together (500 at once at shutdown) cost a few
@@ -166,19 +174,30 @@ class SQLiteStore:
         calls = StoreArgs.schedule(calls)
         if not calls:
             return []
-        ids = await self._write(partial(insert_calls, self._q, calls))
-        self._listeners.notify(min(c.due_at for c in calls))
+        if not any(c.after or c.after_batch for c in calls):
+            ids = await self._write(partial(insert_calls, self._q, calls))
+            self._listeners.notify(min(c.due_at for c in calls))
+            return ids
+        ids, due = await self._write(partial(dependencies.insert_waiting_calls, self._q, calls))
+        if due is not None:  # (calls that wait are due only once they wait no more)
+            self._listeners.notify(due)
         return ids
 
     async def cancel(self, call_id: int) -> bool:
         call_id = StoreArgs.cancel(call_id)
-        sql = self._q["cancel"]
-        return await self._write(lambda conn: conn.execute(sql, (call_id,)).rowcount > 0)
+        return await self._write(partial(self._cancel, "cancel", call_id)) > 0
 
     async def cancel_identifier(self, identifier: str) -> int:
         identifier = StoreArgs.cancel_identifier(identifier)
-        sql = self._q["cancel_identifier"]
-        return await self._write(lambda conn: conn.execute(sql, (identifier,)).rowcount)
+        return await self._write(partial(self._cancel, "cancel_identifier", identifier))
+
+    def _cancel(self, query: str, param: object, conn: sqlite3.Connection) -> int:
+        """Delete the rows ``query`` returns (id, waiting, dependents); the calls that
+        waited for them become dead letters. Returns how many rows it deleted."""
+        rows = conn.execute(self._q[query], (param,)).fetchall()
+        now_us = to_micros(datetime.now(UTC))
+        dependencies.removed(self._q, rows, CANCELLED, now_us, conn)
+        return len(rows)
 
     # -- inspection -------------------------------------------------------------------
 
@@ -193,21 +212,33 @@ class SQLiteStore:
             "now": None if query.now is None else to_micros(query.now),
         }
         sql = self._q["pending"]
-        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [pending_call(row) for row in rows]
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[int, tuple[int, ...]]]:
+            rows = conn.execute(sql, params).fetchall()
+            waiting = [row[0] for row in rows if row[-1] != 0]
+            return rows, dependencies.waiting_for(self._q, waiting, conn) if waiting else {}
+
+        rows, waiting_for = await self._read(read)
+        calls = [pending_call(row[:-1]) for row in rows]
+        return [
+            attrs.evolve(c, waiting_for=waiting_for[c.id]) if c.id in waiting_for else c
+            for c in calls
+        ]
 
     async def pending_counts(self, due_by: datetime) -> dict[str, QueueLength]:
         due_by = StoreArgs.pending_counts(due_by)
         sql = self._q["pending_counts"]
         params = (to_micros(due_by),)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        for name, _, _ in rows:
+        for name, *_ in rows:
             if type(name) is not str:
                 raise StoreError(
                     f"SQLite store: pending calls have a name that is not text ({show(name)}); "
                     "they were written by another program"
                 )
-        return {name: QueueLength(pending=n, due=due) for name, n, due in rows}
+        return {
+            name: QueueLength(pending=n, due=due, waiting=waiting) for name, n, due, waiting in rows
+        }
 
     # -- claiming ---------------------------------------------------------------------
 
@@ -217,80 +248,16 @@ class SQLiteStore:
         now, slots, limit, lease = StoreArgs.claim(now, slots, limit, lease)
         if limit <= 0 or not slots:
             return Claim([], None)
-        now_us = to_micros(now)
-        pick_sql = self._q["claim_candidates"]
-        top_sql = self._q["top_priority"]
-        below_sql = self._q["next_priority"]
-        delete_sql = self._q["delete_ids"]
-        lease_sql = self._q["lease_ids"]
-        next_sql = self._q["next_due_of_name"]
-        wanted = [(name, free) for name, free in slots.items() if free > 0]
-
-        def work(
-            conn: sqlite3.Connection,
-        ) -> tuple[list[StoredCall], datetime | None, list[Checked]]:
-            found: list[StoredCall] = []
-            unreadable: list[Checked] = []
-            for name, free in wanted:
-                # The name's priorities in use, highest first (one index seek each),
-                # and in each its rows due by now, earliest first, up to the slots
-                # left: future rows of a higher priority are never read. (A priority
-                # another program stored that is not an int in range is walked too:
-                # its rows are dead-lettered below.)
-                left = free
-                priority = conn.execute(top_sql, (name,)).fetchone()[0]
-                while priority is not None:
-                    rows = conn.execute(pick_sql, (name, priority, now_us, left)).fetchall()
-                    for row in rows:
-                        call = claimed_call(row, now_us)
-                        if isinstance(call, Checked):
-                            unreadable.append(call)
-                        else:
-                            found.append(call)
-                    left -= len(rows)
-                    if left <= 0:
-                        break
-                    priority = conn.execute(below_sql, (name, priority)).fetchone()[0]
-            if unreadable:
-                # Decoded inside the claim's transaction: a row that does not decode is
-                # kept as a dead letter, with the reason, in the same commit that
-                # deletes it; never handed over, never lost.
-                keep_as_dead_letters(
-                    conn,
-                    unreadable,
-                    now_us,
-                    "Moved to dead letters when claimed: this call could not be read",
-                )
-                conn.execute(delete_sql, (json.dumps([bad.id for bad in unreadable]),))
-            found.sort(key=lambda c: (-c.priority, c.due_at, c.id))
-            calls = found[:limit]
-            leased = [c.id for c in calls if lease is not None and c.name in lease.names]
-            deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
-            if deleted:
-                conn.execute(delete_sql, (json.dumps(deleted),))
-            if leased:
-                assert lease is not None
-                conn.execute(
-                    lease_sql, (lease.owner, to_micros(lease.expires_at), json.dumps(leased))
-                )
-            # In the same transaction: one indexed seek per name that still has room.
-            taken = json.dumps([c.id for c in calls])
-            nexts = [
-                conn.execute(next_sql, (name, taken)).fetchone()
-                for name in free_after_claim(slots, limit, (c.name for c in calls))
-            ]
-            dues = [due_time(row[0]) for row in nexts if row is not None]
-            return calls, min((due for due in dues if due is not None), default=None), unreadable
-
-        calls, next_due, unreadable = await self._write(work)
-        for bad in unreadable:
+        taken = await self._write(partial(claim, self._q, to_micros(now), slots, limit, lease))
+        for bad in taken.unreadable:
             _log.error(
                 "%s: row %s moved to dead letters: %s",
                 self.path,
                 bad.id,
                 "; ".join(bad.problems),
             )
-        return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
+        calls = taken.calls
+        return Claim(calls, until_next(taken.next_due, lease, (c.name for c in calls)))
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         calls, owner = StoreArgs.put_back(calls, owner)
@@ -298,6 +265,7 @@ class SQLiteStore:
             return 0
         leased_sql = self._q["put_back_leased"]
         deleted_sql = self._q["put_back_deleted"]
+        ended_sql = self._q["end_started"]
 
         def work(conn: sqlite3.Connection) -> int:
             handed = 0
@@ -320,7 +288,10 @@ class SQLiteStore:
                     None if c.tick_at is None else to_micros(c.tick_at),
                     c.priority,
                 )
-                handed += conn.execute(deleted_sql, params).rowcount
+                if conn.execute(deleted_sql, params).rowcount:
+                    handed += 1
+                    if c.dependents:  # pending again: no longer running
+                        conn.execute(ended_sql, (c.id,))
             return handed
 
         handed = await self._grouped(work)
@@ -340,7 +311,19 @@ class SQLiteStore:
     async def complete(self, owner: str, call_id: int) -> bool:
         owner, call_id = StoreArgs.complete(owner, call_id)
         sql = self._q["complete"]
-        return await self._grouped(lambda conn: conn.execute(sql, (call_id, owner)).rowcount > 0)
+
+        def work(conn: sqlite3.Connection) -> tuple[bool, datetime | None]:
+            row = conn.execute(sql, (call_id, owner)).fetchone()
+            if row is None:
+                return False, None
+            if row[0] == 0:
+                return True, None
+            return True, dependencies.succeeded(self._q, call_id, conn)[1]
+
+        completed, due = await self._grouped(work)
+        if due is not None:
+            self._listeners.notify(due)
+        return completed
 
     async def release(
         self, owner: str, call_id: int, due_at: datetime, *, refund_attempt: bool = False
@@ -363,6 +346,7 @@ class SQLiteStore:
         call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
         sql = self._q["insert_dead_letter"]
         delete_sql = self._q["delete_leased"]
+        failed_us = to_micros(failed_at)
         params = (
             call.id,
             call.name,
@@ -370,15 +354,23 @@ class SQLiteStore:
             to_micros(call.due_at),
             call.identifier,
             to_micros(call.scheduled_at),
-            to_micros(failed_at),
+            failed_us,
             error,
             call.attempts,
         )
 
         def work(conn: sqlite3.Connection) -> int | None:
-            if owner is not None and conn.execute(delete_sql, (call.id, owner)).rowcount == 0:
-                return None  # the lease was lost: another worker has the call now
+            if owner is None:
+                dependents = call.dependents  # (its claim saw them, and recorded it)
+            else:
+                row = conn.execute(delete_sql, (call.id, owner)).fetchone()
+                if row is None:
+                    return None  # the lease was lost: another worker has the call now
+                dependents = row[0] != 0
             dead_id: int = conn.execute(sql, params).fetchone()[0]
+            if dependents:
+                roots = {call.id: error}
+                dependencies.end_dependents(self._q, roots, (), failed_us, conn)
             return dead_id
 
         return await self._grouped(work)
@@ -387,19 +379,16 @@ class SQLiteStore:
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
         name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
-        params = {
-            "name": name,
-            "due_by": to_micros(due_by),
-            "error": error,
-            "failed_at": to_micros(failed_at),
-        }
+        failed_us = to_micros(failed_at)
+        params = {"name": name, "due_by": to_micros(due_by), "error": error, "failed_at": failed_us}
         move_sql = self._q["dead_letter_due_rows"]
         delete_sql = self._q["delete_due_rows"]
 
         def work(conn: sqlite3.Connection) -> int:
             # One transaction (it holds the write lock): the same rows move and go.
             moved: int = conn.execute(move_sql, params).rowcount
-            conn.execute(delete_sql, params)
+            rows = conn.execute(delete_sql, params).fetchall()
+            dependencies.removed(self._q, rows, error, failed_us, conn)
             return moved
 
         return await self._write(work)
@@ -414,25 +403,41 @@ class SQLiteStore:
         )
         return [dead_letter(r) for r in rows]
 
-    async def requeue_dead_letter(self, dead_letter_id: int, due_at: datetime) -> int | None:
-        dead_letter_id, due_at = StoreArgs.requeue_dead_letter(dead_letter_id, due_at)
+    async def requeue_dead_letter(
+        self, dead_letter_id: int, due_at: datetime, after: Sequence[int] = ()
+    ) -> int | None:
+        dead_letter_id, due_at, after = StoreArgs.requeue_dead_letter(dead_letter_id, due_at, after)
         take_sql = self._q["take_dead_letter"]
-        insert_sql = self._q["insert_call"]
+        insert_sql = self._q["insert_waiting_call"]
+        edges_sql = self._q["insert_edges"]
 
         def work(conn: sqlite3.Connection) -> int | None:
             row = conn.execute(take_sql, (dead_letter_id,)).fetchone()
             if row is None:
                 return None
+            # (A refused prerequisite raises: the transaction, and the take, roll back.)
+            dependencies.check_prerequisites(self._q, after, conn)
             name, payload, identifier, scheduled_at = row
             # (Requeued at priority 0: a dead letter does not keep its priority.)
             params = (name, payload, to_micros(due_at), identifier, scheduled_at, 0, None, None, 0)
-            new_id: int = conn.execute(insert_sql, params).fetchone()[0]
+            new_id: int = conn.execute(insert_sql, (*params, len(after), 0)).fetchone()[0]
+            if after:
+                conn.execute(edges_sql, (new_id, json.dumps(after)))
             return new_id
 
         new_id = await self._write(work)
-        if new_id is not None:
+        if new_id is not None and not after:
             self._listeners.notify(due_at)
         return new_id
+
+    async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:
+        call_id, error, ended_at = StoreArgs.prerequisite_ended(call_id, error, ended_at)
+        ended_us = to_micros(ended_at)
+        work = partial(dependencies.prerequisite_ended, self._q, call_id, error, ended_us)
+        count, due = await self._grouped(work)
+        if due is not None:
+            self._listeners.notify(due)
+        return count
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         ids = StoreArgs.purge_dead_letters(ids)

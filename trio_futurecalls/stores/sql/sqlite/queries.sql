@@ -23,16 +23,20 @@ SELECT id FROM futurecalls_calls WHERE name = ? AND unique_key = ?;
 UPDATE futurecalls_calls SET payload = ?, due_at = ?, identifier = ?, priority = ? WHERE id = ?;
 
 -- name: cancel
--- Leased rows are running, not pending: they are not cancelled here.
-DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NULL;
+-- Leased rows are running, not pending: they are not cancelled here. (What it waited
+-- for and what waits for it: stores/sqlite/_dependencies.py.)
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NULL
+RETURNING id, waiting, dependents;
 
 -- name: cancel_identifier
-DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL;
+DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NULL
+RETURNING id, waiting, dependents;
 
 -- name: pending
 -- A row whose lease expired has no unique key (its claim cleared it).
+-- waiting last: not 0 for a call that waits for prerequisites (their ids: waiting_for).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    priority, unique_key
+    priority, unique_key, waiting
 FROM futurecalls_calls
 WHERE (lease_owner IS NULL OR due_at <= :now)
   AND (:name IS NULL OR name = :name)
@@ -43,40 +47,69 @@ ORDER BY due_at, id
 LIMIT coalesce(:limit, -1);
 
 -- name: pending_counts
--- Per name: pending calls, and those due by the parameter (inclusive). A row whose
--- lease expired by then is pending again (and due).
-SELECT name, count(*), count(*) FILTER (WHERE due_at <= ?1) FROM futurecalls_calls
+-- Per name: pending calls, those due by the parameter (inclusive), and those waiting
+-- for prerequisites (never due, whatever their time). A row whose lease expired by
+-- then is pending again (and due).
+SELECT name, count(*), count(*) FILTER (WHERE due_at <= ?1 AND waiting = 0),
+    count(*) FILTER (WHERE waiting <> 0)
+FROM futurecalls_calls
 WHERE lease_owner IS NULL OR due_at <= ?1
 GROUP BY name;
 
+-- The claim reads the (name, priority, due_at, id) index, which holds only the rows
+-- that wait for nothing (migration 0007): each of its queries says "waiting = 0" to
+-- use it, and never reads a waiting row.
+
 -- name: next_due_of_name
--- The earliest due row of a name, leaving out the rows a claim just took (a JSON
--- array of ids): one walk of the (name, due_at) index.
-SELECT due_at FROM futurecalls_calls
-WHERE name = ? AND id NOT IN (SELECT value FROM json_each(?))
-ORDER BY due_at
-LIMIT 1;
+-- The earliest due row of a name that waits for nothing, leaving out the rows a claim
+-- just took (a JSON array of ids): for each priority in use (walked as top_priority
+-- and next_priority do), the first row in due order; two seeks per priority, however
+-- many rows wait or are due later.
+WITH RECURSIVE levels(priority) AS (
+    SELECT max(priority) FROM futurecalls_calls WHERE name = ?1 AND waiting = 0
+    UNION ALL
+    SELECT (
+        SELECT max(priority) FROM futurecalls_calls
+        WHERE name = ?1 AND waiting = 0 AND priority < levels.priority
+    )
+    FROM levels WHERE levels.priority IS NOT NULL
+)
+SELECT min((
+    SELECT due_at FROM futurecalls_calls
+    WHERE name = ?1 AND waiting = 0 AND priority = levels.priority
+      AND id NOT IN (SELECT value FROM json_each(?2))
+    ORDER BY due_at
+    LIMIT 1
+))
+FROM levels WHERE levels.priority IS NOT NULL;
 
 -- name: top_priority
 -- The highest priority of a name's rows (one seek of the (name, priority, due_at, id)
 -- index); NULL when it has none.
-SELECT max(priority) FROM futurecalls_calls WHERE name = ?;
+SELECT max(priority) FROM futurecalls_calls WHERE name = ? AND waiting = 0;
 
 -- name: next_priority
 -- The highest priority of a name's rows below a given one (one seek): with
 -- top_priority, a walk over the distinct priorities in use, highest first.
-SELECT max(priority) FROM futurecalls_calls WHERE name = ? AND priority < ?;
+SELECT max(priority) FROM futurecalls_calls WHERE name = ? AND waiting = 0 AND priority < ?;
 
 -- name: claim_candidates
 -- The earliest due rows of one name and priority, up to the free slots left (an
 -- expired lease's row is due: its due_at is the expiry). Attempts as stored: the
--- claim adds one once the row decoded (stores/sqlite/_rows.py).
+-- claim adds one once the row decoded (stores/sqlite/_rows.py). dependents last
+-- (not 0: calls wait for this one).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    priority
+    priority, dependents
 FROM futurecalls_calls
-WHERE name = ? AND priority = ? AND due_at <= ?
+WHERE name = ? AND waiting = 0 AND priority = ? AND due_at <= ?
 ORDER BY due_at, id
 LIMIT ?;
+
+-- name: record_started
+-- An at-most-once claim of calls with dependents (a JSON array of ids), before it
+-- deletes their rows: they run, and calls may still be made to wait for them.
+INSERT OR REPLACE INTO futurecalls_started_prerequisites (call_id, name, started_at)
+SELECT id, name, ?2 FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?1));
 
 -- name: delete_ids
 -- The parameter is a JSON array of ids. (A claim frees the unique keys of the rows
@@ -100,10 +133,12 @@ WHERE id = ? AND lease_owner = ?;
 -- A call its claim deleted, stored again under its old id, unless a row with that id
 -- exists (pending already, or another worker's), or it is a run of a recurring
 -- schedule that was cancelled meanwhile (its runs that had not started went with it).
+-- It has dependents if calls still wait for it.
 INSERT INTO futurecalls_calls
     (id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    priority)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+    priority, dependents)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    EXISTS (SELECT 1 FROM futurecalls_call_dependencies WHERE prerequisite_id = ?1)
 WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1)
   AND (?8 IS NULL OR EXISTS (SELECT 1 FROM futurecalls_recurring WHERE key = ?8));
 
@@ -113,7 +148,8 @@ WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))
 RETURNING id;
 
 -- name: complete
-DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner = ?;
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner = ?
+RETURNING dependents;
 
 -- name: release
 UPDATE futurecalls_calls
@@ -121,7 +157,8 @@ SET lease_owner = NULL, due_at = ?, attempts = max(attempts - ?, 0)
 WHERE id = ? AND lease_owner = ?;
 
 -- name: delete_leased
-DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner = ?;
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner = ?
+RETURNING dependents;
 
 -- name: insert_dead_letter
 INSERT INTO futurecalls_dead_letters
@@ -149,7 +186,8 @@ FROM futurecalls_calls
 WHERE name = :name AND due_at <= :due_by;
 
 -- name: delete_due_rows
-DELETE FROM futurecalls_calls WHERE name = :name AND due_at <= :due_by;
+DELETE FROM futurecalls_calls WHERE name = :name AND due_at <= :due_by
+RETURNING id, waiting, dependents;
 
 -- name: purge_dead_letter
 DELETE FROM futurecalls_dead_letters WHERE id = ?;
@@ -182,7 +220,8 @@ DELETE FROM futurecalls_recurring WHERE key = ?;
 
 -- name: recurring_delete_runs
 -- A cancelled schedule's runs that have not started (leased rows are running).
-DELETE FROM futurecalls_calls WHERE recurring_key = ? AND lease_owner IS NULL;
+DELETE FROM futurecalls_calls WHERE recurring_key = ? AND lease_owner IS NULL
+RETURNING id, waiting, dependents;
 
 -- name: recurring_due
 -- rowid first: a row that cannot be read is stopped by it.
@@ -204,3 +243,91 @@ SELECT 1 FROM futurecalls_recurring WHERE next_tick <= ? LIMIT 1;
 
 -- name: recurring_next
 SELECT min(next_tick) FROM futurecalls_recurring;
+
+-- Dependencies between calls (stores/sqlite/_dependencies.py, migration 0007). The
+-- parameters named "a JSON array" are ids, as in delete_ids.
+
+-- name: insert_waiting_call
+-- A call of a batch with dependencies: how many prerequisites it waits for, and
+-- whether a later call of the batch waits for it (0 or 1), last.
+INSERT INTO futurecalls_calls
+    (name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at, priority,
+    waiting, dependents)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING id;
+
+-- name: insert_edges
+-- A call (the first parameter) waits for each call of a JSON array.
+INSERT INTO futurecalls_call_dependencies (prerequisite_id, call_id)
+SELECT value, ?1 FROM json_each(?2);
+
+-- name: mark_prerequisite
+-- A call that others are to wait for, if it has a row (pending or leased): it has
+-- dependents now.
+UPDATE futurecalls_calls SET dependents = 1 WHERE id = ? RETURNING id;
+
+-- name: is_started
+-- An at-most-once call with dependents that runs (its row went with its claim).
+SELECT 1 FROM futurecalls_started_prerequisites WHERE call_id = ?;
+
+-- name: is_dead_letter
+-- Only when a prerequisite is refused (a scan: dead letters have no call_id index).
+SELECT 1 FROM futurecalls_dead_letters WHERE call_id = ? LIMIT 1;
+
+-- name: end_started
+DELETE FROM futurecalls_started_prerequisites WHERE call_id = ? RETURNING call_id;
+
+-- name: end_started_of
+DELETE FROM futurecalls_started_prerequisites
+WHERE call_id IN (SELECT value FROM json_each(?));
+
+-- name: succeeded_edges
+-- A prerequisite succeeded: its edges go; the calls that waited for it.
+DELETE FROM futurecalls_call_dependencies WHERE prerequisite_id = ? RETURNING call_id;
+
+-- name: recount_waiting
+-- Calls (a JSON array) that lost edges: what they wait for now, counted from their
+-- edges (which are what they wait for; the count only serves the claim's index).
+UPDATE futurecalls_calls
+SET waiting = (
+    SELECT count(*) FROM futurecalls_call_dependencies AS edge
+    WHERE edge.call_id = futurecalls_calls.id
+)
+WHERE id IN (SELECT value FROM json_each(?))
+RETURNING id, waiting, due_at;
+
+-- name: dependents_of
+SELECT call_id FROM futurecalls_call_dependencies WHERE prerequisite_id = ? ORDER BY call_id;
+
+-- name: forget_waiting
+-- Calls gone for good (a JSON array) wait for nothing: their edges go; the calls they
+-- waited for.
+DELETE FROM futurecalls_call_dependencies WHERE call_id IN (SELECT value FROM json_each(?))
+RETURNING prerequisite_id;
+
+-- name: forget_dependents
+-- Calls gone for good (a JSON array): the edges of the calls that waited for them
+-- (those calls are dead letters by now).
+DELETE FROM futurecalls_call_dependencies
+WHERE prerequisite_id IN (SELECT value FROM json_each(?));
+
+-- name: clear_dependents
+-- Calls (a JSON array) whose last dependent went: no longer marked, so that their
+-- claim, completion or cancel costs nothing more.
+UPDATE futurecalls_calls SET dependents = 0
+WHERE id IN (SELECT value FROM json_each(?)) AND dependents <> 0
+  AND NOT EXISTS (
+      SELECT 1 FROM futurecalls_call_dependencies AS edge
+      WHERE edge.prerequisite_id = futurecalls_calls.id
+  );
+
+-- name: doomed_calls
+-- Dependents (a JSON array) on their way to dead letters; columns as CALL_COLUMNS.
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts
+FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?));
+
+-- name: waiting_for
+-- The prerequisites of pending calls (a JSON array) that wait.
+SELECT call_id, prerequisite_id FROM futurecalls_call_dependencies
+WHERE call_id IN (SELECT value FROM json_each(?))
+ORDER BY call_id, prerequisite_id;
