@@ -176,6 +176,7 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
         "priority": 0,
         "due_at": "2030-01-01T07:00:00+00:00",
         "scheduled_at": by_id[second]["scheduled_at"],
+        "waiting_for": [],
         "payload": {"b": [1, 2], "a": "é"},
     }
     assert by_id[first]["payload"] is None
@@ -191,6 +192,8 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
         "IDENTIFIER",
         "UNIQUE",
         "KEY",
+        "WAITS",
+        "FOR",
         "PAYLOAD",
     ]
     assert '{"b":[1,2],"a":"é"}' in table[3]  # stored compactly
@@ -239,7 +242,7 @@ async def test_store_urls_and_environment(tmp_path: Path) -> None:
         "--json",
         env=cli_env(FUTURECALLS_STORE="sqlite:///ignored.db"),
     )
-    assert r.json() == {"x": {"pending": 1, "due": 0}}
+    assert r.json() == {"x": {"pending": 1, "due": 0, "waiting": 0}}
     assert not (tmp_path / "sub" / "ignored.db").exists()
     # memory:// is a new, empty store for the one command.
     r = await cli(tmp_path, "--store", "memory://", "run-once", "cli_calls:CALLS")
@@ -261,10 +264,39 @@ async def test_stats_from_store(tmp_path: Path) -> None:
     for name, when in (("a", "0"), ("a", "0"), ("a", "1d"), ("b", "1h")):
         await cli(tmp_path, "--store", STORE, "schedule", name, "--in", when)
     r = await cli(tmp_path, "--store", STORE, "stats", "--json")
-    assert r.json() == {"a": {"pending": 3, "due": 2}, "b": {"pending": 1, "due": 0}}
+    assert r.json() == {
+        "a": {"pending": 3, "due": 2, "waiting": 0},
+        "b": {"pending": 1, "due": 0, "waiting": 0},
+    }
     table = (await cli(tmp_path, "--store", STORE, "stats")).out.splitlines()
-    assert table[0].split() == ["NAME", "PENDING", "DUE"]
-    assert table[1].split() == ["a", "3", "2"]
+    assert table[0].split() == ["NAME", "PENDING", "DUE", "WAITING"]
+    assert table[1].split() == ["a", "3", "2", "0"]
+
+
+async def test_dependencies_from_the_command_line(tmp_path: Path) -> None:
+    s = ("--store", STORE)
+    first = int((await cli(tmp_path, *s, "schedule", "a", "--in", "1h")).out)
+    second = int((await cli(tmp_path, *s, "schedule", "a", "--in", "1h")).out)
+    args = ("schedule", "b", "--in", "0", "--after", str(first), "--after", str(second))
+    joined = int((await cli(tmp_path, *s, *args)).out)
+    listed = {c["id"]: c for c in (await cli(tmp_path, *s, "list", "--json")).json()}
+    assert listed[joined]["waiting_for"] == [first, second]
+    table = (await cli(tmp_path, *s, "list", "--name", "b")).out.splitlines()
+    assert f"{first} {second}" in table[1]
+    stats = (await cli(tmp_path, *s, "stats", "--json")).json()
+    assert stats["b"] == {"pending": 1, "due": 0, "waiting": 1}
+    # A call the store cannot see: exit 1, with the reason.
+    r = await cli(tmp_path, *s, "schedule", "b", "--in", "0", "--after", "999999", rc=1)
+    assert "cannot wait for call 999999" in r.err
+    # Cancelling a prerequisite ends the call waiting for it; requeue it after another.
+    assert (await cli(tmp_path, *s, "cancel", "--id", str(first))).out == "1\n"
+    (dead,) = (await cli(tmp_path, *s, "dead-letters", "list", "--json")).json()
+    assert dead["call_id"] == joined
+    assert dead["error"] == f"prerequisite {first} failed: it was cancelled"
+    requeue = ("dead-letters", "requeue", str(dead["id"]), "--after", str(second))
+    again = int((await cli(tmp_path, *s, *requeue)).out)
+    listed = {c["id"]: c for c in (await cli(tmp_path, *s, "list", "--json")).json()}
+    assert listed[again]["waiting_for"] == [second]
 
 
 async def test_rows_another_program_wrote_are_listed_as_text(tmp_path: Path) -> None:
@@ -737,7 +769,7 @@ async def test_postgres_store(tmp_path: Path) -> None:
             (call_id, "cli-echo", "pg", {"a": 1})
         ]
         r = await cli(tmp_path, *pg, "stats", "--json")
-        assert r.json() == {"cli-echo": {"pending": 1, "due": 0}}
+        assert r.json() == {"cli-echo": {"pending": 1, "due": 0, "waiting": 0}}
         assert (await cli(tmp_path, *pg, "cancel", "--identifier", "pg")).out == "1\n"
         # postgres:// is accepted as well.
         short = pg_dsn().replace("postgresql://", "postgres://", 1)

@@ -21,6 +21,7 @@ import trio
 from trio_futurecalls import (
     Delivery,
     FutureCall,
+    InvalidArgumentError,
     Lease,
     NewCall,
     PendingQuery,
@@ -340,19 +341,13 @@ async def test_cancelling_a_recurring_schedule_ends_what_waits_for_its_runs(
         assert edges(path) == []
 
 
-async def test_a_keyed_call_in_a_batch_can_be_waited_for(tmp_path: Path) -> None:
-    # (Scheduler.chain whose first step has a unique key builds such a batch.)
+async def test_unique_keys_and_dependencies_are_not_mixed_in_a_batch(tmp_path: Path) -> None:
+    # (Not supported yet on any store: refused before anything is stored.)
     path = tmp_path / "calls.sqlite3"
     async with open_sqlite_store(path) as store:
-        first, second = await store.schedule([new("a", unique_key="k"), new("b", after_batch=(0,))])
-        # Ignored as a duplicate: the new dependent waits for the key's holder.
-        held, third = await store.schedule([new("a", unique_key="k"), new("b", after_batch=(0,))])
-        assert held == first
-        waiting = {c.id: c.waiting_for for c in await store.pending(PendingQuery())}
-        assert waiting == {first: (), second: (first,), third: (first,)}
-        assert await claimed(store, lease=lease("a")) == [first]
-        assert await store.complete("w1", first)
-        assert sorted(await claimed(store)) == [second, third]
+        with pytest.raises(InvalidArgumentError, match="unique keys and dependencies"):
+            await store.schedule([new("a", unique_key="k"), new("b", after_batch=(0,))])
+        assert await store.pending(PendingQuery()) == []
 
 
 async def test_listeners_hear_of_calls_once_they_wait_for_nothing(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from .. import DuplicateCallError, FutureCallsError, InvalidArgumentError
+from .. import DuplicateCallError, FutureCallsError, InvalidArgumentError, PrerequisiteError
 from .._open_store import parse_store_url
 from .._redact import redact, secrets_in
 from .._util import leaves as group_leaves
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if isinstance(exc, UsageError | InvalidArgumentError) and not isinstance(
             exc,
-            DuplicateCallError,  # found by the store: not a usage error
+            DuplicateCallError | PrerequisiteError,  # found by the store: not a usage error
         ):
             _error(str(exc), hide)
             return 2

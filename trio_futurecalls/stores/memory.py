@@ -167,7 +167,7 @@ class MemoryStore:
         if call is None:
             return False
         self._free_key(call)
-        self._gone({call_id: CANCELLED}, call.scheduled_at)
+        self._gone({call_id: CANCELLED}, None)
         return True
 
     async def cancel_identifier(self, identifier: str) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 from ..._errors import PrerequisiteError
 from ..._model import NewCall
 from .._dependencies import dependent_reasons
-from ._inserts import insert_keyed_call, insert_params
+from ._inserts import insert_params
 from ._rows import CALL_COLUMNS, check_row, due_time
 
 #: A removed row as the deletes return it: ``id, waiting, dependents``.
@@ -63,13 +63,9 @@ def insert_waiting_calls(
     ready: list[datetime] = []
     for position, c in enumerate(calls):
         prerequisites = list(dict.fromkeys([*c.after, *(ids[p] for p in c.after_batch)]))
-        if c.unique_key is not None:  # (StoreArgs: a call with a key waits for nothing)
-            call_id = insert_keyed_call(q, c, conn)
-            if position in waited_for:  # it may be an older call (the key's holder)
-                conn.execute(q["mark_prerequisite"], (call_id,))
-        else:
-            params = (*insert_params(c), len(prerequisites), int(position in waited_for))
-            (call_id,) = conn.execute(q["insert_waiting_call"], params).fetchone()
+        # (No unique keys here: StoreArgs refuses them in a batch with dependencies.)
+        params = (*insert_params(c), len(prerequisites), int(position in waited_for))
+        (call_id,) = conn.execute(q["insert_waiting_call"], params).fetchone()
         if prerequisites:
             conn.execute(q["insert_edges"], (call_id, _ids(prerequisites)))
         else:
