@@ -12,7 +12,7 @@ import itertools
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from pg_support import (
     open_test_postgres_store,
     pg_dsn,
     require_postgres,
+    until,
 )
 
 from trio_futurecalls import Lease, NewCall, PendingQuery, PrerequisiteError, schedule_chain
@@ -152,3 +153,23 @@ async def test_waiting_for_a_prerequisite_as_it_ends(end: str) -> None:
         open_postgres_store(pg_dsn(), schema=store.schema, migrate=False, min_pool_size=0) as other,
     ):
         await _race(store, other, 30, end)
+
+
+async def test_other_processes_hear_of_a_dependent_when_it_becomes_due() -> None:
+    async with (
+        open_test_postgres_store() as store,
+        open_postgres_store(pg_dsn(), schema=store.schema, migrate=False, min_pool_size=0) as other,
+    ):
+        heard: list[datetime] = []
+        other.add_listener(heard.append)
+        due = datetime(2031, 5, 6, 7, 8, 9, 123457, tzinfo=UTC)  # microseconds count
+        (root,) = await store.schedule([new("p", now() - timedelta(seconds=1))])
+        await store.schedule(
+            [NewCall(name="d", payload="null", due_at=due, scheduled_at=now(), after=(root,))]
+        )
+        lease = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("p"))
+        await store.claim(now(), {"p": 1}, 1, lease)
+        await trio.sleep(0.2)  # (the NOTIFYs of the schedule and claim reach `other`)
+        heard.clear()
+        assert await store.complete("w1", root)
+        await until(lambda: due in heard, 10)

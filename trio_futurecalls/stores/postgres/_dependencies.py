@@ -104,13 +104,12 @@ async def aio_release(
     q: Queries, channel: str, prerequisites: Sequence[int], conn: Any
 ) -> tuple[int, datetime | None]:
     """``prerequisites`` succeeded (their rows or records gone, in an earlier
-    statement): release their dependents; (how many are due now, the earliest due
-    time among them)."""
-    rows = await conn.fetch(q["release_dependents"], list(prerequisites))
+    statement): release their dependents, NOTIFY in the same statement; (how many are
+    due now, the earliest due time among them)."""
+    rows = await conn.fetch(q["release_dependents"], list(prerequisites), channel)
     if not rows:
         return 0, None
     earliest: datetime = min(r[1] for r in rows)
-    await conn.execute(q["notify"], channel, notify_payload(earliest))
     return len(rows), earliest
 
 

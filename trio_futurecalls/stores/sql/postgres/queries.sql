@@ -644,7 +644,9 @@ ON CONFLICT DO NOTHING;
 
 -- name: release_dependents
 -- Prerequisites $1 succeeded: their edges go, and each dependent waits for one fewer.
--- Returns the dependents that wait for nothing now, with their due times.
+-- Returns the dependents that wait for nothing now, with their due times; if there
+-- are any, NOTIFY $2 with the earliest due time (in the payload format of
+-- stores/postgres/_listener.notify_payload: epoch microseconds as text).
 WITH gone AS (
     DELETE FROM {schema}.call_dependencies WHERE prerequisite_id = ANY($1::bigint[])
     RETURNING call_id
@@ -655,8 +657,16 @@ WITH gone AS (
     FROM counted
     WHERE c.id = counted.call_id
     RETURNING c.id, c.waiting, c.due_at
+), ready AS (
+    SELECT id, due_at FROM updated WHERE waiting = 0
+), wakeup AS (
+    SELECT count(*) AS sent
+    FROM (
+        SELECT pg_notify($2::text, floor(extract(epoch FROM min(due_at)) * 1000000)::bigint::text)
+        FROM ready HAVING count(*) > 0
+    ) AS n
 )
-SELECT id, due_at FROM updated WHERE waiting = 0;
+SELECT ready.id, ready.due_at FROM ready CROSS JOIN wakeup;
 
 -- name: dependency_closure
 -- Every edge reachable from prerequisites $1 (their dependents, theirs, ...).
