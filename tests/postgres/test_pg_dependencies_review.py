@@ -106,3 +106,76 @@ async def test_a_prerequisite_succeeding_while_another_of_a_fan_in_fails() -> No
             assert [(c.id, c.waiting_for) for c in await store.pending(PendingQuery())] == [(e, ())]
             assert {x.call_id for x in await store.dead_letters()} == {p2, d}
             assert errors == []
+
+
+@asynccontextmanager
+async def locked_started_record(schema: str, call_id: int) -> AsyncIterator[None]:
+    """Hold the started-prerequisite record of ``call_id`` locked (``FOR UPDATE``) in a
+    transaction of the test's own while the block runs."""
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(
+            pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
+        )
+        try:
+            async with aio_as_trio(conn.transaction()):
+                await aio_as_trio(conn.execute)(
+                    f'SELECT 1 FROM "{schema}".started_prerequisites WHERE call_id = $1 FOR UPDATE',
+                    call_id,
+                )
+                yield
+        finally:
+            await aio_as_trio(conn.close)()
+
+
+async def test_waiting_for_an_at_most_once_call_as_it_is_put_back() -> None:
+    """X, at-most-once with a dependent, runs (its row gone, its start recorded) and
+    is put back (a retry, or a hand-back at shutdown) while another process schedules
+    a call after X. The schedule looks for X's row (not there yet: the put back is not
+    committed), then waits for X's record, which the put back deletes as it stores the
+    row again. X is pending the whole time, so the call must be stored, waiting for
+    X; it was refused with PrerequisiteError ("not pending or running...")."""
+    async with open_test_postgres_store() as store:
+        schema = store.schema
+        async with open_postgres_store(
+            pg_dsn(),
+            schema=schema,
+            migrate=False,
+            min_pool_size=0,
+            application_name=f"fc-{schema}:other",
+        ) as other:
+            t = now() - timedelta(seconds=1)
+            (x,) = await store.schedule([new("p", t)])
+            await store.schedule(
+                [NewCall(name="d", payload="null", due_at=t, scheduled_at=t, after=(x,))]
+            )
+            (call,) = (await store.claim(now(), {"p": 1}, 1)).calls
+            assert call.dependents
+            errors: list[BaseException] = []
+            stored: list[int] = []
+
+            async def add() -> None:
+                try:
+                    stored.extend(
+                        await other.schedule(
+                            [
+                                NewCall(
+                                    name="d", payload="null", due_at=t, scheduled_at=t, after=(x,)
+                                )
+                            ]
+                        )
+                    )
+                except Exception as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery, locked_started_record(schema, x):
+                # The put back stores X's row again, then waits to delete its record...
+                nursery.start_soon(store.put_back, [call], None)
+                await waiting_for_a_lock(f"fc-{schema}")
+                # ... while the schedule, which did not see that row, waits for it too.
+                nursery.start_soon(add)
+                await waiting_for_a_lock(f"fc-{schema}:other")
+            assert errors == []
+            (added,) = stored
+            pending = {c.id: c.waiting_for for c in await store.pending(PendingQuery())}
+            assert pending[x] == ()
+            assert pending[added] == (x,)
