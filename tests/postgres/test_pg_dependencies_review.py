@@ -179,3 +179,39 @@ async def test_waiting_for_an_at_most_once_call_as_it_is_put_back() -> None:
             pending = {c.id: c.waiting_for for c in await store.pending(PendingQuery())}
             assert pending[x] == ()
             assert pending[added] == (x,)
+
+
+async def test_a_prerequisite_succeeding_while_one_of_its_dependents_is_cancelled() -> None:
+    """The same lock order, simpler: P (at-most-once, running) has dependents D and E;
+    P succeeds while D is cancelled (its row goes, then its edges). The success must
+    not fail with a deadlock: E would wait forever for a call that succeeded."""
+    async with open_test_postgres_store() as store:
+        schema = store.schema
+        async with open_postgres_store(
+            pg_dsn(),
+            schema=schema,
+            migrate=False,
+            min_pool_size=0,
+            application_name=f"fc-{schema}:other",
+        ) as other:
+            t = now() - timedelta(seconds=1)
+            (p,) = await store.schedule([new("p", t)])
+            dependent = NewCall(name="d", payload="null", due_at=t, scheduled_at=t, after=(p,))
+            d, e = await store.schedule([dependent, dependent])
+            (call,) = (await store.claim(now(), {"p": 1}, 1)).calls
+            assert call.dependents
+            errors: list[BaseException] = []
+
+            async def run(fn: Callable[..., Awaitable[object]], *args: object) -> None:
+                try:
+                    await fn(*args)
+                except Exception as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery, locked_edge(schema, p, d):
+                nursery.start_soon(run, store.prerequisite_ended, p, None, now())
+                await waiting_for_a_lock(f"fc-{schema}")
+                nursery.start_soon(run, other.cancel, d)
+                await waiting_for_a_lock(f"fc-{schema}:other")
+            assert [(c.id, c.waiting_for) for c in await store.pending(PendingQuery())] == [(e, ())]
+            assert errors == []
