@@ -89,7 +89,9 @@ def new_call(
     """Validate one scheduling request of the checked class ``cls`` (``priority``
     None: the class's)."""
     checked_priority = cls.priority if priority is None else check_priority(priority)
-    if after is not None and after != ():
+    # (An empty collection, [] or set() as well as (), means no prerequisites.)
+    checked_after = () if after is None or after == () else check_after(after)
+    if checked_after:
         check_no_key_with_after(check_unique_key(unique_key))
         return CheckedNewCall(
             name=cls.name,
@@ -99,7 +101,7 @@ def new_call(
             scheduled_at=now,
             on_conflict=check_on_conflict(on_conflict),
             priority=checked_priority,
-            after=check_after(after),
+            after=checked_after,
         )
     if unique_key is None and on_conflict == "ignore":
         # The common case, without the key checks: no key (on_conflict then does not
@@ -323,7 +325,8 @@ async def move_unknown_to_dead_letters(
     of ``names``) to dead letters, one statement per name; return how many moved."""
     wanted_names = None if names is None else set(check_names(names))
     known = set(known)
-    found = {name for name, n in (await store.pending_counts(now)).items() if n.due}
+    # (Waiting calls are not due, yet dead_letter_due moves those due by now too.)
+    found = {name for name, n in (await store.pending_counts(now)).items() if n.due or n.waiting}
     wanted = found - known if wanted_names is None else wanted_names & found - known
     moved = 0
     for name in sorted(wanted):

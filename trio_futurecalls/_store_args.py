@@ -30,7 +30,12 @@ from ._validate import (
     check_time,
     error_text,
 )
-from ._validate_dependencies import check_after, check_after_batch, check_no_key_with_after
+from ._validate_dependencies import (
+    MAX_PREREQUISITES,
+    check_after,
+    check_after_batch,
+    check_no_key_with_after,
+)
 from ._validate_recurring import check_recurring_info
 
 
@@ -38,6 +43,11 @@ def check_call_prerequisites(call: NewCall, position: int) -> NewCall:
     """``call`` (at ``position`` in its batch) with its prerequisites checked."""
     after = check_after(call.after)
     after_batch = check_after_batch(call.after_batch, position)
+    if len(after) + len(after_batch) > MAX_PREREQUISITES:
+        raise InvalidArgumentError(
+            f"call {position} of the batch waits for {len(after) + len(after_batch)} calls "
+            f"(after and after_batch); at most {MAX_PREREQUISITES} are allowed"
+        )
     if call.recurring_key is not None:
         raise InvalidArgumentError("a run of a recurring schedule cannot wait for other calls")
     check_no_key_with_after(call.unique_key)

@@ -37,9 +37,13 @@ def failed_reason(prerequisite_id: int, error: str) -> str:
 
 
 def did_not_run_reason(prerequisite_id: int, its_reason: str) -> str:
-    """What a dependent of a dependent says: its prerequisite never ran."""
-    reason = f"prerequisite {prerequisite_id} did not run: {its_reason}"
-    return reason[:MAX_REASON_LENGTH]
+    """What a dependent of a dependent says: its prerequisite never ran. Too long (a
+    deep chain), the middle goes: the nearest step and the root cause (at the end)
+    stay."""
+    head = f"prerequisite {prerequisite_id} did not run: "
+    if len(head) + len(its_reason) <= MAX_REASON_LENGTH:
+        return head + its_reason
+    return head + "... " + its_reason[len(head) + len(its_reason) + 4 - MAX_REASON_LENGTH :]
 
 
 CANCELLED: Final = "it was cancelled"

@@ -167,7 +167,7 @@ class MemoryStore:
         if call is None:
             return False
         self._free_key(call)
-        self._gone({call_id: CANCELLED}, None)
+        self._gone({call_id: CANCELLED}, None)  # (dated now, as cancel_identifier)
         return True
 
     async def cancel_identifier(self, identifier: str) -> int:
@@ -364,7 +364,12 @@ class MemoryStore:
                 call = attrs.evolve(call, unique_key=None, waiting_for=())  # claimed: none
             if call.id not in self._calls:
                 if call.recurring_key is not None and call.recurring_key not in self._recurring:
-                    continue  # a run of a schedule cancelled meanwhile: gone with it
+                    # A run of a schedule cancelled meanwhile: gone with it, and so are
+                    # the calls waiting for it (as for its runs that had not started).
+                    if call.id in self._deps.started:
+                        self._deps.started.discard(call.id)
+                        self._gone({call.id: CANCELLED}, None)
+                    continue
                 self._deps.started.discard(call.id)  # pending again, not running
                 self._put(call)  # deleted by its claim (at-most-once)
             elif owner is not None and self._owners.get(call.id) == owner:

@@ -34,6 +34,10 @@ from ._listener import notify_payload
 
 Queries = Mapping[str, str]
 
+#: How often a batch's prerequisites are looked up, rows then records (see
+#: _schedule_waiting).
+_LOOKUPS = 3
+
 
 async def aio_schedule_waiting(
     q: Queries, channel: str, calls: Sequence[NewCall], conn: Any
@@ -60,16 +64,24 @@ async def _schedule_waiting(
     q: Queries, channel: str, calls: Sequence[NewCall], conn: Any
 ) -> tuple[list[int], datetime | None]:
     wanted = list(dict.fromkeys(p for c in calls for p in c.after))  # first mention first
-    if wanted:
-        seen = {r[0] for r in await conn.fetch(q["dependency_lock_calls"], sorted(wanted))}
-        missing = [p for p in wanted if p not in seen]
-        if missing:
-            rows = await conn.fetch(q["dependency_lock_started"], sorted(missing))
-            running = {r[0] for r in rows}
-            for p in missing:
-                if p not in running:
-                    failed = bool(await conn.fetchval(q["dependency_failed"], p))
-                    raise PrerequisiteError(p, failed)
+    missing = wanted
+    # A call can move from its record back to a row (put_back) between the two
+    # lookups: the record's lock waited for that put back, whose row the row lookup,
+    # run before, could not see. The rows are looked up again then (a new statement,
+    # a new snapshot), a few times at most.
+    for _ in range(_LOOKUPS):
+        if not missing:
+            break
+        seen = {r[0] for r in await conn.fetch(q["dependency_lock_calls"], sorted(missing))}
+        missing = [p for p in missing if p not in seen]
+        if not missing:
+            break
+        rows = await conn.fetch(q["dependency_lock_started"], sorted(missing))
+        running = {r[0] for r in rows}
+        missing = [p for p in missing if p not in running]
+    for p in missing:
+        failed = bool(await conn.fetchval(q["dependency_failed"], p))
+        raise PrerequisiteError(p, failed)
     referenced = {p for c in calls for p in c.after_batch}
     rows = await conn.fetch(
         q["insert_waiting_calls"],
