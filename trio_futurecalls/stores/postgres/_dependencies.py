@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..._errors import PrerequisiteError
 from ..._model import NewCall, StoredCall
@@ -33,26 +33,27 @@ from ._inserts import _DEADLOCK_ATTEMPTS, _TRY_AGAIN
 from ._listener import notify_payload
 
 Queries = Mapping[str, str]
+T = TypeVar("T")
 
 #: How often a batch's prerequisites are looked up, rows then records (see
 #: _schedule_waiting).
 _LOOKUPS = 3
 
 
-async def aio_schedule_waiting(
-    q: Queries, channel: str, calls: Sequence[NewCall], conn: Any
-) -> tuple[list[int], datetime | None]:
-    """Store a batch in which calls wait for others (all or nothing); return the ids
-    and the earliest due time of the calls that wait for nothing (None: none).
+async def aio_retrying(body: Callable[[Any], Awaitable[T]], conn: Any) -> T:
+    """``body(conn)`` in a savepoint of the caller's transaction, run again (after a
+    short random pause) if the server rolled it back as a deadlock's victim or for a
+    serialization failure.
 
-    Rolled back to a savepoint and run again if the server picked it as a deadlock's
-    victim (it locks prerequisites in id order, but a grouped write may lock them in
-    another).
+    Every transaction here locks call rows before edges, and rows in id order within
+    a statement; but a cascade locks its dependents level by level, and a grouped
+    write locks rows in its own order, so a cycle can still form between two of them.
+    The server breaks it by failing one: that one runs again, whole.
     """
     for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
         try:
-            async with conn.transaction():  # a savepoint: the caller's transaction
-                return await _schedule_waiting(q, channel, calls, conn)
+            async with conn.transaction():  # a savepoint
+                return await body(conn)
         except _TRY_AGAIN:
             if attempt == _DEADLOCK_ATTEMPTS:
                 raise
@@ -60,9 +61,11 @@ async def aio_schedule_waiting(
     raise AssertionError("unreachable")
 
 
-async def _schedule_waiting(
+async def aio_schedule_waiting(
     q: Queries, channel: str, calls: Sequence[NewCall], conn: Any
 ) -> tuple[list[int], datetime | None]:
+    """Store a batch in which calls wait for others (all or nothing); return the ids
+    and the earliest due time of the calls that wait for nothing (None: none)."""
     wanted = list(dict.fromkeys(p for c in calls for p in c.after))  # first mention first
     missing = wanted
     # A call can move from its record back to a row (put_back) between the two
@@ -118,6 +121,8 @@ async def aio_release(
     """``prerequisites`` succeeded (their rows or records gone, in an earlier
     statement): release their dependents, NOTIFY in the same statement; (how many are
     due now, the earliest due time among them)."""
+    # Rows before edges, as every transaction here takes them (see aio_retrying).
+    await conn.fetch(q["dependency_lock_dependents"], list(prerequisites))
     rows = await conn.fetch(q["release_dependents"], list(prerequisites), channel)
     if not rows:
         return 0, None
@@ -222,5 +227,5 @@ async def aio_requeue_waiting(
         due_at=due_at,
         after=tuple(after),
     )
-    ids, _ = await _schedule_waiting(q, channel, [new], conn)
+    ids, _ = await aio_schedule_waiting(q, channel, [new], conn)
     return ids[0]

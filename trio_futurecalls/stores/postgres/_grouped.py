@@ -107,7 +107,7 @@ class GroupedWrites:
         self._releases: GroupCommit[_Release, bool] = GroupCommit(
             _one_by_one_on_refusal(self._release_batch)
         )
-        self._put_backs: GroupCommit[_PutBack, int] = GroupCommit(
+        self._put_backs: GroupCommit[_PutBack, tuple[int, list[int]]] = GroupCommit(
             _one_by_one_on_refusal(self._put_back_batch)
         )
         self._dead_letters: GroupCommit[_DeadLetter, int | None] = GroupCommit(
@@ -122,7 +122,10 @@ class GroupedWrites:
     async def release(self, owner: str, call_id: int, due_at: datetime, refund: bool) -> bool:
         return await self._releases.submit(_Release(owner, call_id, due_at, refund))
 
-    async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
+    async def put_back(
+        self, calls: Sequence[StoredCall], owner: str | None
+    ) -> tuple[int, list[int]]:
+        """(how many were put back, ids of runs dropped whose dependents must end)."""
         return await self._put_backs.submit(_PutBack(tuple(calls), owner))
 
     async def dead_letter(
@@ -169,10 +172,10 @@ class GroupedWrites:
         self._wake([items[k].due_at for k in released])
         return [k in released for k in range(len(items))]
 
-    async def _put_back_batch(self, items: Sequence[_PutBack]) -> list[int]:
+    async def _put_back_batch(self, items: Sequence[_PutBack]) -> list[tuple[int, list[int]]]:
         rows = [(k, call, item.owner) for k, item in enumerate(items) for call in item.calls]
         if not rows:
-            return [0 for _ in items]
+            return [(0, []) for _ in items]
         earliest = min(utc(call.due_at) for _, call, _ in rows)
         done = await self._call(
             "fetch",
@@ -193,10 +196,14 @@ class GroupedWrites:
             [c.dependents for _, c, _ in rows],
         )
         counts = [0 for _ in items]
-        for (position,) in done:
-            counts[rows[position - 1][0]] += 1
-        self._wake([rows[position - 1][1].due_at for (position,) in done])
-        return counts
+        dropped: list[list[int]] = [[] for _ in items]
+        for position, call_id in done:
+            if position is not None:
+                counts[rows[position - 1][0]] += 1
+            else:
+                dropped[next(k for k, call, _ in rows if call.id == call_id)].append(call_id)
+        self._wake([rows[position - 1][1].due_at for position, _ in done if position is not None])
+        return list(zip(counts, dropped, strict=True))
 
     async def _dead_letter_batch(self, items: Sequence[_DeadLetter]) -> list[int | None]:
         rows = await self._call(

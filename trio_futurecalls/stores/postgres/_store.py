@@ -33,9 +33,11 @@ from .._rows import call_from_row, dead_letter_from_row, recurring_from_row
 from ._dependencies import (
     aio_complete_prerequisite,
     aio_dead_letter_prerequisite,
+    aio_end,
     aio_gone,
     aio_prerequisite_ended,
     aio_requeue_waiting,
+    aio_retrying,
     aio_schedule_waiting,
 )
 from ._errors import bridge
@@ -175,7 +177,7 @@ class PostgresStore:
             return []
         earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
         if any(c.after or c.after_batch for c in calls):
-            ids, ready = await self._transaction(
+            ids, ready = await self._dependency_transaction(
                 "schedule", partial(aio_schedule_waiting, self._q, self.channel, calls)
             )
             if ready is not None:
@@ -229,7 +231,7 @@ class PostgresStore:
             await aio_gone(self._q, rows, CANCELLED, utc_now(), conn)
             return len(rows)
 
-        return await self._transaction(query, run)
+        return await self._dependency_transaction(query, run)
 
     # -- inspection -------------------------------------------------------------------
 
@@ -321,7 +323,14 @@ class PostgresStore:
         if not calls:
             return 0
         # Concurrent hand-backs share one statement (see _grouped.py).
-        return await self._writes.put_back(calls, owner)
+        count, dropped = await self._writes.put_back(calls, owner)
+        if dropped:
+            # Runs of a schedule cancelled while they ran: they will not run again.
+            roots = dict.fromkeys(dropped, CANCELLED)
+            await self._dependency_transaction(
+                "put_back", partial(aio_end, self._q, roots, utc_now())
+            )
+        return count
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
@@ -338,7 +347,7 @@ class PostgresStore:
             return True
         # Not deleted: the lease was lost, or other calls wait for this one (its row is
         # left to a transaction that releases them too).
-        done, ready = await self._transaction(
+        done, ready = await self._dependency_transaction(
             "complete",
             partial(aio_complete_prerequisite, self._q, self.channel, owner, call_id),
         )
@@ -366,7 +375,7 @@ class PostgresStore:
             if dead_id is not None or owner is None:
                 return dead_id
         # Other calls wait for it (or its lease was lost: then nothing is written).
-        answer: int | None = await self._transaction(
+        answer: int | None = await self._dependency_transaction(
             "dead_letter",
             partial(aio_dead_letter_prerequisite, self._q, call, error, failed_at, owner),
         )
@@ -383,7 +392,7 @@ class PostgresStore:
             await aio_gone(self._q, rows, error, failed_at, conn)
             return len(rows)
 
-        return await self._transaction("dead_letter_due", run)
+        return await self._dependency_transaction("dead_letter_due", run)
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
@@ -397,7 +406,7 @@ class PostgresStore:
     ) -> int | None:
         dead_letter_id, due_at, after = StoreArgs.requeue_dead_letter(dead_letter_id, due_at, after)
         if after:
-            waiting: int | None = await self._transaction(
+            waiting: int | None = await self._dependency_transaction(
                 "requeue_dead_letter",
                 partial(aio_requeue_waiting, self._q, self.channel, dead_letter_id, due_at, after),
             )
@@ -418,7 +427,7 @@ class PostgresStore:
         call_id, error, ended_at = StoreArgs.prerequisite_ended(call_id, error, ended_at)
         if error is not None:
             error = error.replace("\x00", "\\x00")
-        count, ready = await self._transaction(
+        count, ready = await self._dependency_transaction(
             "prerequisite_ended",
             partial(aio_prerequisite_ended, self._q, self.channel, call_id, error, ended_at),
         )
@@ -438,6 +447,11 @@ class PostgresStore:
 
     # -- recurring schedules ----------------------------------------------------------
 
+    async def _dependency_transaction(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """As :meth:`_transaction`, run again if the server picked it as a deadlock's
+        victim (see ``_dependencies.aio_retrying``)."""
+        return await self._transaction(what, partial(aio_retrying, fn))
+
     async def _transaction(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(connection)`` (asyncio side) in one transaction on a connection."""
         self._live_pool()
@@ -456,7 +470,7 @@ class PostgresStore:
 
     async def cancel_recurring(self, key: str) -> bool:
         key = StoreArgs.cancel_recurring(key)
-        return await self._transaction(
+        return await self._dependency_transaction(
             "cancel_recurring", partial(aio_cancel_recurring, self._q, key, utc_now())
         )
 

@@ -266,6 +266,8 @@ class SQLiteStore:
         leased_sql = self._q["put_back_leased"]
         deleted_sql = self._q["put_back_deleted"]
         ended_sql = self._q["end_started"]
+        dropped_sql = self._q["run_dropped"]
+        now_us = to_micros(datetime.now(UTC))
 
         def work(conn: sqlite3.Connection) -> int:
             handed = 0
@@ -292,6 +294,12 @@ class SQLiteStore:
                     handed += 1
                     if c.dependents:  # pending again: no longer running
                         conn.execute(ended_sql, (c.id,))
+                elif c.dependents and c.recurring_key is not None:
+                    # A run whose schedule was cancelled while it ran is dropped: it
+                    # will not run again, so the calls waiting for it end.
+                    dropped = (c.id, c.recurring_key)
+                    if conn.execute(dropped_sql, dropped).fetchone() is not None:
+                        dependencies.prerequisite_ended(self._q, c.id, CANCELLED, now_us, conn)
             return handed
 
         handed = await self._grouped(work)

@@ -352,7 +352,8 @@ ON CONFLICT (call_id) DO NOTHING
 -- otherwise (pending already, or another worker's) is left alone. The same call given
 -- twice is put back once, by its first mention. NOTIFY $9 with $10 in the same
 -- statement if anything was put back. Returns the positions (1-based) of the input
--- rows put back. $14: whether other calls wait for the call (as claimed).
+-- rows put back, then (position NULL) the ids of the runs dropped whose dependents
+-- must end. $14: whether other calls wait for the call (as claimed).
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -401,8 +402,23 @@ WITH input AS (
 ), wakeup AS (
     SELECT count(*) AS sent
     FROM (SELECT pg_notify($9::text, $10::text) FROM (SELECT 1 FROM done LIMIT 1) AS first_row) AS n
+), gone_runs AS (
+    SELECT DISTINCT i.id FROM input AS i
+    WHERE i.recurring_key IS NOT NULL AND i.dependents
+      AND NOT EXISTS (SELECT 1 FROM {schema}.recurring AS r WHERE r.key = i.recurring_key)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
+), dropped AS (
+    -- A run that is not stored again because its schedule is gone will not run again:
+    -- its record as a started prerequisite goes here, and the store then ends the
+    -- calls waiting for it (a transaction of its own, see aio_end).
+    DELETE FROM {schema}.started_prerequisites AS s
+    USING gone_runs AS g
+    WHERE s.call_id = g.id
+    RETURNING s.call_id
 )
-SELECT done.ord FROM done CROSS JOIN wakeup;
+SELECT done.ord, NULL::bigint AS dropped FROM done CROSS JOIN wakeup
+UNION ALL
+SELECT NULL, call_id FROM dropped;
 
 -- name: renew
 UPDATE {schema}.calls SET due_at = $1
@@ -641,6 +657,16 @@ RETURNING id;
 INSERT INTO {schema}.call_dependencies (prerequisite_id, call_id)
 SELECT * FROM unnest($1::bigint[], $2::bigint[])
 ON CONFLICT DO NOTHING;
+
+-- name: dependency_lock_dependents
+-- Lock the rows of the calls waiting for prerequisites $1, in id order, before their
+-- edges are touched (every transaction takes rows before edges).
+SELECT id FROM {schema}.calls
+WHERE id IN (
+    SELECT call_id FROM {schema}.call_dependencies WHERE prerequisite_id = ANY($1::bigint[])
+)
+ORDER BY id
+FOR UPDATE;
 
 -- name: release_dependents
 -- Prerequisites $1 succeeded: their edges go, and each dependent waits for one fewer.

@@ -142,6 +142,13 @@ SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
 WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1)
   AND (?8 IS NULL OR EXISTS (SELECT 1 FROM futurecalls_recurring WHERE key = ?8));
 
+-- name: run_dropped
+-- Whether a call put_back_deleted did not store again was dropped: no row has its id,
+-- and it is a run of recurring schedule ?2, which is gone.
+SELECT 1
+WHERE NOT EXISTS (SELECT 1 FROM futurecalls_calls WHERE id = ?1)
+  AND NOT EXISTS (SELECT 1 FROM futurecalls_recurring WHERE key = ?2);
+
 -- name: renew
 UPDATE futurecalls_calls SET due_at = ?
 WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))
