@@ -92,14 +92,15 @@ class Dispatcher:
         #: Set in run-once mode when nothing due by ``run_until`` is left to start.
         self.drained = trio.Event()
 
-    def _lease(self, wall: datetime) -> Lease | None:
-        leased_names = self._execution.leased_names
-        if not leased_names:
-            return None
+    def _lease(self, wall: datetime) -> Lease:
+        """The lease of the next claim: rows of at-least-once classes are leased; and
+        at-most-once calls with dependents are recorded as started under it (even
+        with no leased class), so that the lease keeper can keep those records alive
+        while they run."""
         return Lease(
             owner=self._owner,
             expires_at=wall + timedelta(seconds=self._lease_duration),
-            names=leased_names,
+            names=self._execution.leased_names,
         )
 
     async def run(self, calls: trio.Nursery) -> None:
@@ -147,7 +148,7 @@ class Dispatcher:
                         # will not start, so they go back to the store.
                         await self._execution.hand_back(fitting)
                         return
-                    expiry = lease.expires_at if lease is not None else None
+                    expiry = lease.expires_at
                     for call in fitting:
                         self._execution.start(calls, call, expiry)
                     next_due = claim.next_due

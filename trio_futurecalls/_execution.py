@@ -114,6 +114,10 @@ class Execution:
                 policy.leased,
                 lease_expires_at if policy.leased else None,
             )
+            if call.dependents and not policy.leased:
+                # Recorded as a started prerequisite by its claim, until the claim's
+                # lease expiry: the lease keeper renews that record while it runs.
+                running.record_expires_at = lease_expires_at
             self._running.add(running)
             # Counted started now (statistics add up while it runs: started = finished
             # + running); taken back below if it is handed back without starting.

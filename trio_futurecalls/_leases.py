@@ -6,6 +6,12 @@ renewal is bounded in time so that a call whose lease cannot be renewed (lost to
 another worker, or the database cut off) is cancelled *before* the lease runs out,
 with a margin (:func:`lease_margin`): a call never runs on unaware that another worker
 may have started it.
+
+The same round trip renews the store's records of running at-most-once calls that
+other calls wait for (a record that cannot be renewed stops nothing: the call is not
+run elsewhere). After each round the keeper ends the records other workers left to
+expire (``Store.end_abandoned_prerequisites``): their worker stopped, so the calls
+waiting for them would otherwise wait forever.
 """
 
 from __future__ import annotations
@@ -50,18 +56,40 @@ class LeaseKeeper:
         while True:
             await trio.sleep(pause)
             pause = await self.renew_once()
+            await self.end_abandoned()
 
     async def renew_once(self) -> float:
-        """Renew every lease held now; stop the calls whose lease cannot be kept.
+        """Renew every lease and record held now; stop the calls whose lease cannot
+        be kept.
 
         Returns how long to wait before the next renewal.
         """
         sent = self._running.leased()
-        if sent:
-            await self._renew(sent)
+        recorded = self._running.recorded()
+        if sent or recorded:
+            await self._renew(sent, recorded)
         return self._next_pause(self._clock())
 
-    async def _renew(self, sent: list[RunningCall]) -> None:
+    async def end_abandoned(self) -> None:
+        """End the records of started prerequisites other workers left to expire."""
+        with trio.move_on_after(self._interval):
+            try:
+                ended = await self._store.end_abandoned_prerequisites(self._clock())
+            except Exception as exc:  # looked at again next round
+                _log.warning(
+                    "could not look for abandoned prerequisites: %s",
+                    exc,
+                    exc_info=not isinstance(exc, StoreError),
+                )
+                return
+            if ended:
+                _log.error(
+                    "%d call(s) moved to dead letters: an at-most-once call they waited "
+                    "for was running on a worker that stopped",
+                    ended,
+                )
+
+    async def _renew(self, sent: list[RunningCall], recorded: list[RunningCall]) -> None:
         now = self._clock()
         expires_at = now + timedelta(seconds=self._lease_duration)
         # Only leases still ours when the renewal leaves: a run whose own lease ran
@@ -70,13 +98,16 @@ class LeaseKeeper:
         earliest = min((_expiry(r) for r in valid), default=now)
         # The answer must come while there is still time to stop a call before its
         # lease runs out; a renewal that hangs (database cut off) counts as failed.
-        budget = max(0.0, (earliest - now).total_seconds() - self._margin)
+        # (Records alone: a renewal may take up to an interval.)
+        budget = (
+            max(0.0, (earliest - now).total_seconds() - self._margin) if valid else self._interval
+        )
         kept: set[int] | None = None
-        if valid:
+        if valid or recorded:
             with trio.move_on_after(budget) as scope:
                 try:
                     kept = await self._store.renew(
-                        self._owner, {r.info.id for r in valid}, expires_at
+                        self._owner, {r.info.id for r in (*valid, *recorded)}, expires_at
                     )
                 except Exception as exc:  # whatever the store raises, the lease is not kept
                     _log.warning(
@@ -87,6 +118,9 @@ class LeaseKeeper:
                     )
             if scope.cancelled_caught:
                 _log.warning("renewing %d lease(s) took over %.3g s", len(valid), budget)
+        for running in recorded:
+            if kept is not None and running.info.id in kept:
+                running.record_expires_at = expires_at
         for running in valid:
             if kept is not None and running.info.id in kept:
                 running.lease_expires_at = expires_at

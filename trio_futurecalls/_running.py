@@ -29,6 +29,9 @@ class RunningCall:
     invoked: bool = False
     #: Set when it left the table (its task is ending).
     ended: bool = False
+    #: An at-most-once call with dependents: the store recorded it as started until
+    #: ``record_expires_at``, and the lease keeper renews that record while it runs.
+    record_expires_at: datetime | None = None
 
     def lose_lease(self) -> None:
         """Stop the call: it must not run on unaware that another worker has it."""
@@ -54,3 +57,7 @@ class RunningCalls(set[RunningCall]):
         may be among them: see :class:`LeaseKeeper`, which tells them apart by their
         own lease expiry)."""
         return [r for r in self if r.leased and not r.lost]
+
+    def recorded(self) -> list[RunningCall]:
+        """Runs of at-most-once calls the store recorded as started prerequisites."""
+        return [r for r in self if r.record_expires_at is not None and not r.ended]

@@ -118,10 +118,10 @@ class Scheduler:
             owner=self._owner,
             run_until=run_until,
         )
+        # Also without at-least-once classes: it keeps the records of running
+        # at-most-once prerequisites alive, and ends those other workers abandoned.
         self._lease_keeper = (
-            LeaseKeeper(store, self._owner, self._running, options)
-            if options.execute and execution.leased_names
-            else None
+            LeaseKeeper(store, self._owner, self._running, options) if options.execute else None
         )
         self._ticker = RecurringTicker(
             store,

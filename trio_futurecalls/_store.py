@@ -170,7 +170,12 @@ class Store(Protocol):
         ...
 
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
-        """Extend ``owner``'s leases on ``call_ids``; return the ids still owned."""
+        """Extend ``owner``'s leases on ``call_ids``; return the ids still owned.
+
+        Also extends ``owner``'s records of started at-most-once prerequisites among
+        ``call_ids`` (see :meth:`end_abandoned_prerequisites`); their ids count as
+        owned while the record is there.
+        """
         ...
 
     async def complete(self, owner: str, call_id: int) -> bool:
@@ -223,6 +228,20 @@ class Store(Protocol):
 
         With ``after``, the new call waits for those calls as with ``schedule`` (a
         :class:`PrerequisiteError` leaves the dead letter where it is).
+        """
+        ...
+
+    async def end_abandoned_prerequisites(self, now: datetime) -> int:
+        """End the records of started at-most-once prerequisites that expired by ``now``.
+
+        An at-most-once claim with a :class:`Lease` (whatever its names) records a
+        claimed call with dependents under the lease's owner, until its expiry; the
+        owner renews it (:meth:`renew`) while the call runs. A record left to expire
+        means its worker stopped (killed, or cut off from the database for longer
+        than a lease): the call's end will never be told, and it is not run again, so
+        the calls waiting for it become dead letters (transitively) with the reason
+        :data:`~trio_futurecalls.stores._dependencies.ABANDONED`. A record a claim
+        without a lease made never expires. Returns how many dead letters.
         """
         ...
 

@@ -170,6 +170,10 @@ class StoreArgs:
         )
 
     @staticmethod
+    def end_abandoned_prerequisites(now: object) -> datetime:
+        return check_aware(now, "now")
+
+    @staticmethod
     def prerequisite_ended(
         call_id: object, error: object, ended_at: object
     ) -> tuple[int, str | None, datetime]:

@@ -115,8 +115,8 @@ class CallWrites:
         )
         if done is None:
             _log.error(
-                "call %s (id=%d): the calls waiting for it keep waiting (see the "
-                "README, Dependencies: what to do when a prerequisite's end was not stored)",
+                "call %s (id=%d): its end was not stored; the calls waiting for it become "
+                "dead letters once its record expires (README, Dependencies)",
                 call.name,
                 call.id,
                 extra=call_fields(call),

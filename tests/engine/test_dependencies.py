@@ -4,7 +4,7 @@ for them, shutdown in the middle, and the API (``after=``, ``chain``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -18,6 +18,7 @@ from trio_futurecalls import (
     FixedBackoff,
     FutureCall,
     InvalidArgumentError,
+    Lease,
     MemoryStore,
     PrerequisiteError,
     QueueLength,
@@ -25,6 +26,7 @@ from trio_futurecalls import (
     run_due_calls,
     schedule_chain,
 )
+from trio_futurecalls.stores._dependencies import ABANDONED
 
 
 def step(
@@ -232,3 +234,41 @@ async def test_after_names_calls_the_store_can_see(
             await s.chain([(quick, {}), "not a step"])  # type: ignore[list-item]
         assert await s.chain([]) == []
         assert await s.pending() == []
+
+
+async def test_dependents_of_a_call_whose_worker_stopped_become_dead_letters(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    first, after = step("first", rec), step("after", rec)
+    store = MemoryStore()
+    first_id, after_id = await schedule_chain(store, [(first, {}), (after, {})], clock=clock)
+    # A worker claims the at-most-once prerequisite, then stops (killed): it never
+    # renews the record its claim made, nor tells the call's end.
+    expires_at = clock() + timedelta(seconds=60)
+    lease = Lease(owner="dead-worker", expires_at=expires_at, names=frozenset())
+    (claimed,) = (await store.claim(clock(), {"first": 1}, 1, lease)).calls
+    assert claimed.dependents
+    async with open_scheduler(store, [first, after], clock=clock, lease_duration=60):
+        await trio.sleep(50)
+        assert await store.dead_letters() == []  # the record has not expired yet
+        await trio.sleep(40)  # it has, and a round of the lease keeper saw it
+        (dead,) = await store.dead_letters()
+    assert dead.call_id == after_id
+    assert dead.error == (f"prerequisite {first_id} failed: {ABANDONED}")
+    assert rec.tags() == []
+
+
+async def test_a_long_at_most_once_prerequisite_keeps_its_record_alive(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    rec = Recorder()
+    slow, after = step("slow", rec), step("after", rec)
+    store = MemoryStore()
+    async with open_scheduler(store, [slow, after], clock=clock, lease_duration=10):
+        steps = [(slow, {"tag": "slow", "sleep": 100}), (after, {"tag": "after"})]
+        await schedule_chain(store, steps, clock=clock)
+        await trio.sleep(120)
+    # It ran ten leases long: its record was renewed, not taken for abandoned.
+    assert rec.tags() == ["slow", "after"]
+    assert await store.dead_letters() == []

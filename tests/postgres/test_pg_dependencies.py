@@ -29,7 +29,15 @@ from pg_support import (
     until,
 )
 
-from trio_futurecalls import Lease, NewCall, PendingQuery, PrerequisiteError, schedule_chain
+from trio_futurecalls import (
+    FutureCall,
+    Lease,
+    NewCall,
+    PendingQuery,
+    PrerequisiteError,
+    open_scheduler,
+    schedule_chain,
+)
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -173,3 +181,32 @@ async def test_other_processes_hear_of_a_dependent_when_it_becomes_due() -> None
         heard.clear()
         assert await store.complete("w1", root)
         await until(lambda: due in heard, 10)
+
+
+async def test_a_worker_ends_the_dependents_another_worker_abandoned() -> None:
+    class First(FutureCall):
+        name = "first"
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            raise AssertionError("claimed by the worker that stopped")
+
+    class After(FutureCall):
+        name = "after"
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            raise AssertionError("its prerequisite never succeeded")
+
+    async with open_test_postgres_store() as store:
+        first, after = await schedule_chain(store, [(First, None), (After, None)])
+        # A worker claims the at-most-once prerequisite and stops: its record of the
+        # call's start is never renewed, and the call's end never told.
+        dead = Lease(owner="stopped", expires_at=now() + timedelta(seconds=1), names=frozenset())
+        (claimed,) = (await store.claim(now(), {"first": 1}, 1, dead)).calls
+        assert claimed.dependents
+        async with open_scheduler(store, [First, After], lease_duration=1):
+            with trio.fail_after(15):
+                while not await store.dead_letters():  # noqa: ASYNC110 (the server's state)
+                    await trio.sleep(0.05)
+        (letter,) = await store.dead_letters()
+        assert letter.call_id == after
+        assert letter.error.startswith(f"prerequisite {first} failed: its worker stopped")

@@ -276,6 +276,8 @@ async def test_migrations_produce_the_expected_schema() -> None:
             ("started_prerequisites", "call_id"): ("bigint", "NO", "NO"),
             ("started_prerequisites", "name"): ("text", "NO", "NO"),
             ("started_prerequisites", "started_at"): (tz, "NO", "NO"),
+            ("started_prerequisites", "owner"): ("text", "YES", "NO"),
+            ("started_prerequisites", "expires_at"): (tz, "YES", "NO"),
             ("dead_letters", "id"): ("bigint", "NO", "YES"),
             ("dead_letters", "call_id"): ("bigint", "NO", "NO"),
             ("dead_letters", "name"): ("text", "NO", "NO"),
@@ -377,6 +379,8 @@ async def test_migrations_produce_the_expected_schema() -> None:
             "recurring_start_range",
             "recurring_timezone_length",
             "recurring_updated_range",
+            "started_prerequisites_expires_range",
+            "started_prerequisites_owner_length",
         ]
 
 

@@ -293,3 +293,37 @@ async def test_bad_dependency_arguments_are_refused(store: Store) -> None:
     with pytest.raises(InvalidArgumentError):
         await store.prerequisite_ended(0, None, at(1))
     assert await pending_ids(store) == [root]
+
+
+async def test_a_started_record_lives_while_renewed_and_ends_when_abandoned(
+    store: Store,
+) -> None:
+    (root,) = await store.schedule([new("a")])
+    (dependent,) = await store.schedule([new("b", after=[root])])
+    (other_root,) = await store.schedule([new("c")])
+    (other_dependent,) = await store.schedule([new("b", after=[other_root])])
+    # At-most-once claims with a lease (no leased names): recorded under w1 until 60.
+    await store.claim(at(10), {"a": 1}, 1, lease(owner="w1", until=60))
+    await store.claim(at(10), {"c": 1}, 1, lease(owner="w2", until=60))
+    assert await store.end_abandoned_prerequisites(at(59)) == 0
+    # w1 renews its record (another owner's is not renewed by it); w2 does not.
+    assert await store.renew("w1", [root, other_root], at(120)) == {root}
+    assert await store.end_abandoned_prerequisites(at(61)) == 1
+    (dead,) = await store.dead_letters()
+    assert dead.call_id == other_dependent
+    assert dead.error.startswith(f"prerequisite {other_root} failed: its worker stopped")
+    assert dead.failed_at == at(61)
+    # Its end comes too late: nothing is left to tell.
+    assert await store.prerequisite_ended(other_root, None, at(62)) == 0
+    # w1's call, renewed, succeeds: its dependent runs.
+    assert await store.end_abandoned_prerequisites(at(119)) == 0
+    assert await store.prerequisite_ended(root, None, at(119)) == 1
+    assert await claimed(store, 120) == [dependent]
+
+
+async def test_a_started_record_without_a_lease_never_expires(store: Store) -> None:
+    (root,) = await store.schedule([new("a")])
+    await store.schedule([new("b", after=[root])])
+    await store.claim(at(10), {"a": 1}, 1)
+    assert await store.end_abandoned_prerequisites(at(10**6)) == 0
+    assert await store.prerequisite_ended(root, None, at(10**6)) == 1

@@ -47,6 +47,11 @@ def did_not_run_reason(prerequisite_id: int, its_reason: str) -> str:
 
 
 CANCELLED: Final = "it was cancelled"
+#: Why the dependents of an at-most-once prerequisite whose record expired end.
+ABANDONED: Final = (
+    "its worker stopped while it ran (at-most-once: it is not run again, and whether "
+    "it succeeded is not known)"
+)
 
 
 def dependent_reasons(

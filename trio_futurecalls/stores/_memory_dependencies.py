@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import attrs
 
@@ -16,8 +17,9 @@ class MemoryDependencies:
     waiting: dict[int, set[int]] = attrs.Factory(dict)
     #: prerequisite -> the calls waiting for it (never empty).
     dependents: dict[int, set[int]] = attrs.Factory(dict)
-    #: At-most-once prerequisites claimed (their rows gone) whose end is not told yet.
-    started: set[int] = attrs.Factory(set)
+    #: At-most-once prerequisites claimed (their rows gone) whose end is not told yet:
+    #: id -> (owner, expiry) of the record (both None: claimed without a lease).
+    started: dict[int, tuple[str | None, datetime | None]] = attrs.Factory(dict)
 
     def add(self, dependent: int, prerequisites: Iterable[int]) -> None:
         wanted = set(prerequisites)
@@ -54,4 +56,4 @@ class MemoryDependencies:
                 if not waiting_for_it:
                     del self.dependents[prerequisite]
         self.dependents.pop(call_id, None)
-        self.started.discard(call_id)
+        self.started.pop(call_id, None)

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from ..._errors import PrerequisiteError
 from ..._model import NewCall, StoredCall
-from .._dependencies import dependent_reasons
+from .._dependencies import ABANDONED, dependent_reasons
 from ._inserts import _DEADLOCK_ATTEMPTS, _TRY_AGAIN
 from ._listener import notify_payload
 
@@ -153,6 +153,13 @@ async def aio_end(q: Queries, roots: Mapping[int, str], failed_at: datetime, con
         q["dependency_end"], list(roots), list(reasons), list(reasons.values()), failed_at
     )
     return moved
+
+
+async def aio_end_abandoned(q: Queries, now: datetime, conn: Any) -> int:
+    """The records of started prerequisites that expired by ``now`` go; the calls
+    waiting for them end (their worker stopped). How many dead letters."""
+    expired = [r[0] for r in await conn.fetch(q["end_expired_started"], now)]
+    return await aio_end(q, dict.fromkeys(expired, ABANDONED), now, conn)
 
 
 async def aio_gone(

@@ -34,6 +34,7 @@ from ._dependencies import (
     aio_complete_prerequisite,
     aio_dead_letter_prerequisite,
     aio_end,
+    aio_end_abandoned,
     aio_gone,
     aio_prerequisite_ended,
     aio_requeue_waiting,
@@ -279,7 +280,10 @@ class PostgresStore:
         # over.
         with trio.CancelScope(shield=True):
             if not leased:
-                rows = await self._call("fetch", "claim_delete", names, quotas, now, limit)
+                owner, expires = (None, None) if lease is None else (lease.owner, lease.expires_at)
+                rows = await self._call(
+                    "fetch", "claim_delete", names, quotas, now, limit, owner, expires
+                )
             elif len(leased) == len(names):
                 assert lease is not None
                 rows = await self._call(
@@ -434,6 +438,17 @@ class PostgresStore:
         if ready is not None:
             self._listeners.notify(utc(ready))
         return int(count)
+
+    async def end_abandoned_prerequisites(self, now: datetime) -> int:
+        now = StoreArgs.end_abandoned_prerequisites(now)
+        # A read first: every scheduler looks every few seconds, and there is rarely
+        # anything to end.
+        if not await self._call("fetchval", "any_started_expired", now):
+            return 0
+        ended: int = await self._dependency_transaction(
+            "end_abandoned_prerequisites", partial(aio_end_abandoned, self._q, now)
+        )
+        return ended
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         ids = StoreArgs.purge_dead_letters(ids)

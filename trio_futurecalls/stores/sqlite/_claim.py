@@ -86,7 +86,10 @@ def claim(
     if deleted:
         started = [c.id for c in calls if c.dependents and c.id not in leased]
         if started:  # at-most-once: its row goes, its record says that it runs
-            conn.execute(q["record_started"], (json.dumps(started), now_us))
+            owner, expires = (
+                (None, None) if lease is None else (lease.owner, to_micros(lease.expires_at))
+            )
+            conn.execute(q["record_started"], (json.dumps(started), now_us, owner, expires))
         conn.execute(q["delete_ids"], (json.dumps(deleted),))
     if leased:
         assert lease is not None

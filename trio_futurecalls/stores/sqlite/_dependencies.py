@@ -23,7 +23,7 @@ from typing import Any
 
 from ..._errors import PrerequisiteError
 from ..._model import NewCall
-from .._dependencies import dependent_reasons
+from .._dependencies import ABANDONED, dependent_reasons
 from ._inserts import insert_params
 from ._rows import CALL_COLUMNS, check_row, due_time
 
@@ -104,6 +104,16 @@ def prerequisite_ended(
     if error is None:
         return succeeded(q, call_id, conn)
     return end_dependents(q, {call_id: error}, (), ended_us, conn), None
+
+
+def end_abandoned(q: Mapping[str, str], now_us: int, conn: sqlite3.Connection) -> int:
+    """``Store.end_abandoned_prerequisites``: the records that expired by ``now_us``
+    go, and the calls waiting for them end; how many dead letters."""
+    expired = [row[0] for row in conn.execute(q["end_expired_started"], (now_us,))]
+    if not expired:
+        return 0
+    roots = {call_id: ABANDONED for call_id in expired if type(call_id) is int}
+    return end_dependents(q, roots, (), now_us, conn)
 
 
 # -- failure -------------------------------------------------------------------------

@@ -311,9 +311,13 @@ class SQLiteStore:
         owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         if not call_ids:
             return set()
-        sql = self._q["renew"]
+        sql, started_sql = self._q["renew"], self._q["renew_started"]
         params = (to_micros(expires_at), owner, json.dumps(sorted(call_ids)))
-        rows = await self._write(lambda conn: conn.execute(sql, params).fetchall())
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            return [*conn.execute(sql, params), *conn.execute(started_sql, params)]
+
+        rows = await self._write(work)
         return {row[0] for row in rows}
 
     async def complete(self, owner: str, call_id: int) -> bool:
@@ -446,6 +450,11 @@ class SQLiteStore:
         if due is not None:
             self._listeners.notify(due)
         return count
+
+    async def end_abandoned_prerequisites(self, now: datetime) -> int:
+        now = StoreArgs.end_abandoned_prerequisites(now)
+        work = partial(dependencies.end_abandoned, self._q, to_micros(now))
+        return await self._write(work)
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         ids = StoreArgs.purge_dead_letters(ids)

@@ -270,14 +270,6 @@ FROM taken
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
 
--- name: _claim_started
--- A fragment: the rows a claim deleted ("deleted") that other calls wait for are
--- recorded as started prerequisites, so that calls can still be made to wait for
--- them while they run (their end is told with prerequisite_ended).
-INSERT INTO {schema}.started_prerequisites (call_id, name)
-SELECT id, name FROM deleted WHERE dependents
-ON CONFLICT (call_id) DO NOTHING
-
 -- name: claim
 -- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
 -- its reply: nothing it returns may fail to convert to Python, or those calls would
@@ -299,7 +291,12 @@ ON CONFLICT (call_id) DO NOTHING
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
         least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
 ), started AS (
-    {_claim_started}
+    -- Deleted rows that other calls wait for are recorded as started prerequisites
+    -- (under the lease's owner, until its expiry), so that calls can still be made
+    -- to wait for them while they run (their end is told with prerequisite_ended).
+    INSERT INTO {schema}.started_prerequisites (call_id, name, owner, expires_at)
+    SELECT id, name, $6::text, $7::timestamptz FROM deleted WHERE dependents
+    ON CONFLICT (call_id) DO NOTHING
 ), leased AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $6::text, due_at = $7::timestamptz,
@@ -323,10 +320,12 @@ ON CONFLICT (call_id) DO NOTHING
     WHERE id IN (SELECT id FROM picked)
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
         least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
-), deleted AS (
-    SELECT * FROM taken
 ), started AS (
-    {_claim_started}
+    -- As in "claim": deleted rows that other calls wait for are recorded as started,
+    -- under owner $5 until $6 (NULL: claimed without a lease, no expiry).
+    INSERT INTO {schema}.started_prerequisites (call_id, name, owner, expires_at)
+    SELECT id, name, $5::text, $6::timestamptz FROM taken WHERE dependents
+    ON CONFLICT (call_id) DO NOTHING
 )
 {_claim_result};
 
@@ -421,9 +420,20 @@ UNION ALL
 SELECT NULL, call_id FROM dropped;
 
 -- name: renew
-UPDATE {schema}.calls SET due_at = $1
-WHERE lease_owner = $2 AND id = ANY($3::bigint[])
-RETURNING id;
+-- Owner $2's leases on calls $3, and its records of started prerequisites among them,
+-- last until $1; returns the ids renewed.
+WITH leased AS (
+    UPDATE {schema}.calls SET due_at = $1
+    WHERE lease_owner = $2 AND id = ANY($3::bigint[])
+    RETURNING id
+), started AS (
+    UPDATE {schema}.started_prerequisites SET expires_at = $1
+    WHERE owner = $2 AND call_id = ANY($3::bigint[])
+    RETURNING call_id
+)
+SELECT id FROM leased
+UNION ALL
+SELECT call_id FROM started;
 
 -- name: complete
 -- The rows of many finished calls of one owner in one statement (calls finishing
@@ -739,6 +749,20 @@ SELECT count(*) FROM kept;
 -- Calls $1 are gone (cancelled, or dead letters with no dependents): their edges as
 -- dependents go (their prerequisites may still run).
 DELETE FROM {schema}.call_dependencies WHERE call_id = ANY($1::bigint[]);
+
+-- name: any_started_expired
+SELECT EXISTS (SELECT 1 FROM {schema}.started_prerequisites WHERE expires_at <= $1);
+
+-- name: end_expired_started
+-- The records of started prerequisites that expired by $1 go (one another worker is
+-- ending right now is left to it); returns their ids.
+DELETE FROM {schema}.started_prerequisites
+WHERE call_id IN (
+    SELECT call_id FROM {schema}.started_prerequisites
+    WHERE expires_at <= $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING call_id;
 
 -- name: started_end
 -- The end of started at-most-once prerequisite $1 is told: its record goes. Returns

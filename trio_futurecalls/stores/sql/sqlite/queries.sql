@@ -107,9 +107,23 @@ LIMIT ?;
 
 -- name: record_started
 -- An at-most-once claim of calls with dependents (a JSON array of ids), before it
--- deletes their rows: they run, and calls may still be made to wait for them.
-INSERT OR REPLACE INTO futurecalls_started_prerequisites (call_id, name, started_at)
-SELECT id, name, ?2 FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?1));
+-- deletes their rows: they run, and calls may still be made to wait for them. Under
+-- the claim's lease owner ?3 until ?4 (both NULL: no lease, no expiry).
+INSERT OR REPLACE INTO futurecalls_started_prerequisites
+    (call_id, name, started_at, owner, expires_at)
+SELECT id, name, ?2, ?3, ?4 FROM futurecalls_calls
+WHERE id IN (SELECT value FROM json_each(?1));
+
+-- name: renew_started
+-- Extend owner ?2's records of started prerequisites among ids ?3 (a JSON array) until
+-- ?1; returns the ids renewed.
+UPDATE futurecalls_started_prerequisites SET expires_at = ?1
+WHERE owner = ?2 AND call_id IN (SELECT value FROM json_each(?3))
+RETURNING call_id;
+
+-- name: end_expired_started
+-- The records of started prerequisites that expired by ?1 go; returns their ids.
+DELETE FROM futurecalls_started_prerequisites WHERE expires_at <= ?1 RETURNING call_id;
 
 -- name: delete_ids
 -- The parameter is a JSON array of ids. (A claim frees the unique keys of the rows

@@ -8,7 +8,10 @@
 -- letter, and so do the calls waiting for it). No foreign keys: an at-most-once
 -- prerequisite's row is deleted when it starts, while its edges stay until it ends.
 -- started_prerequisites records such a call (claimed, row deleted, end not told yet),
--- so that calls can still be made to wait for it while it runs.
+-- so that calls can still be made to wait for it while it runs: under the claim's
+-- lease owner until expires_at, renewed by that owner while the call runs; a record
+-- left to expire means its worker stopped, and the calls waiting for it end
+-- (Store.end_abandoned_prerequisites). Without a lease both are NULL: no expiry.
 --
 -- New columns have constant defaults (no table rewrite). The claim index becomes
 -- partial (WHERE waiting = 0): claims never read waiting rows, however many are due.
@@ -27,7 +30,11 @@ CREATE INDEX call_dependencies_call_id_idx ON {schema}.call_dependencies (call_i
 CREATE TABLE {schema}.started_prerequisites (
     call_id bigint PRIMARY KEY,
     name text NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now()
+    started_at timestamptz NOT NULL DEFAULT now(),
+    owner text CONSTRAINT started_prerequisites_owner_length
+        CHECK (char_length(owner) BETWEEN 1 AND 1000),
+    expires_at timestamptz CONSTRAINT started_prerequisites_expires_range
+        CHECK (expires_at BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00')
 );
 
 DROP INDEX {schema}.calls_name_priority_due_id_idx;

@@ -31,7 +31,11 @@ CREATE INDEX futurecalls_call_dependencies_call
 -- An at-most-once claim deletes its row; a claimed call with dependents is recorded
 -- here instead until its end is told (Store.prerequisite_ended), a dead letter or a
 -- retry (put_back) ends it, so that calls can still be made to wait for it while it
--- runs. Name and start time are for whoever looks (times as in 0003).
+-- runs. Name and start time are for whoever looks (times as in 0003). A claim with a
+-- lease records the call under the lease's owner until expires_at, and the owner
+-- renews it while the call runs; a record left to expire means its worker stopped,
+-- and the calls waiting for it end (Store.end_abandoned_prerequisites). Without a
+-- lease, owner and expires_at are NULL: the record never expires.
 CREATE TABLE futurecalls_started_prerequisites (
     call_id INTEGER PRIMARY KEY CHECK (call_id >= 1),
     name TEXT NOT NULL CHECK (
@@ -42,6 +46,15 @@ CREATE TABLE futurecalls_started_prerequisites (
     started_at INTEGER NOT NULL CHECK (
         typeof(started_at) = 'integer'
         AND started_at BETWEEN -62135510400000000 AND 253402214399999999
+    ),
+    owner TEXT CHECK (
+        owner IS NULL OR (typeof(owner) = 'text' AND length(owner) BETWEEN 1 AND 1000)
+    ),
+    expires_at INTEGER CHECK (
+        expires_at IS NULL OR (
+            typeof(expires_at) = 'integer'
+            AND expires_at BETWEEN -62135510400000000 AND 253402214399999999
+        )
     )
 );
 
