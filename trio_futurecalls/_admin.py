@@ -93,17 +93,7 @@ def new_call(
     checked_after = () if after is None or after == () else check_after(after)
     if checked_after:
         check_no_key_with_after(check_unique_key(unique_key))
-        return CheckedNewCall(
-            name=cls.name,
-            payload=encode_payload(cls.payload_type, payload),
-            due_at=resolve_due(now, at, delay),
-            identifier=check_identifier(identifier),
-            scheduled_at=now,
-            on_conflict=check_on_conflict(on_conflict),
-            priority=checked_priority,
-            after=checked_after,
-        )
-    if unique_key is None and on_conflict == "ignore":
+    elif unique_key is None and on_conflict == "ignore":
         # The common case, without the key checks: no key (on_conflict then does not
         # matter, but a bad value is still refused below).
         return CheckedNewCall(
@@ -123,6 +113,7 @@ def new_call(
         unique_key=check_unique_key(unique_key),
         on_conflict=check_on_conflict(on_conflict),
         priority=checked_priority,
+        after=checked_after,
     )
 
 
