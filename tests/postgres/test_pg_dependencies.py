@@ -210,3 +210,34 @@ async def test_a_worker_ends_the_dependents_another_worker_abandoned() -> None:
         (letter,) = await store.dead_letters()
         assert letter.call_id == after
         assert letter.error.startswith(f"prerequisite {first} failed: its worker stopped")
+
+
+async def test_a_dependency_transaction_picked_as_a_deadlock_victim_runs_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asyncpg.exceptions import DeadlockDetectedError, UniqueViolationError
+
+    from trio_futurecalls import StoreError
+
+    async with open_test_postgres_store() as store:
+        (root,) = await store.schedule([new("p", now())])
+        real = store._transaction
+        failures = [DeadlockDetectedError("deadlock detected")] * 2
+        runs = 0
+
+        async def flaky(what: str, fn: Any) -> Any:
+            nonlocal runs
+            runs += 1
+            if failures:
+                raise StoreError("PostgreSQL error") from failures.pop()
+            return await real(what, fn)
+
+        monkeypatch.setattr(store, "_transaction", flaky)
+        assert await store.cancel(root)  # a transaction of the dependency kind
+        assert runs == 3
+        # Any other error is not run again.
+        failures.append(UniqueViolationError("duplicate key"))
+        runs = 0
+        with pytest.raises(StoreError):
+            await store.cancel(root)
+        assert runs == 1

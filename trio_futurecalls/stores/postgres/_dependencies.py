@@ -16,49 +16,30 @@ that deleted a row and read its edges would miss it.
   dependents are found, locked, and looked for again until no new one appears
   (an edge added to a dependent before it was locked is then seen); they become dead
   letters with the reasons of ``stores/_dependencies.py``.
+
+Every transaction here locks call rows before edges, and rows in id order within a
+statement; but a cascade locks its dependents level by level, and a grouped write
+locks rows in its own order, so a cycle can still form between two of them. The
+server breaks it by failing one, which the store runs again, whole
+(``PostgresStore._dependency_transaction``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from ..._errors import PrerequisiteError
 from ..._model import NewCall, StoredCall
 from .._dependencies import ABANDONED, dependent_reasons
-from ._inserts import _DEADLOCK_ATTEMPTS, _TRY_AGAIN
 from ._listener import notify_payload
 
 Queries = Mapping[str, str]
-T = TypeVar("T")
 
 #: How often a batch's prerequisites are looked up, rows then records (see
 #: _schedule_waiting).
 _LOOKUPS = 3
-
-
-async def aio_retrying(body: Callable[[Any], Awaitable[T]], conn: Any) -> T:
-    """``body(conn)`` in a savepoint of the caller's transaction, run again (after a
-    short random pause) if the server rolled it back as a deadlock's victim or for a
-    serialization failure.
-
-    Every transaction here locks call rows before edges, and rows in id order within
-    a statement; but a cascade locks its dependents level by level, and a grouped
-    write locks rows in its own order, so a cycle can still form between two of them.
-    The server breaks it by failing one: that one runs again, whole.
-    """
-    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
-        try:
-            async with conn.transaction():  # a savepoint
-                return await body(conn)
-        except _TRY_AGAIN:
-            if attempt == _DEADLOCK_ATTEMPTS:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * attempt))
-    raise AssertionError("unreachable")
 
 
 async def aio_schedule_waiting(
@@ -121,7 +102,7 @@ async def aio_release(
     """``prerequisites`` succeeded (their rows or records gone, in an earlier
     statement): release their dependents, NOTIFY in the same statement; (how many are
     due now, the earliest due time among them)."""
-    # Rows before edges, as every transaction here takes them (see aio_retrying).
+    # Rows before edges, as every transaction here takes them (see the module).
     await conn.fetch(q["dependency_lock_dependents"], list(prerequisites))
     rows = await conn.fetch(q["release_dependents"], list(prerequisites), channel)
     if not rows:

@@ -45,8 +45,8 @@ _KEYED_ATTEMPTS: Final = 50
 
 #: How often a keyed batch is run again after the server rolled it back for a
 #: deadlock or a serialization failure (see aio_insert_keyed).
-_DEADLOCK_ATTEMPTS: Final = 10
-_TRY_AGAIN: Final = (
+DEADLOCK_ATTEMPTS: Final = 10
+TRY_AGAIN: Final = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )
@@ -100,7 +100,7 @@ async def aio_insert_keyed(
     if not atomic:
         await all_rows()
         return [answer for answer in answers if answer is not None]
-    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         answers[:] = [None] * len(calls)
         try:
             async with conn.transaction():
@@ -112,11 +112,11 @@ async def aio_insert_keyed(
                     raise _Duplicate
         except _Duplicate:
             pass  # rolled back: nothing of the batch is stored
-        except _TRY_AGAIN:
+        except TRY_AGAIN:
             # Two batches took the same keys in crossed order (an "ignore" and a
             # "replace" row lock in two steps of one statement): the server rolled
             # this one back whole; run it again, after a short random pause.
-            if attempt == _DEADLOCK_ATTEMPTS:
+            if attempt == DEADLOCK_ATTEMPTS:
                 raise
             await asyncio.sleep(random.uniform(0, 0.01 * attempt))
             continue

@@ -10,6 +10,7 @@ live in modules of their own; :func:`open_postgres_store` wires them together.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from functools import partial
@@ -38,12 +39,11 @@ from ._dependencies import (
     aio_gone,
     aio_prerequisite_ended,
     aio_requeue_waiting,
-    aio_retrying,
     aio_schedule_waiting,
 )
 from ._errors import bridge
 from ._grouped import GroupedWrites
-from ._inserts import aio_insert_keyed, insert_calls_args
+from ._inserts import DEADLOCK_ATTEMPTS, TRY_AGAIN, aio_insert_keyed, insert_calls_args
 from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, ServerRoom, pool_size_advice
 from ._recurring import aio_cancel_recurring, aio_fire_recurring, aio_put_recurring
@@ -463,9 +463,17 @@ class PostgresStore:
     # -- recurring schedules ----------------------------------------------------------
 
     async def _dependency_transaction(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """As :meth:`_transaction`, run again if the server picked it as a deadlock's
-        victim (see ``_dependencies.aio_retrying``)."""
-        return await self._transaction(what, partial(aio_retrying, fn))
+        """As :meth:`_transaction`, run again, whole, after a short random pause, if the
+        server rolled it back as a deadlock's victim or for a serialization failure
+        (see ``_dependencies.py`` for why a cycle can still form)."""
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return await self._transaction(what, fn)
+            except StoreError as exc:
+                if attempt == DEADLOCK_ATTEMPTS or not isinstance(exc.__cause__, TRY_AGAIN):
+                    raise
+            await trio.sleep(random.uniform(0, 0.01 * attempt))
+        raise AssertionError("unreachable")
 
     async def _transaction(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(connection)`` (asyncio side) in one transaction on a connection."""
