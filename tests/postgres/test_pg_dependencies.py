@@ -222,7 +222,7 @@ async def test_a_dependency_transaction_picked_as_a_deadlock_victim_runs_again(
     async with open_test_postgres_store() as store:
         (root,) = await store.schedule([new("p", now())])
         real = store._transaction
-        failures = [DeadlockDetectedError("deadlock detected")] * 2
+        failures: list[Exception] = [DeadlockDetectedError("deadlock detected")] * 2
         runs = 0
 
         async def flaky(what: str, fn: Any) -> Any:
