@@ -88,7 +88,15 @@ async def _add_waiting(conn: Any, schema: str, names: list[str]) -> None:
     await conn.execute(f'VACUUM ANALYZE "{schema}".calls')
 
 
-async def _explain(conn: Any, sql: str, names: list[str]) -> tuple[float, int, int, int]:
+def _claim_args(names: list[str], extra: int) -> list[Any]:
+    """claim_delete's arguments: names, 5 slots each, now, limit 10; from schema version
+    7 also the lease owner and expiry of started prerequisites (None: no lease)."""
+    return [names, [5] * len(names), datetime.now(UTC), 10, *([None] * extra)]
+
+
+async def _explain(
+    conn: Any, sql: str, names: list[str], extra: int
+) -> tuple[float, int, int, int]:
     """(median ms, median shared hit, read, claimed rows) over RUNS rolled-back runs."""
     times, hits, reads, rows = [], [], [], 0
     for _ in range(RUNS):
@@ -97,10 +105,7 @@ async def _explain(conn: Any, sql: str, names: list[str]) -> tuple[float, int, i
         try:
             plan = await conn.fetch(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) " + sql,
-                names,
-                [5] * len(names),
-                datetime.now(UTC),
-                10,
+                *_claim_args(names, extra),
             )
         finally:
             await tr.rollback()
@@ -141,6 +146,7 @@ async def main() -> None:
     schema = f"bench_explain_{os.getpid()}"
     claim = _in_schema(named["claim_delete"], schema)
     has_priority = args.version >= 6
+    extra = 2 if "$6" in claim else 0  # the claim's parameters beyond the first four
     # jit off, as the store's pool has it (see stores/postgres/_open.py).
     jit = "on" if args.jit else "off"
     conn = await asyncpg.connect(args.dsn, server_settings={"application_name": schema, "jit": jit})
@@ -160,7 +166,7 @@ async def main() -> None:
             await _load(conn, schema, names, priorities, has_priority)
             if waiting:
                 await _add_waiting(conn, schema, names)
-            ms, hit, read, rows = await _explain(conn, claim, names)
+            ms, hit, read, rows = await _explain(conn, claim, names, extra)
             label = f"{n_names} name(s), priorities {priorities}" + (
                 f" + {WAITING_ROWS} waiting" if waiting else ""
             )
@@ -170,10 +176,7 @@ async def main() -> None:
                 await tr.start()
                 plan = await conn.fetch(
                     "EXPLAIN (ANALYZE, BUFFERS) " + claim,
-                    names,
-                    [5] * len(names),
-                    datetime.now(UTC),
-                    10,
+                    *_claim_args(names, extra),
                 )
                 await tr.rollback()
                 print("\n".join(r[0] for r in plan))
