@@ -8,9 +8,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import trio
+from helpers import Recorder, make_call
 from trio.testing import MockClock
 
-from trio_futurecalls import Delivery, FutureCall, Lease, MemoryStore, open_scheduler
+from trio_futurecalls import (
+    Delivery,
+    FutureCall,
+    Lease,
+    MemoryStore,
+    open_scheduler,
+    run_due_calls,
+    schedule_chain,
+)
 
 
 class SlowAbandonedLookups(MemoryStore):
@@ -52,8 +61,35 @@ async def test_a_slow_look_for_abandoned_prerequisites_does_not_let_a_lease_run_
     ) as s:
         await s.schedule(Long, None)
         await trio.sleep(16.2)
-        other = Lease(owner="other", expires_at=clock() + timedelta(seconds=10), names={"long"})
+        other = Lease(
+            owner="other", expires_at=clock() + timedelta(seconds=10), names=frozenset({"long"})
+        )
         taken = (await store.claim(clock(), {"long": 1}, 1, other)).calls
         # Either the first run was stopped before its lease ran out, or it still holds it.
         assert not (running and taken), "the call runs on while another worker has it"
         await s.shutdown(0.1)
+
+
+async def test_run_once_workers_end_what_a_stopped_worker_abandoned(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    """A deployment of run-once workers (``run_due_calls``, ``futurecalls run --once``
+    from cron): a worker was killed while it ran an at-most-once prerequisite, and
+    its record expired long ago. Every later run-once worker finishes well within a
+    renewal interval, so its lease keeper never makes a round: no worker ever ends
+    the record, and the dependent waits forever (the README: "once the record
+    expired, the lease keeper of any worker on the store ends its dependents")."""
+    rec = Recorder()
+    first, after = make_call("first", rec), make_call("after", rec)
+    store = MemoryStore()
+    _, after_id = await schedule_chain(
+        store, [(first, {"tag": "1"}), (after, {"tag": "2"})], clock=clock
+    )
+    lease = Lease(owner="dead", expires_at=clock() + timedelta(seconds=60), names=frozenset())
+    (claimed,) = (await store.claim(clock(), {"first": 1}, 1, lease)).calls
+    assert claimed.dependents
+    await trio.sleep(3600)  # the worker is long gone, its record long expired
+    for _ in range(3):  # run-once workers, one a minute
+        await run_due_calls(store, [first, after], clock=clock, lease_duration=60)
+        await trio.sleep(60)
+    assert [d.call_id for d in await store.dead_letters()] == [after_id]
