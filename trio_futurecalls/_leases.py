@@ -52,10 +52,18 @@ class LeaseKeeper:
         self._margin = lease_margin(options.lease_duration)
 
     async def run(self) -> None:
-        pause = self._interval
+        async with trio.open_nursery() as nursery:
+            # A loop of its own: a slow look (it waits for locks, or the server is
+            # slow) must not delay the next renewal past a lease's expiry.
+            nursery.start_soon(self._end_abandoned_every_interval)
+            pause = self._interval
+            while True:
+                await trio.sleep(pause)
+                pause = await self.renew_once()
+
+    async def _end_abandoned_every_interval(self) -> None:
         while True:
-            await trio.sleep(pause)
-            pause = await self.renew_once()
+            await trio.sleep(self._interval)
             await self.end_abandoned()
 
     async def renew_once(self) -> float:

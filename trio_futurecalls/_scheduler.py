@@ -448,6 +448,11 @@ class Scheduler:
                             if self._run_until is not None:
                                 # Run-once: the ticks due by then become calls first.
                                 await self._ticker.fire_once(self._run_until)
+                                # And the records stopped workers left to expire end:
+                                # a run shorter than a renewal interval never gets to
+                                # a round of the lease keeper.
+                                if self._lease_keeper is not None:
+                                    await self._lease_keeper.end_abandoned()
                             else:
                                 control.start_soon(self._ticker.run, name="futurecalls-recurring")
                             control.start_soon(

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..._errors import PrerequisiteError
 from ..._model import NewCall, StoredCall
-from .._dependencies import ABANDONED, dependent_reasons
+from .._dependencies import ABANDONED, CANCELLED, dependent_reasons
 from ._listener import notify_payload
 
 Queries = Mapping[str, str]
@@ -134,6 +134,13 @@ async def aio_end(q: Queries, roots: Mapping[int, str], failed_at: datetime, con
         q["dependency_end"], list(roots), list(reasons), list(reasons.values()), failed_at
     )
     return moved
+
+
+async def aio_end_dropped(q: Queries, runs: Sequence[int], now: datetime, conn: Any) -> int:
+    """Runs of recurring schedules cancelled while they ran, dropped by put_back: their
+    records go, and the calls waiting for them end. How many dead letters."""
+    dropped = [r[0] for r in await conn.fetch(q["started_drop"], sorted(set(runs)))]
+    return await aio_end(q, dict.fromkeys(dropped, CANCELLED), now, conn)
 
 
 async def aio_end_abandoned(q: Queries, now: datetime, conn: Any) -> int:

@@ -34,8 +34,8 @@ from .._rows import call_from_row, dead_letter_from_row, recurring_from_row
 from ._dependencies import (
     aio_complete_prerequisite,
     aio_dead_letter_prerequisite,
-    aio_end,
     aio_end_abandoned,
+    aio_end_dropped,
     aio_gone,
     aio_prerequisite_ended,
     aio_requeue_waiting,
@@ -330,9 +330,8 @@ class PostgresStore:
         count, dropped = await self._writes.put_back(calls, owner)
         if dropped:
             # Runs of a schedule cancelled while they ran: they will not run again.
-            roots = dict.fromkeys(dropped, CANCELLED)
             await self._dependency_transaction(
-                "put_back", partial(aio_end, self._q, roots, utc_now())
+                "put_back", partial(aio_end_dropped, self._q, dropped, utc_now())
             )
         return count
 

@@ -408,12 +408,12 @@ WITH input AS (
       AND NOT EXISTS (SELECT 1 FROM {schema}.calls AS c WHERE c.id = i.id)
 ), dropped AS (
     -- A run that is not stored again because its schedule is gone will not run again:
-    -- its record as a started prerequisite goes here, and the store then ends the
-    -- calls waiting for it (a transaction of its own, see aio_end).
-    DELETE FROM {schema}.started_prerequisites AS s
-    USING gone_runs AS g
-    WHERE s.call_id = g.id
-    RETURNING s.call_id
+    -- the store ends the calls waiting for it in a transaction of its own, which
+    -- deletes its record as a started prerequisite too (see started_drop). Left here,
+    -- the record is still there if that transaction never commits: a put back tried
+    -- again answers it again, and once it expires any lease keeper ends them.
+    SELECT s.call_id FROM {schema}.started_prerequisites AS s
+    JOIN gone_runs AS g ON s.call_id = g.id
 )
 SELECT done.ord, NULL::bigint AS dropped FROM done CROSS JOIN wakeup
 UNION ALL
@@ -762,6 +762,13 @@ WHERE call_id IN (
     WHERE expires_at <= $1
     FOR UPDATE SKIP LOCKED
 )
+RETURNING call_id;
+
+-- name: started_drop
+-- Runs $1 of recurring schedules cancelled while they ran were dropped by put_back
+-- (see put_back_many): their records go (locked: a schedule after one of them is
+-- waited for). Returns the ids whose record was there.
+DELETE FROM {schema}.started_prerequisites WHERE call_id = ANY($1::bigint[])
 RETURNING call_id;
 
 -- name: started_end
