@@ -453,8 +453,13 @@ class SQLiteStore:
 
     async def end_abandoned_prerequisites(self, now: datetime) -> int:
         now = StoreArgs.end_abandoned_prerequisites(now)
-        work = partial(dependencies.end_abandoned, self._q, to_micros(now))
-        return await self._write(work)
+        now_us = to_micros(now)
+        # A read first: every scheduler looks every few seconds, there is rarely
+        # anything to end, and a write would take the file's write lock each time.
+        sql = self._q["any_started_expired"]
+        if not await self._read(lambda conn: conn.execute(sql, (now_us,)).fetchone()):
+            return 0
+        return await self._write(partial(dependencies.end_abandoned, self._q, now_us))
 
     async def purge_dead_letters(self, ids: Collection[int] | None = None) -> int:
         ids = StoreArgs.purge_dead_letters(ids)

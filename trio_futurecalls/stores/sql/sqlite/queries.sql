@@ -121,6 +121,9 @@ UPDATE futurecalls_started_prerequisites SET expires_at = ?1
 WHERE owner = ?2 AND call_id IN (SELECT value FROM json_each(?3))
 RETURNING call_id;
 
+-- name: any_started_expired
+SELECT 1 FROM futurecalls_started_prerequisites WHERE expires_at <= ? LIMIT 1;
+
 -- name: end_expired_started
 -- The records of started prerequisites that expired by ?1 go; returns their ids.
 DELETE FROM futurecalls_started_prerequisites WHERE expires_at <= ?1 RETURNING call_id;
