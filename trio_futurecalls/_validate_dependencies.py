@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Final
 
 from ._errors import InvalidArgumentError
@@ -18,10 +19,11 @@ def check_after(after: object, what: str = "after") -> tuple[int, ...]:
     if after is None:
         return ()
     if isinstance(after, str | bytes | bytearray | memoryview) or not isinstance(
-        after, Sequence | set | frozenset
+        after, Sequence | AbstractSet
     ):
         raise InvalidArgumentError(
-            f"{what} must be a list, tuple or set of call ids, got {type(after).__name__}"
+            f"{what} must be a list, tuple or set of call ids (not an iterator), "
+            f"got {type(after).__name__}"
         )
     ids = tuple(dict.fromkeys(check_id(value, f"each id in {what}") for value in after))
     if len(ids) > MAX_PREREQUISITES:

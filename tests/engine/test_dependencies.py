@@ -234,6 +234,13 @@ async def test_after_names_calls_the_store_can_see(
             await s.chain([(quick, {}), "not a step"])  # type: ignore[list-item]
         assert await s.chain([]) == []
         assert await s.pending() == []
+        # Any sized collection of ids will do, a set view of a dict's keys too.
+        later = await s.schedule(quick, {}, delay=60)
+        waiting = await s.schedule(after, {}, after={later: "x"}.keys())
+        (listed,) = await s.pending(after)
+        assert (listed.id, listed.waiting_for) == (waiting, (later,))
+        with pytest.raises(InvalidArgumentError, match="not an iterator"):
+            await s.schedule(after, {}, after=iter([later]))  # type: ignore[arg-type]
 
 
 async def test_dependents_of_a_call_whose_worker_stopped_become_dead_letters(
