@@ -202,3 +202,46 @@ async def test_an_item_that_failed_alone_fails_only_its_caller() -> None:
         for i in range(6):
             nursery.start_soon(submit, i)
     assert answers == {0: 0, 1: "1 is odd", 2: 2, 3: "3 is odd", 4: 4, 5: "5 is odd"}
+
+
+async def test_joining_the_round_puts_calls_finishing_together_in_one_batch() -> None:
+    for join_round, sizes in ((False, [1, 4]), (True, [5])):
+        batches: list[list[int]] = []
+
+        async def run(items: Sequence[int], batches: list[list[int]] = batches) -> list[int]:
+            batches.append(list(items))
+            await trio.lowlevel.checkpoint()
+            return list(items)
+
+        group: GroupCommit[int, int] = GroupCommit(run, join_round=join_round)
+        async with trio.open_nursery() as nursery:
+            for i in range(5):  # five tasks of one scheduling round
+                nursery.start_soon(group.submit, i)
+        assert [len(b) for b in batches] == sizes, join_round
+        assert sorted(i for b in batches for i in b) == list(range(5))
+
+
+async def test_cancelled_while_joining_the_round_writes_nothing_and_hands_over() -> None:
+    batches: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(run, join_round=True)
+    results: list[int] = []
+
+    async def cancelled() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()  # cancelled at its one checkpoint, before taking the batch
+            await group.submit(1)
+
+    async def served() -> None:
+        results.append(await group.submit(2))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancelled)
+        nursery.start_soon(served)
+    assert results == [2]
+    assert all(1 not in b for b in batches)  # nothing of the cancelled caller was written
+    assert await group.submit(3) == 3  # and the group is not left busy

@@ -44,10 +44,24 @@ class GroupCommit(Generic[K, R]):
     it turns N transactions, each with its own fsync, into a few. ``run_batch`` answers
     one result per item, in order; a :class:`Failed` result fails only its caller,
     an exception fails everyone in the batch.
+
+    ``join_round``: the first caller lets the other tasks of the current scheduling
+    round run (one checkpoint) before it takes the batch, so that calls finishing
+    together join it rather than wait a whole round trip for the next one. On
+    PostgreSQL (completions and releases) that took the at-least-once drain from 4,989
+    to 5,886 calls/s (medians of three alternated runs of ``python -m benchmarks
+    --store postgres --workload drain``); on SQLite, whose writes wait for a thread
+    anyway, it measured 2-4% lower, so it is off there.
     """
 
-    def __init__(self, run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R | Failed]]]) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[K]], Awaitable[Sequence[R | Failed]]],
+        *,
+        join_round: bool = False,
+    ) -> None:
         self._run_batch = run_batch
+        self._join_round = join_round
         self._queue: list[_Slot[K, R]] = []
         self._busy = False
 
@@ -70,6 +84,18 @@ class GroupCommit(Generic[K, R]):
                 slot.wakeup = trio.Event()
                 continue
             self._busy = True
+            if self._join_round:
+                try:
+                    await trio.lowlevel.checkpoint()
+                except BaseException:
+                    # Cancelled before anything was written: leave, and hand the
+                    # next batch to whoever queued meanwhile.
+                    self._busy = False
+                    slot.gone = True
+                    self._queue.remove(slot)
+                    if self._queue:
+                        self._queue[0].wakeup.set()
+                    raise
             batch, self._queue = self._queue, []
             try:
                 results = await self._run_batch([s.item for s in batch])

@@ -101,11 +101,12 @@ class GroupedWrites:
         self._call = call
         self._channel = channel
         self._listeners = listeners
+        # (Completions and releases join the round: see GroupCommit.)
         self._completions: GroupCommit[tuple[str, int], bool] = GroupCommit(
-            _one_by_one_on_refusal(self._complete_batch)
+            _one_by_one_on_refusal(self._complete_batch), join_round=True
         )
         self._releases: GroupCommit[_Release, bool] = GroupCommit(
-            _one_by_one_on_refusal(self._release_batch)
+            _one_by_one_on_refusal(self._release_batch), join_round=True
         )
         self._put_backs: GroupCommit[_PutBack, tuple[int, list[int]]] = GroupCommit(
             _one_by_one_on_refusal(self._put_back_batch)
