@@ -231,17 +231,19 @@ async def test_cancelled_while_joining_the_round_writes_nothing_and_hands_over()
     group: GroupCommit[int, int] = GroupCommit(run, join_round=True)
     results: list[int] = []
 
-    async def cancelled() -> None:
-        with trio.CancelScope() as scope:
-            scope.cancel()  # cancelled at its one checkpoint, before taking the batch
-            await group.submit(1)
-
     async def served() -> None:
         results.append(await group.submit(2))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cancelled)
+    async def cancelled(nursery: trio.Nursery) -> None:
+        # The first caller, so the one to take the batch; another queues while it
+        # waits its checkpoint, where it is cancelled.
         nursery.start_soon(served)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await group.submit(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancelled, nursery)
     assert results == [2]
     assert all(1 not in b for b in batches)  # nothing of the cancelled caller was written
     assert await group.submit(3) == 3  # and the group is not left busy
