@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import attrs
+
+from ._dependencies import dependent_reasons
 
 
 @attrs.define
@@ -20,6 +22,41 @@ class MemoryDependencies:
     #: At-most-once prerequisites claimed (their rows gone) whose end is not told yet:
     #: id -> (owner, expiry) of the record (both None: claimed without a lease).
     started: dict[int, tuple[str | None, datetime | None]] = attrs.Factory(dict)
+
+    def record_started(self, call_id: int, owner: str | None, expires_at: datetime | None) -> None:
+        """An at-most-once claim deleted ``call_id``, which others wait for: it runs."""
+        self.started[call_id] = (owner, expires_at)
+
+    def end_started(self, call_id: int) -> bool:
+        """End the record of ``call_id``; False if there was none."""
+        return self.started.pop(call_id, None) is not None
+
+    def renew_started(self, call_id: int, owner: str, expires_at: datetime) -> bool:
+        """Extend ``owner``'s record of ``call_id``; False if it has none."""
+        if call_id not in self.started or self.started[call_id][0] != owner:
+            return False
+        self.started[call_id] = (owner, expires_at)
+        return True
+
+    def expire_started(self, now: datetime) -> list[int]:
+        """End the records that expired by ``now``; return their ids."""
+        expired = [
+            call_id
+            for call_id, (_, expires_at) in self.started.items()
+            if expires_at is not None and expires_at <= now
+        ]
+        for call_id in expired:
+            del self.started[call_id]
+        return expired
+
+    def end(self, roots: Mapping[int, str]) -> dict[int, str]:
+        """``roots`` (id -> why) ended without success: every call that waits for one,
+        transitively, with the reason its dead letter gets (``dependent_reasons``);
+        the edges of all of them go, both ways."""
+        reasons = dependent_reasons(roots, self.dependents_of) if self.dependents else {}
+        for call_id in (*roots, *reasons):
+            self.forget(call_id)
+        return reasons
 
     def add(self, dependent: int, prerequisites: Iterable[int]) -> None:
         wanted = set(prerequisites)

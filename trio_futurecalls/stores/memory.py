@@ -17,7 +17,7 @@ from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
 from ._claims import free_after_claim, until_next
-from ._dependencies import ABANDONED, CANCELLED, dependent_reasons
+from ._dependencies import ABANDONED, CANCELLED
 from ._listeners import Listeners
 from ._memory_dependencies import MemoryDependencies
 from ._recurring import after_fire, merge_registration, plan_runs
@@ -186,22 +186,15 @@ class MemoryStore:
 
     async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:
         call_id, error, ended_at = StoreArgs.prerequisite_ended(call_id, error, ended_at)
-        if call_id not in self._deps.started:
+        if not self._deps.end_started(call_id):
             return 0  # told already, or not a prerequisite that started at-most-once
-        del self._deps.started[call_id]
         if error is None:
             return self._succeeded(call_id)
         return self._gone({call_id: error}, ended_at)
 
     async def end_abandoned_prerequisites(self, now: datetime) -> int:
         now = StoreArgs.end_abandoned_prerequisites(now)
-        expired = [
-            call_id
-            for call_id, (_, expires_at) in self._deps.started.items()
-            if expires_at is not None and expires_at <= now
-        ]
-        for call_id in expired:
-            del self._deps.started[call_id]
+        expired = self._deps.expire_started(now)
         return self._gone(dict.fromkeys(expired, ABANDONED), now) if expired else 0
 
     def _succeeded(self, call_id: int) -> int:
@@ -215,16 +208,9 @@ class MemoryStore:
     def _gone(self, roots: dict[int, str], failed_at: datetime | None) -> int:
         """The ``roots`` (id -> why) ended without success: their dependents, and
         theirs, become dead letters with the reason. Returns how many."""
-        if not roots or not self._deps.dependents:
-            for root in roots:
-                self._deps.forget(root)
-            return 0
-        reasons = dependent_reasons(roots, self._deps.dependents_of)
-        for root in roots:
-            self._deps.forget(root)
+        reasons = self._deps.end(roots)
         when = failed_at or datetime.now(UTC)
         for dependent, reason in reasons.items():
-            self._deps.forget(dependent)
             call = self._calls.pop(dependent, None)
             if call is not None:
                 self._owners.pop(dependent, None)
@@ -363,9 +349,10 @@ class MemoryStore:
             else:
                 self._owners.pop(call_id, None)
                 if claimed_call.dependents:  # its row goes: remember it runs
-                    self._deps.started[call_id] = (
-                        (lease.owner, lease.expires_at) if lease is not None else (None, None)
-                    )
+                    if lease is None:
+                        self._deps.record_started(call_id, None, None)
+                    else:
+                        self._deps.record_started(call_id, lease.owner, lease.expires_at)
             claimed.append(claimed_call)
         return Claim(claimed, next_due)
 
@@ -379,11 +366,10 @@ class MemoryStore:
                 if call.recurring_key is not None and call.recurring_key not in self._recurring:
                     # A run of a schedule cancelled meanwhile: gone with it, and so are
                     # the calls waiting for it (as for its runs that had not started).
-                    if call.id in self._deps.started:
-                        del self._deps.started[call.id]
+                    if self._deps.end_started(call.id):
                         self._gone({call.id: CANCELLED}, None)
                     continue
-                self._deps.started.pop(call.id, None)  # pending again, not running
+                self._deps.end_started(call.id)  # pending again, not running
                 self._put(call)  # deleted by its claim (at-most-once)
             elif owner is not None and self._owners.get(call.id) == owner:
                 del self._owners[call.id]
@@ -398,13 +384,11 @@ class MemoryStore:
     async def renew(self, owner: str, call_ids: Collection[int], expires_at: datetime) -> set[int]:
         owner, call_ids, expires_at = StoreArgs.renew(owner, call_ids, expires_at)
         kept = set()
-        started = self._deps.started
         for call_id in call_ids:
             if self._owners.get(call_id) == owner:
                 self._put(attrs.evolve(self._calls[call_id], due_at=expires_at))
                 kept.add(call_id)
-            elif started and started.get(call_id, (None,))[0] == owner:
-                started[call_id] = (owner, expires_at)
+            elif self._deps.renew_started(call_id, owner, expires_at):
                 kept.add(call_id)
         return kept
 
