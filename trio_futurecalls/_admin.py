@@ -32,7 +32,7 @@ from ._validate import (
     check_unique_key,
     resolve_due,
 )
-from ._validate_dependencies import check_after, check_no_key_with_after
+from ._validate_dependencies import check_after
 
 _log = logging.getLogger("trio_futurecalls.scheduler.admin")
 
@@ -91,9 +91,8 @@ def new_call(
     checked_priority = cls.priority if priority is None else check_priority(priority)
     # (An empty collection, [] or set() as well as (), means no prerequisites.)
     checked_after = () if after is None or after == () else check_after(after)
-    if checked_after:
-        check_no_key_with_after(check_unique_key(unique_key))
-    elif unique_key is None and on_conflict == "ignore":
+    # (A key with prerequisites is refused by StoreArgs.schedule, for the whole batch.)
+    if unique_key is None and on_conflict == "ignore" and not checked_after:
         # The common case, without the key checks: no key (on_conflict then does not
         # matter, but a bad value is still refused below).
         return CheckedNewCall(
@@ -193,13 +192,11 @@ def chain_calls(
                 "each step of a chain must be a CallRequest or (call_class, payload)"
             )
         (new,) = new_calls([step], now, check_class)
-        if position == 0:
-            if first_after:
-                check_no_key_with_after(new.unique_key)
-                new = attrs.evolve(new, after=tuple(dict.fromkeys((*new.after, *first_after))))
-        else:
-            check_no_key_with_after(new.unique_key)
+        # (StoreArgs.schedule checks the links, and refuses unique keys beside them.)
+        if position > 0:
             new = attrs.evolve(new, after_batch=(position - 1,))
+        elif first_after:
+            new = attrs.evolve(new, after=tuple(dict.fromkeys((*new.after, *first_after))))
         batch.append(new)
     return batch
 
