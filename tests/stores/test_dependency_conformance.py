@@ -327,3 +327,18 @@ async def test_a_started_record_without_a_lease_never_expires(store: Store) -> N
     await store.claim(at(10), {"a": 1}, 1)
     assert await store.end_abandoned_prerequisites(at(10**6)) == 0
     assert await store.prerequisite_ended(root, None, at(10**6)) == 1
+
+
+async def test_a_nul_in_a_reason_is_kept_escaped(store: Store) -> None:
+    (root,) = await store.schedule([new("a")])
+    (dependent,) = await store.schedule([new("b", after=[root])])
+    (other,) = await store.schedule([new("gone")])
+    (call,) = (await store.claim(at(10), {"a": 1}, 1, lease("a"))).calls
+    assert await store.dead_letter(call, "bad\x00byte", at(11), "w1") is not None
+    assert await store.dead_letter_due("gone", at(10), "no\x00class", at(11)) == 1
+    errors = {d.call_id: d.error for d in await store.dead_letters()}
+    assert errors == {
+        root: "bad\\x00byte",
+        dependent: f"prerequisite {root} failed: bad\\x00byte",
+        other: "no\\x00class",
+    }

@@ -217,7 +217,7 @@ class GroupedWrites:
             [i.call.identifier for i in items],
             [i.call.scheduled_at for i in items],
             [i.failed_at for i in items],
-            [i.error.replace("\x00", "\\x00") for i in items],
+            [i.error for i in items],  # (StoreArgs escaped any NUL: error_text)
             [i.call.attempts for i in items],
             [i.owner for i in items],
         )

@@ -372,7 +372,6 @@ class PostgresStore:
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None = None
     ) -> int | None:
         call, error, failed_at, owner = StoreArgs.dead_letter(call, error, failed_at, owner)
-        error = error.replace("\x00", "\\x00")
         if not call.dependents or owner is not None:
             dead_id = await self._writes.dead_letter(call, error, failed_at, owner)
             if dead_id is not None or owner is None:
@@ -388,7 +387,6 @@ class PostgresStore:
         self, name: str, due_by: datetime, error: str, failed_at: datetime
     ) -> int:
         name, due_by, error, failed_at = StoreArgs.dead_letter_due(name, due_by, error, failed_at)
-        error = error.replace("\x00", "\\x00")
 
         async def run(conn: Any) -> int:
             rows = await conn.fetch(self._q["dead_letter_due"], name, due_by, error, failed_at)
@@ -428,8 +426,6 @@ class PostgresStore:
 
     async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:
         call_id, error, ended_at = StoreArgs.prerequisite_ended(call_id, error, ended_at)
-        if error is not None:
-            error = error.replace("\x00", "\\x00")
         count, ready = await self._dependency_transaction(
             "prerequisite_ended",
             partial(aio_prerequisite_ended, self._q, self.channel, call_id, error, ended_at),
