@@ -9,6 +9,9 @@ from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
 from ._admin import schedule_chain as schedule_chain
 from ._call import FutureCall as FutureCall
+from ._cluster_limits import ALL_CLASSES as ALL_CLASSES
+from ._cluster_limits import ClusterLimit as ClusterLimit
+from ._cluster_limits import RateLimit as RateLimit
 from ._errors import DuplicateCallError as DuplicateCallError
 from ._errors import FutureCallsError as FutureCallsError
 from ._errors import InvalidArgumentError as InvalidArgumentError

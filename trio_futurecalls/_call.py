@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ._cluster_limits import RateLimit, check_cluster_limit
 from ._errors import InvalidArgumentError, UnregisteredCallError
 from ._model import CallInfo
 from ._payload import check_payload_type
@@ -57,6 +58,13 @@ class FutureCall:
     #: among due calls with free slots, higher priority starts first. An int from
     #: ``MIN_PRIORITY`` (-1000) to ``MAX_PRIORITY`` (1000).
     priority: ClassVar[int] = 0
+    #: At most this many calls of this class run at once across every scheduler on
+    #: the same store (README, Cluster-wide limits); None: no cluster-wide limit set
+    #: by this class (one stored by another worker or an operator still applies).
+    cluster_max_concurrent: ClassVar[int | None] = None
+    #: At most ``count`` starts of this class in any window of ``per``, across every
+    #: scheduler on the store (README, Rate limits); None: none set by this class.
+    rate_limit: ClassVar[RateLimit | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -65,6 +73,17 @@ class FutureCall:
             check_name(cls.__dict__["name"])
         if "max_concurrent" in cls.__dict__:
             check_limit(cls.__dict__["max_concurrent"], f"{cls.__qualname__}.max_concurrent")
+        if "cluster_max_concurrent" in cls.__dict__:
+            check_cluster_limit(
+                cls.__dict__["cluster_max_concurrent"], f"{cls.__qualname__}.cluster_max_concurrent"
+            )
+        if "rate_limit" in cls.__dict__ and not (
+            cls.__dict__["rate_limit"] is None or isinstance(cls.__dict__["rate_limit"], RateLimit)
+        ):
+            raise InvalidArgumentError(
+                f"{cls.__qualname__}.rate_limit must be a RateLimit or None, "
+                f"got {cls.__dict__['rate_limit']!r}"
+            )
         if "priority" in cls.__dict__:
             check_priority(cls.__dict__["priority"], f"{cls.__qualname__}.priority")
         if "payload_type" in cls.__dict__:

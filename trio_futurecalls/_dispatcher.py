@@ -142,15 +142,16 @@ class Dispatcher:
                             len(extra),
                             ", ".join(sorted({c.name for c in extra})),
                         )
-                        await self._execution.hand_back(extra)
+                        await self._execution.hand_back(extra, claim.holding)
                     if self._execution.closing:
                         # Shutdown began while the claim was in flight: these calls
                         # will not start, so they go back to the store.
-                        await self._execution.hand_back(fitting)
+                        await self._execution.hand_back(fitting, claim.holding)
                         return
                     expiry = lease.expires_at
+                    holding = claim.holding
                     for call in fitting:
-                        self._execution.start(calls, call, expiry)
+                        self._execution.start(calls, call, expiry, call.id in holding, wall)
                     next_due = claim.next_due
                     backoff = 0.0
                     if fitting and (

@@ -15,7 +15,7 @@ shutdown began, or cancelled before it could start) is handed back to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from datetime import datetime, timedelta
 
 import trio
@@ -62,9 +62,17 @@ class Execution:
         self.closing = False
 
     def start(
-        self, nursery: trio.Nursery, call: StoredCall, lease_expires_at: datetime | None
+        self,
+        nursery: trio.Nursery,
+        call: StoredCall,
+        lease_expires_at: datetime | None,
+        holds_token: bool = False,
+        claimed_at: datetime | None = None,
     ) -> None:
         """Take ``call``'s tokens (counted free before its claim) and start its task.
+
+        ``claimed_at`` (the claim's time) is the call's start time: the moment its row
+        was taken (a rate limit's windows count these); without it, the task's start.
 
         The dispatcher starts only calls that fit the slots it counted (see
         ``fit_to_slots``), so the class is registered and the tokens are free.
@@ -72,14 +80,20 @@ class Execution:
         policy = self._policies[call.name]
         ticket = self._slots.take(call.name)
         try:
-            nursery.start_soon(self._run_call, call, policy, ticket, lease_expires_at)
+            nursery.start_soon(
+                self._run_call, call, policy, ticket, lease_expires_at, holds_token, claimed_at
+            )
         except BaseException:
             self._slots.give_back(ticket)
             raise
 
-    async def hand_back(self, calls: Sequence[StoredCall]) -> None:
-        """Give claimed calls that will not start back to the store (shielded)."""
+    async def hand_back(self, calls: Sequence[StoredCall], holding: Set[int] = frozenset()) -> None:
+        """Give claimed calls that will not start back to the store (shielded), and
+        the cluster-wide tokens of those in ``holding``."""
         await self._writes.hand_back(calls, self.leased_names)
+        held = [c for c in calls if c.id in holding]
+        if held:
+            await self._writes.free_tokens(held)
 
     async def _run_call(
         self,
@@ -87,16 +101,18 @@ class Execution:
         policy: CallPolicy,
         ticket: Ticket,
         lease_expires_at: datetime | None,
+        holds_token: bool,
+        claimed_at: datetime | None,
     ) -> None:
         # The first statement is the try whose finally gives the tokens back: nothing
         # that follows can leak them. (One function, not several: this is the hot path.)
         try:
             if self.closing:
                 # Claimed while shutdown began: it has not started, so it goes back.
-                await self.hand_back([call])
+                await self.hand_back([call], {call.id} if holds_token else frozenset())
                 return
             counters = self._counters[call.name]
-            started_wall = self._clock()
+            started_wall = self._clock() if claimed_at is None else claimed_at
             started = trio.current_time()
             running = RunningCall(
                 CallInfo(
@@ -118,6 +134,7 @@ class Execution:
                 # Recorded as a started prerequisite by its claim, until the claim's
                 # lease expiry: the lease keeper renews that record while it runs.
                 running.record_expires_at = lease_expires_at
+            running.holds_token = holds_token
             self._running.add(running)
             # Counted started now (statistics add up while it runs: started = finished
             # + running); taken back below if it is handed back without starting.
@@ -147,6 +164,8 @@ class Execution:
                         counters.count_end(outcome.counter)
                     if outcome is Outcome.INTERRUPTED and not running.lost:
                         await self._interrupted(call, policy, started)
+                if holds_token:  # its cluster-wide slot, once its own writes are done
+                    await self._writes.free_tokens([call])
         finally:
             self._slots.give_back(ticket)
 

@@ -100,6 +100,9 @@ class Claim:
     #: After the claim: the earliest due time among pending calls of the names that
     #: still have free slots (None when there is none, or no slot is left at all).
     next_due: datetime | None
+    #: Ids of the calls that took a token of a cluster-wide concurrency limit (see
+    #: :meth:`Store.claim`): their end must give it back (:meth:`Store.free_tokens`).
+    holding: frozenset[int] = frozenset()
 
 
 @attrs.frozen(kw_only=True)

@@ -16,6 +16,7 @@ from typing import Final, TypedDict, final
 
 import attrs
 
+from ._cluster_limits import check_cluster_limit
 from ._errors import InvalidArgumentError
 from ._retry import Delivery
 from ._validate import check_aware, check_bool, check_limit, check_positive_seconds
@@ -84,6 +85,10 @@ def _unknown_check_interval(value: object) -> float:
     return _seconds(value, "unknown_check_interval", positive=True)
 
 
+def _cluster_limit(value: object) -> int | None:
+    return check_cluster_limit(value, "cluster_max_concurrent")
+
+
 def _lease_duration(value: object) -> float:
     return _seconds(value, "lease_duration", positive=True)
 
@@ -126,6 +131,10 @@ class SchedulerOptions:
     default_delivery: Delivery = attrs.field(
         default=Delivery.AT_MOST_ONCE, validator=_check_delivery
     )
+    #: At most this many calls of all classes together run at once across every
+    #: scheduler on the store; recorded in the store (the last value set wins).
+    #: None: this scheduler sets none (one stored still applies).
+    cluster_max_concurrent: int | None = attrs.field(default=None, converter=_cluster_limit)
     #: How long a claim leases an at-least-once call's row.
     lease_duration: float = attrs.field(default=DEFAULT_LEASE_DURATION, converter=_lease_duration)
     #: How often running calls' leases are renewed; None: a third of ``lease_duration``.
@@ -158,6 +167,7 @@ class SchedulerKeywords(TypedDict, total=False):
     clock: Clock
     unknown_check_interval: float
     default_delivery: Delivery
+    cluster_max_concurrent: int | None
     lease_duration: float
     lease_renew_interval: float | None
 

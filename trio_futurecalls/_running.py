@@ -32,6 +32,8 @@ class RunningCall:
     #: An at-most-once call with dependents: the store recorded it as started until
     #: ``record_expires_at``, and the lease keeper renews that record while it runs.
     record_expires_at: datetime | None = None
+    #: It holds a token of a cluster-wide concurrency limit (freed when it ends).
+    holds_token: bool = False
 
     def lose_lease(self) -> None:
         """Stop the call: it must not run on unaware that another worker has it."""

@@ -40,6 +40,7 @@ from ._admin import (
     unknown_calls,
 )
 from ._call import FutureCall, build_registry, check_call_class
+from ._cluster import publish_until_done, wanted_limits
 from ._dispatcher import Dispatcher
 from ._errors import (
     InvalidArgumentError,
@@ -434,6 +435,15 @@ class Scheduler:
         self._execution.closing = True
         self._shutdown_requested.set()
 
+    async def _dispatch(self, calls: trio.Nursery) -> None:
+        """Record this scheduler's cluster-wide limits, then dispatch (no call starts
+        before every limit it sets holds)."""
+        wanted = wanted_limits(
+            self._registry, self._options.cluster_max_concurrent, self._clock(), self._owner
+        )
+        await publish_until_done(self._store, wanted)
+        await self._dispatcher.run(calls)
+
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         remove_listener = self._store.add_listener(self._slots.doorbell.on_scheduled)
         try:
@@ -455,9 +465,7 @@ class Scheduler:
                                     await self._lease_keeper.end_abandoned()
                             else:
                                 control.start_soon(self._ticker.run, name="futurecalls-recurring")
-                            control.start_soon(
-                                self._dispatcher.run, calls, name="futurecalls-dispatcher"
-                            )
+                            control.start_soon(self._dispatch, calls, name="futurecalls-dispatcher")
                             control.start_soon(self._unknown.run, name="futurecalls-unknown")
                         task_status.started()
                         await self._shutdown_requested.wait()

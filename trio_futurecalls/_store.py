@@ -41,12 +41,15 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from ._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ._stats import QueueLength
+
+if TYPE_CHECKING:
+    from ._cluster_limits import ClusterLimit
 
 #: A wake-up listener: called (synchronously, in the Trio thread) with the earliest
 #: due time among calls that were just scheduled.
@@ -141,7 +144,17 @@ class Store(Protocol):
         ``due_at`` becomes the expiry); all other taken rows are deleted. The returned
         calls carry the due time they had before the claim and the new attempt count.
         A call returned here is owned by the caller, which starts it at once (or hands
-        it back with :meth:`put_back`). A claim must not be abandoned half-way when the
+        it back with :meth:`put_back`).
+
+        Cluster-wide limits (:meth:`set_cluster_limit`): a call of a name under limits
+        is taken only with a free token of each: of its class's concurrency limit and
+        of the one on all classes (a token no call holds, or whose holder's worker is
+        dead; taken only by a live worker, ``lease.owner``, and held for the call until
+        :meth:`free_tokens`), and of its class's rate limit (a token last used a full
+        window ago; used until ``now`` + the window). Tokens are taken in the same
+        transaction as the calls, and two claims never take the same token. The
+        calls holding concurrency tokens are :attr:`Claim.holding`. Paused names are
+        not touched. A claim must not be abandoned half-way when the
         caller is cancelled: once rows are taken, they must reach the caller (shield
         the statement, or run it in a thread that is waited for).
 
@@ -150,7 +163,9 @@ class Store(Protocol):
         was taken, while ``limit`` is not used up), leaving out the rows this claim
         took, or the expiry of the lease this claim took if it leased any row (if
         the lease is lost, the row is due again then); None if there is none. A
-        leased row counts at its lease expiry.
+        leased row counts at its lease expiry. When a cluster-wide limit held calls
+        back, also the time it may free a token unannounced: the end of a rate
+        window, or a holder's worker expiry (a dead worker frees its tokens then).
         """
         ...
 
@@ -293,6 +308,32 @@ class Store(Protocol):
         skipped, not waited for). Notifies listeners of the new runs. Answers the
         earliest next tick of all schedules afterwards (``now`` if more are due).
         """
+        ...
+
+    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
+        """Store ``limit`` (replacing the one of its kind and name); return the one it
+        replaced, if any.
+
+        A limit has ``limit.tokens`` tokens; ``claim`` takes one of each limit on a
+        call (see there). Raising a limit frees tokens at once (listeners are
+        notified); lowering one stops no running call: tokens beyond it are not
+        handed out again once freed.
+        """
+        ...
+
+    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
+        """Drop a limit and its tokens (notifies listeners); True if it existed."""
+        ...
+
+    async def cluster_limits(self) -> list[ClusterLimit]:
+        """The stored limits, by name then kind. A row that is not a limit is left out."""
+        ...
+
+    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
+        """The concurrency tokens worker ``owner`` holds for ``call_ids`` are free
+        again (their calls ended, or never started); listeners are notified (on
+        PostgreSQL: every worker), so that a call the limit held back starts at once.
+        Returns how many were freed."""
         ...
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

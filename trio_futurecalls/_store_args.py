@@ -6,6 +6,7 @@ from datetime import datetime
 
 import attrs
 
+from ._cluster_limits import ALL_CLASSES, ClusterLimit, Kind
 from ._errors import InvalidArgumentError
 from ._model import Lease, NewCall, RecurringInfo, StoredCall
 from ._store import Listener
@@ -17,6 +18,7 @@ from ._validate import (
     check_id,
     check_ids,
     check_lease,
+    check_name,
     check_new_call,
     check_owner,
     check_query,
@@ -114,6 +116,25 @@ class StoreArgs:
             check_ids(call_ids, "call_ids"),
             check_time(expires_at, "expires_at"),
         )
+
+    @staticmethod
+    def free_tokens(owner: object, call_ids: object) -> tuple[str, list[int]]:
+        return check_owner(owner), check_ids(call_ids, "call_ids")
+
+    @staticmethod
+    def set_cluster_limit(limit: object) -> ClusterLimit:
+        if not isinstance(limit, ClusterLimit):
+            raise InvalidArgumentError(f"limit must be a ClusterLimit, got {limit!r}")
+        return limit
+
+    @staticmethod
+    def cluster_limit_key(kind: object, name: object) -> tuple[Kind, str]:
+        if kind not in ("concurrency", "rate"):
+            raise InvalidArgumentError(f"kind must be 'concurrency' or 'rate', got {kind!r}")
+        if not (kind == "concurrency" and name == ALL_CLASSES):
+            name = check_name(name)
+        assert isinstance(name, str)
+        return kind, name
 
     @staticmethod
     def complete(owner: object, call_id: object) -> tuple[str, int]:

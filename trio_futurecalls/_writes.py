@@ -46,6 +46,10 @@ class CallWrites:
         self._store = store
         self._owner = owner
         self._clock = clock
+        #: Calls whose cluster-wide concurrency token could not be freed: tried again
+        #: with the next one (and freed with every token of this worker when it
+        #: deregisters, or when it dies).
+        self._unfreed: set[int] = set()
 
     async def _write(
         self, call: StoredCall, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any
@@ -121,6 +125,23 @@ class CallWrites:
                 call.id,
                 extra=call_fields(call),
             )
+
+    async def free_tokens(self, calls: Sequence[StoredCall]) -> None:
+        """Give back the cluster-wide concurrency tokens ``calls`` held (they ended, or
+        never started), so that a call held back by the limit may start anywhere."""
+        ids = {c.id for c in calls} | self._unfreed
+        done = await self._write(
+            calls[0], "free its cluster-wide slot", self._store.free_tokens, self._owner, ids
+        )
+        if done is None:
+            self._unfreed = ids
+            _log.error(
+                "%d cluster-wide slot(s) stay taken until they can be freed (tried again "
+                "with the next call's), or until this worker stops",
+                len(ids),
+            )
+        else:
+            self._unfreed.clear()
 
     async def release(self, call: StoredCall) -> None:
         """Hand an interrupted leased call back now, its attempt refunded, rather than

@@ -5,11 +5,16 @@ checks each value first (``sqlite/_rows.py``) and then builds the values here.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from .._cluster_limits import ClusterLimit
+from .._errors import InvalidArgumentError
 from .._model import DeadLetter, RecurringInfo, StoredCall
+
+_log = logging.getLogger("trio_futurecalls.store")
 
 #: Turns a stored time (SQLite: integer microseconds; PostgreSQL: timestamptz) into an
 #: aware UTC datetime.
@@ -136,3 +141,29 @@ def dead_letter_from_row(row: Sequence[Any], when: TimeReader) -> DeadLetter:
         error=row[8],
         attempts=row[9],
     )
+
+
+def cluster_limit_from_row(row: Sequence[Any], when: TimeReader) -> ClusterLimit:
+    """``kind, name, tokens, per_us, set_at, set_by`` (raises InvalidArgumentError for a
+    row no worker of this version would have written)."""
+    per_us = row[3]
+    return ClusterLimit(
+        kind=row[0],
+        name=row[1],
+        tokens=row[2],
+        per=None if per_us is None else timedelta(microseconds=per_us),
+        set_at=when(row[4]),
+        set_by=row[5],
+    )
+
+
+def cluster_limits_from_rows(rows: Iterable[Sequence[Any]], when: TimeReader) -> list[ClusterLimit]:
+    """The limits of ``rows``; a row another program wrote that is not a limit is
+    logged and left out (a claim ignores it too: its name matches no class)."""
+    limits = []
+    for row in rows:
+        try:
+            limits.append(cluster_limit_from_row(row, when))
+        except (InvalidArgumentError, TypeError, ValueError, OverflowError) as exc:
+            _log.error("a stored cluster limit is not one (left out): %r: %s", tuple(row), exc)
+    return limits

@@ -11,14 +11,17 @@ from typing import final
 
 import attrs
 
+from .._cluster_limits import ClusterLimit
 from .._errors import DuplicateCallError, PrerequisiteError
 from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
+from .._validate import EARLIEST_TIME
 from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
 from ._listeners import Listeners
+from ._memory_cluster import MemoryCluster
 from ._memory_dependencies import MemoryDependencies
 from ._recurring import after_fire, merge_registration, plan_runs
 
@@ -61,8 +64,37 @@ class MemoryStore:
         self._recurring: dict[str, RecurringInfo] = {}
         #: Calls waiting for others; a waiting call is in _calls but on no heap.
         self._deps = MemoryDependencies()
+        #: Cluster-wide limits: every scheduler on this store obeys them.
+        self._cluster = MemoryCluster(self._worker_expiry)
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
+
+    # -- cluster-wide limits -----------------------------------------------------------
+
+    def _worker_expiry(self, worker: str, now: datetime) -> datetime | None:
+        """Until when ``worker`` is alive (None: dead or unknown)."""
+        return None  # TODO(workers registry)
+
+    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
+        previous = self._cluster.set(StoreArgs.set_cluster_limit(limit))
+        self._listeners.notify(EARLIEST_TIME)  # a larger limit has free tokens
+        return previous
+
+    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
+        removed = self._cluster.remove(StoreArgs.cluster_limit_key(kind, name))
+        if removed:
+            self._listeners.notify(EARLIEST_TIME)
+        return removed
+
+    async def cluster_limits(self) -> list[ClusterLimit]:
+        return self._cluster.limits()
+
+    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
+        owner, ids = StoreArgs.free_tokens(owner, call_ids)
+        freed = self._cluster.free(owner, set(ids)) if ids else 0
+        if freed:
+            self._listeners.notify(EARLIEST_TIME)
+        return freed
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -291,6 +323,11 @@ class MemoryStore:
     ) -> Claim:
         if limit <= 0:
             return Claim([], None)
+        cluster = self._cluster
+        plan = None
+        if cluster:  # cut to the free tokens of cluster-wide limits
+            plan = cluster.fit(slots, limit, now, None if lease is None else lease.owner)
+            slots, limit = plan.slots, plan.limit
         # Per name, the best due rows up to its slots (highest priority first, then
         # earliest due, then lowest id); then the best overall.
         candidates: list[tuple[int, datetime, int, str]] = []
@@ -320,6 +357,12 @@ class MemoryStore:
         # their expiry, which until_next counts): what is left is what comes next.
         names = [c[3] for c in candidates]
         next_due = until_next(self._next_due(free_after_claim(slots, limit, names)), lease, names)
+        held: frozenset[int] = frozenset()
+        if plan is not None:
+            owner = None if lease is None else lease.owner
+            held = cluster.take(plan, ((c[2], c[3]) for c in candidates), now, owner)
+            if plan.wake is not None and (next_due is None or plan.wake < next_due):
+                next_due = plan.wake
         claimed = []
         leased = lease.names if lease is not None else frozenset()
         calls = self._calls
@@ -354,7 +397,7 @@ class MemoryStore:
                     else:
                         self._deps.record_started(call_id, lease.owner, lease.expires_at)
             claimed.append(claimed_call)
-        return Claim(claimed, next_due)
+        return Claim(claimed, next_due, held)
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         calls, owner = StoreArgs.put_back(calls, owner)

@@ -20,17 +20,25 @@ import asyncpg
 import attrs
 import trio
 
+from ..._cluster_limits import ClusterLimit
 from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._options import utc_now
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
+from ..._validate import EARLIEST_TIME
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
 from .._listeners import Listeners
-from .._rows import call_from_row, dead_letter_from_row, recurring_from_row
+from .._rows import (
+    call_from_row,
+    cluster_limit_from_row,
+    cluster_limits_from_rows,
+    dead_letter_from_row,
+    recurring_from_row,
+)
 from ._dependencies import (
     aio_complete_prerequisite,
     aio_dead_letter_prerequisite,
@@ -278,37 +286,18 @@ class PostgresStore:
         # Every value the statement returns converts to Python (the CHECKs of migration
         # 0003; see "claim" in queries.sql), so no row is deleted and then not handed
         # over.
+        owner, expires = (None, None) if lease is None else (lease.owner, lease.expires_at)
+        extra: tuple[Any, ...] = ()
         with trio.CancelScope(shield=True):
             if not leased:
-                owner, expires = (None, None) if lease is None else (lease.owner, lease.expires_at)
-                rows = await self._call(
-                    "fetch", "claim_delete", names, quotas, now, limit, owner, expires
-                )
+                statement = "claim_delete"
             elif len(leased) == len(names):
-                assert lease is not None
-                rows = await self._call(
-                    "fetch",
-                    "claim_lease",
-                    names,
-                    quotas,
-                    now,
-                    limit,
-                    lease.owner,
-                    lease.expires_at,
-                )
+                statement = "claim_lease"
             else:
-                assert lease is not None
-                rows = await self._call(
-                    "fetch",
-                    "claim",
-                    names,
-                    quotas,
-                    now,
-                    limit,
-                    sorted(leased),
-                    lease.owner,
-                    lease.expires_at,
-                )
+                statement, extra = "claim", (sorted(leased),)
+            rows = await self._call(
+                "fetch", statement, names, quotas, now, limit, owner, expires, *extra
+            )
         # Every claim statement ends with one row whose id is NULL: the next due time.
         calls = [
             attrs.evolve(call_from_row(row, utc), dependents=True)
@@ -318,9 +307,10 @@ class PostgresStore:
             if row[0] is not None
         ]
         calls.sort(key=lambda c: (-c.priority, c.due_at, c.id))
-        (next_due,) = [row[11] for row in rows if row[0] is None]
+        holding = frozenset(row[0] for row in rows if row[0] is not None and row[11])
+        (next_due,) = [row[12] for row in rows if row[0] is None]
         next_due = None if next_due is None else utc(next_due)
-        return Claim(calls, until_next(next_due, lease, (c.name for c in calls)))
+        return Claim(calls, until_next(next_due, lease, (c.name for c in calls)), holding)
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         calls, owner = StoreArgs.put_back(calls, owner)
@@ -452,6 +442,49 @@ class PostgresStore:
         else:
             count = await self._call("fetchval", "purge_dead_letters", sorted(set(ids)))
         return count
+
+    # -- cluster-wide limits (migration 0008) -------------------------------------------
+
+    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
+        limit = StoreArgs.set_cluster_limit(limit)
+        row = await self._call(
+            "fetchrow",
+            "set_cluster_limit",
+            limit.kind,
+            limit.name,
+            limit.tokens,
+            limit.per_us,
+            limit.set_at,
+            limit.set_by,
+            self.channel,
+            notify_payload(EARLIEST_TIME),
+        )
+        self._listeners.notify(EARLIEST_TIME)
+        return None if row["kind"] is None else cluster_limit_from_row(row, utc)
+
+    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
+        kind, name = StoreArgs.cluster_limit_key(kind, name)
+        gone = await self._call(
+            "fetch", "remove_cluster_limit", kind, name, self.channel, notify_payload(EARLIEST_TIME)
+        )
+        if gone:
+            self._listeners.notify(EARLIEST_TIME)
+        return bool(gone)
+
+    async def cluster_limits(self) -> list[ClusterLimit]:
+        rows = await self._call("fetch", "cluster_limits")
+        return cluster_limits_from_rows(rows, utc)
+
+    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
+        owner, ids = StoreArgs.free_tokens(owner, call_ids)
+        if not ids:
+            return 0
+        freed: int = await self._call(
+            "fetchval", "free_tokens", owner, ids, self.channel, notify_payload(EARLIEST_TIME)
+        )
+        if freed:
+            self._listeners.notify(EARLIEST_TIME)
+        return freed
 
     # -- wake-ups ---------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ import attrs
 
 from ..._model import Lease, StoredCall
 from .._claims import free_after_claim
+from . import _cluster as cluster
 from . import _dependencies as dependencies
-from ._connection import to_micros
+from ._connection import from_micros, to_micros
 from ._quarantine import keep_as_dead_letters
 from ._rows import Checked, claimed_call, due_time, has_dependents
 
@@ -36,6 +37,8 @@ class Taken:
     #: Among the rows of the names that still have a free slot (see ``Store.claim``).
     next_due: datetime | None
     unreadable: list[Checked]
+    #: The calls that took a concurrency token (see ``Claim.holding``).
+    holding: frozenset[int] = frozenset()
 
 
 def claim(
@@ -47,6 +50,11 @@ def claim(
     conn: sqlite3.Connection,
 ) -> Taken:
     """Take the due calls (``slots`` and ``limit`` as ``Store.claim`` says)."""
+    owner = None if lease is None else lease.owner
+    now = from_micros(now_us)
+    planned = cluster.plan(q, conn, slots, limit, now, owner)
+    if planned is not None:  # cut to the free tokens of cluster-wide limits
+        slots, limit = planned[0].slots, planned[0].limit
     found: list[StoredCall] = []
     unreadable: list[Checked] = []
     #: Rows that did not decode and that calls wait for -> the reason they go.
@@ -81,6 +89,9 @@ def claim(
             dependencies.end_dependents(q, failed_prerequisites, (), now_us, conn)
     found.sort(key=lambda c: (-c.priority, c.due_at, c.id))
     calls = found[:limit]
+    held: frozenset[int] = frozenset()
+    if planned is not None:
+        held = cluster.take_tokens(q, conn, planned, [(c.id, c.name) for c in calls], now, owner)
     leased = [c.id for c in calls if lease is not None and c.name in lease.names]
     deleted = [c.id for c in calls if lease is None or c.name not in lease.names]
     if deleted:
@@ -102,5 +113,7 @@ def claim(
         for name in free_after_claim(slots, limit, (c.name for c in calls))
     ]
     dues = [due_time(row[0]) for row in nexts if row is not None]
+    if planned is not None and planned[0].wake is not None:
+        dues.append(planned[0].wake)
     next_due = min((due for due in dues if due is not None), default=None)
-    return Taken(calls, next_due, unreadable)
+    return Taken(calls, next_due, unreadable, held)

@@ -28,16 +28,19 @@ from typing import Any, Final, TypeVar, final
 import attrs
 import trio
 
+from ..._cluster_limits import ClusterLimit
 from ..._errors import StoreClosedError, StoreError
 from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
+from ..._validate import EARLIEST_TIME
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._listeners import Listeners
 from .._sql import queries
+from . import _cluster as cluster
 from . import _dependencies as dependencies
 from . import _recurring as recurring
 from ._claim import claim
@@ -257,7 +260,9 @@ class SQLiteStore:
                 "; ".join(bad.problems),
             )
         calls = taken.calls
-        return Claim(calls, until_next(taken.next_due, lease, (c.name for c in calls)))
+        return Claim(
+            calls, until_next(taken.next_due, lease, (c.name for c in calls)), taken.holding
+        )
 
     async def put_back(self, calls: Sequence[StoredCall], owner: str | None) -> int:
         calls, owner = StoreArgs.put_back(calls, owner)
@@ -471,6 +476,33 @@ class SQLiteStore:
         return await self._write(
             lambda conn: sum(conn.execute(one_sql, (i,)).rowcount for i in wanted)
         )
+
+    # -- cluster-wide limits (_cluster.py) -----------------------------------------------
+
+    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
+        limit = StoreArgs.set_cluster_limit(limit)
+        previous = await self._write(partial(cluster.set_limit, self._q, limit=limit))
+        self._listeners.notify(EARLIEST_TIME)  # a larger limit has free tokens
+        return previous
+
+    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
+        key = StoreArgs.cluster_limit_key(kind, name)
+        removed = await self._write(partial(cluster.remove_limit, self._q, key=key))
+        if removed:
+            self._listeners.notify(EARLIEST_TIME)
+        return removed
+
+    async def cluster_limits(self) -> list[ClusterLimit]:
+        return await self._read(partial(cluster.limits, self._q))
+
+    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
+        owner, ids = StoreArgs.free_tokens(owner, call_ids)
+        if not ids:
+            return 0
+        freed = await self._write(partial(cluster.free, self._q, owner=owner, call_ids=ids))
+        if freed:
+            self._listeners.notify(EARLIEST_TIME)
+        return freed
 
     # -- wake-ups and sessions --------------------------------------------------------
 

@@ -168,12 +168,70 @@ FROM {schema}.calls
 WHERE lease_owner IS NULL OR due_at <= $1::timestamptz
 GROUP BY name;
 
+-- name: _claim_quotas
+-- A fragment (names starting with "_" are not queries) opening every claim statement:
+-- what each name may take, within its free slots here ($1 names, $2 slots) and the
+-- cluster-wide limits of migration 0008 ($3 now, $4 the total, $5 the worker).
+--
+-- A name under a concurrency limit needs a free token of it for each call: one no
+-- call holds, or whose holder's worker is dead (its row expired or gone). Only a live
+-- worker ($5) takes one, so that a dead worker's tokens are known free. A name under
+-- a rate limit needs a token not used in the last window (used_until <= $3). Free
+-- tokens are locked FOR UPDATE SKIP LOCKED, at most the name's slots of each limit:
+-- two claims never take the same token, and one locked here is another claim's to
+-- skip until this statement's transaction ends. A name's quota is the least of its
+-- slots and its free tokens of each limit on it. Tokens of the limit on all classes
+-- (name '*') are taken after the picks (_claim_chosen), as many as were picked.
+-- With no limit stored, each lookup finds nothing and the quotas are the slots.
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS w (name, slots)
+), worker AS (
+    SELECT EXISTS (
+        SELECT 1 FROM {schema}.workers AS w WHERE w.id = $5::text AND w.expires_at > $3
+    ) AS alive
+), limits AS (
+    SELECT l.kind, l.name, l.tokens, l.per_us, w.slots AS wanted
+    FROM wanted AS w
+    JOIN {schema}.cluster_limits AS l ON l.name = w.name
+), free AS (
+    SELECT l.kind, l.name, t.slot,
+        row_number() OVER (PARTITION BY l.kind, l.name ORDER BY t.slot) AS n
+    FROM limits AS l
+    CROSS JOIN LATERAL (
+        SELECT t.slot FROM {schema}.cluster_tokens AS t
+        WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
+          AND CASE WHEN l.kind = 'rate' THEN t.used_until IS NULL OR t.used_until <= $3
+              ELSE t.call_id IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM {schema}.workers AS w
+                  WHERE w.id = t.owner AND w.expires_at > $3
+              ) END
+        ORDER BY t.slot
+        LIMIT l.wanted
+        FOR UPDATE SKIP LOCKED
+    ) AS t
+    WHERE l.kind = 'rate' OR (SELECT alive FROM worker)
+), quotas AS (
+    SELECT w.name, least(
+        w.slots,
+        (SELECT min(coalesce(f.n, 0))
+         FROM limits AS l
+         LEFT JOIN LATERAL (
+             SELECT max(f.n) AS n FROM free AS f WHERE f.kind = l.kind AND f.name = l.name
+         ) AS f ON true
+         WHERE l.name = w.name)
+    )::integer AS slots
+    FROM wanted AS w
+), everyone AS (
+    -- The limit on all classes together, if any.
+    SELECT l.tokens FROM {schema}.cluster_limits AS l
+    WHERE l.kind = 'concurrency' AND l.name = '*'
+)
+
 -- name: _claim_picked
--- A fragment (names starting with "_" are not queries), shared by the three claim
--- statements so that they always pick alike: lock the best due rows of each name ($1
--- names, $2 their free slots: highest priority first, then earliest due, then lowest
--- id), at most its slots, skipping rows another claimer holds, keep the best $4
--- across names due by $3.
+-- A fragment following _claim_quotas, shared by the three claim statements so that
+-- they always pick alike: lock the best due rows of each name (at most its quota:
+-- highest priority first, then earliest due, then lowest id), skipping rows another
+-- claimer holds, keep the best $4 across names due by $3.
 --
 -- Rows waiting for prerequisites are not claimed: every part reads the partial index
 -- (name, priority, due_at, id) WHERE waiting = 0 of migration 0007, never them.
@@ -182,13 +240,11 @@ GROUP BY name;
 -- name's distinct priorities from the highest down, one backward index seek each,
 -- and only as far as the LIMIT pulls (a recursive CTE is evaluated on demand); for
 -- each priority, an index range scan of its rows due by $3, earliest first, at most
--- the name's slots: future rows of a priority are never read. The rows found are
+-- the name's quota: future rows of a priority are never read. The rows found are
 -- sorted (priority, due_at, id) before the name's LIMIT, so the order does not rest
 -- on the plan; rows read but not kept stay locked only until the statement's
 -- transaction ends.
-WITH quotas AS (
-    SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
-), picked AS (
+picked AS (
     SELECT c.id, c.due_at, c.priority, q.name
     FROM quotas AS q
     CROSS JOIN LATERAL (
@@ -219,56 +275,166 @@ WITH quotas AS (
         ORDER BY levels.priority DESC, due.due_at, due.id
         LIMIT q.slots
     ) AS c
+    WHERE q.slots > 0
     ORDER BY c.priority DESC, c.due_at, c.id
     LIMIT $4::integer
 )
 
+-- name: _claim_chosen
+-- A fragment following _claim_picked: the picks that get a token of the limit on all
+-- classes (if there is one; locked as in _claim_quotas, at most one per pick, taken by
+-- the best picks), numbered within their name and overall, and the tokens they take
+-- (taken in "took", in the same statement). Picks left out stay locked only until the
+-- statement's transaction ends.
+everyone_free AS (
+    SELECT t.slot, row_number() OVER (ORDER BY t.slot) AS n
+    FROM everyone AS e
+    CROSS JOIN LATERAL (
+        SELECT t.slot FROM {schema}.cluster_tokens AS t
+        WHERE t.kind = 'concurrency' AND t.name = '*' AND t.slot < e.tokens
+          AND (t.call_id IS NULL OR NOT EXISTS (
+              SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
+          ))
+        ORDER BY t.slot
+        LIMIT (SELECT count(*) FROM picked)
+        FOR UPDATE SKIP LOCKED
+    ) AS t
+    WHERE (SELECT alive FROM worker)
+), numbered AS (
+    SELECT p.id, p.due_at, p.priority, p.name,
+        row_number() OVER (PARTITION BY p.name ORDER BY p.priority DESC, p.due_at, p.id) AS n_name,
+        row_number() OVER (ORDER BY p.priority DESC, p.due_at, p.id) AS n_all
+    FROM picked AS p
+), chosen AS (
+    SELECT n.id, n.due_at, n.priority, n.name, n.n_name, n.n_all FROM numbered AS n
+    WHERE NOT EXISTS (SELECT 1 FROM everyone)
+       OR n.n_all <= (SELECT count(*) FROM everyone_free)
+), took AS (
+    UPDATE {schema}.cluster_tokens AS t
+    SET call_id = CASE WHEN a.kind = 'concurrency' THEN a.id END,
+        owner = CASE WHEN a.kind = 'concurrency' THEN $5::text END,
+        used_until = CASE WHEN a.kind = 'rate'
+            THEN $3::timestamptz + a.per_us * interval '1 microsecond' END
+    FROM (
+        SELECT c.id, f.kind, f.name, f.slot, l.per_us
+        FROM chosen AS c
+        JOIN free AS f ON f.name = c.name AND f.n = c.n_name
+        JOIN limits AS l ON l.kind = f.kind AND l.name = f.name
+        UNION ALL
+        SELECT c.id, 'concurrency', '*', e.slot, NULL
+        FROM chosen AS c
+        JOIN everyone_free AS e ON e.n = c.n_all
+    ) AS a
+    WHERE t.kind = a.kind AND t.name = a.name AND t.slot = a.slot
+    RETURNING a.id, a.kind
+)
+
 -- name: _claim_next
--- A fragment following _claim_picked: once the picks are taken, the earliest due row
--- of each name that still has room (its quota not used up, and the total $4 not
--- reached), leaving out the picked rows themselves and rows waiting for
--- prerequisites. On the claim's partial index: per such name, one seek per priority
--- in use (usually one), as in _claim_picked.
+-- A fragment following _claim_chosen: when the claim should look again.
+--
+-- Once the chosen rows are taken, the earliest due row of each name that still has
+-- room (its quota not used up, and neither the total $4 nor the tokens of the limit
+-- on all classes used up), leaving out the chosen rows themselves and rows waiting
+-- for prerequisites. On the claim's partial index: per such name, one seek per
+-- priority in use (usually one), as in _claim_picked.
+--
+-- And when a limit may free a token without a word from its holder: a rate limit's
+-- earliest used_until; a concurrency limit's holders' worker expiry (a worker that
+-- dies frees its tokens then; a live one's heartbeat moves it on, and its calls'
+-- ends notify). A free token this claim could not lock (another claim holds it for
+-- a moment) makes the claim due again now.
 room AS (
     SELECT q.name FROM quotas AS q
-    WHERE q.slots > (SELECT count(*) FROM picked AS p WHERE p.name = q.name)
-      AND (SELECT count(*) FROM picked) < $4::integer
+    WHERE q.slots > (SELECT count(*) FROM chosen AS c WHERE c.name = q.name)
+      AND (SELECT count(*) FROM chosen) < $4::integer
+      AND (NOT EXISTS (SELECT 1 FROM everyone)
+           OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM everyone_free)
+           OR (SELECT count(*) FROM picked) = 0)
+), limited AS (
+    -- The limits that held a name back (fewer free tokens than its slots), and the
+    -- limit on all classes when it held the picks back.
+    SELECT l.kind, l.name, l.tokens, w.slots AS wanted
+    FROM wanted AS w
+    JOIN {schema}.cluster_limits AS l ON l.name = w.name
+    WHERE w.slots > (SELECT count(*) FROM free AS f WHERE f.kind = l.kind AND f.name = l.name)
+    UNION ALL
+    SELECT 'concurrency', '*', e.tokens, $4::integer FROM everyone AS e
+    WHERE (SELECT count(*) FROM everyone_free) < (SELECT count(*) FROM numbered)
 ), upcoming AS (
-    SELECT min(first.due_at) AS next_due
-    FROM room
-    CROSS JOIN LATERAL (
-        WITH RECURSIVE levels (priority) AS (
-            SELECT max(top.priority) FROM {schema}.calls AS top
-            WHERE top.name = room.name AND top.waiting = 0
-            UNION ALL
-            SELECT (
-                SELECT max(lower.priority) FROM {schema}.calls AS lower
-                WHERE lower.name = room.name AND lower.waiting = 0
-                  AND lower.priority < levels.priority
+    SELECT least(
+        (SELECT min(first.due_at)
+         FROM room
+         CROSS JOIN LATERAL (
+            WITH RECURSIVE levels (priority) AS (
+                SELECT max(top.priority) FROM {schema}.calls AS top
+                WHERE top.name = room.name AND top.waiting = 0
+                UNION ALL
+                SELECT (
+                    SELECT max(lower.priority) FROM {schema}.calls AS lower
+                    WHERE lower.name = room.name AND lower.waiting = 0
+                      AND lower.priority < levels.priority
+                )
+                FROM levels
+                WHERE levels.priority IS NOT NULL
             )
+            SELECT soonest.due_at
             FROM levels
-            WHERE levels.priority IS NOT NULL
-        )
-        SELECT soonest.due_at
-        FROM levels
-        CROSS JOIN LATERAL (
-            SELECT c.due_at FROM {schema}.calls AS c
-            WHERE c.name = room.name AND c.priority = levels.priority AND c.waiting = 0
-              AND NOT EXISTS (SELECT 1 FROM picked AS p WHERE p.id = c.id)
-            ORDER BY c.due_at, c.id
-            LIMIT 1
-        ) AS soonest
-    ) AS first
+            CROSS JOIN LATERAL (
+                SELECT c.due_at FROM {schema}.calls AS c
+                WHERE c.name = room.name AND c.priority = levels.priority AND c.waiting = 0
+                  AND NOT EXISTS (SELECT 1 FROM chosen AS p WHERE p.id = c.id)
+                ORDER BY c.due_at, c.id
+                LIMIT 1
+            ) AS soonest
+         ) AS first),
+        (SELECT min(t.used_until) FROM limited AS l
+         JOIN {schema}.cluster_tokens AS t
+           ON t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
+         WHERE l.kind = 'rate' AND t.used_until > $3),
+        (SELECT min(w.expires_at) FROM limited AS l
+         JOIN {schema}.cluster_tokens AS t
+           ON t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
+         JOIN {schema}.workers AS w ON w.id = t.owner
+         WHERE l.kind = 'concurrency' AND w.expires_at > $3),
+        (SELECT $3::timestamptz FROM limited AS l
+         WHERE l.kind = 'rate' AND EXISTS (
+             SELECT 1 FROM {schema}.cluster_tokens AS t
+             WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
+               AND (t.used_until IS NULL OR t.used_until <= $3)
+               AND NOT EXISTS (
+                   SELECT 1 FROM free AS f WHERE f.kind = t.kind AND f.name = t.name
+                     AND f.slot = t.slot)
+         )
+         LIMIT 1),
+        (SELECT $3::timestamptz FROM limited AS l
+         WHERE l.kind = 'concurrency' AND (SELECT alive FROM worker) AND EXISTS (
+             SELECT 1 FROM {schema}.cluster_tokens AS t
+             WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
+               AND (t.call_id IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM {schema}.workers AS w
+                   WHERE w.id = t.owner AND w.expires_at > $3))
+               AND NOT EXISTS (
+                   SELECT 1 FROM free AS f WHERE f.kind = t.kind AND f.name = t.name
+                     AND f.slot = t.slot)
+               AND NOT EXISTS (
+                   SELECT 1 FROM everyone_free AS e WHERE t.name = '*' AND e.slot = t.slot)
+         )
+         LIMIT 1)
+    ) AS next_due
 )
 
 -- name: _claim_result
--- A fragment ending each claim statement: the taken calls, then one row whose id is
--- NULL and whose last column is the next due time (see _claim_next).
+-- A fragment ending each claim statement: the taken calls (with whether each holds a
+-- concurrency token: its end must free it), then one row whose id is NULL and whose
+-- last column is the next due time (see _claim_next).
 SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
-    priority, dependents, NULL::timestamptz AS next_due
+    priority, dependents,
+    EXISTS (SELECT 1 FROM took WHERE took.id = taken.id AND took.kind = 'concurrency'),
+    NULL::timestamptz AS next_due
 FROM taken
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due FROM upcoming
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_due
+FROM upcoming
 
 -- name: claim
 -- Every claim statement deletes rows (or leases them) and commits before asyncpg reads
@@ -277,17 +443,18 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_du
 -- stored time within what Python holds, and the attempt count goes up only to their
 -- bound (1000000), so it can neither overflow nor make the claim fail forever.
 --
--- One statement: lock the best due rows of each name (at most its free slots; see
--- _claim_picked), skipping rows another claimer holds, keep the best `limit` across
--- names, then
--- delete them (at-most-once) or, for names in $5, lease them to $6 until $7
+-- One statement: lock the best due rows of each name (at most its quota; see
+-- _claim_quotas and _claim_picked), skipping rows another claimer holds, keep the
+-- best `limit` across names (and as many as the limit on all classes allows: see
+-- _claim_chosen), take their tokens, then
+-- delete them (at-most-once) or, for names in $7, lease them to $5 until $6
 -- (at-least-once; an expired lease's row is due again, since its due_at is the
 -- expiry). Either way the claim frees the row's unique key (a leased row's is set to
 -- NULL). Returns each call with its due time before the claim and its new attempt
 -- count. Rows locked but not kept are unlocked when the statement's transaction ends.
-{_claim_picked}, {_claim_next}, deleted AS (
+{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
-    WHERE id IN (SELECT id FROM picked) AND NOT (name = ANY($5::text[]))
+    WHERE id IN (SELECT id FROM chosen) AND NOT (name = ANY($7::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
         least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
 ), started AS (
@@ -295,14 +462,14 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_du
     -- (under the lease's owner, until its expiry), so that calls can still be made
     -- to wait for them while they run (their end is told with prerequisite_ended).
     INSERT INTO {schema}.started_prerequisites (call_id, name, owner, expires_at)
-    SELECT id, name, $6::text, $7::timestamptz FROM deleted WHERE dependents
+    SELECT id, name, $5::text, $6::timestamptz FROM deleted WHERE dependents
     ON CONFLICT (call_id) DO NOTHING
 ), leased AS (
     UPDATE {schema}.calls AS c
-    SET lease_owner = $6::text, due_at = $7::timestamptz,
+    SET lease_owner = $5::text, due_at = $6::timestamptz,
         attempts = least(c.attempts + 1, 1000000), unique_key = NULL
-    FROM picked AS p
-    WHERE c.id = p.id AND c.name = ANY($5::text[])
+    FROM chosen AS p
+    WHERE c.id = p.id AND c.name = ANY($7::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
         c.recurring_key, c.tick_at, c.priority, c.dependents
 ), taken AS (
@@ -315,9 +482,9 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_du
 -- name: claim_delete
 -- The claim when no name is leased (at-most-once only): the same picks as "claim",
 -- deleted, without the lease branch (a cheaper statement to plan and run).
-{_claim_picked}, {_claim_next}, taken AS (
+{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, taken AS (
     DELETE FROM {schema}.calls
-    WHERE id IN (SELECT id FROM picked)
+    WHERE id IN (SELECT id FROM chosen)
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
         least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
 ), started AS (
@@ -332,11 +499,11 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, next_du
 -- name: claim_lease
 -- The claim when every name is leased (at-least-once only): the same picks as
 -- "claim", leased to $5 until $6, without the delete branch.
-{_claim_picked}, {_claim_next}, taken AS (
+{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, taken AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $5::text, due_at = $6::timestamptz,
         attempts = least(c.attempts + 1, 1000000), unique_key = NULL
-    FROM picked AS p
+    FROM chosen AS p
     WHERE c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
         c.recurring_key, c.tick_at, c.priority, c.dependents
@@ -841,3 +1008,62 @@ RETURNING id, dependents, waiting > 0;
 -- Take dead letter $1 out (for requeue_dead_letter with prerequisites).
 DELETE FROM {schema}.dead_letters WHERE id = $1
 RETURNING name, payload, identifier, scheduled_at;
+
+-- name: set_cluster_limit
+-- Store limit ($1 kind, $2 name) with $3 tokens (and window $4 microseconds, rate
+-- only), set at $5 by $6, replacing the one stored; make sure tokens 0 .. $3 - 1
+-- exist, and drop tokens beyond them that no call holds. NOTIFY $7 with $8 (a larger
+-- limit has free tokens at once). Returns the limit stored before, if any.
+WITH previous AS (
+    SELECT kind, name, tokens, per_us, set_at, set_by FROM {schema}.cluster_limits
+    WHERE kind = $1::text AND name = $2::text
+), stored AS (
+    INSERT INTO {schema}.cluster_limits (kind, name, tokens, per_us, set_at, set_by)
+    VALUES ($1::text, $2::text, $3::integer, $4::bigint, $5::timestamptz, $6::text)
+    ON CONFLICT (kind, name) DO UPDATE
+    SET tokens = excluded.tokens, per_us = excluded.per_us, set_at = excluded.set_at,
+        set_by = excluded.set_by
+), slots AS (
+    INSERT INTO {schema}.cluster_tokens (kind, name, slot)
+    SELECT $1::text, $2::text, g FROM generate_series(0, $3::integer - 1) AS g
+    ON CONFLICT DO NOTHING
+), beyond AS (
+    DELETE FROM {schema}.cluster_tokens
+    WHERE kind = $1::text AND name = $2::text AND slot >= $3::integer AND call_id IS NULL
+), wakeup AS (
+    SELECT pg_notify($7::text, $8::text) AS sent
+)
+SELECT previous.*, (SELECT count(*) FROM wakeup) AS notified FROM previous
+RIGHT JOIN (SELECT 1) AS one ON true;
+
+-- name: remove_cluster_limit
+-- Drop limit ($1 kind, $2 name) and its tokens; NOTIFY $3 with $4 (calls it held back
+-- may start). Returns one row if it existed.
+WITH gone AS (
+    DELETE FROM {schema}.cluster_limits WHERE kind = $1::text AND name = $2::text
+    RETURNING kind
+), tokens AS (
+    DELETE FROM {schema}.cluster_tokens WHERE kind = $1::text AND name = $2::text
+), wakeup AS (
+    SELECT count(*) AS sent
+    FROM (SELECT pg_notify($3::text, $4::text) FROM (SELECT 1 FROM gone LIMIT 1) AS first_row) AS n
+)
+SELECT gone.kind FROM gone CROSS JOIN wakeup;
+
+-- name: cluster_limits
+SELECT kind, name, tokens, per_us, set_at, set_by FROM {schema}.cluster_limits
+ORDER BY name, kind;
+
+-- name: free_tokens
+-- The concurrency tokens worker $1 holds for calls $2 are free again; NOTIFY $3 with
+-- $4 if any was (a claim held back by the limit may take it now). Returns how many.
+WITH freed AS (
+    UPDATE {schema}.cluster_tokens
+    SET call_id = NULL, owner = NULL
+    WHERE owner = $1::text AND call_id = ANY($2::bigint[])
+    RETURNING slot
+), wakeup AS (
+    SELECT count(*) AS sent
+    FROM (SELECT pg_notify($3::text, $4::text) FROM (SELECT 1 FROM freed LIMIT 1) AS first_row) AS n
+)
+SELECT count(*) FROM freed CROSS JOIN wakeup;

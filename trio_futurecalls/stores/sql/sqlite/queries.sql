@@ -355,3 +355,66 @@ FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?));
 SELECT call_id, prerequisite_id FROM futurecalls_call_dependencies
 WHERE call_id IN (SELECT value FROM json_each(?))
 ORDER BY call_id, prerequisite_id;
+
+-- name: cluster_limits_of
+-- The cluster-wide limits on the names of a JSON array ?1, and the one on all classes.
+SELECT kind, name, tokens, per_us, set_at, set_by FROM futurecalls_cluster_limits
+WHERE name IN (SELECT value FROM json_each(?1))
+   OR (kind = 'concurrency' AND name = '*');
+
+-- name: cluster_tokens_of
+-- The tokens of one limit (?1 kind, ?2 name).
+SELECT slot, call_id, owner, used_until FROM futurecalls_cluster_tokens
+WHERE kind = ?1 AND name = ?2 ORDER BY slot;
+
+-- name: worker_expiry
+-- Until when worker ?1 is alive, if it is alive at ?2.
+SELECT expires_at FROM futurecalls_workers WHERE id = ?1 AND expires_at > ?2;
+
+-- name: take_token
+-- A claim takes token (?1 kind, ?2 name, ?3 slot): held for call ?4 by worker ?5
+-- (concurrency), or used until ?6 (rate).
+UPDATE futurecalls_cluster_tokens SET call_id = ?4, owner = ?5, used_until = ?6
+WHERE kind = ?1 AND name = ?2 AND slot = ?3;
+
+-- name: set_cluster_limit
+INSERT INTO futurecalls_cluster_limits (kind, name, tokens, per_us, set_at, set_by)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (kind, name) DO UPDATE
+SET tokens = excluded.tokens, per_us = excluded.per_us, set_at = excluded.set_at,
+    set_by = excluded.set_by;
+
+-- name: cluster_limit
+SELECT kind, name, tokens, per_us, set_at, set_by FROM futurecalls_cluster_limits
+WHERE kind = ?1 AND name = ?2;
+
+-- name: add_token
+INSERT OR IGNORE INTO futurecalls_cluster_tokens (kind, name, slot) VALUES (?1, ?2, ?3);
+
+-- name: drop_tokens_beyond
+-- Tokens beyond a lowered limit (?3 tokens) that no call holds.
+DELETE FROM futurecalls_cluster_tokens
+WHERE kind = ?1 AND name = ?2 AND slot >= ?3 AND call_id IS NULL;
+
+-- name: remove_cluster_limit
+DELETE FROM futurecalls_cluster_limits WHERE kind = ?1 AND name = ?2;
+
+-- name: remove_cluster_tokens
+DELETE FROM futurecalls_cluster_tokens WHERE kind = ?1 AND name = ?2;
+
+-- name: cluster_limits
+SELECT kind, name, tokens, per_us, set_at, set_by FROM futurecalls_cluster_limits
+ORDER BY name, kind;
+
+-- name: free_tokens
+-- The concurrency tokens worker ?1 holds for the calls of a JSON array ?2 are free.
+UPDATE futurecalls_cluster_tokens SET call_id = NULL, owner = NULL
+WHERE owner = ?1 AND call_id IN (SELECT value FROM json_each(?2));
+
+-- name: drop_free_tokens_beyond_limits
+-- Once freed, tokens beyond their (lowered) limit go.
+DELETE FROM futurecalls_cluster_tokens
+WHERE call_id IS NULL AND slot >= coalesce((
+    SELECT l.tokens FROM futurecalls_cluster_limits AS l
+    WHERE l.kind = futurecalls_cluster_tokens.kind AND l.name = futurecalls_cluster_tokens.name
+), 0);
