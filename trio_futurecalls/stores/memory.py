@@ -20,6 +20,7 @@ from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
 from ._listeners import Listeners
 from ._memory_dependencies import MemoryDependencies
+from ._paused import RESUMED, MemoryPaused, without_paused
 from ._recurring import after_fire, merge_registration, plan_runs
 
 
@@ -61,6 +62,7 @@ class MemoryStore:
         self._recurring: dict[str, RecurringInfo] = {}
         #: Calls waiting for others; a waiting call is in _calls but on no heap.
         self._deps = MemoryDependencies()
+        self._paused = MemoryPaused()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -291,6 +293,7 @@ class MemoryStore:
     ) -> Claim:
         if limit <= 0:
             return Claim([], None)
+        slots = without_paused(slots, self._paused.names)  # (not taken, not in next_due)
         # Per name, the best due rows up to its slots (highest priority first, then
         # earliest due, then lowest id); then the best overall.
         candidates: list[tuple[int, datetime, int, str]] = []
@@ -552,6 +555,22 @@ class MemoryStore:
             return RecurringFire(runs, now)
         ticks = [s.next_tick for s in self._recurring.values() if s.next_tick is not None]
         return RecurringFire(runs, min(ticks, default=None))
+
+    # -- paused classes ---------------------------------------------------------------
+
+    async def pause(self, name: str, now: datetime) -> bool:
+        name, now = StoreArgs.pause(name, now)
+        return self._paused.pause(name, now)
+
+    async def resume(self, name: str) -> bool:
+        name = StoreArgs.resume(name)
+        if not self._paused.resume(name):
+            return False
+        self._listeners.notify(RESUMED)
+        return True
+
+    async def paused(self) -> dict[str, datetime]:
+        return self._paused.listed()
 
     # -- wake-ups and sessions --------------------------------------------------------
 

@@ -22,6 +22,7 @@ from ..._model import Lease, StoredCall
 from .._claims import free_after_claim
 from . import _dependencies as dependencies
 from ._connection import to_micros
+from ._paused import unpaused
 from ._quarantine import keep_as_dead_letters
 from ._rows import Checked, claimed_call, due_time, has_dependents
 
@@ -51,6 +52,7 @@ def claim(
     unreadable: list[Checked] = []
     #: Rows that did not decode and that calls wait for -> the reason they go.
     failed_prerequisites: dict[int, str] = {}
+    slots = unpaused(q, slots, conn)  # (paused names: not taken, not in next_due)
     for name, free in slots.items():
         if free <= 0:
             continue

@@ -178,6 +178,10 @@ GROUP BY name;
 -- Rows waiting for prerequisites are not claimed: every part reads the partial index
 -- (name, priority, due_at, id) WHERE waiting = 0 of migration 0007, never them.
 --
+-- Paused names (table paused of migration 0008) are left out of the quotas: their rows
+-- are neither taken nor counted in _claim_next. One probe of paused's primary key per
+-- name; a pause committed after this statement's snapshot is not seen by it.
+--
 -- Per name, a loose index scan of (name, priority, due_at, id): "levels" walks the
 -- name's distinct priorities from the highest down, one backward index seek each,
 -- and only as far as the LIMIT pulls (a recursive CTE is evaluated on demand); for
@@ -188,6 +192,7 @@ GROUP BY name;
 -- transaction ends.
 WITH quotas AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS q (name, slots)
+    WHERE NOT EXISTS (SELECT FROM {schema}.paused AS p WHERE p.name = q.name)
 ), picked AS (
     SELECT c.id, c.due_at, c.priority, q.name
     FROM quotas AS q
@@ -841,3 +846,25 @@ RETURNING id, dependents, waiting > 0;
 -- Take dead letter $1 out (for requeue_dead_letter with prerequisites).
 DELETE FROM {schema}.dead_letters WHERE id = $1
 RETURNING name, payload, identifier, scheduled_at;
+
+-- name: pause
+-- Pause name $1 from $2 (table paused of migration 0008); a name paused already keeps
+-- its time. Returns a row if it was not paused.
+INSERT INTO {schema}.paused (name, paused_at) VALUES ($1::text, $2::timestamptz)
+ON CONFLICT (name) DO NOTHING
+RETURNING true;
+
+-- name: resume
+-- End name $1's pause; true if it was paused. Then, in the same statement, NOTIFY
+-- channel $2 with payload $3 (the epoch: every dispatcher claims again at once),
+-- delivered when the statement commits.
+WITH gone AS (
+    DELETE FROM {schema}.paused WHERE name = $1::text RETURNING name
+), wakeup AS (
+    SELECT pg_notify($2::text, $3::text) FROM gone
+)
+-- (Counting wakeup is what runs it: a CTE no one reads is not evaluated.)
+SELECT EXISTS (SELECT FROM gone) AND (SELECT count(*) FROM wakeup) >= 0;
+
+-- name: paused
+SELECT name, paused_at FROM {schema}.paused ORDER BY name;

@@ -355,3 +355,19 @@ FROM futurecalls_calls WHERE id IN (SELECT value FROM json_each(?));
 SELECT call_id, prerequisite_id FROM futurecalls_call_dependencies
 WHERE call_id IN (SELECT value FROM json_each(?))
 ORDER BY call_id, prerequisite_id;
+
+-- name: pause
+-- Pause a name (futurecalls_paused of migration 0008); a name paused already keeps
+-- its time. One row changed: it was not paused.
+INSERT INTO futurecalls_paused (name, paused_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING;
+
+-- name: resume
+-- One row deleted: it was paused.
+DELETE FROM futurecalls_paused WHERE name = ?;
+
+-- name: paused
+SELECT name, paused_at FROM futurecalls_paused ORDER BY name;
+
+-- name: paused_names
+-- Read by every claim, in its transaction (usually no row: one page).
+SELECT name FROM futurecalls_paused;
