@@ -41,6 +41,7 @@ from ._admin import (
 )
 from ._call import FutureCall, build_registry, check_call_class
 from ._cluster import publish_until_done, wanted_limits
+from ._controls import PausedClasses, limit_target
 from ._dispatcher import Dispatcher
 from ._errors import (
     InvalidArgumentError,
@@ -62,6 +63,7 @@ from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
 from ._validate import (
     check_id,
+    check_limit,
     check_names,
     check_positive_seconds,
     check_required_identifier,
@@ -133,6 +135,7 @@ class Scheduler:
         self._unknown = UnknownNamesReporter(
             store, self._registry.keys(), options.unknown_check_interval, self._clock
         )
+        self._paused = PausedClasses(store, self._clock)
         self._shutdown_requested = trio.Event()
         #: The calls nursery's scope once shutdown began (its deadline ends the grace).
         self._calls_scope: trio.CancelScope | None = None
@@ -143,8 +146,8 @@ class Scheduler:
 
     @property
     def max_concurrent(self) -> int | None:
-        """The global limit (None: unlimited)."""
-        return self._options.max_concurrent
+        """The global limit now (None: unlimited); see :meth:`set_limit`."""
+        return self._slots.limit(None)
 
     @property
     def options(self) -> SchedulerOptions:
@@ -368,15 +371,49 @@ class Scheduler:
             self._store, self._registry.keys(), wanted, self._clock()
         )
 
+    async def pause(self, call_class: type[FutureCall] | str) -> bool:
+        """Pause a class (a :class:`FutureCall` subclass or a name) in the store: no
+        worker on the store starts its calls until :meth:`resume`; they stay pending.
+        Calls already running finish. True if it was not paused. Any valid name may be
+        paused, registered here or not (other workers may run it). See the README,
+        "Cancel and pause", for exactly when it takes effect.
+        """
+        return await self._paused.pause(call_class)
+
+    async def resume(self, call_class: type[FutureCall] | str) -> bool:
+        """End a class's pause; every worker looks for its due calls at once. True if
+        it was paused."""
+        return await self._paused.resume(call_class)
+
+    async def paused(self) -> dict[str, datetime]:
+        """The classes paused in the store (name -> when), ordered by name."""
+        return await self._paused.read()
+
+    def set_limit(self, call_class: type[FutureCall] | str | None, limit: int | None) -> None:
+        """Change this scheduler's limit on calls running at once, from now on: the
+        global limit (``call_class`` None) or a registered class's (the class or its
+        name). ``limit`` None means unlimited. Lowering it cancels no running call (no
+        call starts until fewer run than the new limit); raising it starts due calls
+        at once. :meth:`statistics` shows the limits in force.
+        """
+        name = limit_target(call_class, self._registry)
+        what = "the global limit" if name is None else f"the limit of {name!r}"
+        self._slots.set_limit(name, check_limit(limit, what))
+
     def running(self) -> list[CallInfo]:
         """Calls running right now."""
         return self._running.infos()
 
     def statistics(self) -> SchedulerStatistics:
-        """Counters and time distributions per class (and in total) since start."""
+        """Counters and time distributions per class (and in total) since start, with
+        the limits in force now. A class's ``paused`` is as this scheduler last read
+        the store (its own :meth:`pause`, :meth:`resume`, :meth:`paused` and
+        :meth:`queue_lengths`, and every ``unknown_check_interval`` while it runs):
+        a pause made elsewhere shows within that interval."""
+        paused = self._paused.names
         classes = {
             name: counters.snapshot(
-                name, self._registry[name].max_concurrent, self._slots.running(name)
+                name, self._slots.limit(name), self._slots.running(name), name in paused
             )
             for name, counters in self._counters.items()
         }
@@ -389,9 +426,11 @@ class Scheduler:
         """Per name in the store: pending calls, and how many are due (waiting for a slot).
 
         Registered classes are always present (with zeros); names no class matches
-        appear too.
+        appear too. Also reads the paused classes (for :meth:`statistics`).
         """
-        return await queue_lengths(self._store, self._registry, self._clock())
+        lengths = await queue_lengths(self._store, self._registry, self._clock())
+        await self._paused.read()
+        return lengths
 
     async def shutdown(self, grace_period: float | None = None) -> None:
         """Stop starting calls, give running ones ``grace_period`` s, then cancel them.
@@ -467,6 +506,11 @@ class Scheduler:
                                 control.start_soon(self._ticker.run, name="futurecalls-recurring")
                             control.start_soon(self._dispatch, calls, name="futurecalls-dispatcher")
                             control.start_soon(self._unknown.run, name="futurecalls-unknown")
+                            control.start_soon(
+                                self._paused.run,
+                                self._options.unknown_check_interval,
+                                name="futurecalls-paused",
+                            )
                         task_status.started()
                         await self._shutdown_requested.wait()
                         # The grace period starts now, even if the dispatcher needs a

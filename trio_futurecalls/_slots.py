@@ -126,6 +126,23 @@ class Slots:
         if ring:
             doorbell.ring()
 
+    def set_limit(self, name: str | None, limit: int | None) -> None:
+        """Change the global limit (``name`` None) or class ``name``'s; None: unlimited.
+
+        Lowering it below the calls running stops none of them: no call starts until
+        fewer run than the new limit. Rings the doorbell, so that slots a raise
+        freed fill at once.
+        """
+        limiter = self._global if name is None else self._classes[name]
+        limiter.total_tokens = _tokens(limit)
+        self.doorbell.ring()
+
+    def limit(self, name: str | None) -> int | None:
+        """The global limit (``name`` None) or class ``name``'s now; None: unlimited."""
+        limiter = self._global if name is None else self._classes[name]
+        total = limiter.total_tokens
+        return None if total == math.inf else int(total)
+
     @property
     def busy(self) -> bool:
         """True while any call holds tokens (from its start until its writes are done)."""

@@ -168,6 +168,9 @@ class ClassStatistics:
     wait: Distribution
     #: Execution time of finished calls.
     run: Distribution
+    #: Paused in the store (no worker starts its calls), as this scheduler last read
+    #: it (see ``Scheduler.statistics``); always False for all classes together.
+    paused: bool = False
 
     @property
     def finished(self) -> int:
@@ -218,9 +221,12 @@ class ClassCounters:
         else:
             self.cancelled += 1
 
-    def snapshot(self, name: str, limit: int | None, running: int) -> ClassStatistics:
+    def snapshot(
+        self, name: str, limit: int | None, running: int, paused: bool = False
+    ) -> ClassStatistics:
         return ClassStatistics(
             name=name,
+            paused=paused,
             max_concurrent=limit,
             running=running,
             started=self.started,

@@ -139,7 +139,8 @@ class Store(Protocol):
         lowest id; returned in that order. Rows not due yet are not to be read, whatever
         their priority (a store walks each name's priorities in use, highest first).
         Names not in ``slots`` are not touched, nor are rows waiting for
-        prerequisites. Each taken row's ``attempts`` goes up by one. Rows of names in
+        prerequisites, nor rows of paused names (:meth:`pause`; nor counted in
+        ``next_due``). Each taken row's ``attempts`` goes up by one. Rows of names in
         ``lease.names`` are leased to ``lease.owner`` until ``lease.expires_at`` (their
         ``due_at`` becomes the expiry); all other taken rows are deleted. The returned
         calls carry the due time they had before the claim and the new attempt count.
@@ -334,6 +335,23 @@ class Store(Protocol):
         again (their calls ended, or never started); listeners are notified (on
         PostgreSQL: every worker), so that a call the limit held back starts at once.
         Returns how many were freed."""
+
+    async def pause(self, name: str, now: datetime) -> bool:
+        """Pause the class ``name`` in the store, from ``now``; True if it was not paused.
+
+        From then on no ``claim`` takes a row of ``name``, nor counts one in
+        ``next_due``; its rows stay pending. (A claim running at the same moment may
+        still take some: see the README, "Cancel and pause".)
+        """
+        ...
+
+    async def resume(self, name: str) -> bool:
+        """End the pause of ``name``; True if it was paused. Notifies listeners (with
+        the epoch: every dispatcher claims again at once)."""
+        ...
+
+    async def paused(self) -> dict[str, datetime]:
+        """The paused names, each with the time it was paused, ordered by name."""
         ...
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

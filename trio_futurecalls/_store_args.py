@@ -224,6 +224,12 @@ class StoreArgs:
         return check_aware(now, "now"), limit
 
     @staticmethod
+    def pause(name: object, now: object) -> tuple[str, datetime]:
+        return check_stored_name(name), check_time(now, "now")
+
+    resume = staticmethod(check_stored_name)
+
+    @staticmethod
     def add_listener(listener: object) -> Listener:
         if not callable(listener):
             raise InvalidArgumentError(f"listener must be callable, got {listener!r}")

@@ -38,6 +38,9 @@ Metrics (``call_class`` is the call class's ``name``):
 * ``futurecalls_call_wait_seconds{call_class}``: histogram of start minus due time
 * ``futurecalls_call_run_seconds{call_class}``: histogram of execution time
 * ``futurecalls_concurrency_limit{call_class}``: per-class limit (``+Inf``: unlimited)
+* ``futurecalls_class_paused{call_class}``: 1 if the class is paused in the store
+  (no worker starts its calls), else 0; as the scheduler last read it, which the
+  scrape refreshes (it reads the queue lengths)
 * ``futurecalls_global_concurrency_limit``: the scheduler's global limit (``+Inf``:
   unlimited). A separate metric rather than a ``call_class="global"`` label, because
   ``global`` is a valid call-class name.
@@ -197,6 +200,11 @@ class SchedulerCollector(Collector):
             "Per-class limit on calls running at once (+Inf: unlimited).",
             labels=["call_class"],
         )
+        paused = GaugeMetricFamily(
+            "futurecalls_class_paused",
+            "1 if the class is paused in the store (no worker starts its calls), else 0.",
+            labels=["call_class"],
+        )
         for c in classes:
             started.add_metric([c.name], c.started)
             for outcome in _OUTCOMES:
@@ -207,7 +215,8 @@ class SchedulerCollector(Collector):
             wait.add_metric([c.name], histogram_buckets(c.wait), c.wait.sum)
             run.add_metric([c.name], histogram_buckets(c.run), c.run.sum)
             limit.add_metric([c.name], _limit(c.max_concurrent))
-        yield from (started, finished, retried, dead_lettered, running, wait, run, limit)
+            paused.add_metric([c.name], 1.0 if c.paused else 0.0)
+        yield from (started, finished, retried, dead_lettered, running, wait, run, limit, paused)
         yield GaugeMetricFamily(
             "futurecalls_global_concurrency_limit",
             "Scheduler-wide limit on calls running at once (+Inf: unlimited).",

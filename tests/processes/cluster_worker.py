@@ -81,4 +81,4 @@ async def main(url: str, log_path: str, delivery: str, worker_timeout: str) -> N
 
 
 if __name__ == "__main__":
-    trio.run(main, *sys.argv[1:5])
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])

@@ -104,6 +104,8 @@ def test_durations(text: str, seconds: float) -> None:
         ["list"],
         ["cancel"],
         ["stats"],
+        ["pause"],
+        ["resume"],
         ["dead-letters"],
         ["dead-letters", "list"],
         ["dead-letters", "requeue"],
@@ -242,7 +244,9 @@ async def test_store_urls_and_environment(tmp_path: Path) -> None:
         "--json",
         env=cli_env(FUTURECALLS_STORE="sqlite:///ignored.db"),
     )
-    assert r.json() == {"x": {"pending": 1, "due": 0, "waiting": 0}}
+    assert r.json() == {
+        "x": {"pending": 1, "due": 0, "waiting": 0, "paused": False, "paused_at": None}
+    }
     assert not (tmp_path / "sub" / "ignored.db").exists()
     # memory:// is a new, empty store for the one command.
     r = await cli(tmp_path, "--store", "memory://", "run-once", "cli_calls:CALLS")
@@ -264,12 +268,13 @@ async def test_stats_from_store(tmp_path: Path) -> None:
     for name, when in (("a", "0"), ("a", "0"), ("a", "1d"), ("b", "1h")):
         await cli(tmp_path, "--store", STORE, "schedule", name, "--in", when)
     r = await cli(tmp_path, "--store", STORE, "stats", "--json")
+    not_paused = {"paused": False, "paused_at": None}
     assert r.json() == {
-        "a": {"pending": 3, "due": 2, "waiting": 0},
-        "b": {"pending": 1, "due": 0, "waiting": 0},
+        "a": {"pending": 3, "due": 2, "waiting": 0, **not_paused},
+        "b": {"pending": 1, "due": 0, "waiting": 0, **not_paused},
     }
     table = (await cli(tmp_path, "--store", STORE, "stats")).out.splitlines()
-    assert table[0].split() == ["NAME", "PENDING", "DUE", "WAITING"]
+    assert table[0].split() == ["NAME", "PENDING", "DUE", "WAITING", "PAUSED"]
     assert table[1].split() == ["a", "3", "2", "0"]
 
 
@@ -284,7 +289,7 @@ async def test_dependencies_from_the_command_line(tmp_path: Path) -> None:
     table = (await cli(tmp_path, *s, "list", "--name", "b")).out.splitlines()
     assert f"{first} {second}" in table[1]
     stats = (await cli(tmp_path, *s, "stats", "--json")).json()
-    assert stats["b"] == {"pending": 1, "due": 0, "waiting": 1}
+    assert stats["b"] == {"pending": 1, "due": 0, "waiting": 1, "paused": False, "paused_at": None}
     # A call the store cannot see: exit 1, with the reason.
     r = await cli(tmp_path, *s, "schedule", "b", "--in", "0", "--after", "999999", rc=1)
     assert "cannot wait for call 999999" in r.err
@@ -769,7 +774,9 @@ async def test_postgres_store(tmp_path: Path) -> None:
             (call_id, "cli-echo", "pg", {"a": 1})
         ]
         r = await cli(tmp_path, *pg, "stats", "--json")
-        assert r.json() == {"cli-echo": {"pending": 1, "due": 0, "waiting": 0}}
+        assert r.json() == {
+            "cli-echo": {"pending": 1, "due": 0, "waiting": 0, "paused": False, "paused_at": None}
+        }
         assert (await cli(tmp_path, *pg, "cancel", "--identifier", "pg")).out == "1\n"
         # postgres:// is accepted as well.
         short = pg_dsn().replace("postgresql://", "postgres://", 1)

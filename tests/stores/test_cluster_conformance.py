@@ -82,10 +82,12 @@ async def test_a_concurrency_limit_holds_across_workers(store: Store) -> None:
     await register(store, "w2")
     assert await store.set_cluster_limit(concurrency("a", 2)) is None
     ids = await store.schedule([new("a", due=i) for i in range(5)])
-    got, holding, next_due = await claim(store, 10, "w1", {"a": 1})
-    assert got == ids[:1] and holding == {ids[0]}
-    got, holding, next_due = await claim(store, 10, "w2")
-    assert got == ids[1:2] and holding == {ids[1]}
+    got, holding, _ = await claim(store, 10, "w1", {"a": 1})
+    assert got == ids[:1]
+    assert holding == {ids[0]}
+    got, holding, _next_due = await claim(store, 10, "w2")
+    assert got == ids[1:2]
+    assert holding == {ids[1]}
     # Both tokens are held by live workers: nothing more, anywhere, and the claim says
     # to look again when a holder would expire (here both at 100 s).
     assert await claim(store, 10, "w1") == ([], frozenset(), at(100))
@@ -94,7 +96,8 @@ async def test_a_concurrency_limit_holds_across_workers(store: Store) -> None:
     assert await store.free_tokens("w2", [ids[1], 999]) == 1
     assert await store.free_tokens("w2", [ids[1]]) == 0  # freeing twice is harmless
     got, holding, _ = await claim(store, 10, "w1")
-    assert got == ids[2:3] and holding == {ids[2]}
+    assert got == ids[2:3]
+    assert holding == {ids[2]}
 
 
 async def test_only_the_holder_frees_a_token(store: Store) -> None:
@@ -116,7 +119,8 @@ async def test_a_dead_workers_tokens_are_free(store: Store) -> None:
     assert await claim(store, 19, "w2") == ([], frozenset(), at(20))
     # w1 did not renew by 20 s: it is dead, and its token goes to the next claimer.
     got, holding, _ = await claim(store, 20, "w2")
-    assert got == ids[1:] and holding == {ids[1]}
+    assert got == ids[1:]
+    assert holding == {ids[1]}
 
 
 async def test_no_live_worker_no_concurrency_token(store: Store) -> None:
@@ -129,7 +133,8 @@ async def test_no_live_worker_no_concurrency_token(store: Store) -> None:
     assert (await claim(store, 1, "stranger"))[0] == []
     assert (await claim(store, 6, "w1"))[0] == []
     got, holding, _ = await claim(store, 1, "w1")
-    assert got == ids[:1] and holding == {ids[0]}
+    assert got == ids[:1]
+    assert holding == {ids[0]}
 
 
 async def test_the_limit_on_all_classes(store: Store) -> None:
@@ -161,7 +166,7 @@ async def test_class_and_global_limits_together(store: Store) -> None:
 async def test_a_rate_limit_spreads_starts_over_windows(store: Store) -> None:
     await store.set_cluster_limit(rate("a", 2, per=10))
     ids = await store.schedule([new("a", due=i * 0.1) for i in range(5)])
-    got, holding, next_due = await claim(store, 1, None)
+    got, holding, _next_due = await claim(store, 1, None)
     assert got == ids[:2]
     assert holding == frozenset()  # rate tokens are not held: nothing to free
     # No token until the window after the first start ends; the claim says when.
@@ -178,7 +183,8 @@ async def test_rate_limit_counts_every_worker(store: Store) -> None:
     ids = await store.schedule([new("a") for _ in range(6)])
     got1 = (await claim(store, 1, "w1", {"a": 2}))[0]
     got2 = (await claim(store, 2, "w2"))[0]
-    assert len(got1) == 2 and len(got2) == 1
+    assert len(got1) == 2
+    assert len(got2) == 1
     assert (await claim(store, 30, "w1"))[0] == []
     assert sorted(got1 + got2) == ids[:3]
 
@@ -189,7 +195,8 @@ async def test_rate_and_concurrency_on_one_class(store: Store) -> None:
     await store.set_cluster_limit(concurrency("a", 5))
     ids = await store.schedule([new("a") for _ in range(4)])
     got, holding, _ = await claim(store, 1)
-    assert got == ids[:2] and holding == set(ids[:2])
+    assert got == ids[:2]
+    assert holding == set(ids[:2])
     await store.free_tokens("w1", ids[:2])
     assert (await claim(store, 2))[0] == []  # the rate, not the concurrency, holds them
 
@@ -200,7 +207,8 @@ async def test_raising_and_lowering_a_limit(store: Store) -> None:
     ids = await store.schedule([new("a", due=i) for i in range(6)])
     assert (await claim(store, 10))[0] == ids[:1]
     previous = await store.set_cluster_limit(concurrency("a", 3))
-    assert previous is not None and previous.tokens == 1
+    assert previous is not None
+    assert previous.tokens == 1
     assert (await claim(store, 10))[0] == ids[1:3]
     # Lowered below what runs: nothing is stopped, and nothing new starts until
     # fewer than the new limit run.
@@ -234,7 +242,8 @@ async def test_cluster_limits_lists_what_is_stored(store: Store) -> None:
         ("concurrency", "b", 2, None),
         ("rate", "b", 5, timedelta(seconds=1.5)),
     ]
-    assert limits[1].set_by == "test" and limits[1].set_at == T0
+    assert limits[1].set_by == "test"
+    assert limits[1].set_at == T0
 
 
 async def test_setting_a_limit_wakes_listeners(store: Store) -> None:
@@ -260,7 +269,8 @@ async def test_leased_calls_hold_tokens_too(store: Store) -> None:
     await store.set_cluster_limit(concurrency("a", 1))
     ids = await store.schedule([new("a"), new("a")])
     taken = await store.claim(at(1), {"a": 5}, 5, lease("w1", frozenset({"a"})))
-    assert [c.id for c in taken.calls] == ids[:1] and taken.holding == {ids[0]}
+    assert [c.id for c in taken.calls] == ids[:1]
+    assert taken.holding == {ids[0]}
     assert await store.complete("w1", ids[0])
     assert (await claim(store, 2))[0] == []  # completing does not free the token
     await store.free_tokens("w1", [ids[0]])

@@ -1,4 +1,5 @@
-"""The store commands: migrate, schedule, list, cancel, stats and dead-letters.
+"""The store commands: migrate, schedule, list, cancel, stats and dead-letters
+(``pause`` and ``resume`` are in ``_pause.py``).
 
 Each opens the store of ``--store`` (``--schema`` for PostgreSQL), makes one or two
 calls of the public API, prints the result and returns the exit code.
@@ -140,18 +141,29 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     if args.metrics_url is not None:
         return await stats_from_metrics(args.metrics_url, as_json=args.json)
     async with store_of(args) as store:
-        lengths = await queue_lengths(store)
+        # Paused classes are listed even with no pending call.
+        paused = await store.paused()
+        lengths = await queue_lengths(store, paused)
     if args.json:
         print_json(
             {
-                name: {"pending": q.pending, "due": q.due, "waiting": q.waiting}
+                name: {
+                    "pending": q.pending,
+                    "due": q.due,
+                    "waiting": q.waiting,
+                    "paused": name in paused,
+                    "paused_at": iso(paused[name]) if name in paused else None,
+                }
                 for name, q in lengths.items()
             }
         )
     else:
         print_table(
-            ["NAME", "PENDING", "DUE", "WAITING"],
-            ([n, q.pending, q.due, q.waiting] for n, q in lengths.items()),
+            ["NAME", "PENDING", "DUE", "WAITING", "PAUSED"],
+            (
+                [n, q.pending, q.due, q.waiting, "yes" if n in paused else None]
+                for n, q in lengths.items()
+            ),
         )
     return 0
 

@@ -32,6 +32,7 @@ from ._commands import (
     cmd_schedule,
     cmd_stats,
 )
+from ._pause import cmd_pause, cmd_resume
 from ._recurring import cmd_recurring_add, cmd_recurring_cancel, cmd_recurring_list
 from ._worker import cmd_run_once, cmd_worker
 
@@ -210,9 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_cancel)
 
     p = command(
+        "pause",
+        "Pause a call class in the store: no worker starts its calls (running ones "
+        "finish) until it is resumed.",
+        epilog="Exit status 0, also when it was paused already (the message says so).",
+    )
+    p.add_argument("name", metavar="NAME", help="the call class's name")
+    p.set_defaults(run=cmd_pause)
+
+    p = command(
+        "resume",
+        "End a call class's pause: every worker starts its due calls at once.",
+        epilog="Exit status 0, also when it was not paused (the message says so).",
+    )
+    p.add_argument("name", metavar="NAME", help="the call class's name")
+    p.set_defaults(run=cmd_resume)
+
+    p = command(
         "stats",
-        "Queue lengths per name from the store; with --metrics-url, a running worker's "
-        "per-class counters and timings.",
+        "Queue lengths per name from the store, and paused classes; with --metrics-url, "
+        "a running worker's per-class counters and timings.",
     )
     p.add_argument(
         "--metrics-url",

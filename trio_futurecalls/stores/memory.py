@@ -23,6 +23,7 @@ from ._dependencies import ABANDONED, CANCELLED
 from ._listeners import Listeners
 from ._memory_cluster import MemoryCluster
 from ._memory_dependencies import MemoryDependencies
+from ._paused import RESUMED, MemoryPaused, without_paused
 from ._recurring import after_fire, merge_registration, plan_runs
 
 
@@ -66,6 +67,7 @@ class MemoryStore:
         self._deps = MemoryDependencies()
         #: Cluster-wide limits: every scheduler on this store obeys them.
         self._cluster = MemoryCluster(self._worker_expiry)
+        self._paused = MemoryPaused()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -323,6 +325,7 @@ class MemoryStore:
     ) -> Claim:
         if limit <= 0:
             return Claim([], None)
+        slots = without_paused(slots, self._paused.names)  # (not taken, not in next_due)
         cluster = self._cluster
         plan = None
         if cluster:  # cut to the free tokens of cluster-wide limits
@@ -595,6 +598,22 @@ class MemoryStore:
             return RecurringFire(runs, now)
         ticks = [s.next_tick for s in self._recurring.values() if s.next_tick is not None]
         return RecurringFire(runs, min(ticks, default=None))
+
+    # -- paused classes ---------------------------------------------------------------
+
+    async def pause(self, name: str, now: datetime) -> bool:
+        name, now = StoreArgs.pause(name, now)
+        return self._paused.pause(name, now)
+
+    async def resume(self, name: str) -> bool:
+        name = StoreArgs.resume(name)
+        if not self._paused.resume(name):
+            return False
+        self._listeners.notify(RESUMED)
+        return True
+
+    async def paused(self) -> dict[str, datetime]:
+        return self._paused.listed()
 
     # -- wake-ups and sessions --------------------------------------------------------
 

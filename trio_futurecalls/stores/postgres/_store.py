@@ -32,6 +32,7 @@ from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
 from .._listeners import Listeners
+from .._paused import RESUMED
 from .._rows import (
     call_from_row,
     cluster_limit_from_row,
@@ -542,6 +543,25 @@ class PostgresStore:
             return RecurringFire(runs, now)
         next_tick = None if fired.next_tick is None else utc(fired.next_tick)
         return RecurringFire(runs, next_tick, contended=fired.still_due)
+
+    # -- paused classes (table paused; claims leave them out: see _claim_picked) --------
+
+    async def pause(self, name: str, now: datetime) -> bool:
+        name, now = StoreArgs.pause(name, now)
+        return bool(await self._call("fetchval", "pause", name, now))
+
+    async def resume(self, name: str) -> bool:
+        name = StoreArgs.resume(name)
+        resumed = bool(
+            await self._call("fetchval", "resume", name, self.channel, notify_payload(RESUMED))
+        )
+        if resumed:  # at once here; the NOTIFY reaches the other processes
+            self._listeners.notify(RESUMED)
+        return resumed
+
+    async def paused(self) -> dict[str, datetime]:
+        rows = await self._call("fetch", "paused")
+        return {row[0]: utc(row[1]) for row in rows}
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -23,6 +23,7 @@ from .._claims import free_after_claim
 from . import _cluster as cluster
 from . import _dependencies as dependencies
 from ._connection import from_micros, to_micros
+from ._paused import unpaused
 from ._quarantine import keep_as_dead_letters
 from ._rows import Checked, claimed_call, due_time, has_dependents
 
@@ -52,6 +53,7 @@ def claim(
     """Take the due calls (``slots`` and ``limit`` as ``Store.claim`` says)."""
     owner = None if lease is None else lease.owner
     now = from_micros(now_us)
+    slots = unpaused(q, slots, conn)  # (paused names: not taken, not in next_due)
     planned = cluster.plan(q, conn, slots, limit, now, owner)
     if planned is not None:  # cut to the free tokens of cluster-wide limits
         slots, limit = planned[0].slots, planned[0].limit

@@ -39,9 +39,11 @@ from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._listeners import Listeners
+from .._paused import RESUMED
 from .._sql import queries
 from . import _cluster as cluster
 from . import _dependencies as dependencies
+from . import _paused as paused
 from . import _recurring as recurring
 from ._claim import claim
 from ._connection import OWN_ERRORS, to_micros, translate
@@ -539,6 +541,22 @@ class SQLiteStore:
         if stored:
             self._listeners.notify(min(c.due_at for c in stored))
         return RecurringFire(len(stored), next_tick)
+
+    # -- paused classes (_paused.py) ----------------------------------------------------
+
+    async def pause(self, name: str, now: datetime) -> bool:
+        name, now = StoreArgs.pause(name, now)
+        return await self._write(partial(paused.pause, self._q, name, to_micros(now)))
+
+    async def resume(self, name: str) -> bool:
+        name = StoreArgs.resume(name)
+        resumed = await self._write(partial(paused.resume, self._q, name))
+        if resumed:  # (other processes see the commit: their watcher wakes them)
+            self._listeners.notify(RESUMED)
+        return resumed
+
+    async def paused(self) -> dict[str, datetime]:
+        return await self._run(partial(paused.listed, self._q))
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

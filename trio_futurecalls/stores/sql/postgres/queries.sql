@@ -183,8 +183,14 @@ GROUP BY name;
 -- slots and its free tokens of each limit on it. Tokens of the limit on all classes
 -- (name '*') are taken after the picks (_claim_chosen), as many as were picked.
 -- With no limit stored, each lookup finds nothing and the quotas are the slots.
+--
+-- Paused names (table paused of migration 0008) are left out: their rows are neither
+-- taken nor counted in _claim_next, and no token is locked for them. One probe of
+-- paused's primary key per name; a pause committed after this statement's snapshot
+-- is not seen by it.
 WITH wanted AS (
     SELECT * FROM unnest($1::text[], $2::integer[]) AS w (name, slots)
+    WHERE NOT EXISTS (SELECT FROM {schema}.paused AS p WHERE p.name = w.name)
 ), worker AS (
     SELECT EXISTS (
         SELECT 1 FROM {schema}.workers AS w WHERE w.id = $5::text AND w.expires_at > $3
@@ -1067,3 +1073,25 @@ WITH freed AS (
     FROM (SELECT pg_notify($3::text, $4::text) FROM (SELECT 1 FROM freed LIMIT 1) AS first_row) AS n
 )
 SELECT count(*) FROM freed CROSS JOIN wakeup;
+
+-- name: pause
+-- Pause name $1 from $2 (table paused of migration 0008); a name paused already keeps
+-- its time. Returns a row if it was not paused.
+INSERT INTO {schema}.paused (name, paused_at) VALUES ($1::text, $2::timestamptz)
+ON CONFLICT (name) DO NOTHING
+RETURNING true;
+
+-- name: resume
+-- End name $1's pause; true if it was paused. Then, in the same statement, NOTIFY
+-- channel $2 with payload $3 (the epoch: every dispatcher claims again at once),
+-- delivered when the statement commits.
+WITH gone AS (
+    DELETE FROM {schema}.paused WHERE name = $1::text RETURNING name
+), wakeup AS (
+    SELECT pg_notify($2::text, $3::text) FROM gone
+)
+-- (Counting wakeup is what runs it: a CTE no one reads is not evaluated.)
+SELECT EXISTS (SELECT FROM gone) AND (SELECT count(*) FROM wakeup) >= 0;
+
+-- name: paused
+SELECT name, paused_at FROM {schema}.paused ORDER BY name;

@@ -418,3 +418,19 @@ WHERE call_id IS NULL AND slot >= coalesce((
     SELECT l.tokens FROM futurecalls_cluster_limits AS l
     WHERE l.kind = futurecalls_cluster_tokens.kind AND l.name = futurecalls_cluster_tokens.name
 ), 0);
+
+-- name: pause
+-- Pause a name (futurecalls_paused of migration 0008); a name paused already keeps
+-- its time. One row changed: it was not paused.
+INSERT INTO futurecalls_paused (name, paused_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING;
+
+-- name: resume
+-- One row deleted: it was paused.
+DELETE FROM futurecalls_paused WHERE name = ?;
+
+-- name: paused
+SELECT name, paused_at FROM futurecalls_paused ORDER BY name;
+
+-- name: paused_names
+-- Read by every claim, in its transaction (usually no row: one page).
+SELECT name FROM futurecalls_paused;
