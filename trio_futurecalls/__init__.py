@@ -30,6 +30,7 @@ from ._model import OnConflict as OnConflict
 from ._model import RecurringFire as RecurringFire
 from ._model import RecurringInfo as RecurringInfo
 from ._model import StoredCall as StoredCall
+from ._model import WorkerInfo as WorkerInfo
 from ._open_store import open_store as open_store
 from ._options import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
 from ._options import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION

@@ -12,14 +12,25 @@ from typing import final
 import attrs
 
 from .._errors import DuplicateCallError, PrerequisiteError
-from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from .._model import (
+    Claim,
+    DeadLetter,
+    Lease,
+    NewCall,
+    RecurringFire,
+    RecurringInfo,
+    StoredCall,
+    WorkerInfo,
+)
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
+from .._validate_workers import WorkerArgs
 from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
-from ._listeners import Listeners
+from ._listeners import WAKE_NOW, Listeners
 from ._memory_dependencies import MemoryDependencies
+from ._memory_workers import MemoryWorkers
 from ._recurring import after_fire, merge_registration, plan_runs
 
 
@@ -61,6 +72,8 @@ class MemoryStore:
         self._recurring: dict[str, RecurringInfo] = {}
         #: Calls waiting for others; a waiting call is in _calls but on no heap.
         self._deps = MemoryDependencies()
+        #: Registered workers and the concurrency tokens they hold.
+        self.cluster = MemoryWorkers()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -552,6 +565,24 @@ class MemoryStore:
             return RecurringFire(runs, now)
         ticks = [s.next_tick for s in self._recurring.values() if s.next_tick is not None]
         return RecurringFire(runs, min(ticks, default=None))
+
+    # -- workers (see _memory_workers.py) ----------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        self.cluster.register(WorkerArgs.register_worker(worker))
+
+    async def heartbeat(
+        self, worker_id: str, now: datetime, expires_at: datetime, running: int
+    ) -> bool:
+        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
+        return self.cluster.heartbeat(*args)
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        if self.cluster.deregister(WorkerArgs.deregister_worker(worker_id)):
+            self._listeners.notify(WAKE_NOW)
+
+    async def workers(self, now: datetime) -> list[WorkerInfo]:
+        return self.cluster.live(WorkerArgs.workers(now))
 
     # -- wake-ups and sessions --------------------------------------------------------
 

@@ -29,17 +29,28 @@ import attrs
 import trio
 
 from ..._errors import StoreClosedError, StoreError
-from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from ..._model import (
+    Claim,
+    DeadLetter,
+    Lease,
+    NewCall,
+    RecurringFire,
+    RecurringInfo,
+    StoredCall,
+    WorkerInfo,
+)
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
+from ..._validate_workers import WorkerArgs
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
-from .._listeners import Listeners
+from .._listeners import WAKE_NOW, Listeners
 from .._sql import queries
 from . import _dependencies as dependencies
 from . import _recurring as recurring
+from . import _workers as registry
 from ._claim import claim
 from ._connection import OWN_ERRORS, to_micros, translate
 from ._inserts import insert_calls
@@ -507,6 +518,28 @@ class SQLiteStore:
         if stored:
             self._listeners.notify(min(c.due_at for c in stored))
         return RecurringFire(len(stored), next_tick)
+
+    # -- workers (see _workers.py) ----------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        worker = WorkerArgs.register_worker(worker)
+        await self._write(partial(registry.register, self._q, worker))
+
+    async def heartbeat(
+        self, worker_id: str, now: datetime, expires_at: datetime, running: int
+    ) -> bool:
+        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
+        return await self._write(partial(registry.heartbeat, self._q, *args))
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        worker_id = WorkerArgs.deregister_worker(worker_id)
+        # Other processes see the commit through their data_version watchers.
+        if await self._write(partial(registry.deregister, self._q, worker_id)):
+            self._listeners.notify(WAKE_NOW)
+
+    async def workers(self, now: datetime) -> list[WorkerInfo]:
+        now = WorkerArgs.workers(now)
+        return await self._read(partial(registry.live, self._q, now))
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -841,3 +841,50 @@ RETURNING id, dependents, waiting > 0;
 -- Take dead letter $1 out (for requeue_dead_letter with prerequisites).
 DELETE FROM {schema}.dead_letters WHERE id = $1
 RETURNING name, payload, identifier, scheduled_at;
+
+-- name: worker_register
+-- Insert a worker's row, or replace the row with its id.
+INSERT INTO {schema}.workers
+    (id, host, pid, started_at, heartbeat_at, expires_at, running, limits)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
+    running = excluded.running, limits = excluded.limits;
+
+-- name: worker_heartbeat
+-- Renew worker $1's row at $2 (now) until $3, with $4 running calls, and delete every
+-- row that expired by $2, in one statement. The two touch disjoint rows (expired or
+-- not), so neither sees the other's change. A row that expired by now (this
+-- worker's too) is not revived: its worker registers again. True if renewed.
+WITH expired AS (
+    DELETE FROM {schema}.workers WHERE expires_at <= $2::timestamptz
+), renewed AS (
+    UPDATE {schema}.workers
+    SET heartbeat_at = $2::timestamptz, expires_at = $3::timestamptz, running = $4::integer
+    WHERE id = $1::text AND expires_at > $2::timestamptz
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM renewed);
+
+-- name: worker_deregister
+-- Delete worker $1's row and free the concurrency tokens it holds, in one statement;
+-- if it held any, NOTIFY channel $2 with payload $3 (a slot may be free now).
+WITH gone AS (
+    DELETE FROM {schema}.workers WHERE id = $1::text
+), freed AS (
+    UPDATE {schema}.cluster_tokens SET call_id = NULL, owner = NULL
+    WHERE owner = $1::text
+    RETURNING 1
+), wakeup AS (
+    SELECT count(*) AS sent
+    FROM (SELECT pg_notify($2::text, $3::text) FROM (SELECT 1 FROM freed LIMIT 1) AS f) AS n
+)
+SELECT (SELECT count(*) FROM freed), (SELECT sent FROM wakeup);
+
+-- name: workers_live
+-- The rows not expired by $1, by start then id.
+SELECT id, host, pid, started_at, heartbeat_at, expires_at, running, limits
+FROM {schema}.workers
+WHERE expires_at > $1::timestamptz
+ORDER BY started_at, id;
