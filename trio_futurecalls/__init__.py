@@ -35,6 +35,7 @@ from ._open_store import open_store as open_store
 from ._options import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
 from ._options import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION
 from ._options import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
+from ._options import DEFAULT_WORKER_TIMEOUT as DEFAULT_WORKER_TIMEOUT
 from ._options import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
 from ._options import SchedulerKeywords as SchedulerKeywords
 from ._options import SchedulerOptions as SchedulerOptions

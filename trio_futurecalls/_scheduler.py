@@ -508,6 +508,9 @@ async def open_scheduler(
       claim leases a row (60 s) and how often running calls' leases are renewed (a
       third of it). A call whose lease cannot be renewed is cancelled before it
       expires; another worker may run it once it has.
+    * ``worker_timeout``: a scheduler that executes calls registers in the store's
+      workers registry and heartbeats every third of this (30 s); one not heard from
+      for this long is dead (see :meth:`Scheduler.workers`).
 
     Leaving the block shuts down gracefully (see :meth:`Scheduler.shutdown`). A failure
     inside the scheduler is raised as :class:`SchedulerError`, never a raw group.
