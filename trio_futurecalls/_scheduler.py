@@ -4,9 +4,11 @@ Layout of the tasks (all inside the nursery that :func:`open_scheduler` opens)::
 
     Scheduler._run
     └── keeper nursery ── LeaseKeeper.run (renews leases until every call has ended)
+        │              └─ Presence.run   (registers, heartbeats; deregisters last)
         └── calls nursery ─── one Execution._run_call task per started call
             └── control nursery
-                ├── Dispatcher.run          (claims due calls, starts them, sleeps)
+                ├── Dispatcher.run          (once registered: claims due calls,
+                │                            starts them, sleeps)
                 └── UnknownNamesReporter.run
 
 The rooms, with arrows running one way: this facade → ``_dispatcher`` →
@@ -49,9 +51,10 @@ from ._errors import (
 )
 from ._execution import Execution
 from ._leases import LeaseKeeper
-from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall
+from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall, WorkerInfo
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
 from ._outcome import CallPolicy
+from ._presence import Presence, worker_limits
 from ._recurring import RecurringTicker, cancel_recurring, list_recurring, schedule_recurring
 from ._running import RunningCalls
 from ._slots import Slots
@@ -122,6 +125,20 @@ class Scheduler:
         # at-most-once prerequisites alive, and ends those other workers abandoned.
         self._lease_keeper = (
             LeaseKeeper(store, self._owner, self._running, options) if options.execute else None
+        )
+        # Only a scheduler that executes calls registers (see _run).
+        self._presence = Presence(
+            store,
+            self._owner,
+            options,
+            running=self._running.__len__,
+            limits=worker_limits(
+                options.max_concurrent,
+                {
+                    n: (c.max_concurrent, self._policies[n].delivery)
+                    for n, c in self._registry.items()
+                },
+            ),
         )
         self._ticker = RecurringTicker(
             store,
@@ -367,6 +384,11 @@ class Scheduler:
             self._store, self._registry.keys(), wanted, self._clock()
         )
 
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers on this store (schedulers that execute calls, in this
+        process or any other), by start time: see :class:`WorkerInfo`."""
+        return await self._store.workers(self._clock())
+
     def running(self) -> list[CallInfo]:
         """Calls running right now."""
         return self._running.infos()
@@ -442,6 +464,10 @@ class Scheduler:
             async with trio.open_nursery() as keeper:
                 if self._lease_keeper is not None:
                     keeper.start_soon(self._lease_keeper.run, name="futurecalls-leases")
+                if self._options.execute:
+                    # Registered before anything is claimed; deregistered when the
+                    # keeper nursery is cancelled, once every call has ended.
+                    await keeper.start(self._presence.run, name="futurecalls-presence")
                 async with trio.open_nursery() as calls:
                     async with trio.open_nursery() as control:
                         if self._options.execute:
@@ -456,7 +482,10 @@ class Scheduler:
                             else:
                                 control.start_soon(self._ticker.run, name="futurecalls-recurring")
                             control.start_soon(
-                                self._dispatcher.run, calls, name="futurecalls-dispatcher"
+                                self._presence.after_registered,
+                                self._dispatcher.run,
+                                calls,
+                                name="futurecalls-dispatcher",
                             )
                             control.start_soon(self._unknown.run, name="futurecalls-unknown")
                         task_status.started()
