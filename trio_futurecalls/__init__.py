@@ -33,10 +33,12 @@ from ._model import OnConflict as OnConflict
 from ._model import RecurringFire as RecurringFire
 from ._model import RecurringInfo as RecurringInfo
 from ._model import StoredCall as StoredCall
+from ._model import WorkerInfo as WorkerInfo
 from ._open_store import open_store as open_store
 from ._options import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
 from ._options import DEFAULT_LEASE_DURATION as DEFAULT_LEASE_DURATION
 from ._options import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
+from ._options import DEFAULT_WORKER_TIMEOUT as DEFAULT_WORKER_TIMEOUT
 from ._options import ENV_MAX_CONCURRENT as ENV_MAX_CONCURRENT
 from ._options import SchedulerKeywords as SchedulerKeywords
 from ._options import SchedulerOptions as SchedulerOptions

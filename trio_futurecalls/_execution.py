@@ -257,9 +257,15 @@ class Execution:
             # write: another worker, or a newer run here under the same owner id, may
             # hold it now. So nothing is written; the call runs again if need be.
             _log.error(
-                "call %s (id=%d) lost its lease and was cancelled; another worker may run it",
+                "call %s (id=%d) %s and was cancelled; %s",
                 call.name,
                 call.id,
+                "lost its cluster-wide slot (this worker may have been declared dead)"
+                if running.slot_lost
+                else "lost its lease",
+                "it is not run again (at-most-once)"
+                if running.slot_lost and not policy.leased
+                else "another worker may run it",
                 extra=call_fields(call),
             )
             return Outcome.LEASE_LOST, ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, TypeAlias, final
+from typing import Any, Literal, TypeAlias, final
 
 import attrs
 
@@ -199,3 +199,33 @@ class RecurringFire:
     #: True when a due schedule was skipped because another worker is firing it
     #: right now: look again shortly, in case that worker dies mid-way.
     contended: bool = False
+
+
+@final
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """A worker (a scheduler that executes calls) as registered in its store.
+
+    Each such scheduler registers itself as it starts, renews its row with a heartbeat
+    every ``worker_timeout / 3`` and deletes it as it shuts down. A worker not heard
+    from by :attr:`expires_at` is dead: its row is no longer listed (and is deleted by
+    the next heartbeat of any worker), and its cluster concurrency tokens are free.
+    Times are aware UTC.
+    """
+
+    #: The scheduler's owner string (``host:pid:random``), the one its leases carry.
+    id: str
+    #: ``socket.gethostname()`` of its process, and its process id.
+    host: str
+    pid: int
+    #: When the scheduler started (kept when it registers again after a lapse).
+    started_at: datetime
+    #: Its last successful heartbeat (or registration), and when its row expires
+    #: unless renewed.
+    heartbeat_at: datetime
+    expires_at: datetime
+    #: Calls it was running at its last heartbeat.
+    running: int = 0
+    #: Its limits, a JSON object: ``{"max_concurrent": int | None, "classes": {name:
+    #: {"max_concurrent": int | None, "delivery": "at_most_once" | "at_least_once"}}}``.
+    limits: dict[str, Any] = attrs.field(factory=dict)

@@ -31,6 +31,8 @@ DEFAULT_GRACE_PERIOD: Final = 30.0
 DEFAULT_LEASE_DURATION: Final = 60.0
 #: Seconds between checks of the store for pending calls no registered class matches.
 DEFAULT_UNKNOWN_CHECK_INTERVAL: Final = 60.0
+#: Seconds after which a worker not heard from is dead (it heartbeats every third).
+DEFAULT_WORKER_TIMEOUT: Final = 30.0
 
 #: A wall clock: returns the current time as an aware datetime.
 Clock = Callable[[], datetime]
@@ -97,6 +99,10 @@ def _lease_renew_interval(value: object) -> float | None:
     return None if value is None else _seconds(value, "lease_renew_interval", positive=True)
 
 
+def _worker_timeout(value: object) -> float:
+    return _seconds(value, "worker_timeout", positive=True)
+
+
 def _check_clock(instance: object, attribute: object, clock: object) -> None:
     if not callable(clock):
         raise InvalidArgumentError(f"clock must be callable, got {clock!r}")
@@ -139,6 +145,10 @@ class SchedulerOptions:
     lease_duration: float = attrs.field(default=DEFAULT_LEASE_DURATION, converter=_lease_duration)
     #: How often running calls' leases are renewed; None: a third of ``lease_duration``.
     lease_renew_interval: float | None = attrs.field(default=None, converter=_lease_renew_interval)
+    #: A worker (a scheduler that executes calls) not heard from for this long is dead:
+    #: its row in the store's workers registry expires and its cluster concurrency
+    #: tokens are free again. It heartbeats every third of it.
+    worker_timeout: float = attrs.field(default=DEFAULT_WORKER_TIMEOUT, converter=_worker_timeout)
 
     def __attrs_post_init__(self) -> None:
         if self.renew_interval >= self.lease_duration:
@@ -170,6 +180,7 @@ class SchedulerKeywords(TypedDict, total=False):
     cluster_max_concurrent: int | None
     lease_duration: float
     lease_renew_interval: float | None
+    worker_timeout: float
 
 
 def build_options(base: SchedulerOptions | None, keywords: SchedulerKeywords) -> SchedulerOptions:

@@ -34,11 +34,19 @@ class RunningCall:
     record_expires_at: datetime | None = None
     #: It holds a token of a cluster-wide concurrency limit (freed when it ends).
     holds_token: bool = False
+    #: Set when it was stopped because that token may be another worker's now.
+    slot_lost: bool = False
 
     def lose_lease(self) -> None:
         """Stop the call: it must not run on unaware that another worker has it."""
         self.lost = True
         self.scope.cancel()
+
+    def lose_slot(self) -> None:
+        """Stop the call: this worker may have been declared dead, so another worker
+        may have taken its cluster-wide slot (it must not run beyond the limit)."""
+        self.slot_lost = True
+        self.lose_lease()
 
 
 class RunningCalls(set[RunningCall]):
@@ -59,6 +67,12 @@ class RunningCalls(set[RunningCall]):
         may be among them: see :class:`LeaseKeeper`, which tells them apart by their
         own lease expiry)."""
         return [r for r in self if r.leased and not r.lost]
+
+    def lose_slots(self) -> None:
+        """Stop every run holding a cluster-wide token (this worker lapsed)."""
+        for run in self:
+            if run.holds_token and not run.ended and not run.lost:
+                run.lose_slot()
 
     def recorded(self) -> list[RunningCall]:
         """Runs of at-most-once calls the store recorded as started prerequisites."""

@@ -4,9 +4,11 @@ Layout of the tasks (all inside the nursery that :func:`open_scheduler` opens)::
 
     Scheduler._run
     └── keeper nursery ── LeaseKeeper.run (renews leases until every call has ended)
+        │              └─ Presence.run   (registers, heartbeats; deregisters last)
         └── calls nursery ─── one Execution._run_call task per started call
             └── control nursery
-                ├── Dispatcher.run          (claims due calls, starts them, sleeps)
+                ├── Dispatcher.run          (once registered: claims due calls,
+                │                            starts them, sleeps)
                 └── UnknownNamesReporter.run
 
 The rooms, with arrows running one way: this facade → ``_dispatcher`` →
@@ -51,9 +53,10 @@ from ._errors import (
 )
 from ._execution import Execution
 from ._leases import LeaseKeeper
-from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall
+from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall, WorkerInfo
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
 from ._outcome import CallPolicy
+from ._presence import Presence, worker_limits
 from ._recurring import RecurringTicker, cancel_recurring, list_recurring, schedule_recurring
 from ._running import RunningCalls
 from ._slots import Slots
@@ -126,6 +129,23 @@ class Scheduler:
         self._lease_keeper = (
             LeaseKeeper(store, self._owner, self._running, options) if options.execute else None
         )
+        # Only a scheduler that executes calls registers (see _run).
+        self._presence = Presence(
+            store,
+            self._owner,
+            options,
+            running=self._running.__len__,
+            limits=worker_limits(
+                options.max_concurrent,
+                {
+                    n: (c.max_concurrent, self._policies[n].delivery)
+                    for n, c in self._registry.items()
+                },
+            ),
+        )
+        # A lapse (this worker may have been declared dead): another worker may have
+        # the cluster-wide slots of its calls now, so those calls stop.
+        self._presence.on_lapse(self._running.lose_slots)
         self._ticker = RecurringTicker(
             store,
             self._clock,
@@ -400,6 +420,11 @@ class Scheduler:
         what = "the global limit" if name is None else f"the limit of {name!r}"
         self._slots.set_limit(name, check_limit(limit, what))
 
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers on this store (schedulers that execute calls, in this
+        process or any other), by start time: see :class:`WorkerInfo`."""
+        return await self._store.workers(self._clock())
+
     def running(self) -> list[CallInfo]:
         """Calls running right now."""
         return self._running.infos()
@@ -491,6 +516,10 @@ class Scheduler:
             async with trio.open_nursery() as keeper:
                 if self._lease_keeper is not None:
                     keeper.start_soon(self._lease_keeper.run, name="futurecalls-leases")
+                if self._options.execute:
+                    # Registered before anything is claimed; deregistered when the
+                    # keeper nursery is cancelled, once every call has ended.
+                    await keeper.start(self._presence.run, name="futurecalls-presence")
                 async with trio.open_nursery() as calls:
                     async with trio.open_nursery() as control:
                         if self._options.execute:
@@ -504,7 +533,12 @@ class Scheduler:
                                     await self._lease_keeper.end_abandoned()
                             else:
                                 control.start_soon(self._ticker.run, name="futurecalls-recurring")
-                            control.start_soon(self._dispatch, calls, name="futurecalls-dispatcher")
+                            control.start_soon(
+                                self._presence.after_registered,
+                                self._dispatch,
+                                calls,
+                                name="futurecalls-dispatcher",
+                            )
                             control.start_soon(self._unknown.run, name="futurecalls-unknown")
                             control.start_soon(
                                 self._paused.run,
@@ -560,6 +594,9 @@ async def open_scheduler(
       claim leases a row (60 s) and how often running calls' leases are renewed (a
       third of it). A call whose lease cannot be renewed is cancelled before it
       expires; another worker may run it once it has.
+    * ``worker_timeout``: a scheduler that executes calls registers in the store's
+      workers registry and heartbeats every third of this (30 s); one not heard from
+      for this long is dead (see :meth:`Scheduler.workers`).
 
     Leaving the block shuts down gracefully (see :meth:`Scheduler.shutdown`). A failure
     inside the scheduler is raised as :class:`SchedulerError`, never a raw group.

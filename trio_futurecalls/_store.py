@@ -45,7 +45,16 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from ._model import (
+    Claim,
+    DeadLetter,
+    Lease,
+    NewCall,
+    RecurringFire,
+    RecurringInfo,
+    StoredCall,
+    WorkerInfo,
+)
 from ._stats import QueueLength
 
 if TYPE_CHECKING:
@@ -352,6 +361,38 @@ class Store(Protocol):
 
     async def paused(self) -> dict[str, datetime]:
         """The paused names, each with the time it was paused, ordered by name."""
+        ...
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Insert ``worker``'s row, or replace the row with its id (see
+        :class:`WorkerInfo`; ``_presence.py`` registers each scheduler that executes
+        calls)."""
+        ...
+
+    async def heartbeat(
+        self, worker_id: str, now: datetime, expires_at: datetime, running: int
+    ) -> bool:
+        """Renew ``worker_id``'s row: heartbeat at ``now``, expiring at
+        ``expires_at``, with ``running`` calls.
+
+        False when the row is gone or had expired by ``now``: it is not revived (the
+        caller registers again). The same statement (or transaction) deletes every
+        row that expired by ``now``.
+        """
+        ...
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        """Delete ``worker_id``'s row and free its cluster concurrency tokens (their
+        ``call_id`` and ``owner`` become NULL), in one transaction; listeners are
+        notified when a token was freed (a slot may be free now)."""
+        ...
+
+    async def workers(self, now: datetime) -> list[WorkerInfo]:
+        """The live workers (``expires_at > now``), by ``started_at``, then ``id``.
+
+        A row that is not a valid worker (another program wrote it) is left out with a
+        warning in the log, never an error.
+        """
         ...
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

@@ -169,15 +169,16 @@ async def check_killed_worker(
         killed_at = datetime.now(UTC).timestamp()
         await wait_for(finished, 120)
     events = read_log(log_path)
-    # Runs: each start with the next end of that call (the log does not say which
-    # worker wrote a line); a run that never ended (killed) ends at the kill.
+    # Runs: each end with the latest start of that call before it (the log does not
+    # say which worker wrote a line; a call runs again only once its first run died);
+    # a run that never ended (killed) ends at the kill.
     runs: list[tuple[float, float]] = []
     open_runs: dict[int, list[float]] = {}
     for kind, call_id, at in sorted(events, key=lambda e: e[2]):
         if kind == "start":
             open_runs.setdefault(call_id, []).append(at)
         elif kind == "end" and open_runs.get(call_id):
-            runs.append((open_runs[call_id].pop(0), at))
+            runs.append((open_runs[call_id].pop(), at))
     for starts in open_runs.values():
         runs.extend((start, max(start, killed_at)) for start in starts)
     assert {i for kind, i, _ in events if kind == "end"} == set(ids)

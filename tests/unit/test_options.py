@@ -11,6 +11,7 @@ import pytest
 from trio_futurecalls import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_WORKER_TIMEOUT,
     Delivery,
     InvalidArgumentError,
     SchedulerKeywords,
@@ -32,6 +33,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options.execute is True
     assert options.default_delivery is Delivery.AT_MOST_ONCE
     assert options.renew_interval == options.lease_duration / 3
+    assert options.worker_timeout == DEFAULT_WORKER_TIMEOUT == 30.0
 
 
 def test_environment_is_read_when_the_limit_is_not_given(
@@ -67,6 +69,10 @@ def test_build_options_applies_keywords_over_a_base() -> None:
         ({"lease_duration": 3, "lease_renew_interval": 3}, "shorter than lease_duration"),
         ({"lease_renew_interval": 0}, "lease_renew_interval must be > 0"),
         ({"default_delivery": "at_least_once"}, "default_delivery must be a Delivery"),
+        ({"worker_timeout": 0}, "worker_timeout must be > 0"),
+        ({"worker_timeout": -1}, "worker_timeout must be finite and >= 0"),
+        ({"worker_timeout": float("inf")}, "worker_timeout must be finite"),
+        ({"worker_timeout": "30"}, "worker_timeout must be a number of seconds"),
         ({"clock": 5}, "clock must be callable"),
         ({"clock": datetime.now}, "must be timezone-aware"),
     ],

@@ -35,6 +35,7 @@ from ._commands import (
 from ._pause import cmd_pause, cmd_resume
 from ._recurring import cmd_recurring_add, cmd_recurring_cancel, cmd_recurring_list
 from ._worker import cmd_run_once, cmd_worker
+from ._workers import cmd_workers
 
 ENV_STORE: Final = "FUTURECALLS_STORE"
 DEFAULT_STORE: Final = "sqlite:///futurecalls.sqlite3"
@@ -241,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_stats)
+
+    p = command(
+        "workers",
+        "List the live workers (schedulers that execute calls) of the store, by start.",
+        epilog="A worker heartbeats every third of its worker_timeout (30 s by default) "
+        "and is listed until its row expires; read-only.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=cmd_workers)
 
     p = command("dead-letters", "Inspect, requeue and purge dead letters.")
     dead = p.add_subparsers(dest="dead_command", metavar="ACTION", required=True)

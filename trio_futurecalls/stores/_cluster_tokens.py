@@ -79,15 +79,17 @@ def fit(
         if found is None:
             lim = limits[key]
             found = []
+            busy = 0  # in every slot: one beyond a lowered limit counts until freed
             for token in tokens.get(key, ()):
-                if token.slot >= lim.tokens:
-                    continue
                 if key[0] == "rate":
-                    if token.used_until is None or token.used_until <= now:
-                        found.append(token.slot)
-                elif alive and (token.call_id is None or _dead(token.owner, expiry)):
+                    is_free = token.used_until is None or token.used_until <= now
+                else:
+                    is_free = token.call_id is None or _dead(token.owner, expiry)
+                busy += not is_free
+                if is_free and token.slot < lim.tokens and (alive or key[0] == "rate"):
                     found.append(token.slot)
             found.sort()
+            del found[max(0, lim.tokens - busy) :]
             free[key] = found
         return found
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Final
 
 from .._store import Listener
 
 _log = logging.getLogger("trio_futurecalls.store")
+
+#: The due time of a wake-up that says "look now" (a slot was freed, not a call
+#: scheduled): earlier than anything a dispatcher waits for, so it always rings.
+WAKE_NOW: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Listeners:

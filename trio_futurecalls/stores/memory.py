@@ -13,16 +13,27 @@ import attrs
 
 from .._cluster_limits import ClusterLimit
 from .._errors import DuplicateCallError, PrerequisiteError
-from .._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from .._model import (
+    Claim,
+    DeadLetter,
+    Lease,
+    NewCall,
+    RecurringFire,
+    RecurringInfo,
+    StoredCall,
+    WorkerInfo,
+)
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
 from .._validate import EARLIEST_TIME
+from .._validate_workers import WorkerArgs
 from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
-from ._listeners import Listeners
+from ._listeners import WAKE_NOW, Listeners
 from ._memory_cluster import MemoryCluster
 from ._memory_dependencies import MemoryDependencies
+from ._memory_workers import MemoryWorkers
 from ._paused import RESUMED, MemoryPaused, without_paused
 from ._recurring import after_fire, merge_registration, plan_runs
 
@@ -66,8 +77,10 @@ class MemoryStore:
         #: Calls waiting for others; a waiting call is in _calls but on no heap.
         self._deps = MemoryDependencies()
         #: Cluster-wide limits: every scheduler on this store obeys them.
-        self._cluster = MemoryCluster(self._worker_expiry)
+        self._cluster = MemoryCluster(self._worker_expiry)  # (needs self._workers)
         self._paused = MemoryPaused()
+        #: Registered workers (a concurrency token's holder is alive while its row is).
+        self._workers = MemoryWorkers()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -75,7 +88,7 @@ class MemoryStore:
 
     def _worker_expiry(self, worker: str, now: datetime) -> datetime | None:
         """Until when ``worker`` is alive (None: dead or unknown)."""
-        return None  # TODO(workers registry)
+        return self._workers.expiry(worker, now)
 
     async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
         previous = self._cluster.set(StoreArgs.set_cluster_limit(limit))
@@ -614,6 +627,26 @@ class MemoryStore:
 
     async def paused(self) -> dict[str, datetime]:
         return self._paused.listed()
+
+    # -- workers (see _memory_workers.py) ----------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        self._workers.register(WorkerArgs.register_worker(worker))
+
+    async def heartbeat(
+        self, worker_id: str, now: datetime, expires_at: datetime, running: int
+    ) -> bool:
+        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
+        return self._workers.heartbeat(*args)
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        worker_id = WorkerArgs.deregister_worker(worker_id)
+        self._workers.deregister(worker_id)
+        if self._cluster.free(worker_id):
+            self._listeners.notify(WAKE_NOW)
+
+    async def workers(self, now: datetime) -> list[WorkerInfo]:
+        return self._workers.live(WorkerArgs.workers(now))
 
     # -- wake-ups and sessions --------------------------------------------------------
 

@@ -22,16 +22,26 @@ import trio
 
 from ..._cluster_limits import ClusterLimit
 from ..._errors import DuplicateCallError, StoreClosedError, StoreError
-from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from ..._model import (
+    Claim,
+    DeadLetter,
+    Lease,
+    NewCall,
+    RecurringFire,
+    RecurringInfo,
+    StoredCall,
+    WorkerInfo,
+)
 from ..._options import utc_now
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
 from ..._validate import EARLIEST_TIME
+from ..._validate_workers import WorkerArgs
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
-from .._listeners import Listeners
+from .._listeners import WAKE_NOW, Listeners
 from .._paused import RESUMED
 from .._rows import (
     call_from_row,
@@ -59,6 +69,7 @@ from ._recurring import aio_cancel_recurring, aio_fire_recurring, aio_put_recurr
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
 from ._values import utc
+from ._workers import live_workers, register_args
 
 _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
@@ -562,6 +573,31 @@ class PostgresStore:
     async def paused(self) -> dict[str, datetime]:
         rows = await self._call("fetch", "paused")
         return {row[0]: utc(row[1]) for row in rows}
+
+    # -- workers (see _workers.py) ----------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        worker = WorkerArgs.register_worker(worker)
+        await self._call("execute", "worker_register", *register_args(worker))
+
+    async def heartbeat(
+        self, worker_id: str, now: datetime, expires_at: datetime, running: int
+    ) -> bool:
+        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
+        renewed: bool = await self._call("fetchval", "worker_heartbeat", *args)
+        return renewed
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        worker_id = WorkerArgs.deregister_worker(worker_id)
+        freed, _ = await self._call(
+            "fetchrow", "worker_deregister", worker_id, self.channel, notify_payload(WAKE_NOW)
+        )
+        if freed:
+            self._listeners.notify(WAKE_NOW)
+
+    async def workers(self, now: datetime) -> list[WorkerInfo]:
+        now = WorkerArgs.workers(now)
+        return live_workers(await self._call("fetch", "workers_live", now))
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -30,21 +30,32 @@ import trio
 
 from ..._cluster_limits import ClusterLimit
 from ..._errors import StoreClosedError, StoreError
-from ..._model import Claim, DeadLetter, Lease, NewCall, RecurringFire, RecurringInfo, StoredCall
+from ..._model import (
+    Claim,
+    DeadLetter,
+    Lease,
+    NewCall,
+    RecurringFire,
+    RecurringInfo,
+    StoredCall,
+    WorkerInfo,
+)
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
 from ..._validate import EARLIEST_TIME
+from ..._validate_workers import WorkerArgs
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
-from .._listeners import Listeners
+from .._listeners import WAKE_NOW, Listeners
 from .._paused import RESUMED
 from .._sql import queries
 from . import _cluster as cluster
 from . import _dependencies as dependencies
 from . import _paused as paused
 from . import _recurring as recurring
+from . import _workers as registry
 from ._claim import claim
 from ._connection import OWN_ERRORS, to_micros, translate
 from ._inserts import insert_calls
@@ -557,6 +568,28 @@ class SQLiteStore:
 
     async def paused(self) -> dict[str, datetime]:
         return await self._run(partial(paused.listed, self._q))
+
+    # -- workers (see _workers.py) ----------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        worker = WorkerArgs.register_worker(worker)
+        await self._write(partial(registry.register, self._q, worker))
+
+    async def heartbeat(
+        self, worker_id: str, now: datetime, expires_at: datetime, running: int
+    ) -> bool:
+        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
+        return await self._write(partial(registry.heartbeat, self._q, *args))
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        worker_id = WorkerArgs.deregister_worker(worker_id)
+        # Other processes see the commit through their data_version watchers.
+        if await self._write(partial(registry.deregister, self._q, worker_id)):
+            self._listeners.notify(WAKE_NOW)
+
+    async def workers(self, now: datetime) -> list[WorkerInfo]:
+        now = WorkerArgs.workers(now)
+        return await self._read(partial(registry.live, self._q, now))
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -199,6 +199,16 @@ WITH wanted AS (
     SELECT l.kind, l.name, l.tokens, l.per_us, w.slots AS wanted
     FROM wanted AS w
     JOIN {schema}.cluster_limits AS l ON l.name = w.name
+), busy AS (
+    -- Tokens in use, in every slot: one beyond a lowered limit counts until freed.
+    SELECT l.kind, l.name, count(t.slot) AS n
+    FROM limits AS l
+    JOIN {schema}.cluster_tokens AS t ON t.kind = l.kind AND t.name = l.name
+    WHERE CASE WHEN l.kind = 'rate' THEN t.used_until > $3
+        ELSE t.call_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
+        ) END
+    GROUP BY l.kind, l.name
 ), free AS (
     SELECT l.kind, l.name, t.slot,
         row_number() OVER (PARTITION BY l.kind, l.name ORDER BY t.slot) AS n
@@ -212,7 +222,8 @@ WITH wanted AS (
                   WHERE w.id = t.owner AND w.expires_at > $3
               ) END
         ORDER BY t.slot
-        LIMIT l.wanted
+        LIMIT greatest(0, least(l.wanted, l.tokens - coalesce(
+            (SELECT b.n FROM busy AS b WHERE b.kind = l.kind AND b.name = l.name), 0)))
         FOR UPDATE SKIP LOCKED
     ) AS t
     WHERE l.kind = 'rate' OR (SELECT alive FROM worker)
@@ -228,8 +239,15 @@ WITH wanted AS (
     )::integer AS slots
     FROM wanted AS w
 ), everyone AS (
-    -- The limit on all classes together, if any.
-    SELECT l.tokens FROM {schema}.cluster_limits AS l
+    -- The limit on all classes together, if any, and its tokens in use (as in busy).
+    SELECT l.tokens, (
+        SELECT count(*) FROM {schema}.cluster_tokens AS t
+        WHERE t.kind = 'concurrency' AND t.name = '*' AND t.call_id IS NOT NULL
+          AND EXISTS (
+              SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
+          )
+    ) AS busy
+    FROM {schema}.cluster_limits AS l
     WHERE l.kind = 'concurrency' AND l.name = '*'
 )
 
@@ -302,7 +320,7 @@ everyone_free AS (
               SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
           ))
         ORDER BY t.slot
-        LIMIT (SELECT count(*) FROM picked)
+        LIMIT greatest(0, least((SELECT count(*) FROM picked), e.tokens - e.busy))
         FOR UPDATE SKIP LOCKED
     ) AS t
     WHERE (SELECT alive FROM worker)
@@ -1095,3 +1113,50 @@ SELECT EXISTS (SELECT FROM gone) AND (SELECT count(*) FROM wakeup) >= 0;
 
 -- name: paused
 SELECT name, paused_at FROM {schema}.paused ORDER BY name;
+
+-- name: worker_register
+-- Insert a worker's row, or replace the row with its id.
+INSERT INTO {schema}.workers
+    (id, host, pid, started_at, heartbeat_at, expires_at, running, limits)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
+    running = excluded.running, limits = excluded.limits;
+
+-- name: worker_heartbeat
+-- Renew worker $1's row at $2 (now) until $3, with $4 running calls, and delete every
+-- row that expired by $2, in one statement. The two touch disjoint rows (expired or
+-- not), so neither sees the other's change. A row that expired by now (this
+-- worker's too) is not revived: its worker registers again. True if renewed.
+WITH expired AS (
+    DELETE FROM {schema}.workers WHERE expires_at <= $2::timestamptz
+), renewed AS (
+    UPDATE {schema}.workers
+    SET heartbeat_at = $2::timestamptz, expires_at = $3::timestamptz, running = $4::integer
+    WHERE id = $1::text AND expires_at > $2::timestamptz
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM renewed);
+
+-- name: worker_deregister
+-- Delete worker $1's row and free the concurrency tokens it holds, in one statement;
+-- if it held any, NOTIFY channel $2 with payload $3 (a slot may be free now).
+WITH gone AS (
+    DELETE FROM {schema}.workers WHERE id = $1::text
+), freed AS (
+    UPDATE {schema}.cluster_tokens SET call_id = NULL, owner = NULL
+    WHERE owner = $1::text
+    RETURNING 1
+), wakeup AS (
+    SELECT count(*) AS sent
+    FROM (SELECT pg_notify($2::text, $3::text) FROM (SELECT 1 FROM freed LIMIT 1) AS f) AS n
+)
+SELECT (SELECT count(*) FROM freed), (SELECT sent FROM wakeup);
+
+-- name: workers_live
+-- The rows not expired by $1, by start then id.
+SELECT id, host, pid, started_at, heartbeat_at, expires_at, running, limits
+FROM {schema}.workers
+WHERE expires_at > $1::timestamptz
+ORDER BY started_at, id;

@@ -434,3 +434,39 @@ SELECT name, paused_at FROM futurecalls_paused ORDER BY name;
 -- name: paused_names
 -- Read by every claim, in its transaction (usually no row: one page).
 SELECT name FROM futurecalls_paused;
+
+-- name: worker_register
+-- Insert a worker's row, or replace the row with its id.
+INSERT INTO futurecalls_workers
+    (id, host, pid, started_at, heartbeat_at, expires_at, running, limits)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at,
+    running = excluded.running, limits = excluded.limits;
+
+-- name: worker_heartbeat
+-- Renew worker ?1's row at ?2 (now) until ?3, with ?4 running calls; a row that
+-- expired by now is not revived (its worker registers again).
+UPDATE futurecalls_workers SET heartbeat_at = ?2, expires_at = ?3, running = ?4
+WHERE id = ?1 AND typeof(expires_at) = 'integer' AND expires_at > ?2;
+
+-- name: workers_expire
+-- Delete every row that expired by ?1. A row whose expiry is not a time (another
+-- program wrote it) is dead too.
+DELETE FROM futurecalls_workers
+WHERE NOT (typeof(expires_at) = 'integer' AND expires_at > ?1);
+
+-- name: worker_delete
+DELETE FROM futurecalls_workers WHERE id = ?;
+
+-- name: worker_free_tokens
+-- A worker deregisters: the concurrency tokens it holds are free again.
+UPDATE futurecalls_cluster_tokens SET call_id = NULL, owner = NULL WHERE owner = ?;
+
+-- name: workers_live
+-- The rows not expired by ?1, as WORKER_COLUMNS, by start then id.
+SELECT id, host, pid, started_at, heartbeat_at, expires_at, running, limits
+FROM futurecalls_workers
+WHERE typeof(expires_at) = 'integer' AND expires_at > ?1
+ORDER BY started_at, id;
