@@ -94,6 +94,10 @@ def fit(
         return found
 
     def held_back(key: Key) -> None:
+        per = limits[key].per
+        if per is not None and free_of(key):
+            # The tokens this claim takes free again a window from now.
+            wakes.append(now + per)
         for token in tokens.get(key, ()):
             if token.slot >= limits[key].tokens:
                 continue

@@ -377,12 +377,12 @@ room AS (
 ), limited AS (
     -- The limits that held a name back (fewer free tokens than its slots), and the
     -- limit on all classes when it held the picks back.
-    SELECT l.kind, l.name, l.tokens, w.slots AS wanted
+    SELECT l.kind, l.name, l.tokens, w.slots AS wanted, l.per_us
     FROM wanted AS w
     JOIN {schema}.cluster_limits AS l ON l.name = w.name
     WHERE w.slots > (SELECT count(*) FROM free AS f WHERE f.kind = l.kind AND f.name = l.name)
     UNION ALL
-    SELECT 'concurrency', '*', e.tokens, $4::integer FROM everyone AS e
+    SELECT 'concurrency', '*', e.tokens, $4::integer, NULL::bigint FROM everyone AS e
     WHERE (SELECT count(*) FROM everyone_free) < (SELECT count(*) FROM numbered)
 ), upcoming AS (
     SELECT least(
@@ -415,6 +415,10 @@ room AS (
          JOIN {schema}.cluster_tokens AS t
            ON t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
          WHERE l.kind = 'rate' AND t.used_until > $3),
+        -- The rate tokens this claim takes free again a window from now.
+        (SELECT min($3::timestamptz + l.per_us * interval '1 microsecond') FROM limited AS l
+         WHERE l.kind = 'rate' AND EXISTS (
+             SELECT 1 FROM free AS f WHERE f.kind = l.kind AND f.name = l.name)),
         (SELECT min(w.expires_at) FROM limited AS l
          JOIN {schema}.cluster_tokens AS t
            ON t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
