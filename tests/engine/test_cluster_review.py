@@ -123,3 +123,59 @@ async def test_a_token_left_unfreed_is_not_freed_again_under_the_calls_next_run(
         await trio.sleep(60)
     assert store.failed
     assert Limited.overlap.most <= 2
+
+
+class CutOff(MemoryStore):
+    """The heartbeats and registrations of the workers named in ``cut_off`` fail (their
+    claims still go through: a store slow or failing for some statements only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut_off: set[str] = set()
+
+    async def register_worker(self, worker: Any) -> None:
+        if worker.id in self.cut_off:
+            raise StoreError("register: the store said no")
+        await super().register_worker(worker)
+
+    async def heartbeat(self, worker_id: str, *args: Any) -> bool:
+        if worker_id in self.cut_off:
+            raise StoreError("heartbeat: the store said no")
+        return await super().heartbeat(worker_id, *args)
+
+
+class One(FutureCall):
+    """At most 1 at once across the cluster."""
+
+    name = "one"
+    max_concurrent = None
+    cluster_max_concurrent = 1
+    overlap: ClassVar[Overlap] = Overlap()
+
+    async def invoke(self, session: Any, payload: Any) -> None:
+        One.overlap.enter()
+        try:
+            await trio.sleep(payload)
+        finally:
+            One.overlap.leave()
+
+
+async def test_a_call_claimed_after_a_lapse_does_not_run_past_its_workers_expiry(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    # Worker 1's heartbeats fail from the start (timeout 30: lapse at 27, its row
+    # expires at 30) and so do its registrations after the lapse. At the lapse, its
+    # calls holding tokens are stopped (lose_slots). But its dispatcher goes on
+    # claiming: a claim at 28 still finds the row alive (until 30), takes the token,
+    # and starts the call; nothing stops that one. From 30 the row is dead and worker
+    # 2 takes the same token: two calls of a class limited to 1 run at once.
+    One.overlap = Overlap()
+    store = CutOff()
+    async with open_scheduler(store, [One], clock=clock, worker_timeout=30) as s1:
+        store.cut_off.add(s1.owner)
+        await store.schedule([call(clock, One.name, 100, 28)])
+        await trio.sleep(29)
+        async with open_scheduler(store, [One], clock=clock, worker_timeout=30):
+            await store.schedule([call(clock, One.name, 10, 2)])
+            await trio.sleep(10)
+            assert One.overlap.most <= 1
