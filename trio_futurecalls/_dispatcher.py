@@ -25,6 +25,7 @@ from ._errors import StoreError
 from ._execution import Execution
 from ._model import Lease, StoredCall
 from ._options import SchedulerOptions
+from ._presence import Presence
 from ._slots import Slots
 from ._store import Store
 
@@ -91,6 +92,9 @@ class Dispatcher:
         self._run_until = run_until
         #: Set in run-once mode when nothing due by ``run_until`` is left to start.
         self.drained = trio.Event()
+        #: This worker's presence (set by the scheduler): calls claimed with a
+        #: cluster-wide token start only if the worker did not lapse meanwhile.
+        self.presence: Presence | None = None
 
     def _lease(self, wall: datetime) -> Lease:
         """The lease of the next claim: rows of at-least-once classes are leased; and
@@ -123,9 +127,30 @@ class Dispatcher:
                 else:
                     wall = self._clock()
                     now = wall if until is None else min(wall, until)
+                    presence = self.presence
+                    if presence is not None and not presence.live:
+                        # Lapsed, registering again: a claim now could take tokens
+                        # under a row about to expire; claim once it is confirmed.
+                        await presence.wait_live()
+                        continue
                     lease = self._lease(wall)
+                    lapses = 0 if presence is None else presence.lapses
                     claim = await self._store.claim(now, slots, limit, lease)
                     fitting, extra, repeats = fit_to_slots(claim.calls, slots, limit)
+                    holding = claim.holding
+                    if holding and presence is not None and not presence.holds_since(lapses):
+                        # This worker lapsed (or is registering again): the row its
+                        # tokens were taken under may expire before it is renewed, and
+                        # another worker take them. These calls do not start.
+                        lapsed = [c for c in fitting if c.id in holding]
+                        if lapsed:
+                            _log.warning(
+                                "%d call(s) claimed with cluster-wide slots while this "
+                                "worker may be declared dead go back to the store",
+                                len(lapsed),
+                            )
+                            fitting = [c for c in fitting if c.id not in holding]
+                            await self._execution.hand_back(lapsed, holding)
                     if repeats:
                         _log.error(
                             "the store handed over call id(s) %s twice in one claim; "
@@ -149,7 +174,6 @@ class Dispatcher:
                         await self._execution.hand_back(fitting, claim.holding)
                         return
                     expiry = lease.expires_at
-                    holding = claim.holding
                     for call in fitting:
                         self._execution.start(calls, call, expiry, call.id in holding, wall)
                     next_due = claim.next_due

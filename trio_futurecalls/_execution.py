@@ -78,6 +78,8 @@ class Execution:
         ``fit_to_slots``), so the class is registered and the tokens are free.
         """
         policy = self._policies[call.name]
+        if holds_token:
+            self._writes.holds_again(call.id)
         ticket = self._slots.take(call.name)
         try:
             nursery.start_soon(

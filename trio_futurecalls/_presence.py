@@ -94,11 +94,28 @@ class Presence:
         #: Until when the store confirmed this worker's row (its last successful
         #: registration or heartbeat's expiry); None while not registered.
         self.confirmed_until: datetime | None = None
+        #: How many lapses happened (see :meth:`holds_since`).
+        self.lapses = 0
+        #: Set while the row is confirmed (replaced by a new one at each lapse).
+        self._live = trio.Event()
 
     @property
     def live(self) -> bool:
         """Whether the row is confirmed and no lapse happened since."""
         return self.confirmed_until is not None
+
+    def holds_since(self, lapses: int) -> bool:
+        """Whether tokens taken under this worker's id since :attr:`lapses` was
+        ``lapses`` are still its own: the row is confirmed, and no lapse happened in
+        between (a claim in flight across a lapse, or made while the worker registers
+        again, may have taken tokens under a row about to expire: their calls would
+        run on, unstopped, once another worker takes those tokens)."""
+        return self.live and self.lapses == lapses
+
+    async def wait_live(self) -> None:
+        """Return once the row is confirmed (at once if it is)."""
+        while not self.live:
+            await self._live.wait()
 
     def on_lapse(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` at each lapse (see the module's description)."""
@@ -160,6 +177,7 @@ class Presence:
                 await trio.sleep(backoff)
                 continue
             self.confirmed_until = expires_at
+            self._live.set()
             self._registered.set()
             tried()
             return
@@ -205,6 +223,8 @@ class Presence:
 
     def _lapse(self, why: str) -> None:
         self.confirmed_until = None
+        self.lapses += 1
+        self._live = trio.Event()
         _log.warning(
             "worker %s may have been declared dead (%s); registering again",
             self.worker_id,

@@ -146,6 +146,7 @@ class Scheduler:
         # A lapse (this worker may have been declared dead): another worker may have
         # the cluster-wide slots of its calls now, so those calls stop.
         self._presence.on_lapse(self._running.lose_slots)
+        self._dispatcher.presence = self._presence
         self._ticker = RecurringTicker(
             store,
             self._clock,

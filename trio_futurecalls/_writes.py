@@ -126,6 +126,13 @@ class CallWrites:
                 extra=call_fields(call),
             )
 
+    def holds_again(self, call_id: int) -> None:
+        """Call ``call_id`` was claimed again with a token, under this worker: a token
+        left unfreed from an earlier run of it must not be freed with another call's
+        (the store frees by owner and call id, which would free the token it holds
+        now). Its own end frees both."""
+        self._unfreed.discard(call_id)
+
     async def free_tokens(self, calls: Sequence[StoredCall]) -> None:
         """Give back the cluster-wide concurrency tokens ``calls`` held (they ended, or
         never started), so that a call held back by the limit may start anywhere."""
