@@ -31,7 +31,7 @@ from ._errors import FutureCallsError
 from ._options import Clock
 from ._running import RunningCall, RunningCalls
 from ._store import Store
-from .stores._listeners import CANCEL_REQUESTED
+from .stores._listeners import CANCEL_REQUESTED, WAKE_NOW
 
 _log = logging.getLogger("trio_futurecalls.cancels")
 
@@ -49,14 +49,15 @@ PUSHED_ACK_POLL: Final = 0.02
 def ack_wait(store: Store) -> tuple[float, float]:
     """(longest wait, pause between looks) for the acks of a request on ``store``.
 
-    A store that pushes wake-ups to other processes says so with a class attribute
-    ``cancel_ack_wait`` (PostgreSQL: 1 s). Otherwise the workers of other processes
-    read requests every ``recheck_interval`` (SQLite): three of them; with no
-    recheck interval (memory store: one process), :data:`PUSHED_ACK_WAIT`.
+    A store says how long with an attribute ``cancel_ack_wait`` (PostgreSQL: 1 s,
+    since every worker hears the NOTIFY; SQLite: three ``recheck_interval``, since
+    other processes notice a request within one). Otherwise: the store's
+    ``recheck_interval`` three times, or with none (memory store: one process)
+    :data:`PUSHED_ACK_WAIT`.
     """
     pushed = getattr(store, "cancel_ack_wait", None)
     if isinstance(pushed, int | float) and pushed > 0:
-        return float(pushed), PUSHED_ACK_POLL
+        return float(pushed), max(PUSHED_ACK_POLL, pushed / 30)
     recheck = store.recheck_interval
     if recheck is None:
         return PUSHED_ACK_WAIT, PUSHED_ACK_POLL
@@ -68,10 +69,10 @@ async def cancel_call(store: Store, call_id: int, clock: Clock) -> CancelOutcome
     if await store.cancel(call_id):
         return CancelOutcome.PENDING
     request, leased = await store.request_cancel(call_id, None, clock(), clock() + REQUEST_LIFETIME)
-    if leased:
-        return CancelOutcome.RUNNING  # its row is gone; its worker stops it on reading
-    found = await _acks(store, request, clock, any_found=True)
-    return CancelOutcome.RUNNING if found else CancelOutcome.NOT_FOUND
+    # A leased row (deleted now) is running, or was: wait for the workers all the
+    # same, so that when this returns its run was stopped (or the wait ran out).
+    found = await _acks(store, request, clock, any_found=not leased)
+    return CancelOutcome.RUNNING if found or leased else CancelOutcome.NOT_FOUND
 
 
 async def cancel_identifier_calls(store: Store, identifier: str, clock: Clock) -> int:
@@ -115,14 +116,17 @@ class CancelWatcher:
         self._running = running
         self._clock = clock
         self._wake = trio.Event()
+        self._any_wake = getattr(store, "cancel_requests_on_any_wake", False) is True
         #: Requests handled (acked), by id; forgotten once the store drops them.
         self._handled: dict[int, CancelRequest] = {}
         #: Acks to send again (request id -> found), for calls stopped as they started.
         self._late: dict[int, int] = {}
 
     def on_wake(self, due_at: datetime) -> None:
-        """A store listener: a request was stored (here, or announced by NOTIFY)."""
-        if due_at == CANCEL_REQUESTED:
+        """A store listener: a request was stored (here, or announced by NOTIFY); on
+        a store that says so (SQLite), any "look now" wake-up, since other processes'
+        commits arrive only as those (at most one per ``recheck_interval``)."""
+        if due_at == CANCEL_REQUESTED or (self._any_wake and due_at == WAKE_NOW):
             self._wake.set()
 
     def started(self, run: RunningCall) -> None:

@@ -103,6 +103,9 @@ class PostgresStore:
         #: The NOTIFY channel of this schema.
         self.channel = channel_of(schema)
         self.recheck_interval = recheck_interval
+        #: Every worker hears a cancel request's NOTIFY: a canceller waits up to 1 s
+        #: for their acks (_cancels.py).
+        self.cancel_ack_wait = 1.0
         self.max_pool_size = max_pool_size
         self._pool: asyncpg.Pool | None = pool
         self._connections = Connections(pool, acquire_timeout, cancel_timeout=connect_timeout)

@@ -121,6 +121,11 @@ class SQLiteStore:
         self.path = path
         #: The dispatcher needs no fallback re-check: the watcher wakes it.
         self.recheck_interval: float | None = None
+        #: Cancel requests of other processes arrive as data_version wake-ups (within
+        #: ``recheck_interval``): cancel watchers read the requests at every wake-up,
+        #: and a canceller waits up to three intervals for their acks (_cancels.py).
+        self.cancel_requests_on_any_wake = True
+        self.cancel_ack_wait = 3 * recheck_interval if recheck_interval else 1.0
         self._conn: sqlite3.Connection | None = conn
         # Text that is not UTF-8 (another program wrote it) reaches the row checks
         # instead of failing the whole query.
