@@ -9,6 +9,7 @@ from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
 from ._admin import schedule_chain as schedule_chain
 from ._call import FutureCall as FutureCall
+from ._cancel_model import CancelOutcome as CancelOutcome
 from ._cluster_limits import ALL_CLASSES as ALL_CLASSES
 from ._cluster_limits import ClusterLimit as ClusterLimit
 from ._cluster_limits import RateLimit as RateLimit

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 import trio
 
 from ._calllog import call_fields, error_text
+from ._cancels import CancelWatcher
 from ._model import CallInfo, StoredCall
 from ._options import Clock
 from ._outcome import Action, CallPolicy, Outcome, decide, is_abandoned
@@ -31,6 +32,7 @@ from ._slots import Slots, Ticket
 from ._stats import ClassCounters
 from ._store import Store
 from ._writes import CallWrites
+from .stores._dependencies import CANCELLED
 
 _log = logging.getLogger("trio_futurecalls.call")
 
@@ -60,6 +62,8 @@ class Execution:
         self.leased_names = frozenset(name for name, p in policies.items() if p.leased)
         #: Set when shutdown begins: calls claimed from then on are handed back.
         self.closing = False
+        #: Stops runs that cancel requests name (set when the scheduler executes).
+        self.cancels: CancelWatcher | None = None
 
     def start(
         self,
@@ -138,6 +142,8 @@ class Execution:
                 running.record_expires_at = lease_expires_at
             running.holds_token = holds_token
             self._running.add(running)
+            if self.cancels is not None:
+                self.cancels.started(running)  # a claim that raced a cancel request
             # Counted started now (statistics add up while it runs: started = finished
             # + running); taken back below if it is handed back without starting.
             counters.started += 1
@@ -154,6 +160,10 @@ class Execution:
                 # Runs on cancellation too (Cancelled is never swallowed here).
                 self._running.remove(running)
                 running.ended = True
+                if outcome is Outcome.INTERRUPTED and running.cancel_requested:
+                    # Shutdown and a cancel request together: the request wins (the
+                    # call is not handed back nor released: it was cancelled).
+                    outcome = Outcome.CANCELLED
                 if outcome is Outcome.INTERRUPTED and not running.invoked:
                     await self._not_started(call, counters)
                 else:
@@ -166,6 +176,8 @@ class Execution:
                         counters.count_end(outcome.counter)
                     if outcome is Outcome.INTERRUPTED and not running.lost:
                         await self._interrupted(call, policy, started)
+                    elif outcome is Outcome.CANCELLED:
+                        await self._cancelled(call, policy, started)
                 if holds_token:  # its cluster-wide slot, once its own writes are done
                     await self._writes.free_tokens([call])
         finally:
@@ -202,6 +214,20 @@ class Execution:
             await self._writes.prerequisite_ended(
                 call, "it was interrupted (at-most-once: it is not run again)"
             )
+
+    async def _cancelled(self, call: StoredCall, policy: CallPolicy, started: float) -> None:
+        """A cancel request stopped the call (``_cancels.py``): it is not run again. A
+        leased row went with the request; the dependents of an at-most-once call end
+        now."""
+        _log.warning(
+            "call %s (id=%d) was cancelled on request after %.3f s; it is not run again",
+            call.name,
+            call.id,
+            trio.current_time() - started,
+            extra=call_fields(call),
+        )
+        if call.dependents and not policy.leased:
+            await self._writes.prerequisite_ended(call, CANCELLED)
 
     async def _attempt(
         self, call: StoredCall, policy: CallPolicy, running: RunningCall, counters: ClassCounters
@@ -253,6 +279,12 @@ class Execution:
                     extra=call_fields(call),
                 )
             raise cancelled from None
+        finally:
+            running.settled = True  # (no checkpoint from here to the outcome)
+        if running.cancel_requested and (running.scope.cancelled_caught or failure is not None):
+            # Cancelled on request (whatever it raised while stopping). One that
+            # returned before the cancel reached it succeeded (below).
+            return Outcome.CANCELLED, ""
         if running.lost:
             # The lease keeper gave the lease up (it cancelled the call; the call may
             # have ended before or despite that). The row is no longer this run's to

@@ -60,13 +60,15 @@ class Outcome(enum.Enum):
     LEASE_LOST = "lease_lost"
     #: Shutdown (or an outer cancel) interrupted the call.
     INTERRUPTED = "interrupted"
+    #: Someone cancelled the call while it ran (``Scheduler.cancel``): not run again.
+    CANCELLED = "cancelled"
 
     @property
     def counter(self) -> Literal["succeeded", "failed", "cancelled"]:
         """The statistics counter it adds to: succeeded, failed or cancelled."""
         if self is Outcome.SUCCEEDED:
             return "succeeded"
-        if self in (Outcome.LEASE_LOST, Outcome.INTERRUPTED):
+        if self in (Outcome.LEASE_LOST, Outcome.INTERRUPTED, Outcome.CANCELLED):
             return "cancelled"
         return "failed"
 
@@ -95,7 +97,9 @@ def decide(outcome: Outcome, attempt: int, policy: CallPolicy) -> Action:
     """What to do with a call whose attempt number ``attempt`` ended with ``outcome``."""
     if outcome is Outcome.SUCCEEDED:
         return Action.COMPLETE if policy.leased else Action.FORGET
-    if outcome is Outcome.LEASE_LOST:
+    if outcome in (Outcome.LEASE_LOST, Outcome.CANCELLED):
+        # A cancelled call's leased row went with the request; an at-most-once call
+        # with dependents tells the store after (``_execution.py``).
         return Action.FORGET
     if outcome is Outcome.INTERRUPTED:
         return Action.RELEASE if policy.leased else Action.FORGET

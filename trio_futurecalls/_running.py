@@ -36,10 +36,20 @@ class RunningCall:
     holds_token: bool = False
     #: Set when it was stopped because that token may be another worker's now.
     slot_lost: bool = False
+    #: Set when a cancel request named it (``_cancels.py``): it ends CANCELLED.
+    cancel_requested: bool = False
+    #: Set once its attempt's outcome is decided: a cancel request no longer counts it.
+    settled: bool = False
 
     def lose_lease(self) -> None:
         """Stop the call: it must not run on unaware that another worker has it."""
         self.lost = True
+        self.scope.cancel()
+
+    def cancel_by_request(self) -> None:
+        """Stop the call for good: someone cancelled it (it is not retried, nor
+        handed back)."""
+        self.cancel_requested = True
         self.scope.cancel()
 
     def lose_slot(self) -> None:

@@ -42,6 +42,8 @@ from ._admin import (
     unknown_calls,
 )
 from ._call import FutureCall, build_registry, check_call_class
+from ._cancel_model import CancelOutcome
+from ._cancels import CancelWatcher, cancel_call, cancel_identifier_calls
 from ._cluster import publish_until_done, wanted_limits
 from ._controls import PausedClasses, limit_target
 from ._dispatcher import Dispatcher
@@ -129,6 +131,10 @@ class Scheduler:
         self._lease_keeper = (
             LeaseKeeper(store, self._owner, self._running, options) if options.execute else None
         )
+        # Stops running calls that cancel requests name (only where calls run).
+        self._cancels = CancelWatcher(store, self._owner, self._running, self._clock)
+        if options.execute:
+            execution.cancels = self._cancels
         # Only a scheduler that executes calls registers (see _run).
         self._presence = Presence(
             store,
@@ -347,13 +353,25 @@ class Scheduler:
         """The store's recurring schedules, ordered by key."""
         return await list_recurring(self._store)
 
-    async def cancel(self, call_id: int) -> bool:
-        """Cancel one pending call by id; True if it was pending (not yet started)."""
-        return await self._store.cancel(check_id(call_id, "call_id"))
+    async def cancel(self, call_id: int) -> CancelOutcome:
+        """Cancel one call by id, pending or running on any worker (README, "Cancel and
+        pause"): PENDING or RUNNING (both true) or NOT_FOUND (false).
+
+        A running call's ``invoke`` sees ``trio.Cancelled`` and it is not run again.
+        For a call that is not pending, this waits (bounded: about 1 s on PostgreSQL
+        and the memory store, 3 ``recheck_interval`` on SQLite) for the live workers
+        to answer whether they run it.
+        """
+        return await cancel_call(self._store, check_id(call_id, "call_id"), self._clock)
 
     async def cancel_identifier(self, identifier: str) -> int:
-        """Cancel every pending call with ``identifier``; return how many."""
-        return await self._store.cancel_identifier(check_required_identifier(identifier))
+        """Cancel every call with ``identifier``, pending or running on any worker;
+        return how many: pending calls deleted, plus at-least-once calls whose rows
+        were deleted (running, or whose worker died), plus at-most-once calls that
+        live workers found running and stopped (answered within the same bounded
+        wait as :meth:`cancel`)."""
+        identifier = check_required_identifier(identifier)
+        return await cancel_identifier_calls(self._store, identifier, self._clock)
 
     async def pending(
         self,
@@ -518,6 +536,8 @@ class Scheduler:
                 if self._lease_keeper is not None:
                     keeper.start_soon(self._lease_keeper.run, name="futurecalls-leases")
                 if self._options.execute:
+                    # Through the grace period too: a call may be cancelled then.
+                    await keeper.start(self._cancels.run, name="futurecalls-cancels")
                     # Registered before anything is claimed; deregistered when the
                     # keeper nursery is cancelled, once every call has ended.
                     await keeper.start(self._presence.run, name="futurecalls-presence")

@@ -58,6 +58,7 @@ from ._model import (
 from ._stats import QueueLength
 
 if TYPE_CHECKING:
+    from ._cancel_model import CancelRequest
     from ._cluster_limits import ClusterLimit
 
 #: A wake-up listener: called (synchronously, in the Trio thread) with the earliest
@@ -393,6 +394,40 @@ class Store(Protocol):
         A row that is not a valid worker (another program wrote it) is left out with a
         warning in the log, never an error.
         """
+        ...
+
+    async def request_cancel(
+        self, call_id: int | None, identifier: str | None, now: datetime, expires_at: datetime
+    ) -> tuple[CancelRequest, int]:
+        """Ask every worker to stop the running call ``call_id``, or every running call
+        with ``identifier`` (exactly one is given); return the stored request and how
+        many leased rows it deleted.
+
+        In one transaction: the matching leased rows (at-least-once calls running, or
+        whose worker died) are deleted, so that they never run again, and the calls
+        waiting for them become dead letters (reason ``CANCELLED``); and the request
+        is stored until ``expires_at``, for the calls no row shows (at-most-once calls
+        running: their claim deleted their row). Pending rows are not touched (that
+        is :meth:`cancel`). Listeners are told with
+        :data:`~trio_futurecalls.stores._listeners.CANCEL_REQUESTED` (PostgreSQL: a
+        NOTIFY sent by the same statement; SQLite: other processes notice the commit).
+        """
+        ...
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        """The requests not expired by ``now``, by id. The same transaction deletes
+        the expired ones and their acks. A row that is not a valid request (another
+        program wrote it) is left out with a warning."""
+        ...
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        """Worker ``worker_id`` handled request ``request_id`` and stopped ``found``
+        running calls for it (a second ack of the same worker replaces the first). An
+        ack of a request that is gone is dropped."""
+        ...
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        """The acks of ``request_id``: worker id -> running calls it found."""
         ...
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

@@ -15,6 +15,7 @@ from helpers import Recorder, make_call
 from trio.testing import MockClock
 
 from trio_futurecalls import (
+    CancelOutcome,
     Claim,
     FutureCall,
     Lease,
@@ -164,8 +165,8 @@ async def test_cancel_by_id_and_by_identifier(
         drop = await s.schedule(call, {"tag": "drop"}, delay=10)
         for i in range(3):
             await s.schedule(call, {"tag": f"x{i}"}, delay=10, identifier="user:2")
-        assert await s.cancel(drop) is True
-        assert await s.cancel(drop) is False
+        assert await s.cancel(drop) is CancelOutcome.PENDING
+        assert await s.cancel(drop) is CancelOutcome.NOT_FOUND
         assert await s.cancel_identifier("user:2") == 3
         assert await s.cancel_identifier("user:2") == 0
         pending = await s.pending(identifier="user:1")

@@ -211,8 +211,9 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
     assert await ids("--due-after", "2029-01-01T00:00:00Z") == [second]
     assert await ids("--due-before", "2029-01-01T00:00:00Z", "--limit", "1") == [first]
 
-    assert (await cli(tmp_path, "--store", STORE, "cancel", "--id", str(first))).out == "1\n"
-    assert (await cli(tmp_path, "--store", STORE, "cancel", "--id", str(first))).out == "0\n"
+    assert (await cli(tmp_path, "--store", STORE, "cancel", "--id", str(first))).out == "pending\n"
+    r = await cli(tmp_path, "--store", STORE, "cancel", "--id", str(first), rc=1)
+    assert r.out == "not_found\n"
     r = await cli(tmp_path, "--store", STORE, "cancel", "--identifier", "user:7")
     assert r.out == "2\n"
     assert (await cli(tmp_path, "--store", STORE, "list", "--json")).json() == []
@@ -294,7 +295,7 @@ async def test_dependencies_from_the_command_line(tmp_path: Path) -> None:
     r = await cli(tmp_path, *s, "schedule", "b", "--in", "0", "--after", "999999", rc=1)
     assert "cannot wait for call 999999" in r.err
     # Cancelling a prerequisite ends the call waiting for it; requeue it after another.
-    assert (await cli(tmp_path, *s, "cancel", "--id", str(first))).out == "1\n"
+    assert (await cli(tmp_path, *s, "cancel", "--id", str(first))).out == "pending\n"
     (dead,) = (await cli(tmp_path, *s, "dead-letters", "list", "--json")).json()
     assert dead["call_id"] == joined
     assert dead["error"] == f"prerequisite {first} failed: it was cancelled"

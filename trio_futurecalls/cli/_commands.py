@@ -12,7 +12,9 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from .. import FutureCallsError, NewCall, Store, list_pending, open_store, queue_lengths
+from .._cancels import cancel_call, cancel_identifier_calls
 from .._open_store import parse_store_url
+from .._options import utc_now
 from .._redact import redact
 from .._validate import (
     check_identifier,
@@ -130,11 +132,12 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     identifier = checked(check_identifier, args.identifier)
     async with store_of(args) as store:
         if identifier is not None:
-            count = await store.cancel_identifier(identifier)
-        else:
-            count = int(await store.cancel(args.id))
-    print(count)
-    return 0
+            print(await cancel_identifier_calls(store, identifier, utc_now))
+            return 0
+        outcome = await cancel_call(store, args.id, utc_now)
+    # pending / running / not_found (exit 1, as "recurring cancel" of an unknown key).
+    print(outcome.value)
+    return 0 if outcome else 1
 
 
 async def cmd_stats(args: argparse.Namespace) -> int:

@@ -204,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_list)
 
     p = command(
-        "cancel", "Cancel pending calls by id or identifier; prints how many were cancelled."
+        "cancel",
+        "Cancel calls, pending or running on any worker. --id prints pending, running or "
+        "not_found (exit 1); --identifier prints how many were cancelled (pending ones, "
+        "and running ones the workers stopped).",
     )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--id", type=id_number, metavar="N", help="the call's id")

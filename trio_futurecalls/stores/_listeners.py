@@ -15,6 +15,11 @@ _log = logging.getLogger("trio_futurecalls.store")
 #: scheduled): earlier than anything a dispatcher waits for, so it always rings.
 WAKE_NOW: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
+#: The due time of a wake-up that says "a cancel request was stored": one microsecond
+#: after the epoch, so that the cancel watchers (``_cancels.py``) tell it apart; a
+#: dispatcher takes it as "look now" (one claim per request).
+CANCEL_REQUESTED: Final = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+
 
 class Listeners:
     """A set of wake-up callbacks; a failing callback is logged, never propagated."""

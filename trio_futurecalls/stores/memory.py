@@ -11,6 +11,7 @@ from typing import final
 
 import attrs
 
+from .._cancel_model import CancelArgs, CancelRequest
 from .._cluster_limits import ClusterLimit
 from .._errors import DuplicateCallError, PrerequisiteError
 from .._model import (
@@ -30,7 +31,8 @@ from .._validate import EARLIEST_TIME
 from .._validate_workers import WorkerArgs
 from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
-from ._listeners import WAKE_NOW, Listeners
+from ._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
+from ._memory_cancels import MemoryCancels
 from ._memory_cluster import MemoryCluster
 from ._memory_dependencies import MemoryDependencies
 from ._memory_workers import MemoryWorkers
@@ -81,6 +83,7 @@ class MemoryStore:
         self._paused = MemoryPaused()
         #: Registered workers (a concurrency token's holder is alive while its row is).
         self._workers = MemoryWorkers()
+        self._cancels = MemoryCancels()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
 
@@ -228,6 +231,42 @@ class MemoryStore:
             self._free_key(self._calls.pop(call_id))
         self._gone(dict.fromkeys(doomed, CANCELLED), None)
         return len(doomed)
+
+    # -- cancelling running calls (see _memory_cancels.py) -----------------------------
+
+    async def request_cancel(
+        self, call_id: int | None, identifier: str | None, now: datetime, expires_at: datetime
+    ) -> tuple[CancelRequest, int]:
+        call_id, identifier, now, expires_at = CancelArgs.request_cancel(
+            call_id, identifier, now, expires_at
+        )
+        leased = [
+            i
+            for i in self._owners
+            if (i == call_id if identifier is None else self._identifier_of(i) == identifier)
+        ]
+        for i in leased:
+            del self._owners[i]
+            call = self._calls.pop(i, None)
+            if call is not None:
+                self._free_key(call)
+        self._gone(dict.fromkeys(leased, CANCELLED), now)
+        request = self._cancels.add(call_id, identifier, now, expires_at)
+        self._listeners.notify(CANCEL_REQUESTED)
+        return request, len(leased)
+
+    def _identifier_of(self, call_id: int) -> str | None:
+        call = self._calls.get(call_id)
+        return None if call is None else call.identifier
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        return self._cancels.live(CancelArgs.cancel_requests(now))
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        self._cancels.ack(*CancelArgs.ack_cancel(request_id, worker_id, found))
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        return self._cancels.acks_of(CancelArgs.cancel_acks(request_id))
 
     # -- dependencies -----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import asyncpg
 import attrs
 import trio
 
+from ..._cancel_model import CancelArgs, CancelRequest
 from ..._cluster_limits import ClusterLimit
 from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import (
@@ -41,7 +42,7 @@ from ..._validate_workers import WorkerArgs
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
-from .._listeners import WAKE_NOW, Listeners
+from .._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
 from .._paused import RESUMED
 from .._rows import (
     call_from_row,
@@ -50,6 +51,7 @@ from .._rows import (
     dead_letter_from_row,
     recurring_from_row,
 )
+from ._cancels import ack_rows, aio_request_cancel, live_requests
 from ._dependencies import (
     aio_complete_prerequisite,
     aio_dead_letter_prerequisite,
@@ -101,6 +103,9 @@ class PostgresStore:
         #: The NOTIFY channel of this schema.
         self.channel = channel_of(schema)
         self.recheck_interval = recheck_interval
+        #: Every worker hears a cancel request's NOTIFY: a canceller waits up to 1 s
+        #: for their acks (_cancels.py).
+        self.cancel_ack_wait = 1.0
         self.max_pool_size = max_pool_size
         self._pool: asyncpg.Pool | None = pool
         self._connections = Connections(pool, acquire_timeout, cancel_timeout=connect_timeout)
@@ -253,6 +258,30 @@ class PostgresStore:
             return len(rows)
 
         return await self._dependency_transaction(query, run)
+
+    # -- cancelling running calls (see _cancels.py) ------------------------------------
+
+    async def request_cancel(
+        self, call_id: int | None, identifier: str | None, now: datetime, expires_at: datetime
+    ) -> tuple[CancelRequest, int]:
+        args = CancelArgs.request_cancel(call_id, identifier, now, expires_at)
+        answer = await self._dependency_transaction(
+            "request_cancel", partial(aio_request_cancel, self._q, self.channel, *args)
+        )
+        self._listeners.notify(CANCEL_REQUESTED)  # at once here; the NOTIFY goes on
+        return answer
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        now = CancelArgs.cancel_requests(now)
+        return live_requests(await self._call("fetch", "cancel_requests_live", now))
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        args = CancelArgs.ack_cancel(request_id, worker_id, found)
+        await self._call("execute", "cancel_ack", *args)
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        request_id = CancelArgs.cancel_acks(request_id)
+        return ack_rows(await self._call("fetch", "cancel_acks", request_id))
 
     # -- inspection -------------------------------------------------------------------
 

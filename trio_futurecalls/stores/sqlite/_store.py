@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar, final
 import attrs
 import trio
 
+from ..._cancel_model import CancelArgs, CancelRequest
 from ..._cluster_limits import ClusterLimit
 from ..._errors import StoreClosedError, StoreError
 from ..._model import (
@@ -48,9 +49,10 @@ from ..._validate_workers import WorkerArgs
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
-from .._listeners import WAKE_NOW, Listeners
+from .._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
 from .._paused import RESUMED
 from .._sql import queries
+from . import _cancels as cancels
 from . import _cluster as cluster
 from . import _dependencies as dependencies
 from . import _paused as paused
@@ -119,6 +121,11 @@ class SQLiteStore:
         self.path = path
         #: The dispatcher needs no fallback re-check: the watcher wakes it.
         self.recheck_interval: float | None = None
+        #: Cancel requests of other processes arrive as data_version wake-ups (within
+        #: ``recheck_interval``): cancel watchers read the requests at every wake-up,
+        #: and a canceller waits up to three intervals for their acks (_cancels.py).
+        self.cancel_requests_on_any_wake = True
+        self.cancel_ack_wait = 3 * recheck_interval if recheck_interval else 1.0
         self._conn: sqlite3.Connection | None = conn
         # Text that is not UTF-8 (another program wrote it) reaches the row checks
         # instead of failing the whole query.
@@ -214,6 +221,31 @@ class SQLiteStore:
         now_us = to_micros(datetime.now(UTC))
         dependencies.removed(self._q, rows, CANCELLED, now_us, conn)
         return len(rows)
+
+    # -- cancelling running calls (see _cancels.py) ------------------------------------
+
+    async def request_cancel(
+        self, call_id: int | None, identifier: str | None, now: datetime, expires_at: datetime
+    ) -> tuple[CancelRequest, int]:
+        args = CancelArgs.request_cancel(call_id, identifier, now, expires_at)
+        answer = await self._write(partial(cancels.request, self._q, *args))
+        self._listeners.notify(CANCEL_REQUESTED)  # other processes: data_version
+        return answer
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        now = CancelArgs.cancel_requests(now)
+        live, doomed = cancels.split(await self._read(partial(cancels.all_rows, self._q)), now)
+        if doomed:
+            await self._write(partial(cancels.delete, self._q, doomed))
+        return live
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        args = CancelArgs.ack_cancel(request_id, worker_id, found)
+        await self._write(partial(cancels.ack, self._q, *args))
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        request_id = CancelArgs.cancel_acks(request_id)
+        return await self._read(partial(cancels.acks, self._q, request_id))
 
     # -- inspection -------------------------------------------------------------------
 

@@ -1164,3 +1164,48 @@ SELECT id, host, pid, started_at, heartbeat_at, expires_at, running, limits
 FROM {schema}.workers
 WHERE expires_at > $1::timestamptz
 ORDER BY started_at, id;
+
+-- name: cancel_leased
+-- request_cancel, in a transaction: the leased rows of call $1 (running, or their
+-- worker died) go, so that they never run again; returns (id, dependents, waiting).
+DELETE FROM {schema}.calls WHERE id = $1 AND lease_owner IS NOT NULL
+RETURNING id, dependents, waiting > 0;
+
+-- name: cancel_leased_identifier
+DELETE FROM {schema}.calls WHERE identifier = $1 AND lease_owner IS NOT NULL
+RETURNING id, dependents, waiting > 0;
+
+-- name: cancel_request_insert
+-- Store a request ($1 call id or $2 identifier, requested at $3, until $4) and, in the
+-- same statement, NOTIFY channel $5 with payload $6 (CANCEL_REQUESTED), delivered when
+-- the transaction commits. Returns the request's id.
+WITH stored AS (
+    INSERT INTO {schema}.cancel_requests (call_id, identifier, requested_at, expires_at)
+    VALUES ($1::bigint, $2::text, $3::timestamptz, $4::timestamptz)
+    RETURNING id
+), wakeup AS (
+    SELECT pg_notify($5::text, $6::text) AS sent
+)
+-- (Reading wakeup is what runs it: a CTE no one reads is not evaluated.)
+SELECT stored.id FROM stored CROSS JOIN wakeup;
+
+-- name: cancel_requests_live
+-- The requests not expired by $1, by id; the same statement deletes the expired ones
+-- (their acks go with them: ON DELETE CASCADE).
+WITH expired AS (
+    DELETE FROM {schema}.cancel_requests WHERE expires_at <= $1::timestamptz
+)
+SELECT id, call_id, identifier, requested_at, expires_at
+FROM {schema}.cancel_requests
+WHERE expires_at > $1::timestamptz
+ORDER BY id;
+
+-- name: cancel_ack
+-- Only for a request that is still there; a second ack of a worker replaces its first.
+INSERT INTO {schema}.cancel_acks (request_id, worker_id, found)
+SELECT $1::bigint, $2::text, $3::integer
+WHERE EXISTS (SELECT FROM {schema}.cancel_requests WHERE id = $1::bigint)
+ON CONFLICT (request_id, worker_id) DO UPDATE SET found = excluded.found;
+
+-- name: cancel_acks
+SELECT worker_id, found FROM {schema}.cancel_acks WHERE request_id = $1 ORDER BY worker_id;

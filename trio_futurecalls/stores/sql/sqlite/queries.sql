@@ -470,3 +470,42 @@ SELECT id, host, pid, started_at, heartbeat_at, expires_at, running, limits
 FROM futurecalls_workers
 WHERE typeof(expires_at) = 'integer' AND expires_at > ?1
 ORDER BY started_at, id;
+
+-- name: cancel_leased
+-- request_cancel: the leased rows of call ?1 (running, or their worker died) go, so
+-- that they never run again. (What waited for them: stores/sqlite/_dependencies.py.)
+DELETE FROM futurecalls_calls WHERE id = ? AND lease_owner IS NOT NULL
+RETURNING id, waiting, dependents;
+
+-- name: cancel_leased_identifier
+DELETE FROM futurecalls_calls WHERE identifier = ? AND lease_owner IS NOT NULL
+RETURNING id, waiting, dependents;
+
+-- name: cancel_request_insert
+INSERT INTO futurecalls_cancel_requests (call_id, identifier, requested_at, expires_at)
+VALUES (?, ?, ?, ?)
+RETURNING id;
+
+-- name: cancel_requests_all
+-- Every request, by id: the caller keeps the live ones and deletes the others (read
+-- first, so that a worker that finds nothing to delete writes nothing).
+SELECT id, call_id, identifier, requested_at, expires_at
+FROM futurecalls_cancel_requests
+ORDER BY id;
+
+-- name: cancel_request_delete
+DELETE FROM futurecalls_cancel_requests WHERE id = ?;
+
+-- name: cancel_acks_orphaned
+-- Acks of requests that are gone.
+DELETE FROM futurecalls_cancel_acks
+WHERE request_id NOT IN (SELECT id FROM futurecalls_cancel_requests);
+
+-- name: cancel_ack
+-- Only for a request that is still there; a second ack of a worker replaces its first.
+INSERT INTO futurecalls_cancel_acks (request_id, worker_id, found)
+SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM futurecalls_cancel_requests WHERE id = ?1)
+ON CONFLICT (request_id, worker_id) DO UPDATE SET found = excluded.found;
+
+-- name: cancel_acks
+SELECT worker_id, found FROM futurecalls_cancel_acks WHERE request_id = ? ORDER BY worker_id;
