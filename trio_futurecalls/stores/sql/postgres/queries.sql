@@ -174,8 +174,12 @@ GROUP BY name;
 -- cluster-wide limits of migration 0008 ($3 now, $4 the total, $5 the worker).
 --
 -- A name under a concurrency limit needs a free token of it for each call: one no
--- call holds, or whose holder's worker is dead (its row expired or gone). Only a live
--- worker ($5) takes one, so that a dead worker's tokens are known free. A name under
+-- call holds, or whose holder's worker is dead (the token's holder_expires_at, the
+-- worker's expiry its heartbeat renews, has passed). That is read on the token row
+-- itself, never in workers: a row lock re-reads the newest version of the token row,
+-- while a subquery on workers would read this statement's snapshot, and take for
+-- dead a worker registered since (and its token). Only a live worker ($5) takes a
+-- token, so that a dead worker's tokens are known free. A name under
 -- a rate limit needs a token not used in the last window (used_until <= $3). Free
 -- tokens are locked FOR UPDATE SKIP LOCKED, at most the name's slots of each limit:
 -- two claims never take the same token, and one locked here is another claim's to
@@ -205,9 +209,7 @@ WITH wanted AS (
     FROM limits AS l
     JOIN {schema}.cluster_tokens AS t ON t.kind = l.kind AND t.name = l.name
     WHERE CASE WHEN l.kind = 'rate' THEN t.used_until > $3
-        ELSE t.call_id IS NOT NULL AND EXISTS (
-            SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
-        ) END
+        ELSE t.call_id IS NOT NULL AND t.holder_expires_at > $3 END
     GROUP BY l.kind, l.name
 ), free AS (
     SELECT l.kind, l.name, t.slot,
@@ -217,10 +219,8 @@ WITH wanted AS (
         SELECT t.slot FROM {schema}.cluster_tokens AS t
         WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
           AND CASE WHEN l.kind = 'rate' THEN t.used_until IS NULL OR t.used_until <= $3
-              ELSE t.call_id IS NULL OR NOT EXISTS (
-                  SELECT 1 FROM {schema}.workers AS w
-                  WHERE w.id = t.owner AND w.expires_at > $3
-              ) END
+              ELSE t.call_id IS NULL OR t.holder_expires_at IS NULL
+                  OR t.holder_expires_at <= $3 END
         ORDER BY t.slot
         LIMIT greatest(0, least(l.wanted, l.tokens - coalesce(
             (SELECT b.n FROM busy AS b WHERE b.kind = l.kind AND b.name = l.name), 0)))
@@ -243,9 +243,7 @@ WITH wanted AS (
     SELECT l.tokens, (
         SELECT count(*) FROM {schema}.cluster_tokens AS t
         WHERE t.kind = 'concurrency' AND t.name = '*' AND t.call_id IS NOT NULL
-          AND EXISTS (
-              SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
-          )
+          AND t.holder_expires_at > $3
     ) AS busy
     FROM {schema}.cluster_limits AS l
     WHERE l.kind = 'concurrency' AND l.name = '*'
@@ -316,9 +314,7 @@ everyone_free AS (
     CROSS JOIN LATERAL (
         SELECT t.slot FROM {schema}.cluster_tokens AS t
         WHERE t.kind = 'concurrency' AND t.name = '*' AND t.slot < e.tokens
-          AND (t.call_id IS NULL OR NOT EXISTS (
-              SELECT 1 FROM {schema}.workers AS w WHERE w.id = t.owner AND w.expires_at > $3
-          ))
+          AND (t.call_id IS NULL OR t.holder_expires_at IS NULL OR t.holder_expires_at <= $3)
         ORDER BY t.slot
         LIMIT greatest(0, least((SELECT count(*) FROM picked), e.tokens - e.busy))
         FOR UPDATE SKIP LOCKED
@@ -337,6 +333,9 @@ everyone_free AS (
     UPDATE {schema}.cluster_tokens AS t
     SET call_id = CASE WHEN a.kind = 'concurrency' THEN a.id END,
         owner = CASE WHEN a.kind = 'concurrency' THEN $5::text END,
+        holder_expires_at = CASE WHEN a.kind = 'concurrency' THEN (
+            SELECT w.expires_at FROM {schema}.workers AS w WHERE w.id = $5::text
+        ) END,
         used_until = CASE WHEN a.kind = 'rate'
             THEN $3::timestamptz + a.per_us * interval '1 microsecond' END
     FROM (
@@ -419,11 +418,10 @@ room AS (
         (SELECT min($3::timestamptz + l.per_us * interval '1 microsecond') FROM limited AS l
          WHERE l.kind = 'rate' AND EXISTS (
              SELECT 1 FROM free AS f WHERE f.kind = l.kind AND f.name = l.name)),
-        (SELECT min(w.expires_at) FROM limited AS l
-         JOIN {schema}.cluster_tokens AS t
-           ON t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
-         JOIN {schema}.workers AS w ON w.id = t.owner
-         WHERE l.kind = 'concurrency' AND w.expires_at > $3),
+        (SELECT min(t.holder_expires_at) FROM limited AS l
+         JOIN {schema}.cluster_tokens AS t ON t.kind = l.kind AND t.name = l.name
+         WHERE l.kind = 'concurrency' AND t.call_id IS NOT NULL
+           AND t.holder_expires_at > $3),
         (SELECT $3::timestamptz FROM limited AS l
          WHERE l.kind = 'rate' AND EXISTS (
              SELECT 1 FROM {schema}.cluster_tokens AS t
@@ -438,9 +436,8 @@ room AS (
          WHERE l.kind = 'concurrency' AND (SELECT alive FROM worker) AND EXISTS (
              SELECT 1 FROM {schema}.cluster_tokens AS t
              WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
-               AND (t.call_id IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM {schema}.workers AS w
-                   WHERE w.id = t.owner AND w.expires_at > $3))
+               AND (t.call_id IS NULL OR t.holder_expires_at IS NULL
+                   OR t.holder_expires_at <= $3)
                AND NOT EXISTS (
                    SELECT 1 FROM free AS f WHERE f.kind = t.kind AND f.name = t.name
                      AND f.slot = t.slot)
@@ -1087,7 +1084,7 @@ ORDER BY name, kind;
 -- $4 if any was (a claim held back by the limit may take it now). Returns how many.
 WITH freed AS (
     UPDATE {schema}.cluster_tokens
-    SET call_id = NULL, owner = NULL
+    SET call_id = NULL, owner = NULL, holder_expires_at = NULL
     WHERE owner = $1::text AND call_id = ANY($2::bigint[])
     RETURNING slot
 ), wakeup AS (
@@ -1140,6 +1137,13 @@ WITH expired AS (
     SET heartbeat_at = $2::timestamptz, expires_at = $3::timestamptz, running = $4::integer
     WHERE id = $1::text AND expires_at > $2::timestamptz
     RETURNING 1
+), tokens AS (
+    -- The tokens it holds carry its expiry (a claim reads that, never the workers
+    -- table: see _claim_quotas). Tokens that expired stay expired: another worker
+    -- may have them now, and this worker stopped their calls when it lapsed.
+    UPDATE {schema}.cluster_tokens SET holder_expires_at = $3::timestamptz
+    WHERE owner = $1::text AND call_id IS NOT NULL AND holder_expires_at > $2::timestamptz
+      AND EXISTS (SELECT 1 FROM renewed)
 )
 SELECT EXISTS (SELECT 1 FROM renewed);
 
@@ -1149,7 +1153,7 @@ SELECT EXISTS (SELECT 1 FROM renewed);
 WITH gone AS (
     DELETE FROM {schema}.workers WHERE id = $1::text
 ), freed AS (
-    UPDATE {schema}.cluster_tokens SET call_id = NULL, owner = NULL
+    UPDATE {schema}.cluster_tokens SET call_id = NULL, owner = NULL, holder_expires_at = NULL
     WHERE owner = $1::text
     RETURNING 1
 ), wakeup AS (

@@ -15,9 +15,10 @@
 -- limit that applies to a call, in the claim's own statement, locking free token rows
 -- FOR UPDATE SKIP LOCKED: two claims never take the same token. A concurrency token is
 -- held for call_id by worker `owner` until the call ends (the worker frees it) or that
--- worker is dead; a rate token is used until used_until (its start + per_us): a token
--- is reused only a full window after its last start, so no window of per_us holds
--- more starts than there are tokens.
+-- worker is dead (holder_expires_at: the worker's expiry, renewed by its heartbeat);
+-- a rate token is used until used_until (its start + per_us): a token is reused only
+-- a full window after its last start, so no window of per_us holds more starts than
+-- there are tokens.
 --
 -- paused: classes no worker starts calls of (running ones finish).
 -- Bounds as in 0003: times from 0001-01-02 to 9999-12-30 UTC; names as in calls.
@@ -61,6 +62,12 @@ CREATE TABLE {schema}.cluster_tokens (
     owner text CONSTRAINT cluster_tokens_owner_length CHECK (char_length(owner) BETWEEN 1 AND 1000),
     used_until timestamptz CONSTRAINT cluster_tokens_used_range
         CHECK (used_until BETWEEN '0001-01-02 00:00:00+00' AND '9999-12-30 23:59:59.999999+00'),
+    -- The holder's worker expiry, renewed by its heartbeat (the claim reads this, not
+    -- workers: a row lock re-reads the newest token row, while a subquery on workers
+    -- would read the statement's snapshot and miss a worker registered since).
+    holder_expires_at timestamptz CONSTRAINT cluster_tokens_holder_range
+        CHECK (holder_expires_at BETWEEN '0001-01-02 00:00:00+00'
+            AND '9999-12-30 23:59:59.999999+00'),
     PRIMARY KEY (kind, name, slot)
 );
 -- A worker's tokens, to free them when its calls end or it deregisters.
