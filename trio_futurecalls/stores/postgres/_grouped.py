@@ -29,6 +29,7 @@ import attrs
 
 from ..._errors import StoreError, StoreUnavailableError
 from ..._model import StoredCall
+from ..._validate import EARLIEST_TIME
 from .._batch import Failed, GroupCommit
 from .._listeners import Listeners
 from ._listener import notify_payload
@@ -114,6 +115,10 @@ class GroupedWrites:
         self._dead_letters: GroupCommit[_DeadLetter, int | None] = GroupCommit(
             _one_by_one_on_refusal(self._dead_letter_batch)
         )
+        # Cluster-wide tokens freed as calls end (join the round, as completions do).
+        self._frees: GroupCommit[tuple[str, tuple[int, ...]], int] = GroupCommit(
+            _one_by_one_on_refusal(self._free_batch), join_round=True
+        )
 
     # -- what the store's methods call (items already checked) -----------------------
 
@@ -133,6 +138,10 @@ class GroupedWrites:
         self, call: StoredCall, error: str, failed_at: datetime, owner: str | None
     ) -> int | None:
         return await self._dead_letters.submit(_DeadLetter(call, error, failed_at, owner))
+
+    async def free_tokens(self, owner: str, call_ids: Sequence[int]) -> int:
+        """How many tokens were freed (NOTIFY and listeners when any was)."""
+        return await self._frees.submit((owner, tuple(call_ids)))
 
     # -- one statement per batch -------------------------------------------------------
 
@@ -205,6 +214,25 @@ class GroupedWrites:
                 dropped[next(k for k, call, _ in rows if call.id == call_id)].append(call_id)
         self._wake([rows[position - 1][1].due_at for position, _ in done if position is not None])
         return list(zip(counts, dropped, strict=True))
+
+    async def _free_batch(self, items: Sequence[tuple[str, tuple[int, ...]]]) -> list[int]:
+        rows = [(k, owner, call_id) for k, (owner, ids) in enumerate(items) for call_id in ids]
+        if not rows:
+            return [0 for _ in items]
+        done = await self._call(
+            "fetch",
+            "free_tokens",
+            [owner for _, owner, _ in rows],
+            [call_id for _, _, call_id in rows],
+            self._channel,
+            notify_payload(EARLIEST_TIME),
+        )
+        freed = [0 for _ in items]
+        for (position,) in done:
+            freed[rows[position - 1][0]] += 1
+        if done:
+            self._listeners.notify(EARLIEST_TIME)
+        return freed
 
     async def _dead_letter_batch(self, items: Sequence[_DeadLetter]) -> list[int | None]:
         rows = await self._call(

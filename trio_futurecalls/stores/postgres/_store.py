@@ -520,12 +520,7 @@ class PostgresStore:
         owner, ids = StoreArgs.free_tokens(owner, call_ids)
         if not ids:
             return 0
-        freed: int = await self._call(
-            "fetchval", "free_tokens", owner, ids, self.channel, notify_payload(EARLIEST_TIME)
-        )
-        if freed:
-            self._listeners.notify(EARLIEST_TIME)
-        return freed
+        return await self._writes.free_tokens(owner, ids)
 
     # -- wake-ups ---------------------------------------------------------------------
 

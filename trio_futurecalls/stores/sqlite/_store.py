@@ -544,7 +544,9 @@ class SQLiteStore:
         owner, ids = StoreArgs.free_tokens(owner, call_ids)
         if not ids:
             return 0
-        freed = await self._write(partial(cluster.free, self._q, owner=owner, call_ids=ids))
+        # Grouped with the other writes after calls (calls ending together share a
+        # transaction).
+        freed = await self._grouped(partial(cluster.free, self._q, owner=owner, call_ids=ids))
         if freed:
             self._listeners.notify(EARLIEST_TIME)
         return freed

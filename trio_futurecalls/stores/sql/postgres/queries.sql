@@ -1080,18 +1080,23 @@ SELECT kind, name, tokens, per_us, set_at, set_by FROM {schema}.cluster_limits
 ORDER BY name, kind;
 
 -- name: free_tokens
--- The concurrency tokens worker $1 holds for calls $2 are free again; NOTIFY $3 with
--- $4 if any was (a claim held back by the limit may take it now). Returns how many.
-WITH freed AS (
-    UPDATE {schema}.cluster_tokens
+-- The concurrency tokens held for calls $2[i] by worker $1[i] are free again, for many
+-- requests in one statement (see stores/postgres/_grouped.py); NOTIFY $3 with $4 if
+-- any was (a claim held back by the limit may take it now). Returns the positions
+-- (1-based) of the input rows that freed a token, once per token.
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS i (owner, call_id, ord)
+), freed AS (
+    UPDATE {schema}.cluster_tokens AS t
     SET call_id = NULL, owner = NULL, holder_expires_at = NULL
-    WHERE owner = $1::text AND call_id = ANY($2::bigint[])
-    RETURNING slot
+    FROM (SELECT DISTINCT ON (owner, call_id) * FROM input ORDER BY owner, call_id, ord) AS i
+    WHERE t.owner = i.owner AND t.call_id = i.call_id
+    RETURNING i.ord
 ), wakeup AS (
     SELECT count(*) AS sent
     FROM (SELECT pg_notify($3::text, $4::text) FROM (SELECT 1 FROM freed LIMIT 1) AS first_row) AS n
 )
-SELECT count(*) FROM freed CROSS JOIN wakeup;
+SELECT freed.ord FROM freed CROSS JOIN wakeup;
 
 -- name: pause
 -- Pause name $1 from $2 (table paused of migration 0008); a name paused already keeps
