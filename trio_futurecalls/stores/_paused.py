@@ -10,13 +10,15 @@ and SQLite with :func:`without_paused`, PostgreSQL in its statement (a filter on
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
+
+from ._listeners import WAKE_NOW
 
 #: The due time ``resume`` tells listeners: earlier than any a dispatcher sleeps
 #: towards, so every dispatcher claims again at once (the resumed class's rows may
 #: be due already).
-RESUMED: Final = datetime(1970, 1, 1, tzinfo=UTC)
+RESUMED: Final = WAKE_NOW
 
 
 def without_paused(slots: Mapping[str, int], paused: Collection[str]) -> Mapping[str, int]:

@@ -27,7 +27,6 @@ from .._model import (
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
-from .._validate import EARLIEST_TIME
 from .._validate_workers import WorkerArgs
 from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
@@ -95,13 +94,13 @@ class MemoryStore:
 
     async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
         previous = self._cluster.set(StoreArgs.set_cluster_limit(limit))
-        self._listeners.notify(EARLIEST_TIME)  # a larger limit has free tokens
+        self._listeners.notify(WAKE_NOW)  # a larger limit has free tokens
         return previous
 
     async def remove_cluster_limit(self, kind: str, name: str) -> bool:
         removed = self._cluster.remove(StoreArgs.cluster_limit_key(kind, name))
         if removed:
-            self._listeners.notify(EARLIEST_TIME)
+            self._listeners.notify(WAKE_NOW)
         return removed
 
     async def cluster_limits(self) -> list[ClusterLimit]:
@@ -111,7 +110,7 @@ class MemoryStore:
         owner, ids = StoreArgs.free_tokens(owner, call_ids)
         freed = self._cluster.free(owner, set(ids)) if ids else 0
         if freed:
-            self._listeners.notify(EARLIEST_TIME)
+            self._listeners.notify(WAKE_NOW)
         return freed
 
     # -- scheduling -------------------------------------------------------------------

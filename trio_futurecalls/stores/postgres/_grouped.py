@@ -29,9 +29,8 @@ import attrs
 
 from ..._errors import StoreError, StoreUnavailableError
 from ..._model import StoredCall
-from ..._validate import EARLIEST_TIME
 from .._batch import Failed, GroupCommit
-from .._listeners import Listeners
+from .._listeners import WAKE_NOW, Listeners
 from ._listener import notify_payload
 from ._values import utc
 
@@ -225,13 +224,13 @@ class GroupedWrites:
             [owner for _, owner, _ in rows],
             [call_id for _, _, call_id in rows],
             self._channel,
-            notify_payload(EARLIEST_TIME),
+            notify_payload(WAKE_NOW),
         )
         freed = [0 for _ in items]
         for (position,) in done:
             freed[rows[position - 1][0]] += 1
         if done:
-            self._listeners.notify(EARLIEST_TIME)
+            self._listeners.notify(WAKE_NOW)
         return freed
 
     async def _dead_letter_batch(self, items: Sequence[_DeadLetter]) -> list[int | None]:

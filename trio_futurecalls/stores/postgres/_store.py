@@ -37,7 +37,6 @@ from ..._options import utc_now
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
-from ..._validate import EARLIEST_TIME
 from ..._validate_workers import WorkerArgs
 from .._claims import until_next
 from .._dependencies import CANCELLED
@@ -498,18 +497,18 @@ class PostgresStore:
             limit.set_at,
             limit.set_by,
             self.channel,
-            notify_payload(EARLIEST_TIME),
+            notify_payload(WAKE_NOW),
         )
-        self._listeners.notify(EARLIEST_TIME)
+        self._listeners.notify(WAKE_NOW)
         return None if row["kind"] is None else cluster_limit_from_row(row, utc)
 
     async def remove_cluster_limit(self, kind: str, name: str) -> bool:
         kind, name = StoreArgs.cluster_limit_key(kind, name)
         gone = await self._call(
-            "fetch", "remove_cluster_limit", kind, name, self.channel, notify_payload(EARLIEST_TIME)
+            "fetch", "remove_cluster_limit", kind, name, self.channel, notify_payload(WAKE_NOW)
         )
         if gone:
-            self._listeners.notify(EARLIEST_TIME)
+            self._listeners.notify(WAKE_NOW)
         return bool(gone)
 
     async def cluster_limits(self) -> list[ClusterLimit]:

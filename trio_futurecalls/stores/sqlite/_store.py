@@ -44,7 +44,6 @@ from ..._model import (
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
-from ..._validate import EARLIEST_TIME
 from ..._validate_workers import WorkerArgs
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
@@ -527,14 +526,14 @@ class SQLiteStore:
     async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
         limit = StoreArgs.set_cluster_limit(limit)
         previous = await self._write(partial(cluster.set_limit, self._q, limit=limit))
-        self._listeners.notify(EARLIEST_TIME)  # a larger limit has free tokens
+        self._listeners.notify(WAKE_NOW)  # a larger limit has free tokens
         return previous
 
     async def remove_cluster_limit(self, kind: str, name: str) -> bool:
         key = StoreArgs.cluster_limit_key(kind, name)
         removed = await self._write(partial(cluster.remove_limit, self._q, key=key))
         if removed:
-            self._listeners.notify(EARLIEST_TIME)
+            self._listeners.notify(WAKE_NOW)
         return removed
 
     async def cluster_limits(self) -> list[ClusterLimit]:
@@ -548,7 +547,7 @@ class SQLiteStore:
         # transaction).
         freed = await self._grouped(partial(cluster.free, self._q, owner=owner, call_ids=ids))
         if freed:
-            self._listeners.notify(EARLIEST_TIME)
+            self._listeners.notify(WAKE_NOW)
         return freed
 
     # -- wake-ups and sessions --------------------------------------------------------
