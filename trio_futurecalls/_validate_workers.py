@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -105,6 +105,23 @@ def check_worker(worker: object) -> WorkerInfo:
         expires_at=check_time(worker.expires_at, "worker.expires_at"),
         running=check_running(worker.running, "worker.running"),
         limits=check_limits(worker.limits, "worker.limits"),
+    )
+
+
+def worker_from_row(row: Sequence[object], time: Callable[[object, str], datetime]) -> WorkerInfo:
+    """A stored row (``id, host, pid, started_at, heartbeat_at, expires_at, running,
+    limits``) as a :class:`WorkerInfo`, each value checked; ``time(value, what)``
+    reads a stored time. Raises InvalidArgumentError for a row that is not a worker."""
+    worker_id, host, pid, started, beat, expires, running, limits = row
+    return WorkerInfo(
+        id=check_worker_id(worker_id, "id"),
+        host=check_worker_host(host),
+        pid=check_pid(pid),
+        started_at=time(started, "started_at"),
+        heartbeat_at=time(beat, "heartbeat_at"),
+        expires_at=time(expires, "expires_at"),
+        running=check_running(running),
+        limits=limits_from_text(limits),
     )
 
 

@@ -16,13 +16,9 @@ from typing import Any
 from ..._model import WorkerInfo
 from ..._validate import check_time
 from ..._validate_workers import (
-    check_pid,
-    check_running,
-    check_worker_host,
-    check_worker_id,
-    limits_from_text,
     limits_text,
     readable_workers,
+    worker_from_row,
 )
 
 
@@ -44,14 +40,4 @@ def live_workers(rows: Sequence[Any]) -> list[WorkerInfo]:
 
 
 def _worker(row: Any) -> WorkerInfo:
-    worker_id, host, pid, started, beat, expires, running, limits = row
-    return WorkerInfo(
-        id=check_worker_id(worker_id, "id"),
-        host=check_worker_host(host),
-        pid=check_pid(pid),
-        started_at=check_time(started, "started_at"),
-        heartbeat_at=check_time(beat, "heartbeat_at"),
-        expires_at=check_time(expires, "expires_at"),
-        running=check_running(running),
-        limits=limits_from_text(limits),
-    )
+    return worker_from_row(row, check_time)

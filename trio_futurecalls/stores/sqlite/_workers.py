@@ -16,13 +16,9 @@ from datetime import datetime
 from ..._errors import InvalidArgumentError
 from ..._model import WorkerInfo
 from ..._validate_workers import (
-    check_pid,
-    check_running,
-    check_worker_host,
-    check_worker_id,
-    limits_from_text,
     limits_text,
     readable_workers,
+    worker_from_row,
 )
 from ._connection import from_micros, to_micros
 from ._rows import EARLIEST_MICROS, LATEST_MICROS, show
@@ -79,14 +75,4 @@ def _time(value: object, what: str) -> datetime:
 
 
 def _worker(row: Sequence[object]) -> WorkerInfo:
-    worker_id, host, pid, started, beat, expires, running, limits = row
-    return WorkerInfo(
-        id=check_worker_id(worker_id, "id"),
-        host=check_worker_host(host),
-        pid=check_pid(pid),
-        started_at=_time(started, "started_at"),
-        heartbeat_at=_time(beat, "heartbeat_at"),
-        expires_at=_time(expires, "expires_at"),
-        running=check_running(running),
-        limits=limits_from_text(limits),
-    )
+    return worker_from_row(row, _time)
