@@ -12,7 +12,6 @@ from typing import final
 import attrs
 
 from .._cancel_model import CancelArgs, CancelRequest
-from .._cluster_limits import ClusterLimit
 from .._errors import DuplicateCallError, PrerequisiteError
 from .._model import (
     Claim,
@@ -22,20 +21,19 @@ from .._model import (
     RecurringFire,
     RecurringInfo,
     StoredCall,
-    WorkerInfo,
 )
 from .._stats import QueueLength
 from .._store import Listener, PendingQuery
 from .._store_args import StoreArgs
-from .._validate_workers import WorkerArgs
 from ._claims import free_after_claim, until_next
 from ._dependencies import ABANDONED, CANCELLED
-from ._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
+from ._listeners import CANCEL_REQUESTED, Listeners
 from ._memory_cancels import MemoryCancels
 from ._memory_cluster import MemoryCluster
+from ._memory_coordination import MemoryCoordination
 from ._memory_dependencies import MemoryDependencies
 from ._memory_workers import MemoryWorkers
-from ._paused import RESUMED, MemoryPaused, without_paused
+from ._paused import MemoryPaused, without_paused
 from ._recurring import after_fire, merge_registration, plan_runs
 
 
@@ -49,7 +47,7 @@ class MemorySession:
     closed: bool = False
 
 
-class MemoryStore:
+class MemoryStore(MemoryCoordination):
     """Keeps calls in memory; they are lost with the process.
 
     Not ``@final``: tests subclass it to inject faults or count round trips.
@@ -85,33 +83,6 @@ class MemoryStore:
         self._cancels = MemoryCancels()
         #: Sessions ever opened and still open (tests check these).
         self.open_sessions: set[MemorySession] = set()
-
-    # -- cluster-wide limits -----------------------------------------------------------
-
-    def _worker_expiry(self, worker: str, now: datetime) -> datetime | None:
-        """Until when ``worker`` is alive (None: dead or unknown)."""
-        return self._workers.expiry(worker, now)
-
-    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
-        previous = self._cluster.set(StoreArgs.set_cluster_limit(limit))
-        self._listeners.notify(WAKE_NOW)  # a larger limit has free tokens
-        return previous
-
-    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
-        removed = self._cluster.remove(StoreArgs.cluster_limit_key(kind, name))
-        if removed:
-            self._listeners.notify(WAKE_NOW)
-        return removed
-
-    async def cluster_limits(self) -> list[ClusterLimit]:
-        return self._cluster.limits()
-
-    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
-        owner, ids = StoreArgs.free_tokens(owner, call_ids)
-        freed = self._cluster.free(owner, set(ids)) if ids else 0
-        if freed:
-            self._listeners.notify(WAKE_NOW)
-        return freed
 
     # -- scheduling -------------------------------------------------------------------
 
@@ -649,42 +620,6 @@ class MemoryStore:
             return RecurringFire(runs, now)
         ticks = [s.next_tick for s in self._recurring.values() if s.next_tick is not None]
         return RecurringFire(runs, min(ticks, default=None))
-
-    # -- paused classes ---------------------------------------------------------------
-
-    async def pause(self, name: str, now: datetime) -> bool:
-        name, now = StoreArgs.pause(name, now)
-        return self._paused.pause(name, now)
-
-    async def resume(self, name: str) -> bool:
-        name = StoreArgs.resume(name)
-        if not self._paused.resume(name):
-            return False
-        self._listeners.notify(RESUMED)
-        return True
-
-    async def paused(self) -> dict[str, datetime]:
-        return self._paused.listed()
-
-    # -- workers (see _memory_workers.py) ----------------------------------------------
-
-    async def register_worker(self, worker: WorkerInfo) -> None:
-        self._workers.register(WorkerArgs.register_worker(worker))
-
-    async def heartbeat(
-        self, worker_id: str, now: datetime, expires_at: datetime, running: int
-    ) -> bool:
-        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
-        return self._workers.heartbeat(*args)
-
-    async def deregister_worker(self, worker_id: str) -> None:
-        worker_id = WorkerArgs.deregister_worker(worker_id)
-        self._workers.deregister(worker_id)
-        if self._cluster.free(worker_id):
-            self._listeners.notify(WAKE_NOW)
-
-    async def workers(self, now: datetime) -> list[WorkerInfo]:
-        return self._workers.live(WorkerArgs.workers(now))
 
     # -- wake-ups and sessions --------------------------------------------------------
 

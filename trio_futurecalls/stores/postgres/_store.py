@@ -21,7 +21,6 @@ import attrs
 import trio
 
 from ..._cancel_model import CancelArgs, CancelRequest
-from ..._cluster_limits import ClusterLimit
 from ..._errors import DuplicateCallError, StoreClosedError, StoreError
 from ..._model import (
     Claim,
@@ -31,26 +30,22 @@ from ..._model import (
     RecurringFire,
     RecurringInfo,
     StoredCall,
-    WorkerInfo,
 )
 from ..._options import utc_now
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
-from ..._validate_workers import WorkerArgs
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
-from .._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
-from .._paused import RESUMED
+from .._listeners import CANCEL_REQUESTED, Listeners
 from .._rows import (
     call_from_row,
-    cluster_limit_from_row,
-    cluster_limits_from_rows,
     dead_letter_from_row,
     recurring_from_row,
 )
 from ._cancels import ack_rows, aio_request_cancel, live_requests
+from ._coordination import PostgresCoordination
 from ._dependencies import (
     aio_complete_prerequisite,
     aio_dead_letter_prerequisite,
@@ -70,7 +65,6 @@ from ._recurring import aio_cancel_recurring, aio_fire_recurring, aio_put_recurr
 from ._schema import channel_of, schema_queries
 from ._session import Sessions, SessionScope
 from ._values import utc
-from ._workers import live_workers, register_args
 
 _log = logging.getLogger("trio_futurecalls.store.postgres.store")
 
@@ -81,7 +75,7 @@ _MAX_INT4: Final = 2**31 - 1
 
 
 @final
-class PostgresStore:
+class PostgresStore(PostgresCoordination):
     """A store in one PostgreSQL schema. Open it with :func:`open_postgres_store`."""
 
     def __init__(
@@ -483,44 +477,6 @@ class PostgresStore:
             count = await self._call("fetchval", "purge_dead_letters", sorted(set(ids)))
         return count
 
-    # -- cluster-wide limits (migration 0008) -------------------------------------------
-
-    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
-        limit = StoreArgs.set_cluster_limit(limit)
-        row = await self._call(
-            "fetchrow",
-            "set_cluster_limit",
-            limit.kind,
-            limit.name,
-            limit.tokens,
-            limit.per_us,
-            limit.set_at,
-            limit.set_by,
-            self.channel,
-            notify_payload(WAKE_NOW),
-        )
-        self._listeners.notify(WAKE_NOW)
-        return None if row["kind"] is None else cluster_limit_from_row(row, utc)
-
-    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
-        kind, name = StoreArgs.cluster_limit_key(kind, name)
-        gone = await self._call(
-            "fetch", "remove_cluster_limit", kind, name, self.channel, notify_payload(WAKE_NOW)
-        )
-        if gone:
-            self._listeners.notify(WAKE_NOW)
-        return bool(gone)
-
-    async def cluster_limits(self) -> list[ClusterLimit]:
-        rows = await self._call("fetch", "cluster_limits")
-        return cluster_limits_from_rows(rows, utc)
-
-    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
-        owner, ids = StoreArgs.free_tokens(owner, call_ids)
-        if not ids:
-            return 0
-        return await self._writes.free_tokens(owner, ids)
-
     # -- wake-ups ---------------------------------------------------------------------
 
     # -- recurring schedules ----------------------------------------------------------
@@ -578,49 +534,7 @@ class PostgresStore:
         next_tick = None if fired.next_tick is None else utc(fired.next_tick)
         return RecurringFire(runs, next_tick, contended=fired.still_due)
 
-    # -- paused classes (table paused; claims leave them out: see _claim_picked) --------
-
-    async def pause(self, name: str, now: datetime) -> bool:
-        name, now = StoreArgs.pause(name, now)
-        return bool(await self._call("fetchval", "pause", name, now))
-
-    async def resume(self, name: str) -> bool:
-        name = StoreArgs.resume(name)
-        resumed = bool(
-            await self._call("fetchval", "resume", name, self.channel, notify_payload(RESUMED))
-        )
-        if resumed:  # at once here; the NOTIFY reaches the other processes
-            self._listeners.notify(RESUMED)
-        return resumed
-
-    async def paused(self) -> dict[str, datetime]:
-        rows = await self._call("fetch", "paused")
-        return {row[0]: utc(row[1]) for row in rows}
-
-    # -- workers (see _workers.py) ----------------------------------------------------
-
-    async def register_worker(self, worker: WorkerInfo) -> None:
-        worker = WorkerArgs.register_worker(worker)
-        await self._call("execute", "worker_register", *register_args(worker))
-
-    async def heartbeat(
-        self, worker_id: str, now: datetime, expires_at: datetime, running: int
-    ) -> bool:
-        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
-        renewed: bool = await self._call("fetchval", "worker_heartbeat", *args)
-        return renewed
-
-    async def deregister_worker(self, worker_id: str) -> None:
-        worker_id = WorkerArgs.deregister_worker(worker_id)
-        freed, _ = await self._call(
-            "fetchrow", "worker_deregister", worker_id, self.channel, notify_payload(WAKE_NOW)
-        )
-        if freed:
-            self._listeners.notify(WAKE_NOW)
-
-    async def workers(self, now: datetime) -> list[WorkerInfo]:
-        now = WorkerArgs.workers(now)
-        return live_workers(await self._call("fetch", "workers_live", now))
+    # -- wake-ups --------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)

@@ -29,7 +29,6 @@ import attrs
 import trio
 
 from ..._cancel_model import CancelArgs, CancelRequest
-from ..._cluster_limits import ClusterLimit
 from ..._errors import StoreClosedError, StoreError
 from ..._model import (
     Claim,
@@ -39,26 +38,21 @@ from ..._model import (
     RecurringFire,
     RecurringInfo,
     StoredCall,
-    WorkerInfo,
 )
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
 from ..._store_args import StoreArgs
-from ..._validate_workers import WorkerArgs
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
-from .._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
-from .._paused import RESUMED
+from .._listeners import CANCEL_REQUESTED, Listeners
 from .._sql import queries
 from . import _cancels as cancels
-from . import _cluster as cluster
 from . import _dependencies as dependencies
-from . import _paused as paused
 from . import _recurring as recurring
-from . import _workers as registry
 from ._claim import claim
 from ._connection import OWN_ERRORS, to_micros, translate
+from ._coordination import SQLiteCoordination
 from ._inserts import insert_calls
 from ._rows import dead_letter, pending_call, read_text, show
 from ._rows import recurring as recurring_row
@@ -105,7 +99,7 @@ def _own_error(exc: Exception) -> StoreError:
 
 
 @final
-class SQLiteStore:
+class SQLiteStore(SQLiteCoordination):
     """A store in one SQLite file. Open it with :func:`open_sqlite_store`."""
 
     def __init__(
@@ -521,35 +515,6 @@ class SQLiteStore:
             lambda conn: sum(conn.execute(one_sql, (i,)).rowcount for i in wanted)
         )
 
-    # -- cluster-wide limits (_cluster.py) -----------------------------------------------
-
-    async def set_cluster_limit(self, limit: ClusterLimit) -> ClusterLimit | None:
-        limit = StoreArgs.set_cluster_limit(limit)
-        previous = await self._write(partial(cluster.set_limit, self._q, limit=limit))
-        self._listeners.notify(WAKE_NOW)  # a larger limit has free tokens
-        return previous
-
-    async def remove_cluster_limit(self, kind: str, name: str) -> bool:
-        key = StoreArgs.cluster_limit_key(kind, name)
-        removed = await self._write(partial(cluster.remove_limit, self._q, key=key))
-        if removed:
-            self._listeners.notify(WAKE_NOW)
-        return removed
-
-    async def cluster_limits(self) -> list[ClusterLimit]:
-        return await self._read(partial(cluster.limits, self._q))
-
-    async def free_tokens(self, owner: str, call_ids: Collection[int]) -> int:
-        owner, ids = StoreArgs.free_tokens(owner, call_ids)
-        if not ids:
-            return 0
-        # Grouped with the other writes after calls (calls ending together share a
-        # transaction).
-        freed = await self._grouped(partial(cluster.free, self._q, owner=owner, call_ids=ids))
-        if freed:
-            self._listeners.notify(WAKE_NOW)
-        return freed
-
     # -- wake-ups and sessions --------------------------------------------------------
 
     # -- recurring schedules ----------------------------------------------------------
@@ -586,43 +551,7 @@ class SQLiteStore:
             self._listeners.notify(min(c.due_at for c in stored))
         return RecurringFire(len(stored), next_tick)
 
-    # -- paused classes (_paused.py) ----------------------------------------------------
-
-    async def pause(self, name: str, now: datetime) -> bool:
-        name, now = StoreArgs.pause(name, now)
-        return await self._write(partial(paused.pause, self._q, name, to_micros(now)))
-
-    async def resume(self, name: str) -> bool:
-        name = StoreArgs.resume(name)
-        resumed = await self._write(partial(paused.resume, self._q, name))
-        if resumed:  # (other processes see the commit: their watcher wakes them)
-            self._listeners.notify(RESUMED)
-        return resumed
-
-    async def paused(self) -> dict[str, datetime]:
-        return await self._run(partial(paused.listed, self._q))
-
-    # -- workers (see _workers.py) ----------------------------------------------------
-
-    async def register_worker(self, worker: WorkerInfo) -> None:
-        worker = WorkerArgs.register_worker(worker)
-        await self._write(partial(registry.register, self._q, worker))
-
-    async def heartbeat(
-        self, worker_id: str, now: datetime, expires_at: datetime, running: int
-    ) -> bool:
-        args = WorkerArgs.heartbeat(worker_id, now, expires_at, running)
-        return await self._write(partial(registry.heartbeat, self._q, *args))
-
-    async def deregister_worker(self, worker_id: str) -> None:
-        worker_id = WorkerArgs.deregister_worker(worker_id)
-        # Other processes see the commit through their data_version watchers.
-        if await self._write(partial(registry.deregister, self._q, worker_id)):
-            self._listeners.notify(WAKE_NOW)
-
-    async def workers(self, now: datetime) -> list[WorkerInfo]:
-        now = WorkerArgs.workers(now)
-        return await self._read(partial(registry.live, self._q, now))
+    # -- wake-ups --------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         listener = StoreArgs.add_listener(listener)
