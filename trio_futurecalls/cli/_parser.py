@@ -19,7 +19,9 @@ from ._arguments import (
     host_name,
     id_number,
     metrics_url,
+    parse_duration,
     port_number,
+    positive_int,
     row_limit,
 )
 from ._commands import (
@@ -32,6 +34,7 @@ from ._commands import (
     cmd_schedule,
     cmd_stats,
 )
+from ._limits import cmd_limits_list, cmd_limits_remove, cmd_limits_set
 from ._pause import cmd_pause, cmd_resume
 from ._recurring import cmd_recurring_add, cmd_recurring_cancel, cmd_recurring_list
 from ._worker import cmd_run_once, cmd_worker
@@ -254,6 +257,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_workers)
+
+    p = command(
+        "limits",
+        "List, set and remove the cluster-wide limits every worker on the store obeys.",
+    )
+    limits = p.add_subparsers(dest="limits_command", metavar="ACTION", required=True)
+    m = limits.add_parser(
+        "list",
+        help="The stored limits.",
+        description="The stored limits.",
+        parents=[common],
+    )
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(run=cmd_limits_list)
+    m = limits.add_parser(
+        "set",
+        help="Store a limit (the last value set wins; running calls are not stopped).",
+        description="Store a limit (the last value set wins; running calls are not stopped).",
+        parents=[common],
+    )
+    m.add_argument("name", metavar="NAME", help="a call class's name, or * for all classes")
+    m.add_argument(
+        "--concurrency", type=positive_int, metavar="N", help="at most N running at once"
+    )
+    m.add_argument("--rate", type=positive_int, metavar="N", help="at most N starts per --per")
+    m.add_argument("--per", type=parse_duration, metavar="DURATION", help="e.g. 1s, 1m, 1h")
+    m.set_defaults(run=cmd_limits_set)
+    m = limits.add_parser(
+        "remove",
+        help="Drop a limit (calls it held back may start at once).",
+        description="Drop a limit (calls it held back may start at once).",
+        parents=[common],
+    )
+    m.add_argument("name", metavar="NAME", help="a call class's name, or * for all classes")
+    kind = m.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--concurrency", action="store_true", help="the concurrency limit")
+    kind.add_argument("--rate", action="store_true", help="the rate limit")
+    m.set_defaults(run=cmd_limits_remove)
 
     p = command("dead-letters", "Inspect, requeue and purge dead letters.")
     dead = p.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
