@@ -362,7 +362,9 @@ class Execution:
             else:
                 if not policy.leased and running.cancel_requested:
                     # A cancel request came after the attempt ended (its retry is not
-                    # stored yet): it is not run again.
+                    # stored yet): it is not run again, and its dependents end.
+                    if call.dependents:
+                        await self._writes.prerequisite_ended(call, CANCELLED)
                     return
                 if await self._writes.retry(call, due_at, policy.leased):
                     if not policy.leased and running.cancel_requested:
