@@ -72,7 +72,13 @@ async def cancel_call(store: Store, call_id: int, clock: Clock) -> CancelOutcome
     # A leased row (deleted now) is running, or was: wait for the workers all the
     # same, so that when this returns its run was stopped (or the wait ran out).
     found = await _acks(store, request, clock, any_found=not leased)
-    return CancelOutcome.RUNNING if found or leased else CancelOutcome.NOT_FOUND
+    if found or leased:
+        return CancelOutcome.RUNNING
+    # Put back meanwhile (a run that ended stored its retry, or a claim handed it
+    # back at shutdown) before a worker could see the request: pending again.
+    if await store.cancel(call_id):
+        return CancelOutcome.PENDING
+    return CancelOutcome.NOT_FOUND
 
 
 async def cancel_identifier_calls(store: Store, identifier: str, clock: Clock) -> int:
@@ -181,12 +187,20 @@ class CancelWatcher:
         no row showed: the store counted the leased ones when it deleted their rows)."""
         found = 0
         for run in list(self._running):
-            if run.ended or run.settled:
+            if run.ended:
                 continue
             info = run.info
             if (request.call_id is not None and info.id == request.call_id) or (
                 request.identifier is not None and info.identifier == request.identifier
             ):
+                if run.settled:
+                    # Its attempt ended and its writes are under way: an at-most-once
+                    # retry being stored is not stored (or goes again) for this
+                    # request (``Execution._act``); a leased row went with the request.
+                    if not run.leased and not run.cancel_requested:
+                        run.cancel_requested = True
+                        found += 1
+                    continue
                 _log.warning(
                     "call %s (id=%d) is cancelled on request %d",
                     info.name,

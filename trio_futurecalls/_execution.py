@@ -153,7 +153,7 @@ class Execution:
                 if outcome is not Outcome.SUCCEEDED or policy.leased:
                     action = decide(outcome, call.attempts, policy)
                     if action is not Action.FORGET:
-                        await self._act(call, policy, counters, action, error)
+                        await self._act(call, policy, counters, action, error, running)
                 elif call.dependents:  # at-most-once: its row is gone, say it succeeded
                     await self._writes.prerequisite_ended(call, None)
             finally:
@@ -341,6 +341,7 @@ class Execution:
         counters: ClassCounters,
         action: Action,
         error: str,
+        running: RunningCall,
     ) -> None:
         """Carry out the ``action`` :func:`decide` chose (INTERRUPTED is handled by
         :meth:`_interrupted` instead)."""
@@ -359,7 +360,18 @@ class Execution:
                 )
                 error = f"{error}\n(retry_backoff failed: {exc!r})"
             else:
+                if not policy.leased and running.cancel_requested:
+                    # A cancel request came after the attempt ended (its retry is not
+                    # stored yet): it is not run again, and its dependents end.
+                    if call.dependents:
+                        await self._writes.prerequisite_ended(call, CANCELLED)
+                    return
                 if await self._writes.retry(call, due_at, policy.leased):
+                    if not policy.leased and running.cancel_requested:
+                        # The request came while the retry was being stored (its
+                        # watcher counted this run): the row put back goes now.
+                        await self._writes.cancel_pending(call)
+                        return
                     counters.retried += 1
                     _log.warning(
                         "call %s (id=%d) will be retried in %.3f s (attempt %d of %d)",

@@ -214,6 +214,11 @@ class CallWrites:
             return False
         return True
 
+    async def cancel_pending(self, call: StoredCall) -> None:
+        """Delete the pending row of a call put back (its retry) as a cancel request
+        named it."""
+        await self._write(call, "cancel its stored retry", self._store.cancel, call.id)
+
     async def dead_letter(self, call: StoredCall, error: str, leased: bool) -> bool:
         """Keep the call as a dead letter with ``error``; True if it was kept."""
         _log.error(
