@@ -28,6 +28,7 @@ import trio
 
 from ._cancel_model import CancelOutcome, CancelRequest
 from ._errors import FutureCallsError
+from ._model import StoredCall
 from ._options import Clock
 from ._running import RunningCall, RunningCalls
 from ._store import Store
@@ -145,6 +146,18 @@ class CancelWatcher:
                     self._late[request.id] = self._late.get(request.id, 0) + 1
                     self._wake.set()
                 return
+
+    def names(self, call: StoredCall, leased: bool) -> bool:
+        """Whether a request this worker handled names ``call``, claimed but never
+        started (handed back at shutdown): then it is not handed back (it would run
+        again), and an at-most-once call counts as found in a late ack."""
+        for request in self._handled.values():
+            if request.call_id == call.id and request.expires_at > self._clock():
+                if not leased:
+                    self._late[request.id] = self._late.get(request.id, 0) + 1
+                    self._wake.set()
+                return True
+        return False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         remove: Callable[[], None] = self._store.add_listener(self.on_wake)

@@ -95,8 +95,25 @@ class Execution:
 
     async def hand_back(self, calls: Sequence[StoredCall], holding: Set[int] = frozenset()) -> None:
         """Give claimed calls that will not start back to the store (shielded), and
-        the cluster-wide tokens of those in ``holding``."""
-        await self._writes.hand_back(calls, self.leased_names)
+        the cluster-wide tokens of those in ``holding``. A call a cancel request named
+        (its claim raced the request) is not given back: it would run again."""
+        watcher = self.cancels
+        named = (
+            [c for c in calls if watcher.names(c, c.name in self.leased_names)]
+            if watcher is not None
+            else []
+        )
+        await self._writes.hand_back([c for c in calls if c not in named], self.leased_names)
+        for call in named:
+            _log.warning(
+                "call %s (id=%d) was cancelled on request before it started; it is not "
+                "run again",
+                call.name,
+                call.id,
+                extra=call_fields(call),
+            )
+            if call.dependents and call.name not in self.leased_names:
+                await self._writes.prerequisite_ended(call, CANCELLED)
         held = [c for c in calls if c.id in holding]
         if held:
             await self._writes.free_tokens(held)

@@ -51,9 +51,10 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
 
 def test_set_list_and_remove(cli: Any) -> None:
     assert cli("limits", "list", "--json").out.strip() == "[]"
-    assert "set: cluster-wide limit of pay: 5 at once" in cli(
-        "limits", "set", "pay", "--concurrency", "5"
-    ).out
+    assert (
+        "set: cluster-wide limit of pay: 5 at once"
+        in cli("limits", "set", "pay", "--concurrency", "5").out
+    )
     assert "(was 5)" in cli("limits", "set", "pay", "--concurrency", "3").out
     cli("limits", "set", "api", "--rate", "100", "--per", "1m")
     cli("limits", "set", "*", "--concurrency", "20")

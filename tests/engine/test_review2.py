@@ -97,3 +97,43 @@ async def test_dependents_end_once_when_a_retry_being_stored_is_cancelled(
         assert "cancelled" in dead.error
         assert await store.pending(PendingQuery(now=clock())) == []
         await s.shutdown()
+
+
+async def test_a_call_claimed_as_shutdown_begins_is_not_handed_back_if_cancelled(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    """A claim races a cancel request and shutdown: the claimed call never starts,
+    and it must not go back to the store (it would run at the next start)."""
+    ran: list[int] = []
+
+    class Once(FutureCall):
+        name = "once"
+        max_concurrent = 1
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            ran.append(self.info.id)
+
+    class Racing(MemoryStore):
+        scheduler: Any = None
+        outcome: CancelOutcome | None = None
+
+        async def claim(self, now: datetime, slots: Any, limit: int, lease: Any = None) -> Any:
+            taken = await super().claim(now, slots, limit, lease)
+            if taken.calls and self.outcome is None:
+                # Between the claim and the start: the request is stored and handled
+                # (this worker runs nothing of it yet), then shutdown begins.
+                self.outcome = await self.scheduler.cancel(taken.calls[0].id)
+                self.scheduler._request_shutdown(None)
+            return taken
+
+    store = Racing()
+    async with open_scheduler(store, [Once], clock=clock) as s:
+        store.scheduler = s
+        (call_id,) = [await s.schedule(Once, None)]
+        await trio.sleep(5)
+    assert store.outcome is not None
+    assert await store.pending(PendingQuery()) == []
+    async with open_scheduler(store, [Once], clock=clock):
+        await trio.sleep(5)
+    assert ran == []
+    assert call_id > 0
