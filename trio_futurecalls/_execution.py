@@ -106,8 +106,7 @@ class Execution:
         await self._writes.hand_back([c for c in calls if c not in named], self.leased_names)
         for call in named:
             _log.warning(
-                "call %s (id=%d) was cancelled on request before it started; it is not "
-                "run again",
+                "call %s (id=%d) was cancelled on request before it started; it is not run again",
                 call.name,
                 call.id,
                 extra=call_fields(call),
