@@ -43,3 +43,21 @@ def test_dependencies_example_runs_in_order_and_stops_at_the_failure() -> None:
     assert said[12].startswith("dead letter: prerequisite")
     assert "did not run" in said[12]
     assert len(said) == 13
+
+
+def test_cluster_example_holds_its_limits_and_cancels_a_running_call() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "cluster.py")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "workers: 3"
+    assert lines[1].startswith("charge: 10 calls of 0.1 s, at most 2 at once")
+    assert lines[2] == "notify: 12 calls, any 6 starts span >= 1 s: True"
+    assert lines[3] == "charge paused: 1 pending, none started"
+    assert lines[4] == "charge resumed: it ran"
+    assert lines[5:] == ["  export: cancelled while running", "cancel export: RUNNING"]
