@@ -106,3 +106,40 @@ async def test_a_token_taken_by_a_worker_newer_than_the_claims_snapshot_is_not_t
                 f"SELECT slot, call_id, owner FROM {schema}.cluster_tokens WHERE name = 'a'"
             ),
         )
+
+
+async def test_a_lowered_limit_that_is_full_does_not_make_claims_spin() -> None:
+    """Tokens held beyond a lowered limit count until freed; a claim that finds the
+    limit full that way must not answer "due now" (the dispatcher would claim every
+    10 ms): a free token it did not take was not locked by anyone."""
+    from pg_support import now as pg_now
+
+    async with open_test_postgres_store() as store:
+        t = pg_now()
+        await store.register_worker(
+            WorkerInfo(
+                id="w1",
+                host="h",
+                pid=1,
+                started_at=t,
+                heartbeat_at=t,
+                expires_at=t + timedelta(seconds=30),
+            )
+        )
+        await store.set_cluster_limit(
+            ClusterLimit(kind="concurrency", name="a", tokens=3, set_at=t)
+        )
+        ids = await store.schedule(
+            [NewCall(name="a", payload="null", due_at=t, scheduled_at=t) for _ in range(5)]
+        )
+        lease = Lease(owner="w1", expires_at=t + timedelta(seconds=60), names=frozenset())
+        taken = await store.claim(t, {"a": 5}, 5, lease)
+        assert [c.id for c in taken.calls] == ids[:3]
+        await store.set_cluster_limit(
+            ClusterLimit(kind="concurrency", name="a", tokens=2, set_at=t)
+        )
+        await store.free_tokens("w1", [ids[0]])  # slot 0 free; slots 1 and 2 still held
+        again = await store.claim(t, {"a": 5}, 5, lease)
+        assert again.calls == []
+        assert again.next_due is not None
+        assert again.next_due > t  # the holders' expiry, not "now"

@@ -376,12 +376,19 @@ room AS (
 ), limited AS (
     -- The limits that held a name back (fewer free tokens than its slots), and the
     -- limit on all classes when it held the picks back.
-    SELECT l.kind, l.name, l.tokens, w.slots AS wanted, l.per_us
+    -- "room": how many free tokens the claim looked for (fewer than its slots when
+    -- tokens held beyond a lowered limit count); a free token it did not lock when it
+    -- found fewer than that was locked by another claim.
+    SELECT l.kind, l.name, l.tokens, w.slots AS wanted, l.per_us,
+        least(w.slots, l.tokens - coalesce(b.n, 0)) AS room
     FROM wanted AS w
     JOIN {schema}.cluster_limits AS l ON l.name = w.name
+    LEFT JOIN busy AS b ON b.kind = l.kind AND b.name = l.name
     WHERE w.slots > (SELECT count(*) FROM free AS f WHERE f.kind = l.kind AND f.name = l.name)
     UNION ALL
-    SELECT 'concurrency', '*', e.tokens, $4::integer, NULL::bigint FROM everyone AS e
+    SELECT 'concurrency', '*', e.tokens, $4::integer, NULL::bigint,
+        least((SELECT count(*) FROM picked), e.tokens - e.busy)
+    FROM everyone AS e
     WHERE (SELECT count(*) FROM everyone_free) < (SELECT count(*) FROM numbered)
 ), upcoming AS (
     SELECT least(
@@ -423,7 +430,10 @@ room AS (
          WHERE l.kind = 'concurrency' AND t.call_id IS NOT NULL
            AND t.holder_expires_at > $3),
         (SELECT $3::timestamptz FROM limited AS l
-         WHERE l.kind = 'rate' AND EXISTS (
+         WHERE l.kind = 'rate'
+           AND (SELECT count(*) FROM free AS f WHERE f.kind = l.kind AND f.name = l.name)
+               < l.room
+           AND EXISTS (
              SELECT 1 FROM {schema}.cluster_tokens AS t
              WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
                AND (t.used_until IS NULL OR t.used_until <= $3)
@@ -433,7 +443,11 @@ room AS (
          )
          LIMIT 1),
         (SELECT $3::timestamptz FROM limited AS l
-         WHERE l.kind = 'concurrency' AND (SELECT alive FROM worker) AND EXISTS (
+         WHERE l.kind = 'concurrency' AND (SELECT alive FROM worker)
+           AND (CASE WHEN l.name = '*' THEN (SELECT count(*) FROM everyone_free)
+                ELSE (SELECT count(*) FROM free AS f
+                      WHERE f.kind = l.kind AND f.name = l.name) END) < l.room
+           AND EXISTS (
              SELECT 1 FROM {schema}.cluster_tokens AS t
              WHERE t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
                AND (t.call_id IS NULL OR t.holder_expires_at IS NULL
