@@ -12,17 +12,15 @@ within its recheck interval (0.05 s in these workers).
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import trio
+from worker_procs import worker_processes
 
 from trio_futurecalls import CancelOutcome, NewCall, Store
 from trio_futurecalls._cancels import cancel_call
@@ -32,29 +30,11 @@ TESTS = Path(__file__).parent
 _log = logging.getLogger(__name__)
 
 
-@asynccontextmanager
-async def workers(url: str, log_path: Path, count: int) -> AsyncIterator[list[trio.Process]]:
-    procs: list[trio.Process] = []
-    try:
-        for _ in range(count):
-            proc = await trio.lowlevel.open_process(
-                [sys.executable, str(TESTS / "cancel_worker.py"), url, str(log_path)],
-                stdout=subprocess.PIPE,
-            )
-            procs.append(proc)
-            assert proc.stdout is not None
-            with trio.fail_after(30):
-                line = await proc.stdout.receive_some()
-            assert b"ready" in line, line
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGKILL)
-            with trio.CancelScope(shield=True):
-                await proc.wait()
-                if proc.stdout is not None:
-                    await proc.stdout.aclose()
+def workers(
+    url: str, log_path: Path, count: int
+) -> AbstractAsyncContextManager[list[trio.Process]]:
+    argv = [sys.executable, str(TESTS / "cancel_worker.py"), url, str(log_path)]
+    return worker_processes(argv, count)
 
 
 def events(log_path: Path, kind: str, call_id: int) -> list[float]:

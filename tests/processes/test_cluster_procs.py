@@ -16,14 +16,14 @@ Real processes in real time. No timing is asserted (the drain rate is measured b
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
+from worker_procs import worker_processes
 
 from trio_futurecalls import NewCall, Store
 
@@ -32,38 +32,18 @@ LIMIT = 3  # cluster_worker.py's Slow.cluster_max_concurrent
 RATE = 20  # cluster_worker.py's Rated.rate_limit, per second
 
 
-@asynccontextmanager
-async def workers(
+def workers(
     url: str, log_path: Path, count: int, delivery: str, worker_timeout: float = 30.0
-) -> AsyncIterator[list[trio.Process]]:
-    procs: list[trio.Process] = []
-    try:
-        for _ in range(count):
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    str(TESTS / "cluster_worker.py"),
-                    url,
-                    str(log_path),
-                    delivery,
-                    str(worker_timeout),
-                ],
-                stdout=subprocess.PIPE,
-            )
-            procs.append(proc)
-            assert proc.stdout is not None
-            with trio.fail_after(30):
-                line = await proc.stdout.receive_some()
-            assert b"ready" in line, line
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGKILL)
-            with trio.CancelScope(shield=True):
-                await proc.wait()
-                if proc.stdout is not None:
-                    await proc.stdout.aclose()
+) -> AbstractAsyncContextManager[list[trio.Process]]:
+    argv = [
+        sys.executable,
+        str(TESTS / "cluster_worker.py"),
+        url,
+        str(log_path),
+        delivery,
+        str(worker_timeout),
+    ]
+    return worker_processes(argv, count)
 
 
 def read_log(log_path: Path) -> list[tuple[str, int, float]]:

@@ -168,10 +168,5 @@ def holding(taking: Iterable[Taking]) -> frozenset[int]:
     return frozenset(t.call_id for t in taking if t.key[0] == "concurrency")
 
 
-def token_rows(limit: ClusterLimit) -> range:
-    """The slots a limit's tokens have."""
-    return range(limit.tokens)
-
-
 def _dead(owner: str | None, expiry: Callable[[str], datetime | None]) -> bool:
     return owner is None or expiry(owner) is None
