@@ -1,17 +1,20 @@
 """The memory store's part in cluster-wide coordination: limits and their tokens,
-paused classes, and the workers registry (``_memory_cluster.py``, ``_paused.py``,
-``_memory_workers.py`` hold the state; these are the store's methods over them)."""
+paused classes, the workers registry, and the cancel requests every worker reads
+(``_memory_cluster.py``, ``_paused.py``, ``_memory_workers.py``, ``_memory_cancels.py``
+hold the state; these are the store's methods over them)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
 
+from .._cancel_model import CancelArgs, CancelRequest
 from .._cluster_limits import ClusterLimit
 from .._model import WorkerInfo
 from .._store_args import StoreArgs
 from .._validate_workers import WorkerArgs
 from ._listeners import WAKE_NOW, Listeners
+from ._memory_cancels import MemoryCancels
 from ._memory_cluster import MemoryCluster
 from ._memory_workers import MemoryWorkers
 from ._paused import RESUMED, MemoryPaused
@@ -24,6 +27,7 @@ class MemoryCoordination:
     _workers: MemoryWorkers
     _paused: MemoryPaused
     _listeners: Listeners
+    _cancels: MemoryCancels
 
     # -- cluster-wide limits -----------------------------------------------------------
 
@@ -87,3 +91,14 @@ class MemoryCoordination:
 
     async def workers(self, now: datetime) -> list[WorkerInfo]:
         return self._workers.live(WorkerArgs.workers(now))
+
+    # -- cancel requests: read and acked by every worker (see _cancels.py) ----------
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        return self._cancels.live(CancelArgs.cancel_requests(now))
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        self._cancels.ack(*CancelArgs.ack_cancel(request_id, worker_id, found))
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        return self._cancels.acks_of(CancelArgs.cancel_acks(request_id))

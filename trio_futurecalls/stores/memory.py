@@ -229,15 +229,6 @@ class MemoryStore(MemoryCoordination):
         call = self._calls.get(call_id)
         return None if call is None else call.identifier
 
-    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
-        return self._cancels.live(CancelArgs.cancel_requests(now))
-
-    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
-        self._cancels.ack(*CancelArgs.ack_cancel(request_id, worker_id, found))
-
-    async def cancel_acks(self, request_id: int) -> dict[str, int]:
-        return self._cancels.acks_of(CancelArgs.cancel_acks(request_id))
-
     # -- dependencies -----------------------------------------------------------------
 
     async def prerequisite_ended(self, call_id: int, error: str | None, ended_at: datetime) -> int:

@@ -1,6 +1,7 @@
 """The PostgreSQL store's part in cluster-wide coordination: limits and their tokens,
-paused classes and the workers registry (the SQL is in queries.sql; ``_workers.py``
-reads worker rows): the store's methods, mixed into :class:`PostgresStore`."""
+paused classes, the workers registry and the cancel requests every worker reads (the
+SQL is in queries.sql; ``_workers.py`` and ``_cancels.py`` read rows): the store's
+methods, mixed into :class:`PostgresStore`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..._cancel_model import CancelArgs, CancelRequest
 from ..._cluster_limits import ClusterLimit
 from ..._model import WorkerInfo
 from ..._store_args import StoreArgs
@@ -15,6 +17,7 @@ from ..._validate_workers import WorkerArgs
 from .._listeners import WAKE_NOW, Listeners
 from .._paused import RESUMED
 from .._rows import cluster_limit_from_row, cluster_limits_from_rows
+from ._cancels import ack_rows, live_requests
 from ._grouped import GroupedWrites
 from ._listener import notify_payload
 from ._values import utc
@@ -112,3 +115,17 @@ class PostgresCoordination:
     async def workers(self, now: datetime) -> list[WorkerInfo]:
         now = WorkerArgs.workers(now)
         return live_workers(await self._call("fetch", "workers_live", now))
+
+    # -- cancel requests: read and acked by every worker (see _cancels.py) ----------
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        now = CancelArgs.cancel_requests(now)
+        return live_requests(await self._call("fetch", "cancel_requests_live", now))
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        args = CancelArgs.ack_cancel(request_id, worker_id, found)
+        await self._call("execute", "cancel_ack", *args)
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        request_id = CancelArgs.cancel_acks(request_id)
+        return ack_rows(await self._call("fetch", "cancel_acks", request_id))

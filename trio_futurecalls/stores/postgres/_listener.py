@@ -19,7 +19,7 @@ import asyncpg
 import trio
 
 from ..._errors import StoreError
-from .._listeners import Listeners
+from .._listeners import WAKE_NOW, Listeners
 from ._errors import bridge, on_connection
 
 _log = logging.getLogger("trio_futurecalls.store.postgres.listener")
@@ -126,7 +126,7 @@ class NotifyListener:
             if started:
                 _log.info("LISTEN connection re-established on %s", self.channel)
                 # Anything scheduled while we were deaf was not announced: wake everyone.
-                self._listeners.notify(_EPOCH)
+                self._listeners.notify(WAKE_NOW)
             else:
                 started = True
                 task_status.started()

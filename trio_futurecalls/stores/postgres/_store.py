@@ -44,7 +44,7 @@ from .._rows import (
     dead_letter_from_row,
     recurring_from_row,
 )
-from ._cancels import ack_rows, aio_request_cancel, live_requests
+from ._cancels import aio_request_cancel
 from ._coordination import PostgresCoordination
 from ._dependencies import (
     aio_complete_prerequisite,
@@ -263,18 +263,6 @@ class PostgresStore(PostgresCoordination):
         )
         self._listeners.notify(CANCEL_REQUESTED)  # at once here; the NOTIFY goes on
         return answer
-
-    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
-        now = CancelArgs.cancel_requests(now)
-        return live_requests(await self._call("fetch", "cancel_requests_live", now))
-
-    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
-        args = CancelArgs.ack_cancel(request_id, worker_id, found)
-        await self._call("execute", "cancel_ack", *args)
-
-    async def cancel_acks(self, request_id: int) -> dict[str, int]:
-        request_id = CancelArgs.cancel_acks(request_id)
-        return ack_rows(await self._call("fetch", "cancel_acks", request_id))
 
     # -- inspection -------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The SQLite store's part in cluster-wide coordination: limits and their tokens
-(``_cluster.py``), paused classes (``_paused.py``) and the workers registry
-(``_workers.py``): the store's methods over them, mixed into :class:`SQLiteStore`."""
+(``_cluster.py``), paused classes (``_paused.py``), the workers registry
+(``_workers.py``) and the cancel requests every worker reads (``_cancels.py``): the
+store's methods over them, mixed into :class:`SQLiteStore`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
+from ..._cancel_model import CancelArgs, CancelRequest
 from ..._cluster_limits import ClusterLimit
 from ..._model import WorkerInfo
 from ..._store_args import StoreArgs
 from ..._validate_workers import WorkerArgs
 from .._listeners import WAKE_NOW, Listeners
 from .._paused import RESUMED
+from . import _cancels as cancels
 from . import _cluster as cluster
 from . import _paused as paused
 from . import _workers as registry
@@ -105,3 +108,20 @@ class SQLiteCoordination:
     async def workers(self, now: datetime) -> list[WorkerInfo]:
         now = WorkerArgs.workers(now)
         return await self._read(partial(registry.live, self._q, now))
+
+    # -- cancel requests: read and acked by every worker (see _cancels.py) ----------
+
+    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
+        now = CancelArgs.cancel_requests(now)
+        live, doomed = cancels.split(await self._read(partial(cancels.all_rows, self._q)), now)
+        if doomed:
+            await self._write(partial(cancels.delete, self._q, doomed))
+        return live
+
+    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
+        args = CancelArgs.ack_cancel(request_id, worker_id, found)
+        await self._write(partial(cancels.ack, self._q, *args))
+
+    async def cancel_acks(self, request_id: int) -> dict[str, int]:
+        request_id = CancelArgs.cancel_acks(request_id)
+        return await self._read(partial(cancels.acks, self._q, request_id))

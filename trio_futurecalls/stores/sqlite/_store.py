@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
 import attrs
 import trio
@@ -45,7 +45,7 @@ from ..._store_args import StoreArgs
 from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
-from .._listeners import CANCEL_REQUESTED, Listeners
+from .._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
 from .._sql import queries
 from . import _cancels as cancels
 from . import _dependencies as dependencies
@@ -57,8 +57,6 @@ from ._inserts import insert_calls
 from ._rows import dead_letter, pending_call, read_text, show
 from ._rows import recurring as recurring_row
 from ._session import SQLiteSession
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
 
@@ -224,21 +222,6 @@ class SQLiteStore(SQLiteCoordination):
         answer = await self._write(partial(cancels.request, self._q, *args))
         self._listeners.notify(CANCEL_REQUESTED)  # other processes: data_version
         return answer
-
-    async def cancel_requests(self, now: datetime) -> list[CancelRequest]:
-        now = CancelArgs.cancel_requests(now)
-        live, doomed = cancels.split(await self._read(partial(cancels.all_rows, self._q)), now)
-        if doomed:
-            await self._write(partial(cancels.delete, self._q, doomed))
-        return live
-
-    async def ack_cancel(self, request_id: int, worker_id: str, found: int) -> None:
-        args = CancelArgs.ack_cancel(request_id, worker_id, found)
-        await self._write(partial(cancels.ack, self._q, *args))
-
-    async def cancel_acks(self, request_id: int) -> dict[str, int]:
-        request_id = CancelArgs.cancel_acks(request_id)
-        return await self._read(partial(cancels.acks, self._q, request_id))
 
     # -- inspection -------------------------------------------------------------------
 
@@ -588,7 +571,7 @@ class SQLiteStore(SQLiteCoordination):
             else:
                 # data_version moves only for commits by *other* connections.
                 if last is not None and current != last:
-                    self._listeners.notify(_EPOCH)
+                    self._listeners.notify(WAKE_NOW)
                 last = current
             await trio.sleep(interval)
 
