@@ -15,6 +15,7 @@ from typing import Final
 import attrs
 
 from benchmarks import _targets as targets
+from benchmarks._cpu import CPU_CALLS, CPU_LIMIT, CPU_SECONDS, cpu
 from benchmarks._harness import Results, Target, machine_info, markdown_table, noise_summary
 from benchmarks._harness import write_report as write_json
 from benchmarks._stores import STORES, StoreConfig, pg_fetchval, postgres_problem
@@ -43,6 +44,8 @@ WORKLOADS: Final = {
     "schedule": STORES,
     "lateness": ("sqlite", "postgres"),
     "scale": ("postgres",),
+    # Executors (the memory store: it measures where calls' work runs, not a store).
+    "cpu": ("memory",),
 }
 RESULTS_DIR: Final = ROOT / "benchmarks" / "results"
 
@@ -187,6 +190,17 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
                 (targets.SCHEDULE_ONE_RATE.get(store)),
             )
         return f"schedule_many(), {key}", "calls/s", targets.SCHEDULE_BATCH_RATE.get(store)
+    if workload == "cpu":
+        cpu_calls = f"{CPU_CALLS} calls of {CPU_SECONDS:g} s CPU, limit {CPU_LIMIT}"
+        if key.endswith("seconds"):
+            return f"{cpu_calls}: all done, {key.split()[0]}", "s", None
+        if key == "PROCESS / TASK":
+            return f"{cpu_calls}: PROCESS time / TASK time", "x", targets.CPU_PROCESS_OF_TASK
+        return (
+            f"tiny async calls' start - due p99 meanwhile, {key.split()[0]}",
+            "ms",
+            targets.CPU_TINY_P99_MS if key.startswith("PROCESS") else None,
+        )
     raise AssertionError((workload, key))
 
 
@@ -307,9 +321,13 @@ class _Runner:
         self._attempt("scale/postgres", all_repeats)
 
     def store_workload(self, workload: str, store: str) -> None:
-        runner = {"drain": drain, "sleepy": sleepy, "schedule": schedule, "lateness": lateness}[
-            workload
-        ]
+        runner = {
+            "drain": drain,
+            "sleepy": sleepy,
+            "schedule": schedule,
+            "lateness": lateness,
+            "cpu": cpu,
+        }[workload]
 
         def once() -> str:
             metrics = runner(store, self.config, self.sizes)

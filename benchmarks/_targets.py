@@ -23,3 +23,6 @@ SCHEDULE_BATCH_RATE: Final = {"postgres": Target(">=", 100_000, ">= 100,000/s")}
 #: Scale: drain rate with 1M future rows over the same drain on an empty table.
 SCALE_RATIO: Final = Target(">=", 0.8, ">= 0.8")
 SCALE_RSS_MIB: Final = Target("<", 150.0, "< 150 MiB")
+#: CPU-heavy calls (issue 14): PROCESS over TASK time, and tiny calls' lateness then.
+CPU_PROCESS_OF_TASK: Final = Target("<=", 0.6, "<= 0.6")
+CPU_TINY_P99_MS: Final = Target("<=", 20.0, "<= 20 ms")

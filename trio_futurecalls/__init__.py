@@ -25,6 +25,9 @@ from ._errors import StoreClosedError as StoreClosedError
 from ._errors import StoreError as StoreError
 from ._errors import StoreUnavailableError as StoreUnavailableError
 from ._errors import UnregisteredCallError as UnregisteredCallError
+from ._executors import Executor as Executor
+from ._executors import ExecutorStatistics as ExecutorStatistics
+from ._executors import ProcessCallError as ProcessCallError
 from ._model import CallInfo as CallInfo
 from ._model import Claim as Claim
 from ._model import DeadLetter as DeadLetter

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import trio
 
 from ._cluster_limits import RateLimit, check_cluster_limit
 from ._errors import InvalidArgumentError, UnregisteredCallError
+from ._executors import Executor, Executors
 from ._model import CallInfo
 from ._payload import check_payload_type
 from ._retry import Backoff, Delivery, ExponentialBackoff
+from ._running import RunningCall
 from ._validate import (
     MAX_ATTEMPTS,
     check_limit,
@@ -16,6 +22,8 @@ from ._validate import (
     check_positive_seconds,
     check_priority,
 )
+
+T = TypeVar("T")
 
 
 class FutureCall:
@@ -65,6 +73,15 @@ class FutureCall:
     #: At most ``count`` starts of this class in any window of ``per``, across every
     #: scheduler on the store (README, Rate limits); None: none set by this class.
     rate_limit: ClassVar[RateLimit | None] = None
+    #: Where the work runs (README, Blocking and CPU-heavy calls): ``Executor.TASK``
+    #: (``async def invoke``, in the call's Trio task), ``Executor.THREAD`` or
+    #: ``Executor.PROCESS`` (a plain ``def run(self, payload)``, no session).
+    executor: ClassVar[Executor] = Executor.TASK
+
+    # Set by the scheduler on the instance it runs (None when built by hand, e.g. in
+    # a unit test: to_thread/to_process then use Trio's and trio-parallel's defaults).
+    _executors: Executors | None = None
+    _running: RunningCall | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -111,6 +128,7 @@ class FutureCall:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 raise InvalidArgumentError(f"{where}.no_retry_on must be a tuple of exceptions")
+        _check_executor(cls)
         if "timeout" in cls.__dict__ and cls.__dict__["timeout"] is not None:
             timeout = check_positive_seconds(cls.__dict__["timeout"], f"{where}.timeout")
             if not timeout:
@@ -129,6 +147,32 @@ class FutureCall:
         """
         raise NotImplementedError(f"{type(self).__qualname__} must implement invoke()")
 
+    def run(self, payload: Any) -> None:
+        """Do the work of an ``Executor.THREAD`` or ``Executor.PROCESS`` class's call, in
+        a worker thread or process (a plain function: it blocks, burns CPU, and has
+        no session). Raising marks the call as failed."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement run()")
+
+    async def to_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a worker thread of the scheduler's pool and return its
+        result. Cancelling the call abandons the thread (it cannot be interrupted):
+        the call keeps its slots until the thread ends."""
+        if self._executors is None:  # not run by a scheduler: Trio's own pool
+            return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        return await self._executors.in_thread(self._running, fn, *args)
+
+    async def to_process(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a worker process of the scheduler's pool and return its
+        result. ``fn`` must be importable (a module-level function); ``args`` and the
+        result cross by pickle (pass JSON-like values); cancelling the call kills the
+        worker process."""
+        if self._executors is None:  # not run by a scheduler: trio-parallel's own pool
+            import trio_parallel
+
+            result: T = await trio_parallel.run_sync(fn, *args, kill_on_cancel=True)
+            return result
+        return await self._executors.in_process(fn, *args)
+
 
 def check_call_class(cls: object) -> type[FutureCall]:
     """Return ``cls`` if it is a usable ``FutureCall`` subclass, else raise."""
@@ -137,9 +181,45 @@ def check_call_class(cls: object) -> type[FutureCall]:
     if not isinstance(getattr(cls, "name", None), str):
         raise UnregisteredCallError(f"{cls.__qualname__} has no `name` class attribute")
     check_name(cls.name)
-    if cls.invoke is FutureCall.invoke:
-        raise UnregisteredCallError(f"{cls.__qualname__} does not implement invoke()")
+    if cls.executor is Executor.TASK:
+        if cls.invoke is FutureCall.invoke:
+            raise UnregisteredCallError(f"{cls.__qualname__} does not implement invoke()")
+    elif cls.run is FutureCall.run:
+        raise UnregisteredCallError(f"{cls.__qualname__} does not implement run()")
     return cls
+
+
+def _check_executor(cls: type[FutureCall]) -> None:
+    """Check a class's executor against what it implements, at class definition."""
+    where = cls.__qualname__
+    if "executor" in cls.__dict__ and not isinstance(cls.__dict__["executor"], Executor):
+        raise InvalidArgumentError(
+            f"{where}.executor must be an Executor (TASK, THREAD or PROCESS), "
+            f"got {cls.__dict__['executor']!r}"
+        )
+    if cls.executor is Executor.TASK:
+        if "run" in cls.__dict__ and cls.invoke is FutureCall.invoke:
+            raise InvalidArgumentError(
+                f"{where} implements run() but not invoke(): set executor = "
+                "Executor.THREAD or Executor.PROCESS to run it in a thread or process"
+            )
+        return
+    kind = cls.executor.name
+    if cls.invoke is not FutureCall.invoke:
+        raise InvalidArgumentError(
+            f"{where} is an Executor.{kind} class: implement run(self, payload), "
+            "not invoke() (an async invoke can use await self.to_thread(...) instead)"
+        )
+    if "run" in cls.__dict__ and inspect.iscoroutinefunction(cls.__dict__["run"]):
+        raise InvalidArgumentError(
+            f"{where}.run must be a plain function (def, not async def): it runs in a "
+            f"{kind.lower()}"
+        )
+    if cls.executor is Executor.PROCESS and "<locals>" in cls.__qualname__:
+        raise InvalidArgumentError(
+            f"{where} is an Executor.PROCESS class defined inside a function: the "
+            "worker process imports the class by name, so define it at module level"
+        )
 
 
 def build_registry(calls: Any) -> dict[str, type[FutureCall]]:

@@ -22,6 +22,7 @@ import trio
 
 from ._calllog import call_fields, error_text
 from ._cancels import CancelWatcher
+from ._executors import Executor, Executors, fails_for_good
 from ._model import CallInfo, StoredCall
 from ._options import Clock
 from ._outcome import Action, CallPolicy, Outcome, decide, is_abandoned
@@ -50,6 +51,7 @@ class Execution:
         policies: Mapping[str, CallPolicy],
         counters: Mapping[str, ClassCounters],
         writes: CallWrites,
+        executors: Executors,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -58,6 +60,7 @@ class Execution:
         self._policies = policies
         self._counters = counters
         self._writes = writes
+        self._executors = executors
         #: Names whose rows this scheduler's claims lease (at-least-once classes).
         self.leased_names = frozenset(name for name, p in policies.items() if p.leased)
         #: Set when shutdown begins: calls claimed from then on are handed back.
@@ -194,6 +197,11 @@ class Execution:
                         await self._interrupted(call, policy, started)
                     elif outcome is Outcome.CANCELLED:
                         await self._cancelled(call, policy, started)
+                if running.threads:
+                    # A thread it started was abandoned (it cannot be interrupted):
+                    # the call's slots stay taken until the thread ends, so that no
+                    # limit is exceeded. (Shutdown's deadline ends this wait.)
+                    await running.threads_ended()
                 if holds_token:  # its cluster-wide slot, once its own writes are done
                     await self._writes.free_tokens([call])
         finally:
@@ -271,11 +279,22 @@ class Execution:
         try:
             with running.scope:
                 instance = cls(running.info)
-                async with self._store.open_session(call) as session:
+                instance._executors = self._executors
+                instance._running = running
+                info = running.info
+                if cls.executor is Executor.TASK:
+                    async with self._store.open_session(call) as session:
+                        running.invoked = True
+                        counters.wait.add((info.started_at - info.due_at).total_seconds())
+                        await instance.invoke(session, payload)
+                else:
+                    # No session: it cannot cross into the thread or process.
                     running.invoked = True
-                    info = running.info
                     counters.wait.add((info.started_at - info.due_at).total_seconds())
-                    await instance.invoke(session, payload)
+                    if cls.executor is Executor.THREAD:
+                        await self._executors.in_thread(running, instance.run, payload)
+                    else:
+                        await self._executors.run_in_process(cls, info, call.payload)
         except Exception as exc:  # exception groups of errors included
             failure = exc
         except BaseExceptionGroup as group:
@@ -346,7 +365,7 @@ class Execution:
             exc_info=failure,
             extra=call_fields(call),
         )
-        if _for_good(failure, cls.no_retry_on):
+        if fails_for_good(failure, cls.no_retry_on):
             return Outcome.FAILED_FOR_GOOD, error_text(failure)
         return Outcome.FAILED, error_text(failure)
 
@@ -408,14 +427,3 @@ class Execution:
     ) -> None:
         if await self._writes.dead_letter(call, error, policy.leased):
             counters.dead_lettered += 1
-
-
-def _for_good(failure: BaseException, no_retry_on: tuple[type[BaseException], ...]) -> bool:
-    """True when ``failure`` is one of the class's ``no_retry_on`` exceptions, or a
-    group (from a nursery inside the call) made only of them."""
-    if not no_retry_on:
-        return False
-    if isinstance(failure, BaseExceptionGroup) and not isinstance(failure, no_retry_on):
-        _, rest = failure.split(no_retry_on)
-        return rest is None
-    return isinstance(failure, no_retry_on)

@@ -18,6 +18,7 @@ import attrs
 
 from ._cluster_limits import check_cluster_limit
 from ._errors import InvalidArgumentError
+from ._executors import DEFAULT_MAX_THREADS, default_max_processes
 from ._retry import Delivery
 from ._validate import check_aware, check_bool, check_limit, check_positive_seconds
 
@@ -103,6 +104,20 @@ def _worker_timeout(value: object) -> float:
     return _seconds(value, "worker_timeout", positive=True)
 
 
+def _pool_size(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{what} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _max_threads(value: object) -> int:
+    return _pool_size(value, "max_threads")
+
+
+def _max_processes(value: object) -> int:
+    return _pool_size(value, "max_processes")
+
+
 def _check_clock(instance: object, attribute: object, clock: object) -> None:
     if not callable(clock):
         raise InvalidArgumentError(f"clock must be callable, got {clock!r}")
@@ -149,6 +164,12 @@ class SchedulerOptions:
     #: its row in the store's workers registry expires and its cluster concurrency
     #: tokens are free again. It heartbeats every third of it.
     worker_timeout: float = attrs.field(default=DEFAULT_WORKER_TIMEOUT, converter=_worker_timeout)
+    #: Threads that may run calls' work at once (``Executor.THREAD`` classes and
+    #: ``to_thread``); abandoned threads count until they end.
+    max_threads: int = attrs.field(default=DEFAULT_MAX_THREADS, converter=_max_threads)
+    #: Worker processes (``Executor.PROCESS`` classes and ``to_process``), started on
+    #: first use. Default: the CPUs this process may use.
+    max_processes: int = attrs.field(factory=default_max_processes, converter=_max_processes)
 
     def __attrs_post_init__(self) -> None:
         if self.renew_interval >= self.lease_duration:
@@ -181,6 +202,8 @@ class SchedulerKeywords(TypedDict, total=False):
     lease_duration: float
     lease_renew_interval: float | None
     worker_timeout: float
+    max_threads: int
+    max_processes: int
 
 
 def build_options(base: SchedulerOptions | None, keywords: SchedulerKeywords) -> SchedulerOptions:

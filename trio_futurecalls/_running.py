@@ -41,6 +41,25 @@ class RunningCall:
     #: Set once its attempt's outcome is decided: a cancel request no longer counts it.
     settled: bool = False
 
+    #: Threads it started (``Executor.THREAD``, ``to_thread``) that have not ended:
+    #: abandoned ones too, which keep the call's slots until they end.
+    threads: int = 0
+    _threads_ended: trio.Event | None = None
+
+    def thread_started(self) -> None:
+        self.threads += 1
+
+    def thread_ended(self) -> None:
+        self.threads -= 1
+        if not self.threads and self._threads_ended is not None:
+            self._threads_ended.set()
+
+    async def threads_ended(self) -> None:
+        """Wait until every thread the call started has ended."""
+        if self.threads:
+            self._threads_ended = trio.Event()
+            await self._threads_ended.wait()
+
     def lose_lease(self) -> None:
         """Stop the call: it must not run on unaware that another worker has it."""
         self.lost = True

@@ -54,6 +54,7 @@ from ._errors import (
     UnregisteredCallError,
 )
 from ._execution import Execution
+from ._executors import Executors
 from ._leases import LeaseKeeper
 from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall, WorkerInfo
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
@@ -109,6 +110,7 @@ class Scheduler:
             ring_on_every_release=run_until is not None,
         )
         self._running = RunningCalls()
+        self._executors = Executors(options.max_threads, options.max_processes)
         self._execution = execution = Execution(
             store=store,
             clock=self._clock,
@@ -117,6 +119,7 @@ class Scheduler:
             policies=self._policies,
             counters=self._counters,
             writes=CallWrites(store, self._owner, self._clock),
+            executors=self._executors,
         )
         self._dispatcher = Dispatcher(
             store=store,
@@ -464,7 +467,10 @@ class Scheduler:
         # Running means holding a slot (from its start until its last write), the same
         # count for each class and in total.
         running = sum(c.running for c in classes.values())
-        return total_statistics(classes, self.max_concurrent, running)
+        threads, processes = self._executors.statistics()
+        return total_statistics(
+            classes, self.max_concurrent, running, threads=threads, processes=processes
+        )
 
     async def queue_lengths(self) -> dict[str, QueueLength]:
         """Per name in the store: pending calls, and how many are due (waiting for a slot).
@@ -531,8 +537,9 @@ class Scheduler:
         remove_listener = self._store.add_listener(self._slots.doorbell.on_scheduled)
         try:
             # The lease keeper outlives the calls nursery: leases are renewed through
-            # the grace period, and stop only once every call has ended.
-            async with trio.open_nursery() as keeper:
+            # the grace period, and stop only once every call has ended. The worker
+            # processes (if any started) outlive them all.
+            async with self._executors.open(), trio.open_nursery() as keeper:
                 if self._lease_keeper is not None:
                     keeper.start_soon(self._lease_keeper.run, name="futurecalls-leases")
                 if self._options.execute:

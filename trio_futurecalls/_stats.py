@@ -12,6 +12,8 @@ from typing import Final, Literal, final
 
 import attrs
 
+from ._executors import ExecutorStatistics
+
 #: Upper bounds (seconds) of the histogram buckets for wait and run times. The same
 #: bounds serve the Prometheus exporter; the last bucket is +Inf.
 BUCKETS: Final = (
@@ -197,6 +199,10 @@ class SchedulerStatistics:
     classes: dict[str, ClassStatistics]
     #: All classes together (``name`` is ``"*"``).
     total: ClassStatistics
+    #: The worker threads (``Executor.THREAD`` classes and ``to_thread``).
+    threads: ExecutorStatistics
+    #: The worker processes (``Executor.PROCESS`` classes and ``to_process``).
+    processes: ExecutorStatistics
 
 
 @attrs.define(eq=False)
@@ -241,7 +247,12 @@ class ClassCounters:
 
 
 def total_statistics(
-    classes: dict[str, ClassStatistics], limit: int | None, running: int
+    classes: dict[str, ClassStatistics],
+    limit: int | None,
+    running: int,
+    *,
+    threads: ExecutorStatistics,
+    processes: ExecutorStatistics,
 ) -> SchedulerStatistics:
     """The scheduler's snapshot: each class, and all of them together as ``"*"``."""
     parts = list(classes.values())
@@ -258,4 +269,11 @@ def total_statistics(
         wait=Recorder.merge([c.wait for c in parts]),
         run=Recorder.merge([c.run for c in parts]),
     )
-    return SchedulerStatistics(max_concurrent=limit, running=running, classes=classes, total=total)
+    return SchedulerStatistics(
+        max_concurrent=limit,
+        running=running,
+        classes=classes,
+        total=total,
+        threads=threads,
+        processes=processes,
+    )

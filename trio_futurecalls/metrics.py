@@ -45,6 +45,11 @@ Metrics (``call_class`` is the call class's ``name``):
   unlimited). A separate metric rather than a ``call_class="global"`` label, because
   ``global`` is a valid call-class name.
 * ``futurecalls_store_up``: 1 if the last queue-length query succeeded, else 0
+* ``futurecalls_executor_capacity{executor}``, ``futurecalls_executor_busy{executor}``:
+  worker threads (``executor="thread"``) and processes (``"process"``) that may run
+  calls' work at once, and those running now
+* ``futurecalls_executor_abandoned{executor}``: threads whose call was cancelled but
+  which still run (each keeps its call's slots until it ends); 0 for processes
 
 Per recurring schedule (``key`` is the schedule's key), read from the store:
 
@@ -83,6 +88,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with the mo
     ) from exc
 
 from ._errors import FutureCallsError, InvalidArgumentError
+from ._executors import ExecutorStatistics
 from ._model import RecurringInfo
 from ._scheduler import Scheduler
 from ._stats import BUCKETS, Distribution, QueueLength
@@ -222,6 +228,7 @@ class SchedulerCollector(Collector):
             "Scheduler-wide limit on calls running at once (+Inf: unlimited).",
             value=_limit(stats.max_concurrent),
         )
+        yield from _executor_metrics(stats.threads, stats.processes)
         yield GaugeMetricFamily(
             "futurecalls_store_up",
             "1 if the last queue-length query to the store succeeded, else 0.",
@@ -248,6 +255,31 @@ class SchedulerCollector(Collector):
                 due.add_metric([name], queue.due)
                 held.add_metric([name], queue.waiting)
             yield from (pending, due, held)
+
+
+def _executor_metrics(
+    threads: ExecutorStatistics, processes: ExecutorStatistics
+) -> Iterator[GaugeMetricFamily]:
+    capacity = GaugeMetricFamily(
+        "futurecalls_executor_capacity",
+        "Worker threads or processes that may run calls' work at once.",
+        labels=["executor"],
+    )
+    busy = GaugeMetricFamily(
+        "futurecalls_executor_busy",
+        "Worker threads or processes running calls' work now.",
+        labels=["executor"],
+    )
+    abandoned = GaugeMetricFamily(
+        "futurecalls_executor_abandoned",
+        "Threads whose call was cancelled but which still run (holding its slots).",
+        labels=["executor"],
+    )
+    for kind, pool in (("thread", threads), ("process", processes)):
+        capacity.add_metric([kind], pool.capacity)
+        busy.add_metric([kind], pool.busy)
+        abandoned.add_metric([kind], pool.abandoned)
+    yield from (capacity, busy, abandoned)
 
 
 def _recurring_metrics(

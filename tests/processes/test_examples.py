@@ -61,3 +61,28 @@ def test_cluster_example_holds_its_limits_and_cancels_a_running_call() -> None:
     assert lines[3] == "charge paused: 1 pending, none started"
     assert lines[4] == "charge resumed: it ran"
     assert lines[5:] == ["  export: cancelled while running", "cancel export: RUNNING"]
+
+
+def test_blocking_example_keeps_the_loop_free_and_kills_a_cancelled_process() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "blocking.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    me = int(lines[0].removeprefix("this process is "))
+    primes = [line for line in lines if line.startswith("  primes below ")]
+    assert len(primes) == 4
+    workers = {int(line.rsplit(maxsplit=1)[-1].rstrip(")")) for line in primes}
+    assert len(workers) in (1, 2)
+    assert me not in workers
+    assert "  archived 2026-11.tar in a thread" in lines
+    assert "cancel the stuck call: RUNNING (its worker process is killed)" in lines
+    assert lines[-3:-1] == ["count-primes: 4 succeeded, 1 cancelled", "archive: 1 succeeded"]
+    ran, worst = lines[-1].removeprefix("heartbeat: ").split(" ran, worst lateness ")
+    assert ran == "40"
+    # Were the CPU work in the event loop, the heartbeats would wait seconds for it.
+    assert int(worst.removesuffix(" ms")) < 1500, worst
