@@ -44,7 +44,7 @@ class RunningCall:
     #: Threads it started (``Executor.THREAD``, ``to_thread``) that have not ended:
     #: abandoned ones too, which keep the call's slots until they end.
     threads: int = 0
-    _threads_ended: trio.Event | None = None
+    _threads_ended: trio.Event | None = attrs.field(default=None, init=False)
 
     def thread_started(self) -> None:
         self.threads += 1
