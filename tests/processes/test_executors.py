@@ -241,25 +241,29 @@ async def test_an_attrs_payload_is_decoded_in_the_worker(tmp_path: Path) -> None
 
 
 async def test_a_timed_out_process_call_is_killed_and_the_pool_goes_on(tmp_path: Path) -> None:
+    """One worker process: a first call starts it (so that the timeout does not count
+    the worker's start-up), the Sleeper times out in it and kills it, and the next
+    call runs in a new worker."""
     store = MemoryStore()
     async with open_scheduler(store, [Sleeper, Crunch], max_processes=1) as s:
+        await s.schedule(Crunch, {"n": 10, "out": str(tmp_path / "c0")})
+        await wait_for(lambda: s.statistics().classes["crunch"].succeeded == 1)
+        pid = read(tmp_path / "c0")["pid"]
         await s.schedule(Sleeper, {"out": str(tmp_path / "s"), "sleep": 60})
         await wait_for(lambda: s.statistics().classes["sleeper"].failed == 1)
-        pid = read(tmp_path / "s")["pid"]
         await wait_for(lambda: not alive(pid))
-        # The one worker slot is free again: the next call runs in a new worker.
-        await s.schedule(Crunch, {"n": 10, "out": str(tmp_path / "c")})
-        await wait_for(lambda: s.statistics().classes["crunch"].succeeded == 1)
+        await s.schedule(Crunch, {"n": 10, "out": str(tmp_path / "c1")})
+        await wait_for(lambda: s.statistics().classes["crunch"].succeeded == 2)
     dead = await store.dead_letters()
     assert len(dead) == 1
     assert "timed out after 1.0 s" in dead[0].error
-    assert read(tmp_path / "c")["pid"] != pid
+    assert read(tmp_path / "c1")["pid"] not in (pid, os.getpid())
 
 
 async def test_shutdown_kills_running_process_calls_within_grace(tmp_path: Path) -> None:
     store = MemoryStore()
-    async with open_scheduler(store, [Sleeper], grace_period=0.5, max_processes=1) as s:
-        await s.schedule(Sleeper, {"out": str(tmp_path / "s"), "sleep": 60})
+    async with open_scheduler(store, [Napper], grace_period=0.5, max_processes=1) as s:
+        await s.schedule(Napper, {"out": str(tmp_path / "s"), "sleep": 60})
         await wait_for(lambda: (tmp_path / "s").exists())
         began = time.monotonic()
         await s.shutdown()
@@ -267,7 +271,7 @@ async def test_shutdown_kills_running_process_calls_within_grace(tmp_path: Path)
     pid = read(tmp_path / "s")["pid"]
     assert took < 15, f"shutdown took {took:.1f} s with a grace of 0.5 s"
     assert not alive(pid)
-    assert s.statistics().classes["sleeper"].cancelled == 1
+    assert s.statistics().classes["napper"].cancelled == 1
 
 
 async def test_cancel_of_a_running_process_call_kills_its_worker(tmp_path: Path) -> None:
