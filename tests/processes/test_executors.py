@@ -29,6 +29,7 @@ from trio_futurecalls import (
     InvalidArgumentError,
     MemoryStore,
     PendingQuery,
+    Store,
     UnregisteredCallError,
     open_scheduler,
 )
@@ -313,6 +314,31 @@ async def test_process_call_failures_come_back_as_text(
     assert dead[0].attempts == attempts
     tried = sorted(p.name for p in tmp_path.iterdir())  # noqa: ASYNC240
     assert tried == [f"f.{i}" for i in range(1, attempts + 1)]
+
+
+async def test_thread_and_process_calls_on_every_store(store: Store, tmp_path: Path) -> None:
+    """No session is opened for THREAD and PROCESS calls; both delivery modes finish
+    their rows on every store."""
+    ran: list[int] = []
+
+    class Blocking(FutureCall):
+        name = "blocking"
+        executor = Executor.THREAD
+        delivery = Delivery.AT_LEAST_ONCE
+
+        def run(self, payload: dict[str, int]) -> None:
+            time.sleep(0.01)
+            ran.append(payload["i"])
+
+    async with open_scheduler(store, [Blocking, Crunch], max_processes=1) as s:
+        for i in range(3):
+            await s.schedule(Blocking, {"i": i})
+            await s.schedule(Crunch, {"n": 100, "out": str(tmp_path / f"c{i}")})
+        await wait_for(lambda: s.statistics().total.finished == 6)
+        assert s.statistics().total.succeeded == 6
+        assert await store.pending(PendingQuery()) == []
+    assert sorted(ran) == [0, 1, 2]
+    assert {read(tmp_path / f"c{i}")["result"] for i in range(3)} == {burn(100)}
 
 
 # -- definitions ------------------------------------------------------------------
