@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Final
 
@@ -102,6 +102,7 @@ def dashboard_app(
     allowed_hosts: Collection[str] | None = None,
     refresh_seconds: float = 3.0,
     metrics: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> ASGIApp:
     """The dashboard over ``target`` (a store, or a running scheduler) as an ASGI app,
     to mount in an app of your own or to test in-process; :func:`serve_dashboard`
@@ -109,7 +110,8 @@ def dashboard_app(
 
     ``store_label`` names the store on pages (a URL: its password is hidden);
     ``allowed_hosts``: the hosts the ``Host`` header may name (None: any);
-    ``metrics``: serve ``/metrics`` (over a scheduler, with the ``prometheus`` extra).
+    ``metrics``: serve ``/metrics`` (over a scheduler, with the ``prometheus`` extra);
+    ``clock``: the current aware time (default: the scheduler's clock, else the system's).
     """
     if not isinstance(allow_actions, bool):
         raise InvalidArgumentError(f"allow_actions must be a bool, got {allow_actions!r}")
@@ -127,6 +129,8 @@ def dashboard_app(
     if isinstance(allowed_hosts, str):
         raise InvalidArgumentError("allowed_hosts must be a collection of host names, not a str")
     source = _source(target, store_label)
+    if clock is None:
+        clock = _system_clock if source.scheduler is None else source.scheduler.options.clock
     settings = DashboardSettings(
         allow_actions=allow_actions,
         token=token,
@@ -134,9 +138,13 @@ def dashboard_app(
         refresh_seconds=float(refresh_seconds),
         allowed_hosts=None if allowed_hosts is None else frozenset(allowed_hosts),
         secrets=() if store_label is None else tuple(_secrets(store_label)),
-        clock=lambda: datetime.now(UTC),
+        clock=clock,
     )
     return build_app(source, settings, _metrics_app(source.scheduler) if metrics else None)
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def _secrets(url: str) -> list[str]:

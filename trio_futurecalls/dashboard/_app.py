@@ -10,6 +10,7 @@ escaped by the templates (Jinja2 with autoescape on, no ``|safe``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
@@ -185,11 +186,15 @@ def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | No
             raise HTTPProblem(
                 403, "this dashboard is read-only (start it with --allow-actions to act)"
             )
+        length = request.headers.get("content-length", "0")
+        if not length.isdecimal() or int(length) > MAX_FORM_BYTES:
+            raise HTTPProblem(413, "form too large")
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise HTTPProblem(413, "form too large")
+        async with aclosing(request.stream()) as chunks:
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise HTTPProblem(413, "form too large")
         try:
             form = dict(parse_qsl(body.decode("utf-8"), max_num_fields=20))
         except (UnicodeDecodeError, ValueError):
