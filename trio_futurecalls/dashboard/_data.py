@@ -68,7 +68,9 @@ class Overview:
     running: int
     global_limit: str
     workers: int
+    #: Dead letters, counted up to MAX_ROWS (``dead_letters_capped``: there may be more).
     dead_letters: int
+    dead_letters_capped: bool
     #: True when the per-class counters come from a scheduler in this process.
     with_scheduler: bool
 
@@ -172,6 +174,7 @@ async def overview(source: Source, now: datetime) -> Overview:
         global_limit=global_limit,
         workers=len(workers),
         dead_letters=dead,
+        dead_letters_capped=dead >= MAX_ROWS,
         with_scheduler=source.scheduler is not None,
     )
 

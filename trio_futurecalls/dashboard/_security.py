@@ -79,6 +79,11 @@ def same_origin(headers: Headers) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc == host
 
 
+def _public(path: str) -> bool:
+    """The sign-in page and the static files (the package's own) need no token."""
+    return path == "/login" or path.startswith("/static/")
+
+
 def bearer(headers: Headers) -> str | None:
     kind, _, value = headers.get("authorization", "").partition(" ")
     return value.strip() if kind.lower() == "bearer" else None
@@ -132,7 +137,7 @@ class Guard:
             response = PlainTextResponse("unknown host", status_code=421)
         elif scope["method"] not in ("GET", "HEAD", "POST"):
             response = PlainTextResponse("method not allowed", status_code=405)
-        elif scope["path"] in ("/login", "/static/dashboard.css") or self.authorized(headers):
+        elif _public(scope["path"]) or self.authorized(headers):
             await self._app(scope, receive, send_with_headers)
             return
         elif scope["method"] == "GET" and scope["path"] != "/metrics":
