@@ -190,6 +190,8 @@ async def test_pages_of_pending_calls(store: MemoryStore) -> None:
         ("page=abc", "page must be a whole number"),
         ("page=99999999999999999999999", "page must be a whole number"),
         ("page=201", "narrow the filters"),
+        ("due_after=0001-01-01T00:00%2B14:00", "out of range"),
+        ("due_before=9999-12-31T23:59:59-14:00", "out of range"),
         ("identifier=" + "x" * 5000, "identifier"),
     ],
 )

@@ -9,6 +9,7 @@ escaped by the templates (Jinja2 with autoescape on, no ``|safe``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -31,9 +32,19 @@ from .._store import PendingQuery
 from .._validate import MAX_ID, check_identifier, check_name
 from . import _text
 from ._data import MAX_ROWS, Source, find_call, overview
-from ._security import COOKIE, Guard, bearer, cookie_value, same_origin, token_matches
+from ._security import (
+    COOKIE,
+    Guard,
+    bearer,
+    cookie_value,
+    csrf_token,
+    same_origin,
+    token_matches,
+)
 
 __all__ = ["DashboardSettings", "build_app"]
+
+_log = logging.getLogger("trio_futurecalls.dashboard")
 
 PAGE_SIZE: Final = 50
 MAX_PAGE: Final = MAX_ROWS // PAGE_SIZE
@@ -145,6 +156,7 @@ def _id(value: object, what: str) -> int:
 def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | None) -> ASGIApp:
     """The dashboard over ``source``; ``metrics`` is served at ``/metrics`` when given."""
     env = _environment(settings)
+    csrf = csrf_token(settings.secret)
 
     def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
         html = env.get_template(template).render(
@@ -152,7 +164,7 @@ def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | No
             now=settings.clock(),
             store_label=source.label,
             allow_actions=settings.allow_actions,
-            csrf=settings.secret,
+            csrf=csrf,
             with_scheduler=source.scheduler is not None,
             refresh_seconds=settings.refresh_seconds,
             metrics=metrics is not None,
@@ -171,10 +183,16 @@ def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | No
                     return await handler(request)
             except HTTPProblem as problem:
                 return render(request, "error.html", problem.status, message=problem.message)
+            except InvalidArgumentError as exc:
+                # A value from the request the store's own checks refused (a time out
+                # of range...): the request's fault, not the store's.
+                return render(request, "error.html", 400, message=str(exc))
             except trio.TooSlowError:
+                _log.warning("dashboard: the store did not answer %s in time", request.url.path)
                 message = "the store did not answer in time"
                 return render(request, "error.html", 503, message=message)
             except FutureCallsError as exc:
+                _log.warning("dashboard: the store failed on %s: %r", request.url.path, exc)
                 message = f"the store failed: {type(exc).__name__}: {exc}"
                 return render(request, "error.html", 503, message=message)
 
@@ -203,7 +221,7 @@ def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | No
             bearer(request.headers), settings.token
         )
         if not with_bearer:
-            if not token_matches(form.get("csrf"), settings.secret):
+            if not token_matches(form.get("csrf"), csrf):
                 raise HTTPProblem(403, "missing or wrong CSRF token: reload the page and retry")
             if not same_origin(request.headers):
                 raise HTTPProblem(403, "cross-origin request refused")

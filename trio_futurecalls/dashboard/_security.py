@@ -29,7 +29,15 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["COOKIE", "Guard", "cookie_value", "new_secret", "same_origin", "token_matches"]
+__all__ = [
+    "COOKIE",
+    "Guard",
+    "cookie_value",
+    "csrf_token",
+    "new_secret",
+    "same_origin",
+    "token_matches",
+]
 
 COOKIE: Final = "futurecalls_dashboard"
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -58,7 +66,13 @@ def token_matches(given: str | None, expected: str) -> bool:
 
 def cookie_value(secret: str, token: str) -> str:
     """What the login cookie holds: proof of the token, bound to this server's secret."""
-    return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret.encode(), b"cookie:" + token.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_token(secret: str) -> str:
+    """The token every action's form carries: derived from the server's secret, so
+    that the pages never show the secret itself."""
+    return hmac.new(secret.encode(), b"csrf", hashlib.sha256).hexdigest()
 
 
 def _host_only(host: str) -> str:
