@@ -9,6 +9,11 @@
     const tick = async function () {
       try {
         const response = await fetch(url, { credentials: "same-origin" });
+        if (response.redirected) {
+          // Signed out (the server restarted, with a new secret): show the sign-in page.
+          window.location.reload();
+          return;
+        }
         if (response.ok) {
           box.innerHTML = await response.text();
           box.removeAttribute("data-stale");
