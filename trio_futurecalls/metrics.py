@@ -72,6 +72,7 @@ from typing import Final, final
 import trio
 
 try:
+    from hypercorn.typing import ASGIFramework
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import (
         CounterMetricFamily,
@@ -94,7 +95,7 @@ from ._scheduler import Scheduler
 from ._stats import BUCKETS, Distribution, QueueLength
 from ._validate import check_host
 
-__all__ = ["SchedulerCollector", "histogram_buckets", "serve_metrics"]
+__all__ = ["SchedulerCollector", "histogram_buckets", "metrics_app", "serve_metrics"]
 
 _log = logging.getLogger("trio_futurecalls.metrics")
 
@@ -331,10 +332,23 @@ async def serve_metrics(
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int within 0..65535, got {port!r}")
     check_host(host)
+    await serve_asgi(
+        metrics_app(scheduler),
+        host=host,
+        port=port,
+        what="metrics",
+        path="/metrics",
+        task_status=task_status,
+    )
+
+
+def metrics_app(scheduler: Scheduler) -> ASGIFramework:
+    """``scheduler``'s metrics as an ASGI app answering ``GET /metrics`` (and ``/``).
+
+    :func:`serve_metrics` serves it alone; the dashboard (``serve_dashboard``) mounts it
+    at ``/metrics`` beside its pages, so that one port serves both.
+    """
     collector = SchedulerCollector(scheduler)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    app = scrape_app(registry, collector.refresh_queue_lengths)
-    await serve_asgi(
-        app, host=host, port=port, what="metrics", path="/metrics", task_status=task_status
-    )
+    return scrape_app(registry, collector.refresh_queue_lengths)

@@ -34,6 +34,8 @@ from ._commands import (
     cmd_schedule,
     cmd_stats,
 )
+from ._dashboard import ENV_TOKEN as ENV_DASHBOARD_TOKEN
+from ._dashboard import cmd_dashboard
 from ._limits import cmd_limits_list, cmd_limits_remove, cmd_limits_set
 from ._pause import cmd_pause, cmd_resume
 from ._recurring import cmd_recurring_add, cmd_recurring_cancel, cmd_recurring_list
@@ -437,4 +439,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _scheduler_arguments(p)
     p.set_defaults(run=cmd_run_once)
+
+    p = command(
+        "dashboard",
+        "Serve the web dashboard over the store until SIGINT/SIGTERM (read-only unless "
+        "--allow-actions).",
+        epilog="Pages: overview, pending calls, dead letters, recurring schedules, workers. "
+        "It binds 127.0.0.1 by default; bound elsewhere, set a token.",
+    )
+    p.add_argument(
+        "--host",
+        type=host_name,
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address to bind (default: 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port", type=port_number, default=8470, metavar="N", help="port (default: 8470)"
+    )
+    p.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="allow requeueing and purging dead letters (POSTs with CSRF protection)",
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"require this bearer token (at least 8 characters) on every request; "
+        f"browsers sign in once (default: ${ENV_DASHBOARD_TOKEN}, else none)",
+    )
+    p.set_defaults(run=cmd_dashboard)
     return parser

@@ -1,0 +1,53 @@
+"""``futurecalls dashboard``'s failures, in process (its success runs in a subprocess in
+``test_browser.py``: it serves until a signal)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trio_futurecalls.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() installs its own root handler (on the captured stderr); undo it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    assert main(["--store", url, "migrate"]) == 0
+    return url
+
+
+def test_a_port_in_use_is_a_clear_error(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--store", store_url, "dashboard", "--port", str(port)])
+    assert code == 1
+    assert f"cannot serve the dashboard on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_short_token_is_a_usage_error(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--store", store_url, "dashboard", "--port", "0", "--token", "abc"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "token must be a str of at least 8 characters" in err
+
+
+def test_bad_port_is_a_usage_error(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["--store", store_url, "dashboard", "--port", "70000"])
+    assert exit.value.code == 2

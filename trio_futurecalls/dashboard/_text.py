@@ -1,0 +1,79 @@
+"""How the dashboard writes times, durations and error texts for people.
+
+Pure functions (no I/O, no clock of their own): ``now`` is passed in, so a page shows
+"in 5 min" and "3 h overdue" consistently with the one time it was rendered at, and
+tests need no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+__all__ = ["ago", "due_text", "duration", "exact", "last_line", "pretty_json", "until"]
+
+
+def _amount(seconds: float) -> str:
+    """``seconds`` (not negative) as one rounded unit: 40 s, 5 min, 3 h, 2 d."""
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 59.5 * 60:
+        return f"{round(seconds / 60)} min"
+    if seconds < 47.5 * 3600:
+        return f"{round(seconds / 3600)} h"
+    return f"{round(seconds / 86400)} d"
+
+
+def until(when: datetime, now: datetime) -> str:
+    """``when`` relative to ``now``: "in 5 min", "3 h ago", or "now" (within 1 s)."""
+    seconds = (when - now).total_seconds()
+    if abs(seconds) < 1:
+        return "now"
+    return f"in {_amount(seconds)}" if seconds > 0 else f"{_amount(-seconds)} ago"
+
+
+def ago(when: datetime, now: datetime) -> str:
+    """A past time (a heartbeat, a failure): "12 s ago" (a future one: "in 3 s")."""
+    return until(when, now)
+
+
+def due_text(due_at: datetime, now: datetime) -> str:
+    """A due time: "in 5 min" ahead of ``now``, "3 h overdue" behind it, or "due now"."""
+    seconds = (due_at - now).total_seconds()
+    if abs(seconds) < 1:
+        return "due now"
+    return f"in {_amount(seconds)}" if seconds > 0 else f"{_amount(-seconds)} overdue"
+
+
+def exact(when: datetime) -> str:
+    """The exact time in UTC, to the second: ``2026-11-27 17:30:05 UTC``."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(seconds: float | None) -> str:
+    """A wait or run time: "—" when none was measured, else ms, s, min or h."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def last_line(error: str) -> str:
+    """The last non-blank line of an error text (a traceback's exception line)."""
+    lines = [line for line in error.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def pretty_json(text: str) -> str:
+    """A payload's JSON text, indented; as stored when it is not valid JSON (another
+    program may have written the row)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
