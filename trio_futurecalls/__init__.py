@@ -8,6 +8,7 @@ from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
 from ._admin import schedule_chain as schedule_chain
+from ._admin import schedule_many as schedule_many
 from ._call import FutureCall as FutureCall
 from ._cancel_model import CancelOutcome as CancelOutcome
 from ._cluster_limits import ALL_CLASSES as ALL_CLASSES

@@ -69,6 +69,7 @@ from ._util import raise_unwrapped
 from ._validate import (
     check_id,
     check_limit,
+    check_name,
     check_names,
     check_positive_seconds,
     check_required_identifier,
@@ -197,7 +198,7 @@ class Scheduler:
 
     async def schedule(
         self,
-        call_class: type[FutureCall],
+        call_class: type[FutureCall] | str,
         payload: object = None,
         *,
         at: datetime | None = None,
@@ -212,6 +213,8 @@ class Scheduler:
 
         ``delay`` is a timedelta or seconds; with neither, the call is due now.
         ``identifier`` is optional and not unique. Returns the call's id.
+        ``call_class`` may be the name of a registered class. (A process that only
+        schedules needs no scheduler: see :func:`schedule_call`.)
 
         ``unique_key``: at most one pending (not yet started) call per name and key in
         the store. If one is pending, ``on_conflict`` says what happens: ``"ignore"``
@@ -495,6 +498,14 @@ class Scheduler:
             raise SchedulerClosedError("the scheduler has shut down")
 
     def _registered(self, call_class: object) -> type[FutureCall]:
+        if isinstance(call_class, str):
+            # By name: the registered class (its payload type and priority apply).
+            found = self._registry.get(check_name(call_class))
+            if found is None:
+                raise UnregisteredCallError(
+                    f"no class named {call_class!r} is registered with this scheduler"
+                )
+            return found
         cls = check_call_class(call_class)
         if self._registry.get(cls.name) is not cls:
             raise UnregisteredCallError(
