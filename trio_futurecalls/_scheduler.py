@@ -63,7 +63,7 @@ from ._recurring import RecurringTicker, cancel_recurring, list_recurring, sched
 from ._running import RunningCalls
 from ._slots import Slots
 from ._stats import ClassCounters, QueueLength, SchedulerStatistics, total_statistics
-from ._store import PoolSizeCheck, Store
+from ._store import ListensOnDemand, PoolSizeCheck, Store
 from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
 from ._validate import (
@@ -539,8 +539,18 @@ class Scheduler:
         await self._dispatcher.run(calls)
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        remove_listener = self._store.add_listener(self._slots.doorbell.on_scheduled)
+        # Only a scheduler that runs calls listens for wake-ups: one that only
+        # schedules leaves the store without a LISTEN connection or watcher.
+        remove_listener = (
+            self._store.add_listener(self._slots.doorbell.on_scheduled)
+            if self._options.execute
+            else _nothing
+        )
         try:
+            if self._options.execute and isinstance(self._store, ListensOnDemand):
+                # The store's watcher starts with the first listener: wait for it, so
+                # that no call scheduled elsewhere from now on goes unheard.
+                await self._store.wait_listening()
             # The lease keeper outlives the calls nursery: leases are renewed through
             # the grace period, and stop only once every call has ended.
             async with trio.open_nursery() as keeper:
@@ -597,6 +607,10 @@ class Scheduler:
             remove_listener()
             self._closed = True
             self._done.set()
+
+
+def _nothing() -> None:
+    """What removes no listener."""
 
 
 @asynccontextmanager
