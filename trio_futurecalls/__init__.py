@@ -23,6 +23,7 @@ from ._errors import DuplicateCallError as DuplicateCallError
 from ._errors import FutureCallsError as FutureCallsError
 from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidPayloadError as InvalidPayloadError
+from ._errors import NoDatabaseError as NoDatabaseError
 from ._errors import PayloadDecodeError as PayloadDecodeError
 from ._errors import PrerequisiteError as PrerequisiteError
 from ._errors import SchedulerClosedError as SchedulerClosedError
@@ -62,6 +63,7 @@ from ._retry import FixedBackoff as FixedBackoff
 from ._scheduler import Scheduler as Scheduler
 from ._scheduler import open_scheduler as open_scheduler
 from ._scheduler import run_due_calls as run_due_calls
+from ._session import Session as Session
 from ._stats import BUCKETS as BUCKETS
 from ._stats import ClassStatistics as ClassStatistics
 from ._stats import Distribution as Distribution

@@ -556,7 +556,7 @@ class SQLiteStore(SQLiteCoordination):
             call = StoreArgs.open_session(call)
         if self._conn is None:
             raise StoreClosedError("the SQLite store is closed")
-        session = SQLiteSession(self.path, self._synchronous, self._busy_timeout)
+        session = SQLiteSession(self.path, self._synchronous, self._busy_timeout, call.id)
         try:
             yield session
         finally:
