@@ -22,7 +22,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 
 import attrs
@@ -36,6 +35,10 @@ from trio_futurecalls import (
     open_scheduler,
     open_store,
 )
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # at once, line by line: container logs read a pipe
 
 
 @attrs.frozen
@@ -59,11 +62,13 @@ class SendEmail(FutureCall):
             "recipient TEXT NOT NULL)"
         )
         await session.execute(
-            "INSERT INTO example_outbox (call_id, recipient) VALUES ($1, $2)",
+            # Idempotent, as at-least-once calls must be: a run again adds no row.
+            "INSERT INTO example_outbox (call_id, recipient) VALUES ($1, $2) "
+            "ON CONFLICT (call_id) DO NOTHING",
             self.info.id,
             payload.to,
         )
-        print(f"sent #{self.info.id} to {payload.to}")
+        say(f"sent #{self.info.id} to {payload.to}")
 
 
 async def run_until_signalled(scheduler: Scheduler, signals: AsyncIterator[int]) -> None:
@@ -71,13 +76,13 @@ async def run_until_signalled(scheduler: Scheduler, signals: AsyncIterator[int])
     grace period; a second signal cancels them at once."""
     async for signum in signals:
         grace = scheduler.options.grace_period
-        print(f"{signal.Signals(signum).name}: stopping; running calls get {grace:g} s")
+        say(f"{signal.Signals(signum).name}: stopping; running calls get {grace:g} s")
         break
     async with trio.open_nursery() as nursery:
 
         async def cut_short() -> None:
             async for signum in signals:
-                print(f"{signal.Signals(signum).name} again: cancelling running calls now")
+                say(f"{signal.Signals(signum).name} again: cancelling running calls now")
                 await scheduler.shutdown(0)  # shortens the grace period to nothing
 
         nursery.start_soon(cut_short)
@@ -93,12 +98,10 @@ async def main(url: str, grace: float) -> None:
             open_store(url) as store,
             open_scheduler(store, [SendEmail], grace_period=grace) as scheduler,
         ):
-            print(f"worker ready (pid {os.getpid()})")
+            say(f"worker ready (pid {os.getpid()})")
             await run_until_signalled(scheduler, signals)
     counts = scheduler.statistics().classes[SendEmail.name]
-    print(
-        f"stopped cleanly: {counts.succeeded} sent, {counts.cancelled} cut short (they run again)"
-    )
+    say(f"stopped cleanly: {counts.succeeded} sent, {counts.cancelled} cut short (they run again)")
 
 
 if __name__ == "__main__":
@@ -106,8 +109,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "url", nargs="?", default=os.environ.get("CALLS_STORE", "sqlite:///calls.sqlite3")
     )
-    parser.add_argument("--grace", type=float, default=20.0, help="seconds (default 20)")
+    parser.add_argument(
+        "--grace", type=float, default=8.0, help="seconds (default 8: Docker's own is 10)"
+    )
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # (for logs)
     trio.run(main, arguments.url, arguments.grace)
