@@ -278,7 +278,8 @@ class Scheduler:
         timedelta or number a delay. All are validated
         before any is stored; the ids come back in the same order. A request whose name
         and key an earlier request of the batch has conflicts with it (as with a pending
-        call); with ``on_conflict="error"`` nothing of the batch is stored.
+        call); with ``on_conflict="error"`` nothing of the batch is stored. A request's
+        class may be the name of a registered class.
         """
         self._check_open()
         batch = new_calls(requests, self._clock(), self._registered)
