@@ -13,17 +13,17 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from benchmarks._calls import Placeholder
-from trio_futurecalls import Store, open_scheduler, open_sqlite_store
+from trio_futurecalls import Store, open_sqlite_store, schedule_many
 
 
 async def produce(store: Store, count: int, spread: float, lead: float) -> None:
-    async with open_scheduler(store, [Placeholder], execute=False) as scheduler:
-        now = datetime.now(UTC)
-        requests: list[tuple[type[Placeholder], object, datetime]] = [
-            (Placeholder, None, now + timedelta(seconds=lead + spread * i / count))
-            for i in range(count)
-        ]
-        await scheduler.schedule_many(requests)
+    # A producer needs no scheduler: schedule_many through the store alone.
+    now = datetime.now(UTC)
+    requests: list[tuple[type[Placeholder], object, datetime]] = [
+        (Placeholder, None, now + timedelta(seconds=lead + spread * i / count))
+        for i in range(count)
+    ]
+    await schedule_many(store, requests)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -4,7 +4,9 @@ Two kinds of call with different limits: a slow report (one at a time) and quick
 emails (three at a time). The long report does not hold back the emails. Finally the
 scheduler shuts down gracefully: a call due later stays in the file for next time.
 
-Run it with:  python examples/quickstart.py
+Run it with:  python examples/quickstart.py [PATH]
+Without PATH the file is in a temporary folder, removed when the script exits (so
+each run starts empty); with PATH it is kept, and the next run finds tomorrow's call.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ class SendEmail(FutureCall):
     async def invoke(self, session: SQLiteSession, payload: Email) -> None:
         say(f"email #{self.info.id} to {payload.to}: {payload.subject!r} ...")
         await trio.sleep(0.2)  # pretend to talk to a mail server
-        # The session is this call's own connection to the store's database.
+        # The session is this call's own connection to the store's database. Its
+        # methods and $1 placeholders are PostgreSQL's too: this code runs on both.
         await session.execute("CREATE TABLE IF NOT EXISTS sent (recipient TEXT)")
-        await session.execute("INSERT INTO sent VALUES (?)", (payload.to,))
+        await session.execute("INSERT INTO sent VALUES ($1)", payload.to)
         say(f"email #{self.info.id} sent")
 
 
@@ -58,7 +61,7 @@ class BuildReport(FutureCall):
         say(f"report {payload['title']!r} done")
 
 
-async def main(path: Path) -> None:
+async def main(path: Path, kept: bool) -> None:
     async with (
         open_sqlite_store(path) as store,
         open_scheduler(store, [SendEmail, BuildReport], max_concurrent=10) as scheduler,
@@ -76,11 +79,16 @@ async def main(path: Path) -> None:
     stats = scheduler.statistics()
     for name, cls_stats in stats.classes.items():
         say(f"{name}: {cls_stats.succeeded} succeeded, {cls_stats.failed} failed")
-    say(f"the call due tomorrow is still stored in {path}")
+    if kept:
+        say(f"the call due tomorrow is still stored in {path}")
+    else:
+        say(f"the call due tomorrow is stored in {path}, a temporary file removed on exit")
+        say("(give a path to keep it: python examples/quickstart.py calls.sqlite3)")
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
-        target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(folder) / "calls.sqlite3"
-        trio.run(main, target)
+        kept = len(sys.argv) > 1
+        target = Path(sys.argv[1]) if kept else Path(folder) / "calls.sqlite3"
+        trio.run(main, target, kept)

@@ -1,13 +1,19 @@
 """trio_futurecalls: persisted future calls for Trio, run in parallel under limits.
 
-The public API is this list; everything else lives in private modules.
+The public API is this list; everything else lives in private modules. The
+PostgreSQL store's names (``open_postgres_store``, ``PostgresStore``,
+``PostgresSession``) are imported on first use, so that ``import trio_futurecalls``
+never imports asyncpg or trio-asyncio (the ``postgres`` extra).
 """
+
+from typing import TYPE_CHECKING
 
 from ._admin import CallRequest as CallRequest
 from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths
 from ._admin import schedule_call as schedule_call
 from ._admin import schedule_chain as schedule_chain
+from ._admin import schedule_many as schedule_many
 from ._call import FutureCall as FutureCall
 from ._cancel_model import CancelOutcome as CancelOutcome
 from ._cluster_limits import ALL_CLASSES as ALL_CLASSES
@@ -17,6 +23,7 @@ from ._errors import DuplicateCallError as DuplicateCallError
 from ._errors import FutureCallsError as FutureCallsError
 from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidPayloadError as InvalidPayloadError
+from ._errors import NoDatabaseError as NoDatabaseError
 from ._errors import PayloadDecodeError as PayloadDecodeError
 from ._errors import PrerequisiteError as PrerequisiteError
 from ._errors import SchedulerClosedError as SchedulerClosedError
@@ -59,6 +66,7 @@ from ._retry import FixedBackoff as FixedBackoff
 from ._scheduler import Scheduler as Scheduler
 from ._scheduler import open_scheduler as open_scheduler
 from ._scheduler import run_due_calls as run_due_calls
+from ._session import Session as Session
 from ._stats import BUCKETS as BUCKETS
 from ._stats import ClassStatistics as ClassStatistics
 from ._stats import Distribution as Distribution
@@ -84,6 +92,31 @@ from .stores.memory import MemoryStore as MemoryStore
 from .stores.sqlite import SQLiteSession as SQLiteSession
 from .stores.sqlite import SQLiteStore as SQLiteStore
 from .stores.sqlite import open_sqlite_store as open_sqlite_store
+
+if TYPE_CHECKING:
+    from .stores.postgres import PostgresSession as PostgresSession
+    from .stores.postgres import PostgresStore as PostgresStore
+    from .stores.postgres import open_postgres_store as open_postgres_store
+
+#: Names of ``trio_futurecalls.stores.postgres`` also found here, imported on first use.
+_LAZY = ("PostgresSession", "PostgresStore", "open_postgres_store")
+
+
+def __getattr__(name: str) -> object:
+    # Only for the names above, on first use: without the extra, the ImportError
+    # names it (pip install 'trio_futurecalls[postgres]').
+    if name in _LAZY:
+        from .stores import postgres
+
+        value = getattr(postgres, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 _fixup_module_metadata(__name__, globals())
 del _fixup_module_metadata

@@ -1,8 +1,10 @@
 """Store-level operations that need no running scheduler.
 
-Scheduling from a process that only produces calls (:func:`schedule_call`),
-inspecting pending calls and queue lengths, and finding or moving calls whose name
-no class knows. :class:`Scheduler` delegates to these too, so each exists once.
+Scheduling from a process that only produces calls (:func:`schedule_call`,
+:func:`schedule_many`, :func:`schedule_chain`: by class, or by name with a JSON
+payload, so a producer need not import the classes), inspecting pending calls and
+queue lengths, and finding or moving calls whose name no class knows.
+:class:`Scheduler` delegates to these too, so each exists once.
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ class CallRequest:
     """One request of ``schedule_many`` with every option ``schedule`` has, by keyword::
 
         CallRequest(call_class=SendEmail, payload=p, delay=60, priority=10)
+        CallRequest(call_class="send-email", payload={"to": "a@example.com"})
 
     As with ``schedule``: ``at`` (aware) or ``delay`` (timedelta or seconds), neither
     for now; ``priority`` None means the class's :attr:`FutureCall.priority`. Checked
-    when ``schedule_many`` runs, like the tuple forms.
+    when ``schedule_many`` runs, like the tuple forms. ``call_class`` may be a call
+    name (a str): see :func:`schedule_call`.
     """
 
-    call_class: type[FutureCall]
+    call_class: type[FutureCall] | str
     payload: Any = None
     at: datetime | None = None
     delay: timedelta | float | None = None
@@ -61,21 +65,32 @@ class CallRequest:
     after: Collection[int] = ()
 
 
+#: What a call is scheduled as: its class, or (from a producer that does not import
+#: the classes) its name, with a plain JSON payload.
+Target = type[FutureCall] | str
+
 #: One scheduling request of ``schedule_many``: a :class:`CallRequest`, or a tuple
 #: ``(call_class, payload, at_or_delay[, identifier[, unique_key[, on_conflict]]])``.
 Request = (
     CallRequest
-    | tuple[type[FutureCall], object, datetime | timedelta | float]
-    | tuple[type[FutureCall], object, datetime | timedelta | float, str | None]
-    | tuple[type[FutureCall], object, datetime | timedelta | float, str | None, str | None]
-    | tuple[
-        type[FutureCall], object, datetime | timedelta | float, str | None, str | None, OnConflict
-    ]
+    | tuple[Target, object, datetime | timedelta | float]
+    | tuple[Target, object, datetime | timedelta | float, str | None]
+    | tuple[Target, object, datetime | timedelta | float, str | None, str | None]
+    | tuple[Target, object, datetime | timedelta | float, str | None, str | None, OnConflict]
 )
 
 
+def check_target(target: object) -> Target:
+    """A class (checked as a ``FutureCall`` subclass) or a checked call name: what a
+    store-level producer may schedule. A name's payload is plain JSON and its
+    priority, when none is given, 0 (the class's own is not known here)."""
+    if isinstance(target, str):
+        return check_name(target)
+    return check_call_class(target)
+
+
 def new_call(
-    cls: type[FutureCall],
+    cls: Target,
     payload: object,
     now: datetime,
     at: datetime | None,
@@ -86,9 +101,13 @@ def new_call(
     priority: object = None,
     after: object = None,
 ) -> NewCall:
-    """Validate one scheduling request of the checked class ``cls`` (``priority``
-    None: the class's)."""
-    checked_priority = cls.priority if priority is None else check_priority(priority)
+    """Validate one scheduling request of the checked class or name ``cls``
+    (``priority`` None: the class's; for a name, :attr:`FutureCall.priority`'s 0)."""
+    if isinstance(cls, str):
+        name, payload_type, default_priority = cls, None, FutureCall.priority
+    else:
+        name, payload_type, default_priority = cls.name, cls.payload_type, cls.priority
+    checked_priority = default_priority if priority is None else check_priority(priority)
     # (An empty collection, [] or set() as well as (), means no prerequisites.)
     checked_after = () if after is None or after == () else check_after(after)
     # (A key with prerequisites is refused by StoreArgs.schedule, for the whole batch.)
@@ -96,16 +115,16 @@ def new_call(
         # The common case, without the key checks: no key (on_conflict then does not
         # matter, but a bad value is still refused below).
         return CheckedNewCall(
-            name=cls.name,
-            payload=encode_payload(cls.payload_type, payload),
+            name=name,
+            payload=encode_payload(payload_type, payload),
             due_at=resolve_due(now, at, delay),
             identifier=check_identifier(identifier),
             scheduled_at=now,
             priority=checked_priority,
         )
     return CheckedNewCall(
-        name=cls.name,
-        payload=encode_payload(cls.payload_type, payload),
+        name=name,
+        payload=encode_payload(payload_type, payload),
         due_at=resolve_due(now, at, delay),
         identifier=check_identifier(identifier),
         scheduled_at=now,
@@ -119,16 +138,17 @@ def new_call(
 def new_calls(
     requests: Iterable[Request],
     now: datetime,
-    check_class: Callable[[object], type[FutureCall]],
+    check_class: Callable[[object], Target],
 ) -> list[NewCall]:
-    """Validate every request of ``schedule_many`` (``check_class`` checks a class)."""
+    """Validate every request of ``schedule_many`` (``check_class`` checks a class or
+    name)."""
     batch = []
-    checked: dict[object, type[FutureCall]] = {}
+    checked: dict[object, Target] = {}
     for request in requests:
         if isinstance(request, CallRequest):
-            cls = checked.get(id(request.call_class))
+            cls = checked.get(_key(request.call_class))
             if cls is None:
-                cls = checked[id(request.call_class)] = check_class(request.call_class)
+                cls = checked[_key(request.call_class)] = check_class(request.call_class)
             batch.append(
                 new_call(
                     cls,
@@ -153,11 +173,11 @@ def new_calls(
         identifier = request[3] if len(request) > 3 else None
         unique_key = request[4] if len(request) > 4 else None
         on_conflict = request[5] if len(request) > 5 else "ignore"
-        cls = checked.get(id(call_class))
+        cls = checked.get(_key(call_class))
         if cls is None:
             # Validated once per class, not once per call: this is the hot path of
             # bulk scheduling.
-            cls = checked[id(call_class)] = check_class(call_class)
+            cls = checked[_key(call_class)] = check_class(call_class)
         if isinstance(when, datetime):
             batch.append(
                 new_call(cls, payload, now, when, None, identifier, unique_key, on_conflict)
@@ -169,14 +189,20 @@ def new_calls(
     return batch
 
 
+def _key(target: object) -> object:
+    """What ``new_calls`` remembers a checked class or name under: a class by identity
+    (two classes may compare equal), a name by value (``id`` of a str is not stable)."""
+    return target if isinstance(target, str) else id(target)
+
+
 #: One step of ``chain``: a :class:`CallRequest`, or ``(call_class, payload)``.
-Step = CallRequest | tuple[type[FutureCall], object]
+Step = CallRequest | tuple[Target, object]
 
 
 def chain_calls(
     steps: Iterable[Step],
     now: datetime,
-    check_class: Callable[[object], type[FutureCall]],
+    check_class: Callable[[object], Target],
     after: object = None,
 ) -> list[NewCall]:
     """Validate the steps of ``chain``: each waits for the one before it (the first for
@@ -208,15 +234,30 @@ async def schedule_chain(
     after: Collection[int] = (),
     clock: Clock = utc_now,
 ) -> list[int]:
-    """``Scheduler.chain`` through a store alone (a process that only schedules)."""
+    """``Scheduler.chain`` through a store alone (a process that only schedules); a
+    step's class may be a call name, as in :func:`schedule_call`."""
     now = check_aware(clock(), "clock()")
-    batch = chain_calls(steps, now, check_call_class, after)
+    batch = chain_calls(steps, now, check_target, after)
+    return await store.schedule(batch) if batch else []
+
+
+async def schedule_many(
+    store: Store, requests: Iterable[Request], *, clock: Clock = utc_now
+) -> list[int]:
+    """``Scheduler.schedule_many`` through a store alone (a process that only schedules).
+
+    Requests as there (:class:`CallRequest` or tuples); a request's class may be a
+    call name, as in :func:`schedule_call`. All are validated before any is stored,
+    in one round trip; the ids come back in order.
+    """
+    now = check_aware(clock(), "clock()")
+    batch = new_calls(requests, now, check_target)
     return await store.schedule(batch) if batch else []
 
 
 async def schedule_call(
     store: Store,
-    call_class: type[FutureCall],
+    call_class: Target,
     payload: object = None,
     *,
     at: datetime | None = None,
@@ -234,10 +275,19 @@ async def schedule_call(
     calls. Returns the new call's id (with ``unique_key``: see ``Scheduler.schedule``);
     ``priority`` None means the class's :attr:`FutureCall.priority`; ``after``: see
     ``Scheduler.schedule``.
+
+    ``call_class`` may be the call's name instead (``schedule_call(store,
+    "send-email", {"to": ...})``), so that a producer need not import the class (nor
+    what it imports). Then ``payload`` must be plain JSON (None, bool, int, float,
+    str, list, dict with str keys); a worker whose class has an attrs
+    ``payload_type`` decodes it into that class when the call runs, and a payload that
+    does not fit becomes a dead letter with the reason. ``priority`` None is 0 (the
+    class's own priority is not known here: pass it). A name no worker knows is
+    kept and reported (README, Unknown names), never dropped.
     """
     now = check_aware(clock(), "clock()")
     new = new_call(
-        check_call_class(call_class),
+        check_target(call_class),
         payload,
         now,
         at,

@@ -89,6 +89,14 @@ class StoreClosedError(StoreError):
     """The store was used outside its lifetime (before open or after close)."""
 
 
+class NoDatabaseError(FutureCallsError, NotImplementedError):
+    """A :class:`MemorySession` was asked to run SQL: the memory store has no database.
+
+    Test a call's SQL on a SQLite store (``open_sqlite_store`` on a temporary file),
+    whose session has the same methods as PostgreSQL's.
+    """
+
+
 class SchedulerError(FutureCallsError):
     """The scheduler itself failed; the cause is chained with ``from``."""
 

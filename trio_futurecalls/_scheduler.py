@@ -64,12 +64,13 @@ from ._recurring import RecurringTicker, cancel_recurring, list_recurring, sched
 from ._running import RunningCalls
 from ._slots import Slots
 from ._stats import ClassCounters, QueueLength, SchedulerStatistics, total_statistics
-from ._store import PoolSizeCheck, Store
+from ._store import ListensOnDemand, PoolSizeCheck, Store
 from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
 from ._validate import (
     check_id,
     check_limit,
+    check_name,
     check_names,
     check_positive_seconds,
     check_required_identifier,
@@ -200,7 +201,7 @@ class Scheduler:
 
     async def schedule(
         self,
-        call_class: type[FutureCall],
+        call_class: type[FutureCall] | str,
         payload: object = None,
         *,
         at: datetime | None = None,
@@ -215,6 +216,8 @@ class Scheduler:
 
         ``delay`` is a timedelta or seconds; with neither, the call is due now.
         ``identifier`` is optional and not unique. Returns the call's id.
+        ``call_class`` may be the name of a registered class. (A process that only
+        schedules needs no scheduler: see :func:`schedule_call`.)
 
         ``unique_key``: at most one pending (not yet started) call per name and key in
         the store. If one is pending, ``on_conflict`` says what happens: ``"ignore"``
@@ -278,7 +281,8 @@ class Scheduler:
         timedelta or number a delay. All are validated
         before any is stored; the ids come back in the same order. A request whose name
         and key an earlier request of the batch has conflicts with it (as with a pending
-        call); with ``on_conflict="error"`` nothing of the batch is stored.
+        call); with ``on_conflict="error"`` nothing of the batch is stored. A request's
+        class may be the name of a registered class.
         """
         self._check_open()
         batch = new_calls(requests, self._clock(), self._registered)
@@ -501,6 +505,14 @@ class Scheduler:
             raise SchedulerClosedError("the scheduler has shut down")
 
     def _registered(self, call_class: object) -> type[FutureCall]:
+        if isinstance(call_class, str):
+            # By name: the registered class (its payload type and priority apply).
+            found = self._registry.get(check_name(call_class))
+            if found is None:
+                raise UnregisteredCallError(
+                    f"no class named {call_class!r} is registered with this scheduler"
+                )
+            return found
         cls = check_call_class(call_class)
         if self._registry.get(cls.name) is not cls:
             raise UnregisteredCallError(
@@ -534,8 +546,18 @@ class Scheduler:
         await self._dispatcher.run(calls)
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        remove_listener = self._store.add_listener(self._slots.doorbell.on_scheduled)
+        # Only a scheduler that runs calls listens for wake-ups: one that only
+        # schedules leaves the store without a LISTEN connection or watcher.
+        remove_listener = (
+            self._store.add_listener(self._slots.doorbell.on_scheduled)
+            if self._options.execute
+            else _nothing
+        )
         try:
+            if self._options.execute and isinstance(self._store, ListensOnDemand):
+                # The store's watcher starts with the first listener: wait for it, so
+                # that no call scheduled elsewhere from now on goes unheard.
+                await self._store.wait_listening()
             # The lease keeper outlives the calls nursery: leases are renewed through
             # the grace period, and stop only once every call has ended. The worker
             # processes (if any started) outlive them all.
@@ -593,6 +615,10 @@ class Scheduler:
             remove_listener()
             self._closed = True
             self._done.set()
+
+
+def _nothing() -> None:
+    """What removes no listener."""
 
 
 @asynccontextmanager

@@ -451,3 +451,22 @@ class PoolSizeCheck(Protocol):
     def check_pool_size(self, max_concurrent: int | None) -> bool:
         """Log a warning and return False when the pool is too small for the limit."""
         ...
+
+
+@runtime_checkable
+class ListensOnDemand(Protocol):
+    """An optional capability: a store that watches for other processes' changes only
+    while it has wake-up listeners (PostgreSQL's LISTEN connection, SQLite's
+    ``data_version`` watcher), so that a store that only schedules costs nothing.
+
+    Its watcher starts when :meth:`Store.add_listener` adds the first listener and
+    stops when the last is removed. A scheduler that runs calls waits with
+    :meth:`wait_listening` once it has added its listener, so that no change made
+    after it started goes unheard.
+    """
+
+    async def wait_listening(self) -> bool:
+        """Return True once the watcher hears changes (at once if it does); False if
+        it could not start within the store's own bound (it keeps trying, and the
+        store's ``recheck_interval`` covers the gap), or if no listener wants it."""
+        ...

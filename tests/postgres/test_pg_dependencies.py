@@ -170,6 +170,7 @@ async def test_other_processes_hear_of_a_dependent_when_it_becomes_due() -> None
     ):
         heard: list[datetime] = []
         other.add_listener(heard.append)
+        assert await other.wait_listening()  # (LISTEN opens with the first listener)
         due = datetime(2031, 5, 6, 7, 8, 9, 123457, tzinfo=UTC)  # microseconds count
         (root,) = await store.schedule([new("p", now() - timedelta(seconds=1))])
         await store.schedule(

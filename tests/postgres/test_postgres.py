@@ -547,6 +547,7 @@ async def test_schedule_many_is_one_round_trip_in_order() -> None:
         async with open_postgres_store(pg_dsn(), schema=store.schema, min_pool_size=0) as other:
             heard: list[datetime] = []
             other.add_listener(heard.append)
+            assert await other.wait_listening()  # (LISTEN opens with the first listener)
             ids = await store.schedule(batch)
             assert round_trips == 1
             assert len(ids) == 1000
@@ -591,7 +592,9 @@ async def test_listener_reconnects_after_its_backend_is_terminated() -> None:
     async with open_test_postgres_store(
         schema=schema, application_name=f"fc-{schema}", recheck_interval=60.0
     ) as store:
+        assert store.listener_connects == 0  # (LISTEN opens with the first listener)
         store.add_listener(heard.append)
+        assert await store.wait_listening()
         assert store.listener_connects == 1
         (old_pid,) = await _listener_pids(store)
         await admin_fetch("SELECT pg_terminate_backend($1)", old_pid)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from contextlib import closing
 from pathlib import Path
+from typing import Any
+
+import trio
+
+from trio_futurecalls import list_pending, open_sqlite_store
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -61,6 +71,128 @@ def test_cluster_example_holds_its_limits_and_cancels_a_running_call() -> None:
     assert lines[3] == "charge paused: 1 pending, none started"
     assert lines[4] == "charge resumed: it ran"
     assert lines[5:] == ["  export: cancelled while running", "cancel export: RUNNING"]
+
+
+def test_quickstart_says_where_the_call_due_tomorrow_is(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(" sent" in line for line in lines) == 6
+    assert "send-email: 6 succeeded, 0 failed" in done.stdout
+    assert "a temporary file removed on exit" in done.stdout
+    # With a path, the file is kept, and with it the call due tomorrow.
+    path = tmp_path / "kept.sqlite3"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"the call due tomorrow is still stored in {path}" in done.stdout
+    assert [name for _, name, _ in _pending(path)] == ["build-report"]
+
+
+def _pending(path: Path) -> list[tuple[int, str, Any]]:
+    """(id, name, payload) of the calls pending in the SQLite store at ``path``."""
+
+    async def read() -> list[tuple[int, str, Any]]:
+        async with open_sqlite_store(path) as store:
+            return [(c.id, c.name, json.loads(c.payload)) for c in await list_pending(store)]
+
+    return trio.run(read)
+
+
+def _outbox(path: Path) -> list[int]:
+    """Ids of the calls ``examples/worker.py`` sent (the table its calls write)."""
+    with closing(sqlite3.connect(path)) as conn:
+        try:
+            rows = conn.execute("SELECT call_id FROM example_outbox ORDER BY call_id").fetchall()
+        except sqlite3.OperationalError:  # no call ran yet: no table
+            return []
+    return [row[0] for row in rows]
+
+
+def _produce(url: str, *args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "producer.py"), url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_the_producer_schedules_by_name_without_a_scheduler(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite3"
+    said = _produce(f"sqlite:///{path}", "--count", "3", "--delay", "3600")
+    assert said == ["scheduled 3 emails: ids 1..3", "digest: id 4", "welcome: id 5"]
+    pending = _pending(path)
+    assert [name for _, name, _ in pending] == ["send-email"] * 5
+    assert {c_id: payload["to"] for c_id, _, payload in pending} == {
+        1: "user0@example.com",
+        2: "user1@example.com",
+        3: "user2@example.com",
+        4: "team@example.com",
+        5: "new@example.com",
+    }
+    # Again: the digest is still pending, so its unique key schedules no second one.
+    said = _produce(f"sqlite:///{path}", "--count", "1", "--delay", "3600")
+    assert said[1] == "digest: id 4"
+    assert len(_pending(path)) == 5 + 2
+
+
+def test_the_worker_stops_cleanly_on_sigterm_and_loses_no_call(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite3"
+    url = f"sqlite:///{path}"
+    _produce(url, "--count", "20")
+    _produce(url, "--count", "3", "--delay", "3600")  # due later: never started here
+    scheduled = {c_id for c_id, _, _ in _pending(path)}
+    assert len(scheduled) == 22 + 4  # (the second run's digest is the first run's)
+    grace = 15.0
+    out = tmp_path / "worker.out"
+    with out.open("w") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "worker.py"), url, "--grace", str(grace)],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # Once some calls ran (two run at a time, 0.3 s each), stop it.
+            deadline = time.monotonic() + 30
+            while not _outbox(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _outbox(path), out.read_text()
+            worker.send_signal(signal.SIGTERM)
+            # It exits within the grace period, cleanly.
+            _, err = worker.communicate(timeout=grace)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    said = out.read_text().splitlines()
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert said[0].startswith("worker ready")
+    assert f"SIGTERM: stopping; running calls get {grace:g} s" in said
+    assert said[-1].startswith("stopped cleanly: ")
+    # No call lost: each either ran once or is still pending, none both.
+    sent = _outbox(path)
+    pending = {c_id for c_id, _, _ in _pending(path)}
+    assert len(sent) == len(set(sent))
+    assert set(sent) | pending == scheduled
+    assert not set(sent) & pending
+    assert len(pending) >= 3  # the calls due in an hour, at least
 
 
 def test_blocking_example_keeps_the_loop_free_and_kills_a_cancelled_process() -> None:

@@ -41,6 +41,19 @@ def test_the_library_never_imports_an_optional_dependency() -> None:
     assert out == "[]"
 
 
+def test_the_postgres_names_at_the_top_import_the_driver_only_when_used() -> None:
+    out = run_python(
+        "import sys\n"
+        "from trio_futurecalls import open_store, schedule_call\n"
+        "import trio_futurecalls\n"
+        "names = dir(trio_futurecalls)\n"
+        "print('asyncpg' in sys.modules, 'trio_asyncio' in sys.modules, end=' ')\n"
+        "from trio_futurecalls import open_postgres_store\n"
+        "print('asyncpg' in sys.modules, 'open_postgres_store' in names)\n"
+    )
+    assert out == "False False True True"
+
+
 @pytest.mark.parametrize("missing", ["asyncpg", "trio_asyncio"])
 def test_without_the_postgres_extra(missing: str) -> None:
     """The library works; the PostgreSQL store's ImportError names the extra."""
@@ -54,7 +67,11 @@ def test_without_the_postgres_extra(missing: str) -> None:
         "try:\n"
         "    import trio_futurecalls.stores.postgres\n"
         "except ImportError as exc:\n"
+        "    print(exc.name, exc, sep='|')\n"
+        "try:\n"
+        "    from trio_futurecalls import open_postgres_store\n"
+        "except ImportError as exc:\n"
         "    print(exc.name, exc, sep='|')\n",
         missing=missing,
     )
-    assert out == f"{missing}|{EXTRA_MESSAGE}"
+    assert out == f"{missing}|{EXTRA_MESSAGE}\n{missing}|{EXTRA_MESSAGE}"

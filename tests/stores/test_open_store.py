@@ -55,7 +55,7 @@ async def test_sqlite_options_reach_the_opener(tmp_path: Path) -> None:
             await store.schedule([new(mode)])
             call = (await store.pending(PendingQuery()))[-1]
             async with store.open_session(call) as session:
-                assert await session.execute("PRAGMA synchronous") == [(number,)]
+                assert await session.fetchval("PRAGMA synchronous") == number
 
 
 @pytest.mark.postgres

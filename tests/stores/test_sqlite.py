@@ -164,7 +164,7 @@ async def test_closed_store_and_ended_session_refuse_work(tmp_path: Path) -> Non
     with pytest.raises(StoreClosedError):
         await schedule_call(store, Remember, "x")
     session = SQLiteSession(str(path), "NORMAL", 1.0)
-    assert await session.execute("SELECT 1 + 1") == [(2,)]
+    assert await session.fetchval("SELECT 1 + 1") == 2
     await session.aclose()
     with pytest.raises(StoreClosedError):
         await session.execute("SELECT 1")
@@ -177,7 +177,7 @@ async def test_session_errors_are_translated(tmp_path: Path) -> None:
             await session.execute("SELEKT 1")
         await session.execute("CREATE TABLE IF NOT EXISTS t (x)")
         await session.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
-        assert await session.execute("SELECT sum(x) FROM t") == [(3,)]
+        assert await session.fetchval("SELECT sum(x) FROM t") == 3
     finally:
         await session.aclose()
 

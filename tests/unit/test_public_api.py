@@ -24,7 +24,7 @@ def test_public_names_report_their_public_module(name: str) -> None:
     value = getattr(trio_futurecalls, name)
     assert value.__module__ in (
         "trio_futurecalls",
-        *(f"trio_futurecalls.{m}" for m in ["stores.memory", "stores.sqlite"]),
+        *(f"trio_futurecalls.{m}" for m in ["stores.memory", "stores.sqlite", "stores.postgres"]),
     ), value.__module__
     if isinstance(value, type):
         # Annotations still resolve after the module was rewritten (attrs, cattrs...).
@@ -65,3 +65,17 @@ def test_version_has_one_source() -> None:
     from trio_futurecalls._version import __version__
 
     assert trio_futurecalls.__version__ == __version__ == version("trio_futurecalls")
+
+
+def test_the_postgres_store_is_importable_from_the_top_lazily() -> None:
+    """``from trio_futurecalls import open_postgres_store`` works (the import happens on
+    first use: tests/processes/test_imports.py checks that ``import trio_futurecalls``
+    alone does not import asyncpg)."""
+    from trio_futurecalls import PostgresSession, PostgresStore, open_postgres_store
+    from trio_futurecalls.stores import postgres
+
+    assert open_postgres_store is postgres.open_postgres_store
+    assert (PostgresStore, PostgresSession) == (postgres.PostgresStore, postgres.PostgresSession)
+    assert {"open_postgres_store", "PostgresStore", "PostgresSession"} <= set(PUBLIC)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        trio_futurecalls.nothing_here  # noqa: B018

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from .._store import Listener
+from ._on_demand import OnDemand
 
 _log = logging.getLogger("trio_futurecalls.store")
 
@@ -22,19 +23,31 @@ CANCEL_REQUESTED: Final = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
 
 
 class Listeners:
-    """A set of wake-up callbacks; a failing callback is logged, never propagated."""
+    """A set of wake-up callbacks; a failing callback is logged, never propagated.
 
-    def __init__(self) -> None:
+    ``demand``: the store's watcher of other processes' changes, which runs only while
+    there is a listener (a store that only schedules opens no LISTEN connection).
+    """
+
+    def __init__(self, demand: OnDemand | None = None) -> None:
         self._listeners: dict[int, Listener] = {}
         self._next = 0
+        self._demand = demand
+
+    def __len__(self) -> int:
+        return len(self._listeners)
 
     def add(self, listener: Listener) -> Callable[[], None]:
         key = self._next
         self._next += 1
         self._listeners[key] = listener
+        if self._demand is not None:
+            self._demand.want()
 
         def remove() -> None:
-            self._listeners.pop(key, None)
+            gone = self._listeners.pop(key, None) is not None
+            if gone and not self._listeners and self._demand is not None:
+                self._demand.unwant()
 
         return remove
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import final
+from typing import Any, final
 
 import attrs
 
 from .._cancel_model import CancelArgs, CancelRequest
-from .._errors import DuplicateCallError, PrerequisiteError
+from .._errors import DuplicateCallError, NoDatabaseError, PrerequisiteError
 from .._model import (
     Claim,
     DeadLetter,
@@ -40,11 +40,43 @@ from ._recurring import after_fire, merge_registration, plan_runs
 @final
 @attrs.define(eq=False)
 class MemorySession:
-    """The session a call gets from :class:`MemoryStore`: a handle with a lifetime."""
+    """The session a call gets from :class:`MemoryStore`: a handle with a lifetime,
+    and no database.
+
+    It has the methods of every store's session (:class:`trio_futurecalls.Session`),
+    so code typed against that protocol type-checks, but each raises
+    :class:`NoDatabaseError` at once: the memory store keeps calls, not tables. Test a
+    call that runs SQL on a SQLite store (``open_sqlite_store`` on a temporary file).
+    """
 
     store: MemoryStore
     call_id: int
     closed: bool = False
+
+    def _no_database(self, method: str) -> NoDatabaseError:
+        return NoDatabaseError(
+            f"MemorySession.{method}(): the memory store has no database to run SQL on; "
+            "test calls that use SQL on a SQLite store (open_sqlite_store on a temporary "
+            "file), whose session has the same methods as PostgreSQL's"
+        )
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        raise self._no_database("execute")
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        raise self._no_database("executemany")
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        raise self._no_database("fetch")
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        raise self._no_database("fetchrow")
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        raise self._no_database("fetchval")
+
+    def transaction(self) -> AbstractAsyncContextManager[MemorySession]:
+        raise self._no_database("transaction")
 
 
 class MemoryStore(MemoryCoordination):

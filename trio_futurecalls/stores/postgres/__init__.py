@@ -13,8 +13,8 @@ Only this package imports ``asyncpg`` and ``trio_asyncio``, the ``postgres`` ext
 imports them, and importing this package without them raises an ``ImportError`` that
 names the extra. :func:`open_postgres_store` opens one asyncio loop for the store's
 lifetime (``trio_asyncio.open_loop()``), creates an asyncpg pool, migrates the schema
-and starts a ``LISTEN`` task; every database call crosses the bridge once
-(``aio_as_trio``), so the rest of the program stays pure Trio.
+and runs a ``LISTEN`` task while the store has wake-up listeners; every database call
+crosses the bridge once (``aio_as_trio``), so the rest of the program stays pure Trio.
 
 **Connections.** The store keeps one pool connection for its own statements (claims,
 ``schedule``, completions...), so that they skip the pool's acquire and
@@ -45,7 +45,11 @@ channel per schema (:attr:`PostgresStore.channel`, payload: the earliest due tim
 epoch microseconds). The listener task ``LISTEN``\\ s on a dedicated connection (outside
 the pool) and calls the registered listeners for notifications from every process,
 this one included. When that connection drops it reconnects with backoff and then
-calls the listeners once with the epoch, since notifications may have been missed.
+calls the listeners once with the epoch, since notifications may have been missed. It
+is opened when the first listener is added (a scheduler that runs calls adds one and
+waits for it: :meth:`PostgresStore.wait_listening`) and closed with the last, so a
+store opened only to schedule (a producer) opens no LISTEN connection and hears none
+of its own notifications.
 ``recheck_interval`` (default 5 s) remains as a fallback for anything lost anyway.
 
 **Errors.** asyncpg and socket errors never reach users raw: connection problems

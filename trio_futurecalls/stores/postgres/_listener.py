@@ -6,6 +6,9 @@ schema's channel with :func:`notify_payload` of the earliest due time. The
 calls the store's wake-up listeners for notifications from every process, this one
 included. When that connection drops it reconnects with backoff and then wakes the
 listeners once with the epoch, since notifications may have been missed.
+
+The store runs it only while it has wake-up listeners (``stores/_on_demand.py``): a
+store that only schedules opens no LISTEN connection and hears no notification.
 """
 
 from __future__ import annotations
@@ -62,14 +65,24 @@ class NotifyListener:
         self.channel = channel
         #: ``application_name`` of the LISTEN connection (visible in pg_stat_activity).
         self.application_name = f"{application_name}:listen"[:63]
-        #: How many times the listener (re)connected; 1 after a clean start.
+        #: How many times the listener (re)connected: 0 until a listener wanted it.
         self.connects = 0
+        #: How many notifications it heard.
+        self.notifications = 0
         #: The LISTEN connection, while there is one.
         self.connection: asyncpg.Connection | None = None
+        # Set once the current connection listens (a new one after each loss).
+        self._up = trio.Event()
+
+    async def wait_connected(self) -> None:
+        """Return once a LISTEN connection is up (at once if it is)."""
+        while self.connection is None:
+            await self._up.wait()
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         # asyncpg calls this from the asyncio loop, which trio-asyncio runs in the Trio
         # thread: calling the listeners synchronously here is safe.
+        self.notifications += 1
         try:
             due_at = _EPOCH + timedelta(microseconds=int(str(payload)))
         except (ValueError, OverflowError):
@@ -103,38 +116,36 @@ class NotifyListener:
             raise
         return conn
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep a LISTEN connection open; reconnect with backoff when it drops.
-
-        Started once connected: a first connection that fails raises.
-        """
+    async def run(self) -> None:
+        """Keep a LISTEN connection open while this runs; reconnect with backoff when it
+        drops (a first connection that fails too: the store's users wait for it with
+        :meth:`wait_connected`, bounded, and rely on ``recheck_interval`` meanwhile)."""
         backoff = 0.0
-        started = False
+        deaf = False  # notifications may have been missed (a failed try or a loss)
         while True:
             lost = trio.Event()
             try:
                 conn = await self._connect(lost)
             except StoreError as exc:
-                if not started:
-                    raise
+                deaf = True
                 backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
-                _log.warning("LISTEN reconnect failed (retrying in %.2f s): %s", backoff, exc)
+                _log.warning("LISTEN connect failed (retrying in %.2f s): %s", backoff, exc)
                 await trio.sleep(backoff)
                 continue
             self.connection = conn
             self.connects += 1
-            if started:
-                _log.info("LISTEN connection re-established on %s", self.channel)
+            self._up.set()
+            if deaf:
+                _log.info("LISTEN connection established on %s", self.channel)
                 # Anything scheduled while we were deaf was not announced: wake everyone.
                 self._listeners.notify(WAKE_NOW)
-            else:
-                started = True
-                task_status.started()
+            deaf = True  # from now on, any new connection follows a loss
             connected_at = trio.current_time()
             try:
                 await self._watch(conn, lost)
             finally:
                 self.connection = None
+                self._up = trio.Event()
                 with trio.move_on_after(2, shield=True) as scope:
                     with suppress(StoreError):
                         await bridge(self._loop, "listen close", conn.close, timeout=1)

@@ -1,5 +1,6 @@
 """Opening the store: :func:`open_postgres_store` checks its options, opens the asyncio
-loop, the pool and the listener task, migrates the schema, and closes it all on exit.
+loop and the pool, migrates the schema, runs the listener task while something listens,
+and closes it all on exit.
 """
 
 from __future__ import annotations
@@ -192,8 +193,13 @@ async def open_postgres_store(
                     await check_current(loop, pool, checked_schema, acquire_s)
                 await _check_server_room(store, max_pool_size)
                 async with background_nursery(block) as nursery:
-                    await nursery.start(store._listener.run)
-                    yield store
+                    # LISTEN only once something listens: a store opened only to
+                    # schedule opens no such connection (stores/_on_demand.py).
+                    store._listen.attach(nursery)
+                    try:
+                        yield store
+                    finally:
+                        store._listen.detach()
             finally:
                 with trio.CancelScope(shield=True):
                     await store._aclose()

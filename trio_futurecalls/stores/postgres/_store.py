@@ -39,6 +39,7 @@ from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._keys import merge_repeated_keys
 from .._listeners import CANCEL_REQUESTED, Listeners
+from .._on_demand import OnDemand
 from .._rows import (
     call_from_row,
     dead_letter_from_row,
@@ -92,6 +93,7 @@ class PostgresStore(PostgresCoordination):
         application_name: str,
     ) -> None:
         self._loop = loop
+        self._connect_timeout = connect_timeout
         self.schema = schema
         #: The NOTIFY channel of this schema.
         self.channel = channel_of(schema)
@@ -102,7 +104,9 @@ class PostgresStore(PostgresCoordination):
         self.max_pool_size = max_pool_size
         self._pool: asyncpg.Pool | None = pool
         self._connections = Connections(pool, acquire_timeout, cancel_timeout=connect_timeout)
-        self._listeners = Listeners()
+        # The LISTEN connection runs only while there are listeners (_on_demand.py).
+        self._listen = OnDemand(self._listen_while_wanted, "futurecalls-listen")
+        self._listeners = Listeners(self._listen)
         # Writes after a call, grouped: at most one connection per kind at a time.
         self._writes = GroupedWrites(self._call, self.channel, self._listeners)
         #: How many connections the server had room for when the store opened (None:
@@ -127,8 +131,43 @@ class PostgresStore(PostgresCoordination):
 
     @property
     def listener_connects(self) -> int:
-        """How many times the listener (re)connected; 1 after a clean start."""
+        """How many times the LISTEN connection (re)connected: 0 while nothing listened.
+
+        The store opens it when the first wake-up listener is added (a scheduler that
+        runs calls adds one) and closes it when the last one is removed: a store that
+        only schedules never opens it.
+        """
         return self._listener.connects
+
+    @property
+    def notifications_heard(self) -> int:
+        """How many notifications the LISTEN connection heard (0 without one)."""
+        return self._listener.notifications
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is up right now."""
+        return self._listener.connection is not None
+
+    async def _listen_while_wanted(self) -> None:
+        await self._listener.run()
+
+    async def wait_listening(self) -> bool:
+        """Return True once the LISTEN connection is up (see :class:`ListensOnDemand`);
+        False when no listener wants it, or when it is not up within twice
+        ``connect_timeout`` (it keeps trying; ``recheck_interval`` covers the gap)."""
+        if not self._listen.wanted:
+            return False
+        with trio.move_on_after(2 * self._connect_timeout):
+            await self._listener.wait_connected()
+            return True
+        _log.warning(
+            "the LISTEN connection on %s is not up yet; until it is, other processes' "
+            "calls are seen every recheck_interval (%s s)",
+            self.channel,
+            self.recheck_interval,
+        )
+        return False
 
     # -- plumbing -----------------------------------------------------------------------
 

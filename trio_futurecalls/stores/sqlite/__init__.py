@@ -12,7 +12,9 @@ that runs): SQLite's locking keeps claims atomic (``BEGIN IMMEDIATE``). Changes 
 through this store wake the dispatcher at once; SQLite cannot push changes made by
 other connections, so a watcher task reads ``PRAGMA data_version`` (one cheap pragma,
 no table access) every ``recheck_interval`` seconds and wakes the dispatcher only when
-another connection committed something. The dispatcher itself never polls.
+another connection committed something. The dispatcher itself never polls. The watcher
+runs only while the store has wake-up listeners (a scheduler that runs calls): a
+process that only schedules reads nothing.
 """
 
 from __future__ import annotations
@@ -96,9 +98,15 @@ async def open_sqlite_store(
     try:
         try:
             async with background_nursery(block) as nursery:
-                if recheck is not None:
-                    nursery.start_soon(store._watch_other_connections, recheck)
-                yield store
+                if store._watch is not None:
+                    # Runs while the store has wake-up listeners (a scheduler that
+                    # runs calls): a store that only schedules polls nothing.
+                    store._watch.attach(nursery)
+                try:
+                    yield store
+                finally:
+                    if store._watch is not None:
+                        store._watch.detach()
         finally:
             with trio.CancelScope(shield=True):
                 await store.aclose()

@@ -1,17 +1,65 @@
-"""The session a running call gets from the SQLite store: its own connection."""
+"""The session a running call gets from the SQLite store: its own connection.
+
+It offers the methods of every SQL store's session (:class:`trio_futurecalls.Session`:
+``execute``, ``executemany``, ``fetch``, ``fetchrow``, ``fetchval``,
+``transaction()``) with PostgreSQL's meanings, so that a call's code tested on SQLite
+runs on PostgreSQL (SQL dialects aside).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, final
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeVar, final
 
 import trio
 
-from ..._errors import StoreClosedError
+from ..._errors import StoreClosedError, StoreError
 from ._connection import connect, translate
 
 T = TypeVar("T")
+
+_log = logging.getLogger("trio_futurecalls.store.sqlite.session")
+
+#: A PostgreSQL-style placeholder (``$1``), which SQLite reads as a named parameter.
+_NUMBERED: Final = re.compile(r"\$[0-9]")
+
+Parameters = Sequence[Any] | Mapping[str, Any]
+
+
+def parameters(sql: str, args: tuple[Any, ...]) -> Parameters:
+    """What ``sqlite3`` binds for ``args``.
+
+    ``args`` are the values of the placeholders (``execute(sql, a, b)``), or, as
+    before, one tuple, list or mapping of them (``execute(sql, (a, b))``; ``sqlite3``
+    binds no tuple, list or dict as a value, so this is never ambiguous). SQL with
+    PostgreSQL's ``$1, $2`` placeholders gets them by number (SQLite takes ``$1`` as
+    a parameter *named* ``1``).
+    """
+    values: Parameters = args
+    if len(args) == 1 and isinstance(args[0], list | tuple | Mapping):
+        values = args[0]
+    if not isinstance(values, Mapping) and _NUMBERED.search(sql):
+        return {str(number): value for number, value in enumerate(values, 1)}
+    return values
+
+
+def status(sql: str, cursor: sqlite3.Cursor) -> str:
+    """A status like PostgreSQL's command tag: ``INSERT 0 n``, ``UPDATE n``,
+    ``DELETE n``, ``SELECT n`` (rows returned), else the statement's first word."""
+    words = sql.split(None, 1)
+    verb = words[0].upper() if words else ""
+    if cursor.description is not None:
+        return f"SELECT {len(cursor.fetchall())}"
+    count = cursor.rowcount
+    if verb == "INSERT" or verb == "REPLACE":
+        return f"INSERT 0 {max(count, 0)}"
+    if verb in ("UPDATE", "DELETE"):
+        return f"{verb} {max(count, 0)}"
+    return verb
 
 
 @final
@@ -19,15 +67,22 @@ class SQLiteSession:
     """A running call's own connection to the store's SQLite file.
 
     The connection is opened on first use and closed when the call ends. Methods run in
-    a worker thread; the session is never shared between calls.
+    a worker thread; the session is never shared between calls. Placeholders are
+    SQLite's (``?``, ``:name``) or PostgreSQL's (``$1``); rows are ``sqlite3.Row``
+    (by index or by column name, like asyncpg's ``Record``). Driver errors are raised
+    as :class:`StoreError` / :class:`StoreUnavailableError` with the ``sqlite3``
+    exception as ``__cause__``.
     """
 
-    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
+    def __init__(self, path: str, synchronous: str, busy_timeout: float, call_id: int = 0) -> None:
         self._path = path
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
+        self._depth = 0  # open transactions (the outer one, then savepoints)
+        #: The id of the call this session belongs to.
+        self.call_id = call_id
         self.closed = False
 
     @property
@@ -40,7 +95,9 @@ class SQLiteSession:
 
         def work() -> T:
             if self._conn is None:
-                self._conn = connect(self._path, self._synchronous, self._busy_timeout)
+                conn = connect(self._path, self._synchronous, self._busy_timeout)
+                conn.row_factory = sqlite3.Row
+                self._conn = conn
             return fn(self._conn)
 
         try:
@@ -48,21 +105,89 @@ class SQLiteSession:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    async def execute(
-        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> list[Any]:
-        """Run one parameterized statement (autocommit); return all result rows."""
-        return await self._run(lambda conn: conn.execute(sql, parameters).fetchall())
+    async def execute(self, sql: str, *args: Any) -> str:
+        """Run one statement; return its status (``"INSERT 0 1"``, ``"UPDATE 3"``...,
+        as PostgreSQL's; a query's rows are counted, not returned: see :meth:`fetch`).
 
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement for each parameter row, in one transaction."""
+        Outside :meth:`transaction` each statement commits on its own.
+        """
+        values = parameters(sql, args)
+        return await self._run(lambda conn: status(sql, conn.execute(sql, values)))
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row, in one transaction (or in the
+        session's open :meth:`transaction`)."""
+        rows = [parameters(sql, (row,)) for row in args]
 
         def work(conn: sqlite3.Connection) -> None:
+            if self._depth:
+                conn.executemany(sql, rows)
+                return
             with conn:
                 conn.execute("BEGIN")
                 conn.executemany(sql, rows)
 
         await self._run(work)
+
+    async def fetch(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        """Run a query; return every row."""
+        values = parameters(sql, args)
+        return await self._run(lambda conn: conn.execute(sql, values).fetchall())
+
+    async def fetchrow(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        """Run a query; return its first row or None."""
+        values = parameters(sql, args)
+        row: sqlite3.Row | None = await self._run(lambda conn: conn.execute(sql, values).fetchone())
+        return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """Run a query; return the first column of its first row (None if no row)."""
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteSession]:
+        """``async with session.transaction():`` commits on success, rolls back on error.
+
+        The outer one is ``BEGIN IMMEDIATE`` (it takes the write lock at once, so it
+        cannot fail half-way for another writer); one inside it is a savepoint.
+        """
+        depth = self._depth
+        name = f"futurecalls_session_{depth}"
+        begin, commit = (
+            ("BEGIN IMMEDIATE", "COMMIT")
+            if depth == 0
+            else (
+                f"SAVEPOINT {name}",
+                f"RELEASE {name}",
+            )
+        )
+
+        def rollback(conn: sqlite3.Connection) -> None:
+            if not conn.in_transaction:  # the BEGIN itself failed
+                return
+            if depth == 0:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+
+        self._depth += 1
+        try:
+            try:
+                # Inside the try: a BEGIN that went through must still be rolled back.
+                await self._run(lambda conn: conn.execute(begin))
+                yield self
+                await self._run(lambda conn: conn.execute(commit))
+            except BaseException:
+                with trio.move_on_after(10, shield=True):
+                    try:
+                        await self._run(rollback)
+                    except StoreError as exc:
+                        _log.warning("rollback failed: %s", exc)
+                raise
+        finally:
+            self._depth = depth
 
     async def aclose(self) -> None:
         self.closed = True

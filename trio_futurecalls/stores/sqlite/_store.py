@@ -46,6 +46,7 @@ from .._batch import Failed, GroupCommit
 from .._claims import until_next
 from .._dependencies import CANCELLED
 from .._listeners import CANCEL_REQUESTED, WAKE_NOW, Listeners
+from .._on_demand import OnDemand
 from .._sql import queries
 from . import _cancels as cancels
 from . import _dependencies as dependencies
@@ -124,7 +125,16 @@ class SQLiteStore(SQLiteCoordination):
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._limiter = trio.CapacityLimiter(1)
-        self._listeners = Listeners()
+        # Other processes' changes are watched only while someone listens (a store
+        # that only schedules reads no data_version): see _on_demand.py.
+        self._watch: OnDemand | None = None
+        #: Set once the current watcher has read its first data_version.
+        self._watching = trio.Event()
+        if recheck_interval is not None:
+            self._watch = OnDemand(
+                partial(self._watch_other_connections, recheck_interval), "futurecalls-watch"
+            )
+        self._listeners = Listeners(self._watch)
         self._q = queries("sqlite")
         # The writes after calls (complete, release, put_back, dead_letter) go through
         # one group: those submitted while a transaction runs share the next one.
@@ -546,7 +556,7 @@ class SQLiteStore(SQLiteCoordination):
             call = StoreArgs.open_session(call)
         if self._conn is None:
             raise StoreClosedError("the SQLite store is closed")
-        session = SQLiteSession(self.path, self._synchronous, self._busy_timeout)
+        session = SQLiteSession(self.path, self._synchronous, self._busy_timeout, call.id)
         try:
             yield session
         finally:
@@ -561,19 +571,35 @@ class SQLiteStore(SQLiteCoordination):
             return value
 
         last: int | None = None
-        while True:
-            try:
-                current = await self._run(version)
-            except StoreClosedError:
-                return
-            except StoreError as exc:
-                _log.warning("could not check %s for changes: %s", self.path, exc)
-            else:
-                # data_version moves only for commits by *other* connections.
-                if last is not None and current != last:
-                    self._listeners.notify(WAKE_NOW)
-                last = current
-            await trio.sleep(interval)
+        try:
+            while True:
+                try:
+                    current = await self._run(version)
+                except StoreClosedError:
+                    return
+                except StoreError as exc:
+                    _log.warning("could not check %s for changes: %s", self.path, exc)
+                else:
+                    # data_version moves only for commits by *other* connections.
+                    if last is not None and current != last:
+                        self._listeners.notify(WAKE_NOW)
+                    last = current
+                    self._watching.set()
+                await trio.sleep(interval)
+        finally:
+            self._watching = trio.Event()
+
+    async def wait_listening(self) -> bool:
+        """Return True once the watcher has read its first ``data_version`` (changes
+        from then on wake the listeners); False without a watcher (no listener, or
+        ``recheck_interval=None``) or if that read does not succeed within
+        ``busy_timeout`` (it goes on trying)."""
+        if self._watch is None or not self._watch.wanted:
+            return False
+        with trio.move_on_after(self._busy_timeout):
+            await self._watching.wait()
+            return True
+        return False
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
