@@ -1,0 +1,75 @@
+"""Review of the executors: what a call waiting for a thread or a worker process,
+an abandoned thread or a dead worker must not break (memory store, real time).
+
+Orderings are checked by events and statistics, never by how long something took.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from executor_review_calls import Doze
+
+from trio_futurecalls import Executor, FutureCall, MemoryStore, PendingQuery, open_scheduler
+
+
+async def wait_for(condition: Callable[[], bool], limit: float = 30.0) -> None:
+    """Poll ``condition`` until true (a hang fails the test after ``limit`` s)."""
+    with trio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def test_a_thread_call_waiting_for_a_thread_at_shutdown_goes_back() -> None:
+    """The pool's one thread is taken; the second call waits for it when shutdown
+    comes. It never ran: its row goes back (at-most-once), it is not lost."""
+    release = threading.Event()
+    ran: list[int] = []
+
+    class Gate(FutureCall):
+        name = "gate"
+        executor = Executor.THREAD
+        max_concurrent = 2
+
+        def run(self, payload: Any) -> None:
+            ran.append(payload)
+            release.wait(timeout=30)
+
+    store = MemoryStore()
+    try:
+        async with open_scheduler(store, [Gate], grace_period=0, max_threads=1) as s:
+            await s.schedule(Gate, 1)
+            await s.schedule(Gate, 2)
+            await wait_for(lambda: s.statistics().classes["gate"].running == 2)
+            assert s.statistics().threads.busy == 1
+            await s.shutdown()
+        assert len(ran) == 1
+        pending = await store.pending(PendingQuery())
+        assert [p.payload for p in pending] == [str(3 - ran[0])]
+        stats = s.statistics().classes["gate"]
+        assert (stats.started, stats.cancelled) == (1, 1)
+    finally:
+        release.set()
+
+
+async def test_a_process_call_waiting_for_a_worker_at_shutdown_goes_back(tmp_path: Path) -> None:
+    """The one worker process is busy; the second call waits for it when shutdown
+    comes. It never ran: its row goes back (at-most-once), it is not lost."""
+    store = MemoryStore()
+    async with open_scheduler(store, [Doze], grace_period=0, max_processes=1) as s:
+        for i in range(2):
+            await s.schedule(Doze, {"out": str(tmp_path / f"d{i}"), "sleep": 60})
+        await wait_for(lambda: s.statistics().classes["doze"].running == 2)
+        await wait_for(lambda: len(list(tmp_path.iterdir())) == 1)
+        await s.shutdown()
+    ran = [p.name for p in tmp_path.iterdir()]  # noqa: ASYNC240
+    assert len(ran) == 1
+    pending = await store.pending(PendingQuery())
+    assert len(pending) == 1
+    assert ran[0] not in pending[0].payload
+    stats = s.statistics().classes["doze"]
+    assert (stats.started, stats.cancelled) == (1, 1)
