@@ -288,13 +288,19 @@ class Execution:
                         counters.wait.add((info.started_at - info.due_at).total_seconds())
                         await instance.invoke(session, payload)
                 else:
-                    # No session: it cannot cross into the thread or process.
-                    running.invoked = True
-                    counters.wait.add((info.started_at - info.due_at).total_seconds())
+                    # No session: it cannot cross into the thread or process. It starts
+                    # when its thread or worker process does: until then (waiting for
+                    # a free one) it has not, and shutdown hands it back.
+                    def begin() -> None:
+                        running.invoked = True
+                        counters.wait.add((info.started_at - info.due_at).total_seconds())
+
                     if cls.executor is Executor.THREAD:
-                        await self._executors.in_thread(running, instance.run, payload)
+                        await self._executors.in_thread(
+                            running, instance.run, payload, on_start=begin
+                        )
                     else:
-                        await self._executors.run_in_process(cls, info, call.payload)
+                        await self._executors.run_in_process(cls, info, call.payload, begin)
         except Exception as exc:  # exception groups of errors included
             failure = exc
         except BaseExceptionGroup as group:

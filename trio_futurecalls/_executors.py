@@ -154,10 +154,17 @@ class Executors:
             ),
         )
 
-    async def in_thread(self, running: RunningCall | None, fn: Callable[..., T], *args: Any) -> T:
+    async def in_thread(
+        self,
+        running: RunningCall | None,
+        fn: Callable[..., T],
+        *args: Any,
+        on_start: Callable[[], None] | None = None,
+    ) -> T:
         """``fn(*args)`` in a worker thread; abandoned (not waited for) when cancelled,
-        the call holding its slots until the thread ends."""
-        thread = _CallThread(self, running)
+        the call holding its slots until the thread ends. ``on_start`` is called when
+        the thread starts (not while it waits for a free thread)."""
+        thread = _CallThread(self, running, on_start)
         try:
             # Trio takes any object with the two limiter methods (its docs say so;
             # its annotation says CapacityLimiter).
@@ -167,15 +174,25 @@ class Executors:
             thread.abandon(fn)
             raise
 
-    async def in_process(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker process; the worker is killed when cancelled."""
+    async def in_process(
+        self, fn: Callable[..., T], *args: Any, on_start: Callable[[], None] | None = None
+    ) -> T:
+        """``fn(*args)`` in a worker process; the worker is killed when cancelled.
+        ``on_start`` is called once a worker is ready to take ``fn`` (not while the
+        call waits for a free worker, nor while one is being started)."""
         context = await self._process_context()
         import trio_parallel
 
         try:
-            result: T = await context.run_sync(
-                fn, *args, kill_on_cancel=True, limiter=self.processes
-            )
+            # The slot is taken here (trio-parallel's own limiting is a no-op), so that
+            # a worker can be started before the call counts as started.
+            async with self.processes:
+                if on_start is not None:
+                    if not context.statistics().idle_workers:
+                        # Start one (about 0.5 s); it goes back to the pool idle.
+                        await context.run_sync(_ready, kill_on_cancel=True, limiter=_HELD)
+                    on_start()
+                result: T = await context.run_sync(fn, *args, kill_on_cancel=True, limiter=_HELD)
         except trio_parallel.BrokenWorkerError as exc:
             # The worker died under the call (os._exit, a crash, the OOM killer...).
             codes = [a.exitcode for a in exc.args if hasattr(a, "exitcode")]
@@ -187,11 +204,18 @@ class Executors:
             ) from None
         return result
 
-    async def run_in_process(self, cls: type[Any], info: CallInfo, payload: str) -> None:
+    async def run_in_process(
+        self, cls: type[Any], info: CallInfo, payload: str, on_start: Callable[[], None]
+    ) -> None:
         """Run ``cls(info).run(decoded payload)`` in a worker process (a PROCESS class's
         call); raise :class:`ProcessCallError` with the worker's traceback if it raised."""
         failure = await self.in_process(
-            _run_call_in_process, cls.__module__, cls.__qualname__, info, payload
+            _run_call_in_process,
+            cls.__module__,
+            cls.__qualname__,
+            info,
+            payload,
+            on_start=on_start,
         )
         if failure is not None:
             raise ProcessCallError(*failure)
@@ -218,11 +242,17 @@ class _CallThread:
     count drops and, at zero, the call (waiting in ``RunningCall.threads_ended``)
     may give its slots back."""
 
-    __slots__ = ("_abandoned", "_executors", "_running", "_started_at", "_state")
+    __slots__ = ("_abandoned", "_executors", "_on_start", "_running", "_started_at", "_state")
 
-    def __init__(self, executors: Executors, running: RunningCall | None) -> None:
+    def __init__(
+        self,
+        executors: Executors,
+        running: RunningCall | None,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         self._executors = executors
         self._running = running
+        self._on_start = on_start
         self._state = "waiting"  # -> "running" -> "ended"
         self._abandoned = False
         self._started_at = 0.0
@@ -234,6 +264,8 @@ class _CallThread:
         self._started_at = trio.current_time()
         if self._running is not None:
             self._running.thread_started()
+        if self._on_start is not None:
+            self._on_start()
 
     def release_on_behalf_of(self, borrower: object) -> None:
         self._executors.threads.release_on_behalf_of(borrower)
@@ -262,6 +294,23 @@ class _CallThread:
             getattr(fn, "__qualname__", repr(fn)),
             "" if info is None else "; the call keeps its slots until the thread ends",
         )
+
+
+class _Held:
+    """trio-parallel's limiter for a run whose process slot the caller holds."""
+
+    async def __aenter__(self) -> None:
+        pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+_HELD: Final = _Held()
+
+
+def _ready() -> None:
+    """Nothing: run in a new worker process, so that it has started."""
 
 
 def _run_call_in_process(

@@ -25,7 +25,8 @@ class RunningCall:
     lease_expires_at: datetime | None = None
     #: Set when the lease was lost: another worker may run the call now.
     lost: bool = False
-    #: Set just before ``invoke`` is entered: from then on the call has started.
+    #: Set just before ``invoke`` is entered (or, for a THREAD or PROCESS class, when
+    #: its thread or worker process takes its work): from then on it has started.
     invoked: bool = False
     #: Set when it left the table (its task is ending).
     ended: bool = False
