@@ -6,15 +6,27 @@ Orderings are checked by events and statistics, never by how long something took
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
-from executor_review_calls import Doze
+from executor_review_calls import Doze, getpid
 
 from trio_futurecalls import Executor, FutureCall, MemoryStore, PendingQuery, open_scheduler
+
+
+def alive(pid: int) -> bool:
+    """Not dead nor a zombie (a killed child not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
 
 
 async def wait_for(condition: Callable[[], bool], limit: float = 30.0) -> None:
@@ -73,3 +85,22 @@ async def test_a_process_call_waiting_for_a_worker_at_shutdown_goes_back(tmp_pat
     assert ran[0] not in pending[0].payload
     stats = s.statistics().classes["doze"]
     assert (stats.started, stats.cancelled) == (1, 1)
+
+
+async def test_an_idle_worker_killed_from_outside_does_not_fail_the_shutdown() -> None:
+    """The OOM killer (or an operator) kills an idle worker process: the scheduler
+    still closes cleanly (the next call would get a new worker)."""
+    pids: list[int] = []
+
+    class Ask(FutureCall):
+        name = "ask"
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            pids.append(await self.to_process(getpid))
+
+    async with open_scheduler(MemoryStore(), [Ask], max_processes=1) as s:
+        await s.schedule(Ask, None)
+        await wait_for(lambda: s.statistics().classes["ask"].succeeded == 1)
+        os.kill(pids[0], signal.SIGKILL)
+        await wait_for(lambda: not alive(pids[0]))
+    assert s.statistics().classes["ask"].succeeded == 1
