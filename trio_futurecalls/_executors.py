@@ -227,12 +227,27 @@ class Executors:
             if self._context is None:
                 if self._stack is None:
                     raise SchedulerClosedError("the scheduler's process pool is closed")
-                import trio_parallel  # only a scheduler that uses processes needs it
-
-                self._context = await self._stack.enter_async_context(
-                    trio_parallel.open_worker_context(grace_period=_PROCESS_EXIT_GRACE)
-                )
+                self._context = await self._stack.enter_async_context(_worker_context())
             return self._context
+
+
+@asynccontextmanager
+async def _worker_context() -> AsyncIterator[Any]:
+    """trio-parallel's worker context; a worker found dead or killed when it closes
+    (the OOM killer, an operator, systemd's SIGTERM to the whole group on stop) is
+    logged, not raised: the scheduler's exit is still clean."""
+    import trio_parallel  # only a scheduler that uses processes needs it
+
+    manager = trio_parallel.open_worker_context(grace_period=_PROCESS_EXIT_GRACE)
+    context = await manager.__aenter__()
+    try:
+        yield context
+    finally:
+        try:
+            # (Its closing is shielded.) Whatever ended the scheduler goes on as is.
+            await manager.__aexit__(None, None, None)
+        except trio_parallel.BrokenWorkerError as exc:
+            _log.warning("worker processes did not exit cleanly: %s", exc.args[0])
 
 
 class _CallThread:
