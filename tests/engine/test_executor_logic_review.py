@@ -1,0 +1,48 @@
+"""Review of the executors: engine logic that needs no real thread or process
+(memory store, autojump clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import trio
+from trio.testing import MockClock
+
+from trio_futurecalls import (
+    Delivery,
+    FixedBackoff,
+    FutureCall,
+    MemoryStore,
+    ProcessCallError,
+    open_scheduler,
+)
+
+
+async def test_no_retry_on_process_call_error_is_honoured(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    """A class that lists ProcessCallError in ``no_retry_on`` (do not retry when the
+    worker process died) is not retried when ``to_process`` raises it."""
+    attempts: list[int] = []
+
+    class Render(FutureCall):
+        name = "render"
+        delivery = Delivery.AT_LEAST_ONCE
+        max_attempts = 3
+        retry_backoff = FixedBackoff(1)
+        no_retry_on = (ProcessCallError,)
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            attempts.append(self.info.attempt)
+            # What to_process raises when the worker process died under the call.
+            raise ProcessCallError("BrokenWorkerError", "the worker process died", False)
+
+    store = MemoryStore()
+    async with open_scheduler(store, [Render], clock=clock) as s:
+        await s.schedule(Render, None)
+        await trio.sleep(60)
+    assert attempts == [1]
+    dead = await store.dead_letters()
+    assert [d.attempts for d in dead] == [1]
