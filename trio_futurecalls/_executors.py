@@ -106,9 +106,10 @@ class ProcessCallError(FutureCallsError):
 def fails_for_good(failure: BaseException, no_retry_on: tuple[type[BaseException], ...]) -> bool:
     """True when ``failure`` is one of the class's ``no_retry_on`` exceptions, or a
     group (from a nursery inside the call) made only of them; for a
-    :class:`ProcessCallError`, what the worker process found."""
-    if isinstance(failure, ProcessCallError):
-        return failure.for_good
+    :class:`ProcessCallError`, what the worker process found, or the error itself
+    (a class may list ``ProcessCallError``: no retry when the worker died)."""
+    if isinstance(failure, ProcessCallError) and failure.for_good:
+        return True
     if not no_retry_on:
         return False
     if isinstance(failure, BaseExceptionGroup) and not isinstance(failure, no_retry_on):
