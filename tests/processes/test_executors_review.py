@@ -16,7 +16,15 @@ from typing import Any
 import trio
 from executor_review_calls import Doze, getpid
 
-from trio_futurecalls import Executor, FutureCall, MemoryStore, PendingQuery, open_scheduler
+from trio_futurecalls import (
+    Delivery,
+    Executor,
+    FixedBackoff,
+    FutureCall,
+    MemoryStore,
+    PendingQuery,
+    open_scheduler,
+)
 
 
 def alive(pid: int) -> bool:
@@ -104,3 +112,52 @@ async def test_an_idle_worker_killed_from_outside_does_not_fail_the_shutdown() -
         os.kill(pids[0], signal.SIGKILL)
         await wait_for(lambda: not alive(pids[0]))
     assert s.statistics().classes["ask"].succeeded == 1
+
+
+async def test_an_abandoned_thread_does_not_free_the_token_of_its_calls_next_run() -> None:
+    """Attempt 1 abandons a thread and fails; attempt 2 (the retry) starts here
+    while that thread still runs, with a token of the cluster-wide limit of its
+    own. When the thread ends, attempt 1 frees its token: attempt 2's must stay
+    taken (the store frees by worker and call id), or the limit could be exceeded."""
+    stuck = threading.Event()
+    second_started = trio.Event()
+    second_release = trio.Event()
+
+    class Twice(FutureCall):
+        name = "twice"
+        delivery = Delivery.AT_LEAST_ONCE
+        max_concurrent = 2
+        cluster_max_concurrent = 2
+        max_attempts = 2
+        retry_backoff = FixedBackoff(0.01)
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            if self.info.attempt == 1:
+                with trio.move_on_after(0.05):  # the thread runs on, abandoned
+                    await self.to_thread(stuck.wait, 30)
+                raise RuntimeError("gave up waiting for the thread")
+            second_started.set()
+            await second_release.wait()
+
+    def held() -> list[int | None]:
+        return [t.call_id for t in store._cluster._tokens[("concurrency", "twice")] if t.call_id]
+
+    store = MemoryStore()
+    try:
+        async with open_scheduler(store, [Twice], grace_period=2) as s:
+            call_id = await s.schedule(Twice, None)
+            with trio.fail_after(30):
+                await second_started.wait()
+            assert s.statistics().threads.abandoned == 1
+            assert held() == [call_id, call_id]  # one per run
+            stuck.set()  # attempt 1's thread ends: its run ends and frees its token
+            await wait_for(lambda: s.statistics().classes["twice"].running == 1)
+            assert s.statistics().threads.busy == 0
+            # Attempt 2 still holds one (attempt 1's may stay taken with it: the
+            # store frees a call's tokens together, when its last run here ends).
+            assert call_id in held()
+            second_release.set()
+            await wait_for(lambda: s.statistics().classes["twice"].succeeded == 1)
+        assert held() == []
+    finally:
+        stuck.set()
