@@ -134,6 +134,8 @@ class Execution:
         try:
             if self.closing:
                 # Claimed while shutdown began: it has not started, so it goes back.
+                if holds_token:
+                    self._writes.run_ended(call.id)
                 await self.hand_back([call], {call.id} if holds_token else frozenset())
                 return
             counters = self._counters[call.name]
@@ -203,6 +205,7 @@ class Execution:
                     # limit is exceeded. (Shutdown's deadline ends this wait.)
                     await running.threads_ended()
                 if holds_token:  # its cluster-wide slot, once its own writes are done
+                    self._writes.run_ended(call.id)
                     await self._writes.free_tokens([call])
         finally:
             self._slots.give_back(ticket)

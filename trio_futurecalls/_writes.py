@@ -50,6 +50,9 @@ class CallWrites:
         #: with the next one (and freed with every token of this worker when it
         #: deregisters, or when it dies).
         self._unfreed: set[int] = set()
+        #: Runs here holding a token, per call id: two runs of one call may (an
+        #: earlier run whose abandoned thread still runs, and its retry).
+        self._holders: dict[int, int] = {}
 
     async def _write(
         self, call: StoredCall, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any
@@ -130,13 +133,26 @@ class CallWrites:
         """Call ``call_id`` was claimed again with a token, under this worker: a token
         left unfreed from an earlier run of it must not be freed with another call's
         (the store frees by owner and call id, which would free the token it holds
-        now). Its own end frees both."""
+        now). Its own end frees both; its run is a holder until :meth:`run_ended`."""
         self._unfreed.discard(call_id)
+        self._holders[call_id] = self._holders.get(call_id, 0) + 1
+
+    def run_ended(self, call_id: int) -> None:
+        """A run that :meth:`holds_again` no longer needs its token (before freeing it)."""
+        left = self._holders.pop(call_id, 0) - 1
+        if left > 0:
+            self._holders[call_id] = left
 
     async def free_tokens(self, calls: Sequence[StoredCall]) -> None:
         """Give back the cluster-wide concurrency tokens ``calls`` held (they ended, or
-        never started), so that a call held back by the limit may start anywhere."""
-        ids = {c.id for c in calls} | self._unfreed
+        never started), so that a call held back by the limit may start anywhere.
+
+        Not those of a call another run here still holds a token for: the store frees
+        by owner and call id, so that would free the other run's too. The last run of
+        the call to end frees them all."""
+        ids = {c.id for c in calls if c.id not in self._holders} | self._unfreed
+        if not ids:
+            return
         done = await self._write(
             calls[0], "free its cluster-wide slot", self._store.free_tokens, self._owner, ids
         )
