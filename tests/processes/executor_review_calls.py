@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,3 +29,13 @@ class Doze(FutureCall):
 def getpid() -> int:
     """A module-level function for ``to_process``."""
     return os.getpid()
+
+
+class Exits(FutureCall):
+    """Its run calls sys.exit, as a script's code or a command-line library does."""
+
+    name = "exits"
+    executor = Executor.PROCESS
+
+    def run(self, payload: Any) -> None:
+        sys.exit(payload)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
-from executor_review_calls import Doze, getpid
+from executor_review_calls import Doze, Exits, getpid
 
 from trio_futurecalls import (
     Delivery,
@@ -161,3 +162,35 @@ async def test_an_abandoned_thread_does_not_free_the_token_of_its_calls_next_run
         assert held() == []
     finally:
         stuck.set()
+
+
+async def test_sys_exit_in_a_process_call_is_that_calls_failure() -> None:
+    """SystemExit raised in the worker process is the call's failure (a dead letter
+    with the worker's traceback), not an exit of the scheduler's process."""
+    store = MemoryStore()
+    async with open_scheduler(store, [Exits], max_processes=1) as s:
+        await s.schedule(Exits, 2)
+        await wait_for(lambda: s.statistics().classes["exits"].finished == 1)
+        assert s.statistics().classes["exits"].failed == 1
+    dead = await store.dead_letters()
+    assert len(dead) == 1
+    assert dead[0].error.strip().splitlines()[-1] == "SystemExit: 2"
+
+
+async def test_sys_exit_in_to_process_is_that_calls_failure() -> None:
+    """The same through ``to_process``: the call fails, the scheduler goes on."""
+
+    class Delegates(FutureCall):
+        name = "delegates"
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            await self.to_process(sys.exit, 3)
+
+    store = MemoryStore()
+    async with open_scheduler(store, [Delegates], max_processes=1) as s:
+        await s.schedule(Delegates, None)
+        await wait_for(lambda: s.statistics().classes["delegates"].finished == 1)
+        assert s.statistics().classes["delegates"].failed == 1
+    dead = await store.dead_letters()
+    assert len(dead) == 1
+    assert "SystemExit" in dead[0].error
