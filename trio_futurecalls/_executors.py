@@ -194,6 +194,12 @@ class Executors:
                         await context.run_sync(_ready, kill_on_cancel=True, limiter=_HELD)
                     on_start()
                 result: T = await context.run_sync(fn, *args, kill_on_cancel=True, limiter=_HELD)
+        except SystemExit as exc:
+            # Raised in the worker (sys.exit there) and carried back: that process's
+            # business, this call's failure; never an exit of this process.
+            from ._calllog import error_text
+
+            raise ProcessCallError("builtins.SystemExit", error_text(exc), False) from None
         except trio_parallel.BrokenWorkerError as exc:
             # The worker died under the call (os._exit, a crash, the OOM killer...).
             codes = [a.exitcode for a in exc.args if hasattr(a, "exitcode")]
@@ -347,7 +353,7 @@ def _run_call_in_process(
         cls = resolve_class(module, qualname)
         instance = cls(info)
         instance.run(decode_payload(cls.payload_type, payload))
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too (sys.exit in run): the call's failure
         no_retry_on = () if cls is None else cls.no_retry_on
         return (
             f"{type(exc).__module__}.{type(exc).__qualname__}",
