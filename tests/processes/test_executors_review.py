@@ -25,6 +25,7 @@ from trio_futurecalls import (
     MemoryStore,
     PendingQuery,
     open_scheduler,
+    run_due_calls,
 )
 
 
@@ -194,3 +195,30 @@ async def test_sys_exit_in_to_process_is_that_calls_failure() -> None:
     dead = await store.dead_letters()
     assert len(dead) == 1
     assert "SystemExit" in dead[0].error
+
+
+async def test_run_once_mode_does_not_wait_for_an_abandoned_thread_beyond_grace() -> None:
+    """run_due_calls (maintenance mode) with a THREAD call that times out while its
+    thread stays stuck: the call is over (a dead letter); the run returns within
+    the grace period, as a shutdown would, rather than when the thread ends."""
+    stuck = threading.Event()
+
+    class Hangs(FutureCall):
+        name = "hangs"
+        executor = Executor.THREAD
+        timeout = 0.1
+
+        def run(self, payload: Any) -> None:
+            stuck.wait(timeout=60)
+
+    store = MemoryStore()
+    async with open_scheduler(store, [Hangs], execute=False) as s:
+        await s.schedule(Hangs, None)
+    try:
+        with trio.fail_after(20):
+            stats = await run_due_calls(store, [Hangs], grace_period=0.5)
+        assert stats.classes["hangs"].failed == 1
+        assert stats.threads.abandoned == 1
+        assert len(await store.dead_letters()) == 1
+    finally:
+        stuck.set()
