@@ -88,6 +88,7 @@ class Dispatcher:
         self._execution = execution
         self._clock = options.clock
         self._lease_duration = options.lease_duration
+        self._grace = options.grace_period
         self._owner = owner
         self._run_until = run_until
         #: Set in run-once mode when nothing due by ``run_until`` is left to start.
@@ -113,12 +114,24 @@ class Dispatcher:
         recheck = self._store.recheck_interval
         until = self._run_until
         doorbell = self._slots.doorbell
+        lingering_until: float | None = None
         while True:
             doorbell.arm()
             try:
                 limit, slots = self._slots.free()
                 # Nothing running: every class has room, so a claim looks at all.
                 idle = not self._slots.busy
+                if until is not None:
+                    # Run-once: calls that only wait for their abandoned threads hold
+                    # the end back for the grace period at most (as a shutdown would
+                    # wait for them); then it is as if idle, and calls of their classes
+                    # that could not start stay stored.
+                    if not idle and self._slots.held == self._execution.lingering:
+                        if lingering_until is None:
+                            lingering_until = trio.current_time() + self._grace
+                        idle = trio.current_time() >= lingering_until
+                    else:
+                        lingering_until = None
                 next_due: datetime | None = None
                 if not slots:
                     if until is not None and idle:
@@ -211,4 +224,6 @@ class Dispatcher:
                 deadline = trio.current_time() + delta
             if recheck is not None:
                 deadline = min(deadline, trio.current_time() + recheck)
+            if lingering_until is not None:
+                deadline = min(deadline, lingering_until)
             await doorbell.sleep(deadline, next_due)

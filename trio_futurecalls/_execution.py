@@ -67,6 +67,9 @@ class Execution:
         self.closing = False
         #: Stops runs that cancel requests name (set when the scheduler executes).
         self.cancels: CancelWatcher | None = None
+        #: Calls whose outcome is settled that still hold their slots, waiting only for
+        #: their abandoned threads to end (run-once mode waits for them a grace period).
+        self.lingering = 0
 
     def start(
         self,
@@ -203,7 +206,12 @@ class Execution:
                     # A thread it started was abandoned (it cannot be interrupted):
                     # the call's slots stay taken until the thread ends, so that no
                     # limit is exceeded. (Shutdown's deadline ends this wait.)
-                    await running.threads_ended()
+                    self.lingering += 1
+                    self._slots.doorbell.ring()  # run-once mode counts it (Dispatcher)
+                    try:
+                        await running.threads_ended()
+                    finally:
+                        self.lingering -= 1
                 if holds_token:  # its cluster-wide slot, once its own writes are done
                     self._writes.run_ended(call.id)
                     await self._writes.free_tokens([call])

@@ -148,6 +148,11 @@ class Slots:
         """True while any call holds tokens (from its start until its writes are done)."""
         return self._global.borrowed_tokens > 0
 
+    @property
+    def held(self) -> int:
+        """Calls holding tokens."""
+        return int(self._global.borrowed_tokens)
+
     def running(self, name: str) -> int:
         """Tokens of class ``name`` in use (its calls running)."""
         return int(self._classes[name].borrowed_tokens)

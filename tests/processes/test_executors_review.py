@@ -222,3 +222,40 @@ async def test_run_once_mode_does_not_wait_for_an_abandoned_thread_beyond_grace(
         assert len(await store.dead_letters()) == 1
     finally:
         stuck.set()
+
+
+async def test_run_once_mode_runs_the_calls_queued_behind_a_thread_that_ends_in_grace() -> None:
+    """The other side: when the abandoned thread ends within the grace period, the
+    calls its slot held back still run in the same run."""
+    slow = threading.Event()
+    ran: list[int] = []
+
+    class Slow(FutureCall):
+        name = "slow"
+        executor = Executor.THREAD
+        timeout = 0.1
+
+        def run(self, payload: int) -> None:
+            ran.append(payload)
+            if payload == 0:
+                slow.wait(timeout=60)  # set once the call timed out
+
+    store = MemoryStore()
+    async with open_scheduler(store, [Slow], execute=False) as s:
+        for i in range(3):
+            await s.schedule(Slow, i)
+
+    async def end_the_thread() -> None:
+        await wait_for(lambda: len(ran) == 1)
+        await trio.sleep(0.3)  # (past the call's timeout: its thread is abandoned)
+        slow.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(end_the_thread)
+            with trio.fail_after(20):
+                stats = await run_due_calls(store, [Slow], grace_period=10)
+        assert sorted(ran) == [0, 1, 2]
+        assert (stats.classes["slow"].failed, stats.classes["slow"].succeeded) == (1, 2)
+    finally:
+        slow.set()
