@@ -46,3 +46,27 @@ async def test_no_retry_on_process_call_error_is_honoured(
     assert attempts == [1]
     dead = await store.dead_letters()
     assert [d.attempts for d in dead] == [1]
+
+
+async def test_a_task_class_may_inherit_a_helper_named_run(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    """``run`` is a common method name: an abstract base class (no invoke, no name)
+    with a helper called ``run``, as code written before executors existed has,
+    still defines and runs."""
+    done: list[int] = []
+
+    class Base(FutureCall):
+        def run(self, n: int) -> int:  # type: ignore[override]
+            return n * 2
+
+    class Doubles(Base):
+        name = "doubles"
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            done.append(self.run(payload))
+
+    async with open_scheduler(MemoryStore(), [Doubles], clock=clock) as s:
+        await s.schedule(Doubles, 21)
+        await trio.sleep(1)
+    assert done == [42]
