@@ -183,7 +183,12 @@ def check_call_class(cls: object) -> type[FutureCall]:
     check_name(cls.name)
     if cls.executor is Executor.TASK:
         if cls.invoke is FutureCall.invoke:
-            raise UnregisteredCallError(f"{cls.__qualname__} does not implement invoke()")
+            hint = (
+                ""
+                if cls.run is FutureCall.run
+                else " (it has run(): set executor = Executor.THREAD or Executor.PROCESS?)"
+            )
+            raise UnregisteredCallError(f"{cls.__qualname__} does not implement invoke(){hint}")
     elif cls.run is FutureCall.run:
         raise UnregisteredCallError(f"{cls.__qualname__} does not implement run()")
     return cls
@@ -198,7 +203,10 @@ def _check_executor(cls: type[FutureCall]) -> None:
             f"got {cls.__dict__['executor']!r}"
         )
     if cls.executor is Executor.TASK:
-        if "run" in cls.__dict__ and cls.invoke is FutureCall.invoke:
+        # Only a class with a name of its own: an abstract base may have a helper
+        # called run (registration still tells a class without invoke).
+        named = isinstance(cls.__dict__.get("name"), str)
+        if named and "run" in cls.__dict__ and cls.invoke is FutureCall.invoke:
             raise InvalidArgumentError(
                 f"{where} implements run() but not invoke(): set executor = "
                 "Executor.THREAD or Executor.PROCESS to run it in a thread or process"
