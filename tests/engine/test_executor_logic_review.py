@@ -7,13 +7,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import pytest
 import trio
 from trio.testing import MockClock
 
 from trio_futurecalls import (
     Delivery,
+    Executor,
     FixedBackoff,
     FutureCall,
+    InvalidArgumentError,
     MemoryStore,
     ProcessCallError,
     open_scheduler,
@@ -70,3 +73,20 @@ async def test_a_task_class_may_inherit_a_helper_named_run(
         await s.schedule(Doubles, 21)
         await trio.sleep(1)
     assert done == [42]
+
+
+def test_an_inherited_async_run_is_refused() -> None:
+    """A THREAD or PROCESS class whose run comes from a mixin as ``async def`` is
+    refused when defined, like an async run of its own. (A PROCESS one would
+    otherwise "succeed" doing nothing: the worker calls run and drops the
+    coroutine; see tests/processes/test_executors_review.py.)"""
+
+    class AsyncRunMixin:
+        async def run(self, payload: Any) -> None:
+            raise AssertionError("never awaited")
+
+    with pytest.raises(InvalidArgumentError, match="plain function"):
+
+        class Inherits(AsyncRunMixin, FutureCall):  # type: ignore[misc]
+            name = "inherits"
+            executor = Executor.THREAD

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from executor_review_calls import Doze, Exits, getpid
 
@@ -22,6 +23,7 @@ from trio_futurecalls import (
     Executor,
     FixedBackoff,
     FutureCall,
+    InvalidArgumentError,
     MemoryStore,
     PendingQuery,
     open_scheduler,
@@ -259,3 +261,10 @@ async def test_run_once_mode_runs_the_calls_queued_behind_a_thread_that_ends_in_
         assert (stats.classes["slow"].failed, stats.classes["slow"].succeeded) == (1, 2)
     finally:
         slow.set()
+
+
+def test_a_process_class_with_an_inherited_async_run_is_refused_when_defined() -> None:
+    """Otherwise its calls "succeed" without running: the worker calls run, gets a
+    coroutine and drops it."""
+    with pytest.raises(InvalidArgumentError, match="plain function"):
+        import executor_async_mixin_calls  # noqa: F401
