@@ -218,7 +218,7 @@ def _check_executor(cls: type[FutureCall]) -> None:
             f"{where} is an Executor.{kind} class: implement run(self, payload), "
             "not invoke() (an async invoke can use await self.to_thread(...) instead)"
         )
-    if "run" in cls.__dict__ and inspect.iscoroutinefunction(cls.__dict__["run"]):
+    if inspect.iscoroutinefunction(cls.run):  # its own, or inherited (a mixin's)
         raise InvalidArgumentError(
             f"{where}.run must be a plain function (def, not async def): it runs in a "
             f"{kind.lower()}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -352,7 +353,10 @@ def _run_call_in_process(
     try:
         cls = resolve_class(module, qualname)
         instance = cls(info)
-        instance.run(decode_payload(cls.payload_type, payload))
+        result = instance.run(decode_payload(cls.payload_type, payload))
+        if inspect.iscoroutine(result):  # (as trio.to_thread checks for THREAD calls)
+            result.close()
+            raise TypeError(f"{qualname}.run returned a coroutine: it must be a plain def")
     except BaseException as exc:  # SystemExit too (sys.exit in run): the call's failure
         no_retry_on = () if cls is None else cls.no_retry_on
         return (
