@@ -3,6 +3,7 @@
 The public API is this list; everything else lives in private modules.
 """
 
+from ._adaptive import Adaptive as Adaptive
 from ._admin import CallRequest as CallRequest
 from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths

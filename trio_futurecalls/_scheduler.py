@@ -30,6 +30,8 @@ from typing import Unpack, final
 
 import trio
 
+from ._adaptive import Adaptive, ceiling, check_max_concurrent, start_limit
+from ._adaptive_limits import AdaptiveLimits
 from ._admin import (
     Request,
     Step,
@@ -68,7 +70,6 @@ from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
 from ._validate import (
     check_id,
-    check_limit,
     check_names,
     check_positive_seconds,
     check_required_identifier,
@@ -103,11 +104,14 @@ class Scheduler:
             for name, cls in self._registry.items()
         }
         self._counters = {name: ClassCounters() for name in self._registry}
+        limits = {name: cls.max_concurrent for name, cls in self._registry.items()}
         self._slots = Slots(
-            options.max_concurrent,
-            {name: cls.max_concurrent for name, cls in self._registry.items()},
+            start_limit(options.max_concurrent),
+            {name: start_limit(limit) for name, limit in limits.items()},
             ring_on_every_release=run_until is not None,
         )
+        # Raises and lowers the adaptive limits (if any) from what the calls show.
+        self._adaptive = AdaptiveLimits(self._slots, options.max_concurrent, limits)
         self._running = RunningCalls()
         self._execution = execution = Execution(
             store=store,
@@ -135,6 +139,7 @@ class Scheduler:
         self._cancels = CancelWatcher(store, self._owner, self._running, self._clock)
         if options.execute:
             execution.cancels = self._cancels
+        self._observe_if_adaptive()
         # Only a scheduler that executes calls registers (see _run).
         self._presence = Presence(
             store,
@@ -143,10 +148,7 @@ class Scheduler:
             running=self._running.__len__,
             limits=worker_limits(
                 options.max_concurrent,
-                {
-                    n: (c.max_concurrent, self._policies[n].delivery)
-                    for n, c in self._registry.items()
-                },
+                {n: (limits[n], self._policies[n].delivery) for n in self._registry},
             ),
         )
         # A lapse (this worker may have been declared dead): another worker may have
@@ -173,8 +175,10 @@ class Scheduler:
 
     @property
     def max_concurrent(self) -> int | None:
-        """The global limit now (None: unlimited); see :meth:`set_limit`."""
-        return self._slots.limit(None)
+        """The global limit now (None: unlimited), see :meth:`set_limit`; for an
+        adaptive one its ``max`` (``statistics().total.current_limit`` is the limit in
+        force)."""
+        return ceiling(self._adaptive.bounds(None) or self._slots.limit(None))
 
     @property
     def options(self) -> SchedulerOptions:
@@ -428,16 +432,23 @@ class Scheduler:
         """The classes paused in the store (name -> when), ordered by name."""
         return await self._paused.read()
 
-    def set_limit(self, call_class: type[FutureCall] | str | None, limit: int | None) -> None:
+    def set_limit(
+        self, call_class: type[FutureCall] | str | None, limit: int | Adaptive | None
+    ) -> None:
         """Change this scheduler's limit on calls running at once, from now on: the
         global limit (``call_class`` None) or a registered class's (the class or its
         name). ``limit`` None means unlimited. Lowering it cancels no running call (no
         call starts until fewer run than the new limit); raising it starts due calls
         at once. :meth:`statistics` shows the limits in force.
+
+        An int or None given for an adaptive limit fixes it: it stops adapting (an
+        operator's word wins). An :class:`Adaptive` makes the limit adaptive within its
+        bounds (or changes them), starting from the limit in force clamped into them.
         """
         name = limit_target(call_class, self._registry)
         what = "the global limit" if name is None else f"the limit of {name!r}"
-        self._slots.set_limit(name, check_limit(limit, what))
+        self._adaptive.set(name, check_max_concurrent(limit, what))
+        self._observe_if_adaptive()
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers on this store (schedulers that execute calls, in this
@@ -455,16 +466,21 @@ class Scheduler:
         :meth:`queue_lengths`, and every ``unknown_check_interval`` while it runs):
         a pause made elsewhere shows within that interval."""
         paused = self._paused.names
+        slots, bounds = self._slots, self._adaptive.bounds
         classes = {
             name: counters.snapshot(
-                name, self._slots.limit(name), self._slots.running(name), name in paused
+                name,
+                ceiling(bounds(name) or slots.limit(name)),
+                slots.running(name),
+                name in paused,
+                current_limit=slots.limit(name),
             )
             for name, counters in self._counters.items()
         }
         # Running means holding a slot (from its start until its last write), the same
         # count for each class and in total.
         running = sum(c.running for c in classes.values())
-        return total_statistics(classes, self.max_concurrent, running)
+        return total_statistics(classes, self.max_concurrent, running, slots.limit(None))
 
     async def queue_lengths(self) -> dict[str, QueueLength]:
         """Per name in the store: pending calls, and how many are due (waiting for a slot).
@@ -489,6 +505,12 @@ class Scheduler:
         await self._done.wait()
 
     # -- internals --------------------------------------------------------------------
+
+    def _observe_if_adaptive(self) -> None:
+        """Calls report their run times only while some limit is adaptive (the hot
+        path pays nothing otherwise)."""
+        adaptive = self._adaptive
+        self._execution.observe = adaptive.observe if adaptive.active else None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -561,6 +583,8 @@ class Scheduler:
                                 name="futurecalls-dispatcher",
                             )
                             control.start_soon(self._unknown.run, name="futurecalls-unknown")
+                            # Idle unless a limit is adaptive (or set_limit makes one).
+                            control.start_soon(self._adaptive.run, name="futurecalls-adaptive")
                             control.start_soon(
                                 self._paused.run,
                                 self._options.unknown_check_interval,
