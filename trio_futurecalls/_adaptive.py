@@ -3,10 +3,11 @@ raise and lower such a limit (no Trio, no store: tests drive them with synthetic
 
 The algorithm is of the family of TCP Vegas and Netflix concurrency-limits'
 ``Gradient2``: a limit is good while adding calls adds throughput without adding
-latency. Every sampling window (``_adaptive_limits.py`` closes one about every half
-second, once a few calls ended) a :class:`LimitController` gets a :class:`Window`: the
-mean run time of the calls that succeeded in it, how many failed or timed out, the most
-calls that ran at once, and how late the event loop woke from its sleeps. Then:
+latency. Every sampling window (``_adaptive_limits.py`` closes one once about as many
+calls as the limit lets run at once have ended: one "round trip", as TCP counts) a
+:class:`LimitController` gets a :class:`Window`: the mean run time of the calls that
+succeeded in it, how many failed or timed out, the most calls that ran at once, and how
+late the event loop woke from its sleeps. Then:
 
 1. **Event-loop lag** above ``max_loop_lag`` (the loop is loaded: every call and the
    dispatcher wait): multiplicative decrease, ``limit * backoff``.
@@ -14,7 +15,7 @@ calls that ran at once, and how late the event loop woke from its sleeps. Then:
    multiplicative decrease, ``limit * backoff`` (a downstream that sheds load or times
    out is past its capacity, whatever its latency says).
 3. Otherwise the **gradient**: the window's latency against its *recent best* (the
-   least window mean of the last :data:`BASELINE_WINDOWS` windows: Vegas' base RTT,
+   least window mean of the last :data:`BASELINE_SECONDS`: Vegas' base RTT,
    not Gradient2's long-term average, which drifts up under sustained load and lets
    the limit creep up with it). ``gradient = clamp(tolerance * best / latency, 0.5,
    1)``; the new estimate is ``limit * gradient + sqrt(limit)`` (the square root is the
@@ -43,10 +44,9 @@ import attrs
 
 from ._errors import InvalidArgumentError
 
-#: How many windows the recent best latency looks back over (about a minute at the
-#: usual half-second windows): a downstream whose unloaded latency rose for good is
-#: measured anew after that long.
-BASELINE_WINDOWS: Final = 120
+#: Seconds of windows the recent best latency looks back over: a downstream whose
+#: unloaded latency rose for good is measured anew after that long.
+BASELINE_SECONDS: Final = 60.0
 #: Weight of a window's estimate in the new limit (Gradient2's ``smoothing``).
 SMOOTHING: Final = 0.2
 #: Failed and timed-out calls, as a share of the calls that ended in a window, from
@@ -184,20 +184,28 @@ class Window:
     peak_running: int = 0
     #: Mean lateness (seconds) of the event loop's probe sleeps.
     loop_lag: float = 0.0
+    #: Seconds the window covered.
+    duration: float = 0.1
 
 
 class RecentBest:
-    """The least of the last ``size`` values: a latency baseline that follows a
-    downstream that got faster at once, and one that got slower for good after
-    ``size`` windows."""
+    """The least value of the last ``horizon`` seconds of windows: a latency baseline
+    that follows a downstream that got faster at once, and one that got slower for
+    good after ``horizon`` seconds."""
 
-    def __init__(self, size: int = BASELINE_WINDOWS) -> None:
-        self._values: deque[float] = deque(maxlen=size)
+    def __init__(self, horizon: float = BASELINE_SECONDS) -> None:
+        self._horizon = horizon
+        self._values: deque[tuple[float, float]] = deque()
+        self._covered = 0.0
 
-    def add(self, value: float) -> float:
-        """Record ``value``; return the best (least) now."""
-        self._values.append(value)
-        return min(self._values)
+    def add(self, value: float, duration: float) -> float:
+        """Record ``value``, seen over ``duration`` seconds; return the best now."""
+        values = self._values
+        values.append((duration, value))
+        self._covered += duration
+        while len(values) > 1 and self._covered - values[0][0] >= self._horizon:
+            self._covered -= values.popleft()[0]
+        return min(v for _, v in values)
 
 
 @attrs.frozen
@@ -244,7 +252,7 @@ class LimitController:
         elif window.latency is None:
             return Decision(self.limit, "no call succeeded")
         else:
-            best = self._best.add(window.latency)
+            best = self._best.add(window.latency, window.duration)
             ratio = window.latency / best if best > 0 else 1.0
             grow = (
                 window.peak_running >= estimate / 2 and window.loop_lag <= bounds.max_loop_lag / 2

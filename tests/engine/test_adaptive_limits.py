@@ -211,19 +211,26 @@ async def test_event_loop_lag_lowers_every_adaptive_limit() -> None:
         Adaptive(1, 64, initial=40),
         {"a": Adaptive(1, 64, initial=20), "b": 5, "c": Adaptive(3, 9)},
     )
-    # Enough calls of "a" end for a window; none of the others.
-    for _ in range(10):
+    # Enough calls of "a" end for a window (as many as its limit); none of the others.
+    for _ in range(20):
         limits.observe("a", BASE, Outcome.SUCCEEDED)
-    for _ in range(4):
-        limits.probe(0.25)
-    limits.tick()
+    # Half a second of probes, each woken 250 ms late.
+    for i in range(10):
+        limits.probe(0.25, i * 0.05)
+    limits.tick(0.45)  # not yet half a second of probes: lag is not judged yet
+    assert (slots.limit(None), slots.limit("a")) == (40, 20)
+    limits.tick(0.5)
     assert slots.limit(None) == 28  # 40 * 0.7
     assert slots.limit("a") == 14  # 20 * 0.7
     assert slots.limit("b") == 5  # fixed: untouched
     assert slots.limit("c") == 3  # at its min already
-    # A calm loop with no calls ending changes nothing.
-    limits.probe(0.0)
-    limits.tick()
+    # Judged once per half second, not at every tick.
+    limits.tick(0.6)
+    assert (slots.limit(None), slots.limit("a")) == (28, 14)
+    # A calm loop changes nothing.
+    for i in range(10):
+        limits.probe(0.0, 1 + i * 0.05)
+    limits.tick(1.5)
     assert (slots.limit(None), slots.limit("a")) == (28, 14)
 
 
@@ -232,9 +239,9 @@ async def test_cancellations_and_undecodable_payloads_are_not_load_signals() -> 
     limits = AdaptiveLimits(slots, None, {"a": Adaptive(1, 64, initial=8)})
     for outcome in (Outcome.CANCELLED, Outcome.UNDECODABLE, Outcome.FAILED_FOR_GOOD) * 5:
         limits.observe("a", 5.0, outcome)
-    limits.tick()
+    limits.tick(1.0)
     assert slots.limit("a") == 8
     for _ in range(10):
         limits.observe("a", 1.0, Outcome.TIMED_OUT)
-    limits.tick()
+    limits.tick(2.0)
     assert slots.limit("a") == 5  # 8 * 0.7
