@@ -23,3 +23,7 @@ SCHEDULE_BATCH_RATE: Final = {"postgres": Target(">=", 100_000, ">= 100,000/s")}
 #: Scale: drain rate with 1M future rows over the same drain on an empty table.
 SCALE_RATIO: Final = Target(">=", 0.8, ">= 0.8")
 SCALE_RSS_MIB: Final = Target("<", 150.0, "< 150 MiB")
+#: Adaptive concurrency (issue 14): Adaptive(1, 64)'s throughput over the best fixed
+#: limit's, and how long the limit takes to settle in each phase.
+ADAPTIVE_OF_BEST_FIXED: Final = Target(">=", 0.9, ">= 0.9")
+ADAPTIVE_SETTLE_S: Final = Target("<=", 10.0, "<= 10 s")
