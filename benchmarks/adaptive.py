@@ -25,6 +25,7 @@ Runs on the memory store: it measures the controller, not a database. Medians of
 from __future__ import annotations
 
 import logging
+import math
 import os
 import statistics
 import time
@@ -126,10 +127,11 @@ def steady(limit: int | Adaptive, seconds: float) -> dict[str, float]:
 PHASES: Final = ((CAPACITY, FAIL_PAST), (CAPACITY // 2, FAIL_PAST // 2), (CAPACITY, FAIL_PAST))
 
 
-def phases(seconds: float) -> list[dict[str, float]]:
-    """The settling run: per phase, settle time, final limit, throughput, timeouts."""
+def phases(seconds: float) -> list[dict[str, Any]]:
+    """The settling run: per phase, settle times, final limit, throughput, timeouts,
+    and the limit at each whole second."""
 
-    async def main() -> list[dict[str, float]]:
+    async def main() -> list[dict[str, Any]]:
         downstream = Downstream()
         cls = _call_class(downstream, Adaptive(1, 64))
         out = []
@@ -145,9 +147,14 @@ def phases(seconds: float) -> list[dict[str, float]]:
                     samples.append((now - start, limit or 0))
                     await trio.sleep(SAMPLE_EVERY)
                 elapsed = time.perf_counter() - start
+                end = samples[-1][1]
                 out.append(
                     {
                         "settle_s": _settled_at(samples, capacity, fail_past),
+                        "level_s": _settled_at(
+                            samples, math.floor(end * 0.8), math.ceil(end * 1.2)
+                        ),
+                        "trace": [float(limit) for at, limit in samples if _whole(at)],
                         "final_limit": float(samples[-1][1]),
                         "throughput": (downstream.served - served) / elapsed,
                         "timeouts": float(s.statistics().classes[cls.name].failed - failed),
@@ -157,6 +164,11 @@ def phases(seconds: float) -> list[dict[str, float]]:
         return out
 
     return trio.run(main)
+
+
+def _whole(at: float) -> bool:
+    """True for the sample nearest each whole second (samples come every 0.25 s)."""
+    return abs(at - round(at)) < SAMPLE_EVERY / 2
 
 
 def _settled_at(samples: Sequence[tuple[float, int]], low: int, high: int) -> float:
@@ -176,7 +188,7 @@ class Report:
     """Medians of the repeats, and the runs behind them."""
 
     steady: dict[str, list[dict[str, float]]]
-    phases: list[list[dict[str, float]]]
+    phases: list[list[dict[str, Any]]]
     repeat: int
     seconds: float
     phase_seconds: float
@@ -276,24 +288,31 @@ def markdown(report: Report, command: str) -> str:
         "",
         f"## settling and recovery: `Adaptive(1, 64)`, three phases of {report.phase_seconds:g} s",
         "",
-        "| phase | downstream | settled within (s) | runs | limit at the end | "
-        "calls/s | timeouts |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: |",
+        "| phase | downstream | in the good band within (s) | runs | at its end level "
+        "within (s) | runs | limit at the end | calls/s | timeouts |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |",
     ]
     for i, (capacity, fail_past) in enumerate(PHASES):
         runs = [r[i] for r in report.phases]
         lines.append(
             f"| {i + 1} | capacity {capacity}, hangs past {fail_past} (good band "
             f"{capacity}..{fail_past}) | {_median(runs, 'settle_s'):.2f} "
-            f"| {_runs(runs, 'settle_s', '.2f')} | {_median(runs, 'final_limit'):.0f} "
+            f"| {_runs(runs, 'settle_s', '.2f')} | {_median(runs, 'level_s'):.2f} "
+            f"| {_runs(runs, 'level_s', '.2f')} | {_median(runs, 'final_limit'):.0f} "
             f"({_runs(runs, 'final_limit', '.0f')}) | {_median(runs, 'throughput'):,.0f} "
             f"| {_median(runs, 'timeouts'):.0f} |"
         )
     start, end = report.load
     lines += [
         "",
-        '"Settled within": seconds from the phase\'s start until the limit in force '
-        "(sampled every 0.25 s) entered the good band and stayed in it to the phase's end.",
+        '"In the good band within": seconds from the phase\'s start until the limit in '
+        "force (sampled every 0.25 s) entered the band (best throughput, no timeouts) and "
+        'stayed in it to the phase\'s end. "At its end level within": until it came within '
+        "20 % of its value at the phase's end and stayed there (how long the change took).",
+        "",
+        "The limit at each second of the first run (phases separated by `|`): "
+        + " | ".join(" ".join(f"{v:.0f}" for v in phase["trace"]) for phase in report.phases[0])
+        + ".",
         "",
         f"Command: `{command}`; medians of {report.repeat} runs (each run listed).",
         "",
