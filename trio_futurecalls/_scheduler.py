@@ -9,7 +9,8 @@ Layout of the tasks (all inside the nursery that :func:`open_scheduler` opens)::
             └── control nursery
                 ├── Dispatcher.run          (once registered: claims due calls,
                 │                            starts them, sleeps)
-                └── UnknownNamesReporter.run
+                ├── UnknownNamesReporter.run
+                └── AdaptiveLimits.run      (idle unless a limit is adaptive)
 
 The rooms, with arrows running one way: this facade → ``_dispatcher`` →
 ``_execution`` → (``_slots``, ``_running``, ``_stats``, ``_writes``, the store). A
