@@ -245,3 +245,24 @@ async def test_cancellations_and_undecodable_payloads_are_not_load_signals() -> 
         limits.observe("a", 1.0, Outcome.TIMED_OUT)
     limits.tick(2.0)
     assert slots.limit("a") == 5  # 8 * 0.7
+
+
+async def test_the_workers_registry_records_adaptive_limits(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    partner = partner_call(Downstream(capacity=8, fail_past=32), Adaptive(2, 30))
+    async with open_scheduler(
+        MemoryStore(), [partner], clock=clock, max_concurrent=Adaptive(5, 50)
+    ) as s:
+        (me,) = await s.workers()
+        assert me.limits == {
+            "max_concurrent": 50,
+            "adaptive": {"min": 5, "max": 50},
+            "classes": {
+                "partner": {
+                    "max_concurrent": 30,
+                    "adaptive": {"min": 2, "max": 30},
+                    "delivery": "at_most_once",
+                }
+            },
+        }
