@@ -266,3 +266,22 @@ async def test_the_workers_registry_records_adaptive_limits(
                 }
             },
         }
+
+
+async def test_a_lagging_event_loop_lowers_the_limits_of_a_running_scheduler(
+    autojump_clock: MockClock, clock: Callable[[], datetime]
+) -> None:
+    partner = partner_call(Downstream(capacity=8, fail_past=32), Adaptive(2, 64, initial=32))
+    async with open_scheduler(
+        MemoryStore(), [partner], clock=clock, max_concurrent=Adaptive(1, 100, initial=40)
+    ) as s:
+        await trio.sleep(2)
+        assert s.statistics().classes["partner"].current_limit == 32  # a calm loop
+        # The loop stalls: each jump of the clock wakes every sleeper 0.3 s late.
+        for _ in range(40):
+            autojump_clock.jump(0.3)
+            await trio.sleep(0.01)
+        stats = s.statistics()
+        assert stats.classes["partner"].current_limit == 2  # down to its min
+        assert stats.total.current_limit == 1
+        assert stats.classes["partner"].max_concurrent == 64
