@@ -629,7 +629,9 @@ async def open_scheduler(
     * ``max_concurrent``: the global limit on calls running at once. When not given,
       ``$TRIO_FUTURECALLS_MAX_CONCURRENT`` is read (a positive integer or
       ``unlimited``), and failing that it is :data:`DEFAULT_MAX_CONCURRENT` (100).
-      ``None`` means unlimited (only the per-class limits apply).
+      ``None`` means unlimited (only the per-class limits apply); an
+      :class:`Adaptive` is raised and lowered within its bounds as the scheduler runs
+      (README, "Adaptive concurrency").
     * ``grace_period``: seconds running calls get at shutdown before being cancelled.
     * ``execute=False``: this node only schedules; it starts no calls.
     * ``clock``: returns the current aware datetime (tests pass one tied to Trio's clock).
