@@ -15,6 +15,7 @@ from typing import Final
 import attrs
 
 from benchmarks import _targets as targets
+from benchmarks import adaptive
 from benchmarks._cpu import CPU_CALLS, CPU_LIMIT, CPU_SECONDS, cpu
 from benchmarks._harness import Results, Target, machine_info, markdown_table, noise_summary
 from benchmarks._harness import write_report as write_json
@@ -46,6 +47,8 @@ WORKLOADS: Final = {
     "scale": ("postgres",),
     # Executors (the memory store: it measures where calls' work runs, not a store).
     "cpu": ("memory",),
+    # Adaptive(1, 64) against fixed limits on a simulated downstream (benchmarks/adaptive.py).
+    "adaptive": ("memory",),
 }
 RESULTS_DIR: Final = ROOT / "benchmarks" / "results"
 
@@ -320,6 +323,49 @@ class _Runner:
 
         self._attempt("scale/postgres", all_repeats)
 
+    def adaptive(self, command: str, quick: bool) -> None:
+        """Both parts of the adaptive workload; the table goes to results/adaptive.md
+        (``--quick``: adaptive-quick.md)."""
+
+        def all_repeats() -> str:
+            report = adaptive.measure(self.repeat, quick=quick, log=_log)
+            for label, runs in report.steady.items():
+                for run in runs:
+                    name = label if label.startswith("Adaptive") else f"fixed {label}"
+                    self.results.add(
+                        "adaptive",
+                        "memory",
+                        f"{name}, successful calls/s over {report.seconds:g} s",
+                        "calls/s",
+                        run["throughput"],
+                    )
+            best_label, best = adaptive.best_fixed(report)
+            ours = [r["throughput"] for r in report.steady["Adaptive(1, 64)"]]
+            for value in ours:
+                self.results.add(
+                    "adaptive",
+                    "memory",
+                    f"Adaptive(1, 64) / best fixed ({best_label})",
+                    "x",
+                    value / best,
+                    targets.ADAPTIVE_OF_BEST_FIXED,
+                )
+            for runs in report.phases:
+                for i, phase in enumerate(runs):
+                    self.results.add(
+                        "adaptive",
+                        "memory",
+                        f"phase {i + 1}: limit settled within (s)",
+                        "s",
+                        phase["settle_s"],
+                        targets.ADAPTIVE_SETTLE_S,
+                    )
+            path = RESULTS_DIR / ("adaptive-quick.md" if quick else "adaptive.md")
+            adaptive.write(report, command, path)
+            return f"written to {path}"
+
+        self._attempt("adaptive/memory", all_repeats)
+
     def store_workload(self, workload: str, store: str) -> None:
         runner = {
             "drain": drain,
@@ -382,6 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif workload == "scale":
             if "postgres" in stores:
                 run.scale()
+        elif workload == "adaptive":
+            if "memory" in stores:
+                run.adaptive(
+                    " ".join(["python -m benchmarks", *(argv or sys.argv[1:])]), args.quick
+                )
         else:
             for store in stores:
                 if store in WORKLOADS[workload]:

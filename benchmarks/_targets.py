@@ -26,3 +26,7 @@ SCALE_RSS_MIB: Final = Target("<", 150.0, "< 150 MiB")
 #: CPU-heavy calls (issue 14): PROCESS over TASK time, and tiny calls' lateness then.
 CPU_PROCESS_OF_TASK: Final = Target("<=", 0.6, "<= 0.6")
 CPU_TINY_P99_MS: Final = Target("<=", 20.0, "<= 20 ms")
+#: Adaptive concurrency (issue 14): Adaptive(1, 64)'s throughput over the best fixed
+#: limit's, and how long the limit takes to settle in each phase.
+ADAPTIVE_OF_BEST_FIXED: Final = Target(">=", 0.9, ">= 0.9")
+ADAPTIVE_SETTLE_S: Final = Target("<=", 10.0, "<= 10 s")

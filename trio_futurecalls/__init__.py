@@ -8,6 +8,7 @@ never imports asyncpg or trio-asyncio (the ``postgres`` extra).
 
 from typing import TYPE_CHECKING
 
+from ._adaptive import Adaptive as Adaptive
 from ._admin import CallRequest as CallRequest
 from ._admin import list_pending as list_pending
 from ._admin import queue_lengths as queue_lengths

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, TypeVar
 
 import trio
 
+from ._adaptive import Adaptive, check_max_concurrent
 from ._cluster_limits import RateLimit, check_cluster_limit
 from ._errors import InvalidArgumentError, UnregisteredCallError
 from ._executors import Executor, Executors
@@ -17,7 +18,6 @@ from ._retry import Backoff, Delivery, ExponentialBackoff
 from ._running import RunningCall
 from ._validate import (
     MAX_ATTEMPTS,
-    check_limit,
     check_name,
     check_positive_seconds,
     check_priority,
@@ -46,8 +46,11 @@ class FutureCall:
 
     #: Stable name stored with each call. Letters, digits, ``_ . : -``; at most 200 chars.
     name: ClassVar[str]
-    #: How many calls of this class may run at once in one scheduler; None = unlimited.
-    max_concurrent: ClassVar[int | None] = 1
+    #: How many calls of this class may run at once in one scheduler; None = unlimited;
+    #: an :class:`Adaptive` (``Adaptive(min=1, max=64)``): a limit the scheduler raises
+    #: and lowers within those bounds from what it observes (README, "Adaptive
+    #: concurrency").
+    max_concurrent: ClassVar[int | Adaptive | None] = 1
     #: None for any JSON value, or an attrs class that payloads are converted to/from.
     payload_type: ClassVar[type[Any] | None] = None
     #: ``Delivery.AT_MOST_ONCE`` or ``AT_LEAST_ONCE``; None: the scheduler's default.
@@ -89,7 +92,9 @@ class FutureCall:
         if "name" in cls.__dict__:
             check_name(cls.__dict__["name"])
         if "max_concurrent" in cls.__dict__:
-            check_limit(cls.__dict__["max_concurrent"], f"{cls.__qualname__}.max_concurrent")
+            check_max_concurrent(
+                cls.__dict__["max_concurrent"], f"{cls.__qualname__}.max_concurrent"
+            )
         if "cluster_max_concurrent" in cls.__dict__:
             check_cluster_limit(
                 cls.__dict__["cluster_max_concurrent"], f"{cls.__qualname__}.cluster_max_concurrent"

@@ -15,7 +15,7 @@ shutdown began, or cancelled before it could start) is handed back to the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from datetime import datetime, timedelta
 
 import trio
@@ -70,6 +70,8 @@ class Execution:
         #: Calls whose outcome is settled that still hold their slots, waiting only for
         #: their abandoned threads to end (run-once mode waits for them a grace period).
         self.lingering = 0
+        #: Told each call's run time and outcome (set while any limit is adaptive).
+        self.observe: Callable[[str, float, Outcome], None] | None = None
 
     def start(
         self,
@@ -193,7 +195,10 @@ class Execution:
                 else:
                     if not running.invoked:  # ended before invoke (a bad payload...)
                         counters.wait.add((started_wall - call.due_at).total_seconds())
-                    counters.run.add(trio.current_time() - started)
+                    elapsed = trio.current_time() - started
+                    counters.run.add(elapsed)
+                    if self.observe is not None:  # adaptive limits learn from it
+                        self.observe(call.name, elapsed, outcome)
                     if outcome is Outcome.SUCCEEDED:
                         counters.succeeded += 1
                     else:

@@ -227,5 +227,7 @@ class WorkerInfo:
     #: Calls it was running at its last heartbeat.
     running: int = 0
     #: Its limits, a JSON object: ``{"max_concurrent": int | None, "classes": {name:
-    #: {"max_concurrent": int | None, "delivery": "at_most_once" | "at_least_once"}}}``.
+    #: {"max_concurrent": int | None, "delivery": "at_most_once" | "at_least_once"}}}``;
+    #: an adaptive limit (global or a class's) adds ``"adaptive": {"min": int, "max":
+    #: int}``, and its ``max_concurrent`` is that ``max``.
     limits: dict[str, Any] = attrs.field(factory=dict)

@@ -16,11 +16,12 @@ from typing import Final, TypedDict, final
 
 import attrs
 
+from ._adaptive import Adaptive, check_max_concurrent
 from ._cluster_limits import check_cluster_limit
 from ._errors import InvalidArgumentError
 from ._executors import DEFAULT_MAX_THREADS, default_max_processes
 from ._retry import Delivery
-from ._validate import check_aware, check_bool, check_limit, check_positive_seconds
+from ._validate import check_aware, check_bool, check_positive_seconds
 
 #: Environment variable read for the global limit when ``max_concurrent`` is not given.
 ENV_MAX_CONCURRENT: Final = "TRIO_FUTURECALLS_MAX_CONCURRENT"
@@ -63,8 +64,8 @@ def global_limit_from_env() -> int | None:
     return number
 
 
-def _limit(value: object) -> int | None:
-    return check_limit(value, "max_concurrent")
+def _limit(value: object) -> int | Adaptive | None:
+    return check_max_concurrent(value, "max_concurrent")
 
 
 def _seconds(value: object, what: str, *, positive: bool = False) -> float:
@@ -135,8 +136,12 @@ class SchedulerOptions:
     """How a scheduler runs. Every field is also a keyword of :func:`open_scheduler`."""
 
     #: The global limit on calls running at once; None: unlimited (only the per-class
-    #: limits apply). Not given: ``$TRIO_FUTURECALLS_MAX_CONCURRENT``, else 100.
-    max_concurrent: int | None = attrs.field(factory=global_limit_from_env, converter=_limit)
+    #: limits apply); an :class:`Adaptive`: a limit raised and lowered within its
+    #: bounds from what the scheduler observes. Not given:
+    #: ``$TRIO_FUTURECALLS_MAX_CONCURRENT`` (an int or ``unlimited``), else 100.
+    max_concurrent: int | Adaptive | None = attrs.field(
+        factory=global_limit_from_env, converter=_limit
+    )
     #: Seconds running calls get at shutdown before they are cancelled.
     grace_period: float = attrs.field(default=DEFAULT_GRACE_PERIOD, converter=_grace_period)
     #: False: this node only schedules; it starts no calls.
@@ -192,7 +197,7 @@ class SchedulerKeywords(TypedDict, total=False):
     One per :class:`SchedulerOptions` field (a unit test keeps the two in step).
     """
 
-    max_concurrent: int | None
+    max_concurrent: int | Adaptive | None
     grace_period: float
     execute: bool
     clock: Clock

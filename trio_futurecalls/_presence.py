@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import trio
 
+from ._adaptive import Adaptive
 from ._errors import StoreError
 from ._model import WorkerInfo
 from ._options import SchedulerOptions
@@ -52,17 +53,24 @@ DEREGISTER_TIMEOUT: Final = 2.0
 
 
 def worker_limits(
-    max_concurrent: int | None, classes: Mapping[str, tuple[int | None, Delivery]]
+    max_concurrent: int | Adaptive | None,
+    classes: Mapping[str, tuple[int | Adaptive | None, Delivery]],
 ) -> dict[str, Any]:
     """The limits a worker shows in the registry (``WorkerInfo.limits``): the global
-    one and, per class name, its limit and delivery (None: unlimited)."""
-    return {
-        "max_concurrent": max_concurrent,
-        "classes": {
-            name: {"max_concurrent": limit, "delivery": delivery.value}
-            for name, (limit, delivery) in sorted(classes.items())
-        },
+    one and, per class name, its limit and delivery (None: unlimited). An adaptive
+    limit shows its ``max`` as ``max_concurrent``, and its bounds as ``adaptive``."""
+    out = _limit_fields(max_concurrent)
+    out["classes"] = {
+        name: {**_limit_fields(limit), "delivery": delivery.value}
+        for name, (limit, delivery) in sorted(classes.items())
     }
+    return out
+
+
+def _limit_fields(limit: int | Adaptive | None) -> dict[str, Any]:
+    if isinstance(limit, Adaptive):
+        return {"max_concurrent": limit.max, "adaptive": {"min": limit.min, "max": limit.max}}
+    return {"max_concurrent": limit}
 
 
 class Presence:

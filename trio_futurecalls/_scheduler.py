@@ -9,7 +9,8 @@ Layout of the tasks (all inside the nursery that :func:`open_scheduler` opens)::
             └── control nursery
                 ├── Dispatcher.run          (once registered: claims due calls,
                 │                            starts them, sleeps)
-                └── UnknownNamesReporter.run
+                ├── UnknownNamesReporter.run
+                └── AdaptiveLimits.run      (idle unless a limit is adaptive)
 
 The rooms, with arrows running one way: this facade → ``_dispatcher`` →
 ``_execution`` → (``_slots``, ``_running``, ``_stats``, ``_writes``, the store). A
@@ -30,6 +31,8 @@ from typing import Unpack, final
 
 import trio
 
+from ._adaptive import Adaptive, ceiling, check_max_concurrent, start_limit
+from ._adaptive_limits import AdaptiveLimits
 from ._admin import (
     Request,
     Step,
@@ -69,7 +72,6 @@ from ._unknown_names import UnknownNamesReporter
 from ._util import raise_unwrapped
 from ._validate import (
     check_id,
-    check_limit,
     check_name,
     check_names,
     check_positive_seconds,
@@ -105,11 +107,14 @@ class Scheduler:
             for name, cls in self._registry.items()
         }
         self._counters = {name: ClassCounters() for name in self._registry}
+        limits = {name: cls.max_concurrent for name, cls in self._registry.items()}
         self._slots = Slots(
-            options.max_concurrent,
-            {name: cls.max_concurrent for name, cls in self._registry.items()},
+            start_limit(options.max_concurrent),
+            {name: start_limit(limit) for name, limit in limits.items()},
             ring_on_every_release=run_until is not None,
         )
+        # Raises and lowers the adaptive limits (if any) from what the calls show.
+        self._adaptive = AdaptiveLimits(self._slots, options.max_concurrent, limits)
         self._running = RunningCalls()
         self._executors = Executors(options.max_threads, options.max_processes)
         self._execution = execution = Execution(
@@ -139,6 +144,7 @@ class Scheduler:
         self._cancels = CancelWatcher(store, self._owner, self._running, self._clock)
         if options.execute:
             execution.cancels = self._cancels
+        self._observe_if_adaptive()
         # Only a scheduler that executes calls registers (see _run).
         self._presence = Presence(
             store,
@@ -147,10 +153,7 @@ class Scheduler:
             running=self._running.__len__,
             limits=worker_limits(
                 options.max_concurrent,
-                {
-                    n: (c.max_concurrent, self._policies[n].delivery)
-                    for n, c in self._registry.items()
-                },
+                {n: (limits[n], self._policies[n].delivery) for n in self._registry},
             ),
         )
         # A lapse (this worker may have been declared dead): another worker may have
@@ -177,8 +180,10 @@ class Scheduler:
 
     @property
     def max_concurrent(self) -> int | None:
-        """The global limit now (None: unlimited); see :meth:`set_limit`."""
-        return self._slots.limit(None)
+        """The global limit now (None: unlimited), see :meth:`set_limit`; for an
+        adaptive one its ``max`` (``statistics().total.current_limit`` is the limit in
+        force)."""
+        return ceiling(self._adaptive.bounds(None) or self._slots.limit(None))
 
     @property
     def options(self) -> SchedulerOptions:
@@ -435,16 +440,23 @@ class Scheduler:
         """The classes paused in the store (name -> when), ordered by name."""
         return await self._paused.read()
 
-    def set_limit(self, call_class: type[FutureCall] | str | None, limit: int | None) -> None:
+    def set_limit(
+        self, call_class: type[FutureCall] | str | None, limit: int | Adaptive | None
+    ) -> None:
         """Change this scheduler's limit on calls running at once, from now on: the
         global limit (``call_class`` None) or a registered class's (the class or its
         name). ``limit`` None means unlimited. Lowering it cancels no running call (no
         call starts until fewer run than the new limit); raising it starts due calls
         at once. :meth:`statistics` shows the limits in force.
+
+        An int or None given for an adaptive limit fixes it: it stops adapting (an
+        operator's word wins). An :class:`Adaptive` makes the limit adaptive within its
+        bounds (or changes them), starting from the limit in force clamped into them.
         """
         name = limit_target(call_class, self._registry)
         what = "the global limit" if name is None else f"the limit of {name!r}"
-        self._slots.set_limit(name, check_limit(limit, what))
+        self._adaptive.set(name, check_max_concurrent(limit, what))
+        self._observe_if_adaptive()
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers on this store (schedulers that execute calls, in this
@@ -462,9 +474,14 @@ class Scheduler:
         :meth:`queue_lengths`, and every ``unknown_check_interval`` while it runs):
         a pause made elsewhere shows within that interval."""
         paused = self._paused.names
+        slots, bounds = self._slots, self._adaptive.bounds
         classes = {
             name: counters.snapshot(
-                name, self._slots.limit(name), self._slots.running(name), name in paused
+                name,
+                ceiling(bounds(name) or slots.limit(name)),
+                slots.running(name),
+                name in paused,
+                current_limit=slots.limit(name),
             )
             for name, counters in self._counters.items()
         }
@@ -473,7 +490,12 @@ class Scheduler:
         running = sum(c.running for c in classes.values())
         threads, processes = self._executors.statistics()
         return total_statistics(
-            classes, self.max_concurrent, running, threads=threads, processes=processes
+            classes,
+            self.max_concurrent,
+            running,
+            slots.limit(None),
+            threads=threads,
+            processes=processes,
         )
 
     async def queue_lengths(self) -> dict[str, QueueLength]:
@@ -499,6 +521,12 @@ class Scheduler:
         await self._done.wait()
 
     # -- internals --------------------------------------------------------------------
+
+    def _observe_if_adaptive(self) -> None:
+        """Calls report their run times only while some limit is adaptive (the hot
+        path pays nothing otherwise)."""
+        adaptive = self._adaptive
+        self._execution.observe = adaptive.observe if adaptive.active else None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -590,6 +618,8 @@ class Scheduler:
                                 name="futurecalls-dispatcher",
                             )
                             control.start_soon(self._unknown.run, name="futurecalls-unknown")
+                            # Idle unless a limit is adaptive (or set_limit makes one).
+                            control.start_soon(self._adaptive.run, name="futurecalls-adaptive")
                             control.start_soon(
                                 self._paused.run,
                                 self._options.unknown_check_interval,
@@ -637,7 +667,9 @@ async def open_scheduler(
     * ``max_concurrent``: the global limit on calls running at once. When not given,
       ``$TRIO_FUTURECALLS_MAX_CONCURRENT`` is read (a positive integer or
       ``unlimited``), and failing that it is :data:`DEFAULT_MAX_CONCURRENT` (100).
-      ``None`` means unlimited (only the per-class limits apply).
+      ``None`` means unlimited (only the per-class limits apply); an
+      :class:`Adaptive` is raised and lowered within its bounds as the scheduler runs
+      (README, "Adaptive concurrency").
     * ``grace_period``: seconds running calls get at shutdown before being cancelled.
     * ``execute=False``: this node only schedules; it starts no calls.
     * ``clock``: returns the current aware datetime (tests pass one tied to Trio's clock).

@@ -156,6 +156,7 @@ class ClassStatistics:
     """Counters of one call class in one scheduler since it started (or all classes)."""
 
     name: str
+    #: The limit set: an int, or an adaptive limit's ``max``; None: unlimited.
     max_concurrent: int | None
     running: int
     started: int
@@ -173,6 +174,9 @@ class ClassStatistics:
     #: Paused in the store (no worker starts its calls), as this scheduler last read
     #: it (see ``Scheduler.statistics``); always False for all classes together.
     paused: bool = False
+    #: The limit in force now (None: unlimited): an adaptive limit's current value,
+    #: else ``max_concurrent``.
+    current_limit: int | None = None
 
     @property
     def finished(self) -> int:
@@ -228,12 +232,20 @@ class ClassCounters:
             self.cancelled += 1
 
     def snapshot(
-        self, name: str, limit: int | None, running: int, paused: bool = False
+        self,
+        name: str,
+        limit: int | None,
+        running: int,
+        paused: bool = False,
+        current_limit: int | None = None,
     ) -> ClassStatistics:
+        """``limit`` is the limit set; ``current_limit`` the one in force, if it
+        differs (an adaptive limit's)."""
         return ClassStatistics(
             name=name,
             paused=paused,
             max_concurrent=limit,
+            current_limit=limit if current_limit is None else current_limit,
             running=running,
             started=self.started,
             succeeded=self.succeeded,
@@ -250,15 +262,18 @@ def total_statistics(
     classes: dict[str, ClassStatistics],
     limit: int | None,
     running: int,
+    current_limit: int | None = None,
     *,
     threads: ExecutorStatistics,
     processes: ExecutorStatistics,
 ) -> SchedulerStatistics:
-    """The scheduler's snapshot: each class, and all of them together as ``"*"``."""
+    """The scheduler's snapshot: each class, and all of them together as ``"*"``
+    (``limit`` and ``current_limit``: the global limit set and in force)."""
     parts = list(classes.values())
     total = ClassStatistics(
         name="*",
         max_concurrent=limit,
+        current_limit=limit if current_limit is None else current_limit,
         running=running,
         started=sum(c.started for c in parts),
         succeeded=sum(c.succeeded for c in parts),

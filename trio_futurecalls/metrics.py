@@ -37,13 +37,17 @@ Metrics (``call_class`` is the call class's ``name``):
   prerequisites (``after=``) to succeed; not due, whatever their due time
 * ``futurecalls_call_wait_seconds{call_class}``: histogram of start minus due time
 * ``futurecalls_call_run_seconds{call_class}``: histogram of execution time
-* ``futurecalls_concurrency_limit{call_class}``: per-class limit (``+Inf``: unlimited)
+* ``futurecalls_concurrency_limit{call_class}``: per-class limit (``+Inf``: unlimited;
+  an adaptive limit's ``max``)
+* ``futurecalls_concurrency_current_limit{call_class}``: the per-class limit in force
+  now (an adaptive limit's current value; else the same as the limit)
 * ``futurecalls_class_paused{call_class}``: 1 if the class is paused in the store
   (no worker starts its calls), else 0; as the scheduler last read it, which the
   scrape refreshes (it reads the queue lengths)
 * ``futurecalls_global_concurrency_limit``: the scheduler's global limit (``+Inf``:
   unlimited). A separate metric rather than a ``call_class="global"`` label, because
   ``global`` is a valid call-class name.
+* ``futurecalls_global_concurrency_current_limit``: the global limit in force now
 * ``futurecalls_store_up``: 1 if the last queue-length query succeeded, else 0
 * ``futurecalls_executor_capacity{executor}``, ``futurecalls_executor_busy{executor}``:
   worker threads (``executor="thread"``) and processes (``"process"``) that may run
@@ -207,6 +211,11 @@ class SchedulerCollector(Collector):
             "Per-class limit on calls running at once (+Inf: unlimited).",
             labels=["call_class"],
         )
+        current = GaugeMetricFamily(
+            "futurecalls_concurrency_current_limit",
+            "Per-class limit in force now (an adaptive limit's current value; +Inf: unlimited).",
+            labels=["call_class"],
+        )
         paused = GaugeMetricFamily(
             "futurecalls_class_paused",
             "1 if the class is paused in the store (no worker starts its calls), else 0.",
@@ -222,14 +231,21 @@ class SchedulerCollector(Collector):
             wait.add_metric([c.name], histogram_buckets(c.wait), c.wait.sum)
             run.add_metric([c.name], histogram_buckets(c.run), c.run.sum)
             limit.add_metric([c.name], _limit(c.max_concurrent))
+            current.add_metric([c.name], _limit(c.current_limit))
             paused.add_metric([c.name], 1.0 if c.paused else 0.0)
-        yield from (started, finished, retried, dead_lettered, running, wait, run, limit, paused)
+        yield from (started, finished, retried, dead_lettered, running, wait, run, limit)
+        yield from (current, paused)
         yield GaugeMetricFamily(
             "futurecalls_global_concurrency_limit",
             "Scheduler-wide limit on calls running at once (+Inf: unlimited).",
             value=_limit(stats.max_concurrent),
         )
         yield from _executor_metrics(stats.threads, stats.processes)
+        yield GaugeMetricFamily(
+            "futurecalls_global_concurrency_current_limit",
+            "Scheduler-wide limit in force now (an adaptive limit's current value).",
+            value=_limit(stats.total.current_limit),
+        )
         yield GaugeMetricFamily(
             "futurecalls_store_up",
             "1 if the last queue-length query to the store succeeded, else 0.",

@@ -93,19 +93,22 @@ async def wait_for(predicate: Callable[[], bool]) -> None:
 async def test_schedulers_on_one_store_share_the_limit(
     autojump_clock: MockClock, clock: Callable[[], datetime]
 ) -> None:
+    """Three schedulers that may each run one call at a time: without the shared
+    limit 3 would run at once; with it, 2, so at least two schedulers take part.
+    (Which ones get each freed token is up to Trio's scheduling order: asserting
+    that a given one did was a flaky test.)"""
     store = MemoryStore()
     async with (
-        open_scheduler(store, [Limited], clock=clock) as a,
-        open_scheduler(store, [Limited], clock=clock) as b,
+        open_scheduler(store, [Limited], clock=clock, max_concurrent=1) as a,
+        open_scheduler(store, [Limited], clock=clock, max_concurrent=1) as b,
+        open_scheduler(store, [Limited], clock=clock, max_concurrent=1) as c,
     ):
         await a.schedule_many([(Limited, None, 0)] * 10)
         await wait_for(lambda: len(Probe.ends) == 10)
-        ran_b = b.statistics().classes["limited"].succeeded
-        ran_a = a.statistics().classes["limited"].succeeded
+        ran = [s.statistics().classes["limited"].succeeded for s in (a, b, c)]
     assert Probe.peak == 2
-    assert ran_a + ran_b == 10
-    assert ran_a > 0
-    assert ran_b > 0
+    assert sum(ran) == 10
+    assert sum(1 for n in ran if n) >= 2
     # Two at a time, one second each, and a freed slot is taken at once: 5 s.
     assert max(Probe.ends) == pytest.approx(5, abs=0.05)
     assert await store.cluster_limits() == [

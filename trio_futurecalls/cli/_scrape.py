@@ -72,6 +72,7 @@ def _metrics_table(text: str) -> dict[str, dict[str, float]]:
         "futurecalls_calls_pending": "pending",
         "futurecalls_calls_due_waiting": "due",
         "futurecalls_concurrency_limit": "limit",
+        "futurecalls_concurrency_current_limit": "current_limit",
     }
     timings = {
         f"futurecalls_call_{kind}_seconds_{part}": f"{kind}_{part}"
@@ -135,6 +136,7 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
         "pending",
         "due",
         "limit",
+        "current_limit",
         "avg_wait_seconds",
         "avg_run_seconds",
     ]
@@ -143,7 +145,7 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
         [
             "NAME",
             *("STARTED", "OK", "FAILED", "CANCELLED", "RETRIED", "DEAD"),
-            *("RUNNING", "PENDING", "DUE", "LIMIT"),
+            *("RUNNING", "PENDING", "DUE", "LIMIT", "CURRENT LIMIT"),
             *("AVG WAIT S", "AVG RUN S"),
         ],
         ([name, *(_cell(row.get(c)) for c in columns)] for name, row in table.items()),
