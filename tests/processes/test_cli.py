@@ -126,6 +126,9 @@ def test_durations(text: str, seconds: float) -> None:
         ["recurring", "add"],
         ["worker"],
         ["run-once"],
+        ["unknown-calls"],
+        ["unknown-calls", "list"],
+        ["unknown-calls", "dead-letter"],
     ],
 )
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

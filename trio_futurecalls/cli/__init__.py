@@ -6,7 +6,7 @@ handling and exit codes live here; everything else is a call into the library.
 Exit codes: 0 success; 1 runtime error (store unreachable, failed calls in
 ``run-once``...); 2 usage error (bad arguments, URL, JSON, time, duration, name);
 128 + signal number when a worker is stopped by a second signal (running calls
-cancelled at once).
+cancelled at once); 141 (128 + SIGPIPE) when stdout closed early (``| head``).
 """
 
 from __future__ import annotations
