@@ -18,6 +18,7 @@ import trio
 
 from trio_futurecalls import WorkerInfo, open_sqlite_store
 from trio_futurecalls.cli import main
+from trio_futurecalls.cli._arguments import NOT_GIVEN
 from trio_futurecalls.cli._output import ago, last_line, relative, span
 from trio_futurecalls.cli._scrape import _json_value
 from trio_futurecalls.cli._store import size_pool
@@ -302,12 +303,16 @@ def test_pool_sizing() -> None:
     # max_concurrent + 2 when the server has room (or its room is not known).
     assert (size_pool(10, True, 85).pool_size, size_pool(10, True, 85).max_concurrent) == (12, 10)
     assert size_pool(10, False, None).pool_size == 12
-    # A limit someone chose is kept; the pool is capped (the scheduler warns).
+    # Capped by the room less a tenth (at least 2) for other clients, and the LISTEN
+    # connection: 85 - 8 - 1 = 76. A limit someone chose is kept (the scheduler warns).
     chosen = size_pool(200, True, 85)
-    assert (chosen.pool_size, chosen.max_concurrent, chosen.note) == (84, 200, "")
+    assert (chosen.pool_size, chosen.max_concurrent, chosen.note) == (76, 200, "")
     # The default limit is lowered to fit, and says so (no warning on defaults).
     default = size_pool(100, False, 85)
-    assert (default.pool_size, default.max_concurrent) == (84, 82)
-    assert "max_concurrent 82 (not 100)" in default.note
-    assert size_pool(100, False, 500).max_concurrent is not None
+    assert (default.pool_size, default.max_concurrent) == (76, 74)
+    assert "max_concurrent 74 (not 100)" in default.note
+    assert "8 left for other clients" in default.note
+    roomy = size_pool(100, False, 500)
+    assert (roomy.pool_size, roomy.max_concurrent, roomy.note) == (102, NOT_GIVEN, "")
+    assert size_pool(100, False, 12).pool_size == 9  # 12 - 2 - 1
     assert size_pool(None, True, 85).pool_size == 3  # unlimited: no safe size

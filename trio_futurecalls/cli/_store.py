@@ -7,11 +7,11 @@ pool the command sized itself.
   and nothing is created by looking (an SQLite file is read through a read-only
   connection first; a PostgreSQL schema is opened without migrating).
 * The PostgreSQL pool: ``--pool-size`` if given. Else a worker's is ``max_concurrent
-  + 2`` (:func:`recommended_pool_size`) capped by what the server has room for, read
-  through a first, small opening; when the global limit is the default (not chosen by
-  ``--max-concurrent`` or the environment) and that does not fit, the limit is lowered
-  to what fits, and the worker says so. Other commands run one statement at a time:
-  the smallest useful pool.
+  + 2`` (:func:`recommended_pool_size`) capped by what the server has room for (read
+  through a first, small opening) less a tenth left to other clients; when the global
+  limit is the default (not chosen by ``--max-concurrent`` or the environment) and
+  that does not fit, the limit is lowered to what fits, and the worker says so. Other
+  commands run one statement at a time: the smallest useful pool.
 """
 
 from __future__ import annotations
@@ -103,16 +103,26 @@ def size_pool(limit: int | None, chosen: bool, room: int | None) -> Sizing:
     given: object = limit if chosen else NOT_GIVEN
     if room is None:
         return Sizing(recommended_pool_size(limit), given)
-    fits = room - 1  # next to the LISTEN connection
+    spare = headroom(room)
+    usable = room - spare
+    fits = usable - 1  # next to the LISTEN connection
     if not chosen and limit is not None and limit + 2 > fits and fits >= 3:
         lowered = fits - 2
         note = (
             f"max_concurrent {lowered} (not {limit}): the PostgreSQL server has room for "
-            f"{room} connections of this store, a pool of {fits} and the LISTEN connection; "
-            "--max-concurrent or --pool-size choose otherwise"
+            f"{room} connections of this store: a pool of {fits}, the LISTEN connection, "
+            f"and {spare} left for other clients; --max-concurrent or --pool-size choose "
+            "otherwise"
         )
         return Sizing(fits, lowered, note)
-    return Sizing(recommended_pool_size(limit, server_room=room), given)
+    return Sizing(recommended_pool_size(limit, server_room=usable), given)
+
+
+def headroom(room: int) -> int:
+    """Free connections a worker leaves to others (a tenth, at least 2): the room was
+    read a moment ago, the first opening's own connections may not have left the
+    server yet, and an operator's psql or another worker starting should still fit."""
+    return max(2, room // 10)
 
 
 async def _options(args: argparse.Namespace, create: bool, pool_size: int | None) -> dict[str, Any]:
