@@ -196,6 +196,16 @@ def test_schedule_refuses_a_name_no_live_worker_runs(cli: Any, db: Path) -> None
     assert names[known] == "send-email"
 
 
+def test_recurring_add_checks_the_name_too(cli: Any, db: Path) -> None:
+    cli("migrate")
+    register(db, "send-digest")
+    r = cli("recurring", "add", "send-digets", "--key", "d", "--every", "1h", rc=1)
+    assert "did you mean 'send-digest'?" in r.err
+    cli("recurring", "add", "send-digets", "--key", "d", "--every", "1h", "--allow-unknown")
+    cli("recurring", "add", "send-digest", "--key", "e", "--every", "1h")
+    assert cli("recurring", "list").out.count("send-dige") == 2
+
+
 def test_a_hostile_worker_row_does_not_break_the_check(cli: Any, db: Path) -> None:
     cli("migrate")
     register(db)  # no classes at all

@@ -452,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="if a schedule with this key exists, keep it as it is (do not replace it)",
     )
+    r.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="add it even though no live worker registered NAME (as for schedule)",
+    )
     r.add_argument("--identifier", metavar="X", help="optional identifier of every run")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(run=cmd_recurring_add)
