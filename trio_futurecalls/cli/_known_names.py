@@ -10,12 +10,10 @@ from Python) nothing can be checked: ``schedule`` warns and schedules.
 from __future__ import annotations
 
 import difflib
-import logging
+import sys
 from datetime import UTC, datetime
 
 from .. import FutureCallsError, Store, WorkerInfo
-
-_log = logging.getLogger("trio_futurecalls.cli")
 
 
 class UnknownNameError(FutureCallsError):
@@ -44,10 +42,11 @@ async def check_known_name(store: Store, name: str) -> None:
     warn if no worker is registered."""
     count, names = await live_names(store)
     if not count:
-        _log.warning(
-            "no worker is registered in this store, so no one can say whether %r is a "
-            "call name they run; scheduled all the same",
-            name,
+        # A one-shot command's note, worded as its errors are (not a log line).
+        print(
+            f"futurecalls: warning: no worker is registered in this store, so no one can "
+            f"say whether {name!r} is a call name they run; scheduled all the same",
+            file=sys.stderr,
         )
         return
     if name in names:
