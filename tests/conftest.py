@@ -14,7 +14,8 @@ Markers follow the folder, so ``-m "not slow"`` runs everything quick.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +71,19 @@ def open_store(kind: str, tmp_path: Path) -> AbstractAsyncContextManager[Any]:
 
         return open_test_postgres_store()
     raise AssertionError(kind)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI's main() installs its own root handler, on the stderr pytest captured
+    for that test (closed afterwards), and sets logger levels: undo it after every
+    test, or a later test's log record goes to a closed file."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]
+    saved = [(logger, logger.handlers[:], logger.level) for logger in loggers]
+    yield
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -31,6 +31,7 @@ from ._errors import SchedulerClosedError as SchedulerClosedError
 from ._errors import SchedulerError as SchedulerError
 from ._errors import StoreClosedError as StoreClosedError
 from ._errors import StoreError as StoreError
+from ._errors import StoreNotFoundError as StoreNotFoundError
 from ._errors import StoreUnavailableError as StoreUnavailableError
 from ._errors import UnregisteredCallError as UnregisteredCallError
 from ._executors import Executor as Executor

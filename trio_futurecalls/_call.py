@@ -138,6 +138,10 @@ class FutureCall:
             timeout = check_positive_seconds(cls.__dict__["timeout"], f"{where}.timeout")
             if not timeout:
                 raise InvalidArgumentError(f"{where}.timeout must be > 0 or None")
+        # A plain `def invoke` would return without running anything when awaited
+        # (or fail only when a call runs): say so where the class is defined.
+        if "invoke" in cls.__dict__ and not inspect.iscoroutinefunction(cls.__dict__["invoke"]):
+            raise InvalidArgumentError(f"{where}.invoke must be an `async def` method")
 
     def __init__(self, info: CallInfo) -> None:
         self.info = info

@@ -85,6 +85,11 @@ class StoreUnavailableError(StoreError):
     """
 
 
+class StoreNotFoundError(StoreError):
+    """A store opened without creating it (``migrate=False``) holds no trio_futurecalls
+    schema: create it first (``futurecalls migrate``, or open with ``migrate=True``)."""
+
+
 class StoreClosedError(StoreError):
     """The store was used outside its lifetime (before open or after close)."""
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 import trio
 
+from ._call_end_log import log_call_end, log_lost
 from ._calllog import call_fields, error_text
 from ._cancels import CancelWatcher
 from ._executors import Executor, Executors, fails_for_good
@@ -203,6 +204,7 @@ class Execution:
                         counters.succeeded += 1
                     else:
                         counters.count_end(outcome.counter)
+                    log_call_end(call, outcome, trio.current_time() - started)
                     if outcome is Outcome.INTERRUPTED and not running.lost:
                         await self._interrupted(call, policy, started)
                     elif outcome is Outcome.CANCELLED:
@@ -240,14 +242,17 @@ class Execution:
 
     async def _interrupted(self, call: StoredCall, policy: CallPolicy, started: float) -> None:
         """Shutdown (or an outer cancel) stopped the call during invoke: release its
-        lease at once (at-least-once); an at-most-once call is not run again."""
-        _log.warning(
-            "call %s (id=%d) was cancelled after %.3f s",
-            call.name,
-            call.id,
-            trio.current_time() - started,
-            extra=call_fields(call),
-        )
+        lease at once (at-least-once); an at-most-once call is not run again: lost."""
+        if not policy.leased:
+            log_lost(call, trio.current_time() - started)
+        else:
+            _log.warning(
+                "call %s (id=%d) was cancelled after %.3f s; it runs again",
+                call.name,
+                call.id,
+                trio.current_time() - started,
+                extra=call_fields(call),
+            )
         if policy.leased:
             await self._writes.release(call)
         elif call.dependents:

@@ -74,6 +74,7 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_pause_and_resume(cli: Any, db: Path) -> None:
+    cli("migrate")  # only migrate (and worker --create) creates a store
     assert cli("pause", "mail.send").out == "paused: mail.send\n"
     (since,) = paused_in(db).values()
     again = cli("pause", "mail.send").out
@@ -93,6 +94,7 @@ def test_bad_names_are_usage_errors(cli: Any, db: Path, name: str) -> None:
 
 
 def test_stats_show_paused_classes(cli: Any) -> None:
+    cli("migrate")  # only migrate (and worker --create) creates a store
     cli("schedule", "a", "--in", "0")
     cli("schedule", "b", "--in", "0")
     cli("pause", "a")

@@ -79,6 +79,7 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_add_list_cancel(cli: Any) -> None:
+    cli("migrate")  # only migrate (and worker --create) creates a store
     r = cli(
         "recurring",
         "add",
@@ -195,6 +196,7 @@ def test_add_list_cancel(cli: Any) -> None:
 
 
 def test_runs_and_skipped_ticks_are_listed(cli: Any, db: Path) -> None:
+    cli("migrate")  # only migrate (and worker --create) creates a store
     cli(
         "recurring", "add", "tick", "--key", "t", "--every", "1h", "--start", "2030-01-01T00:00:00Z"
     )
@@ -311,6 +313,7 @@ def test_bad_names_and_keys_exit_2(cli: Any, db: Path, args: list[str], message:
 
 
 def test_add_with_overlap_skip_says_what_it_needs(cli: Any) -> None:
+    cli("migrate")  # only migrate (and worker --create) creates a store
     r = cli("recurring", "add", "job", "--key", "k", "--every", "5", "--overlap", "skip")
     assert "overlap=skip holds only if 'job' is at-least-once" in r.err
     plain = cli("recurring", "add", "job", "--key", "k2", "--every", "5")

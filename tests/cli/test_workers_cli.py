@@ -128,5 +128,6 @@ def test_no_workers_prints_the_header_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "calls.sqlite3"
+    register(db, [])  # the store exists (no read-only command creates one)
     assert run_cli(db, capsys).splitlines() == ["ID  HOST  PID  STARTED  LAST HEARTBEAT  RUNNING"]
     assert json.loads(run_cli(db, capsys, "--json")) == []

@@ -45,6 +45,7 @@ from trio_futurecalls import (
     QueueLength,
     StoredCall,
     StoreError,
+    StoreNotFoundError,
     StoreUnavailableError,
     open_scheduler,
 )
@@ -294,9 +295,15 @@ async def test_opening_without_migrating_refuses_a_schema_that_is_not_current() 
         for version in (0, 2):
             if version:
                 await migrate_to(schema, version)
-            with pytest.raises(StoreError, match=f"at version {version} but this library needs"):
+            # Version 0 (nothing there): no store, and nothing created by looking.
+            expected = f"at version {version} but" if version else "no trio_futurecalls store in"
+            with pytest.raises(StoreNotFoundError if version == 0 else StoreError, match=expected):
                 async with open_postgres_store(pg_dsn(), schema=schema, migrate=False):
                     pass
+            if version == 0:
+                assert not await admin_fetch(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = $1", schema
+                )
         async with open_postgres_store(pg_dsn(), schema=schema):  # migrates
             pass
         async with open_postgres_store(pg_dsn(), schema=schema, migrate=False) as store:

@@ -25,10 +25,23 @@ import attrs
 import pytest
 import trio
 
+from trio_futurecalls import open_sqlite_store
 from trio_futurecalls.cli import build_parser, main, parse_duration
 
 TESTS = Path(__file__).parent
 STORE = "sqlite:///calls.sqlite3"
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path: Path) -> None:
+    """STORE exists in every test's directory, as after ``futurecalls migrate`` (only
+    that, and ``worker --create``, create a store)."""
+
+    async def create() -> None:
+        async with open_sqlite_store(tmp_path / "calls.sqlite3"):
+            pass
+
+    trio.run(create)
 
 
 @attrs.frozen
@@ -113,6 +126,9 @@ def test_durations(text: str, seconds: float) -> None:
         ["recurring", "add"],
         ["worker"],
         ["run-once"],
+        ["unknown-calls"],
+        ["unknown-calls", "list"],
+        ["unknown-calls", "dead-letter"],
     ],
 )
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,6 +205,7 @@ async def test_schedule_list_cancel(tmp_path: Path) -> None:
         "ID",
         "NAME",
         "DUE",
+        "DUE",
         "AT",
         "PRIORITY",
         "IDENTIFIER",
@@ -225,6 +242,7 @@ async def test_store_urls_and_environment(tmp_path: Path) -> None:
     assert (tmp_path / "futurecalls.sqlite3").exists()
     # $FUTURECALLS_STORE, relative path.
     (tmp_path / "sub").mkdir()
+    await cli(tmp_path, "migrate", env=cli_env(FUTURECALLS_STORE="sqlite:///sub/env.db"))
     await cli(
         tmp_path,
         "schedule",
@@ -445,7 +463,6 @@ BAD_USAGE = [
     (["schedule", "a", "--in", "1000000d"], "invalid duration '1000000d'"),
     (["schedule", "bad name", "--in", "1"], "call name 'bad name' must start with"),
     (["schedule", "a", "--in", "1", "--identifier", ""], "identifier must not be empty"),
-    (["schedule", "a"], "one of the arguments --at --in is required"),
     (["schedule", "a", "--at", "2030-01-01T00:00:00Z", "--in", "1"], "not allowed with"),
     (["list", "--due-after", "2030-01-01"], "--due-after: time '2030-01-01' has no timezone"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -498,19 +515,27 @@ async def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str
 
 async def test_runtime_errors_exit_1(tmp_path: Path) -> None:
     missing = "sqlite:///no/such/dir/calls.sqlite3"
-    r = await cli(tmp_path, "--store", missing, "list", rc=1)
+    r = await cli(tmp_path, "--store", missing, "migrate", rc=1)
     assert r.err.startswith("futurecalls: error: SQLite database unavailable"), r.err
     assert "Traceback" not in r.err
-    r = await cli(tmp_path, "-v", "--store", missing, "list", rc=1)
+    r = await cli(tmp_path, "-v", "--store", missing, "migrate", rc=1)
     assert "Traceback" in r.err
-    r = await cli(tmp_path, "--store", missing, "worker", "cli_calls:CALLS", rc=1)
+    r = await cli(tmp_path, "--store", missing, "worker", "cli_calls:CALLS", "--create", rc=1)
     assert "futurecalls: error: SQLite database unavailable" in r.err
     # The metrics port is taken: the worker stops at once with a clear message.
     with trio.socket.socket() as taken:
         await taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = await cli(tmp_path, "worker", "cli_calls:CALLS", "--metrics-port", str(port), rc=1)
+        r = await cli(
+            tmp_path,
+            *("--store", STORE),
+            "worker",
+            "cli_calls:CALLS",
+            "--metrics-port",
+            str(port),
+            rc=1,
+        )
     assert f"futurecalls: error: cannot serve metrics on 127.0.0.1:{port}" in r.err
     assert "Traceback" not in r.err
     # A PostgreSQL server that is not there (nothing listens on port 1).
@@ -521,6 +546,68 @@ async def test_runtime_errors_exit_1(tmp_path: Path) -> None:
     # --metrics-url with nothing listening.
     r = await cli(tmp_path, "stats", "--metrics-url", "http://127.0.0.1:1/metrics", rc=1)
     assert "futurecalls: error: cannot fetch metrics from http://127.0.0.1:1/metrics" in r.err
+
+
+async def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    # `futurecalls list | head -1`: the reader goes away before (or while) it writes.
+    for _ in range(3):
+        await cli(tmp_path, "--store", STORE, "schedule", "cli-echo", "--in", "1h")
+    for args in (["list"], ["list", "--json"], ["dead-letters", "list"], ["stats"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            with trio.fail_after(30):
+                proc = await trio.run_process(
+                    [sys.executable, "-m", "trio_futurecalls", "--store", STORE, *args],
+                    cwd=tmp_path,
+                    env=cli_env(),
+                    stdout=write_end,
+                    capture_stderr=True,
+                    check=False,
+                )
+        finally:
+            os.close(write_end)
+        assert proc.returncode == 128 + signal.SIGPIPE, proc.stderr
+        assert proc.stderr == b"", proc.stderr  # no traceback, no "Exception ignored"
+
+
+async def test_an_import_error_in_the_users_module_names_it(tmp_path: Path) -> None:
+    for command in ("worker", "run-once"):
+        r = await cli(tmp_path, "--store", STORE, command, "cli_broken:CALLS", rc=1)
+        (line,) = r.err.splitlines()
+        assert line.startswith(
+            "futurecalls: error: importing module 'cli_broken' raised RuntimeError: "
+            "SMTP_HOST is not set at "
+        ), r.err
+        assert "cli_broken.py:8 (run with -v for the traceback)" in line
+    r = await cli(tmp_path, "-v", "--store", STORE, "worker", "cli_broken:CALLS", rc=1)
+    assert "Traceback" in r.err
+    assert 'raise RuntimeError("SMTP_HOST is not set")' in r.err
+
+
+async def test_one_log_line_per_finished_call_unless_switched_off(tmp_path: Path) -> None:
+    s = ("--store", STORE)
+    echo = int(
+        (await cli(tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "a"))).out
+    )
+    fail = int((await cli(tmp_path, *s, "schedule", "cli-fail")).out)
+    r = await cli(tmp_path, *s, "run-once", "cli_calls:CALLS", rc=1)
+    assert re.search(
+        rf"INFO trio_futurecalls\.call\.end: call cli-echo \(id={echo}\) "
+        r"succeeded in \d+\.\d{3} s$",
+        r.err,
+        re.M,
+    ), r.err
+    assert f"call cli-fail (id={fail}) failed in " in r.err
+    assert "(attempt 1" not in r.err  # the detail is for -v
+    await cli(tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "b"))
+    r = await cli(tmp_path, *s, "run-once", "cli_calls:CALLS", "--no-call-log")
+    assert "trio_futurecalls.call.end" not in r.err
+    assert r.out.startswith("ran 1 call(s): 1 succeeded")
+    await cli(tmp_path, *s, "schedule", "cli-echo", "--payload", payload(tmp_path, "c"))
+    r = await cli(tmp_path, "-v", *s, "run-once", "cli_calls:CALLS")
+    assert "succeeded in" in r.err
+    assert "(attempt 1, identifier None, due " in r.err
 
 
 # -- passwords --------------------------------------------------------------------------
@@ -785,6 +872,63 @@ async def test_postgres_store(tmp_path: Path) -> None:
             await cli(tmp_path, "--store", short, "--schema", schema, "list", "--json")
         ).json()
         assert listed == []
+    finally:
+        with trio.CancelScope(shield=True):
+            await drop_schema(schema)
+
+
+@pytest.mark.postgres
+async def test_postgres_missing_schema_and_pool_size(tmp_path: Path) -> None:
+    from pg_support import admin_fetch, drop_schema, pg_dsn, random_schema, require_postgres
+
+    require_postgres()
+    schema = random_schema()
+    pg = ("--store", pg_dsn(), "--schema", schema)
+
+    async def schema_exists() -> bool:
+        return bool(await admin_fetch("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema))
+
+    try:
+        # Commands and a worker without --create: an error, and no schema afterwards.
+        for args in (["list"], ["stats"], ["dead-letters", "list"], ["schedule", "cli-echo"]):
+            r = await cli(tmp_path, *pg, *args, rc=1)
+            assert r.err == (
+                f"futurecalls: error: no trio_futurecalls store at schema '{schema}' of "
+                f"{pg_dsn()}; run `futurecalls migrate`\n"
+            )
+        r = await cli(tmp_path, *pg, "run-once", "cli_calls:CALLS", rc=1)
+        assert "run `futurecalls migrate` (or pass --create)" in r.err
+        assert not await schema_exists()
+        # run-once --create creates it; its pool is sized by itself: never too small for
+        # its limit. (Whether the server has room for it depends on the other clients
+        # of this shared server at that moment: the store may say so.)
+        r = await cli(tmp_path, *pg, "run-once", "cli_calls:CALLS", "--create")
+        assert await schema_exists()
+        assert "is too small for max_concurrent" not in r.err, r.err
+        # The worker: max_concurrent + 2 (the default limit lowered if the server has
+        # no room for it, and said), or --pool-size; no warning either way.
+        # (The pool is checked before the worker says it started: the log up to that
+        # line holds any pool advice.)
+        for options, pool in (
+            (["--max-concurrent", "5"], "7"),
+            (["--max-concurrent", "7", "--pool-size", "9"], "9"),
+        ):
+            async with Worker(tmp_path, "worker", "cli_calls:CALLS", *pg, *options) as w:
+                log = await w.wait_log("worker started")
+                assert f", pool {pool}, " in log, log
+                assert "is too small for max_concurrent" not in log, log
+                w.signal(signal.SIGINT)
+                assert await w.exit_code(within=15) == 0
+        async with Worker(tmp_path, "worker", "cli_calls:CALLS", *pg) as w:
+            log = await w.wait_log("worker started")
+            assert "is too small for max_concurrent" not in log, log
+            match = re.search(r"max_concurrent (\d+), pool (\d+),", log)
+            assert match, log
+            assert int(match[2]) == int(match[1]) + 2
+            if match[1] != "100":
+                assert f"max_concurrent {match[1]} (not 100): the PostgreSQL server has room" in log
+            w.signal(signal.SIGINT)
+            assert await w.exit_code(within=15) == 0
     finally:
         with trio.CancelScope(shield=True):
             await drop_schema(schema)

@@ -184,6 +184,25 @@ def test_bad_payload_type_fails_at_class_definition() -> None:
         type("Bad", (FutureCall,), {"name": "bad", "payload_type": dict})
 
 
+def test_an_invoke_that_is_not_async_fails_at_class_definition() -> None:
+    def invoke(self: object, session: object, payload: object) -> None:
+        pass
+
+    with pytest.raises(InvalidArgumentError, match=r"Bad\.invoke must be an `async def`"):
+        type("Bad", (FutureCall,), {"name": "bad", "invoke": invoke})
+    with pytest.raises(InvalidArgumentError, match="async def"):
+        type("Bad", (FutureCall,), {"name": "bad", "invoke": staticmethod(invoke)})
+
+    async def good(self: object, session: object, payload: object) -> None:
+        pass
+
+    # Subclasses of a good class, and classes that set no invoke of their own (a
+    # THREAD/PROCESS class implements `run` instead), are left alone.
+    base = type("Good", (FutureCall,), {"name": "good", "invoke": good})
+    type("Sub", (base,), {"name": "sub"})
+    type("NoInvoke", (FutureCall,), {"name": "no-invoke"})
+
+
 async def test_bad_scheduler_arguments() -> None:
     store = MemoryStore()
     for limit in (0, -5, 2.5, "10"):

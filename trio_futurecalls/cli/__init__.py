@@ -6,12 +6,13 @@ handling and exit codes live here; everything else is a call into the library.
 Exit codes: 0 success; 1 runtime error (store unreachable, failed calls in
 ``run-once``...); 2 usage error (bad arguments, URL, JSON, time, duration, name);
 128 + signal number when a worker is stopped by a second signal (running calls
-cancelled at once).
+cancelled at once); 141 (128 + SIGPIPE) when stdout closed early (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -46,8 +47,27 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return list(group_leaves(exc)) if isinstance(exc, BaseExceptionGroup) else [exc]
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``futurecalls list | head``): no traceback, no
+    error message (the output was wanted only in part), and no second error when
+    Python flushes stdout at exit. Exit 128 + SIGPIPE, as ``cat`` or ``yes`` would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``futurecalls`` console script; returns the exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is seen here
+    except BrokenPipeError:
+        return _stdout_closed()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # No password of the store's URL or connection string, or of the metrics URL,
@@ -63,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         leaves = _leaves(caught)
         known = [e for e in leaves if isinstance(e, UsageError | FutureCallsError)]
         exc = leaves[0] if len(leaves) == 1 else (known[0] if known else caught)
+        if isinstance(exc, BrokenPipeError):
+            raise exc from None
         if isinstance(exc, KeyboardInterrupt):
             _error("interrupted", hide)
             return 130

@@ -11,7 +11,7 @@ import argparse
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
-from .. import FutureCallsError, NewCall, Store, list_pending, open_store, queue_lengths
+from .. import FutureCallsError, NewCall, Store, list_pending, queue_lengths
 from .._cancels import cancel_call, cancel_identifier_calls
 from .._open_store import parse_store_url
 from .._options import utc_now
@@ -24,18 +24,30 @@ from .._validate import (
     check_unique_key,
 )
 from ._arguments import checked, due_time, parse_payload, parse_time
-from ._output import iso, json_or_text, print_json, print_table, shorten
+from ._known_names import check_known_name
+from ._output import (
+    ago,
+    iso,
+    iso_seconds,
+    json_or_text,
+    last_line,
+    print_json,
+    print_table,
+    relative,
+    shorten,
+)
 from ._scrape import stats_from_metrics
+from ._store import open_cli_store
 
 
 def store_of(args: argparse.Namespace) -> AbstractAsyncContextManager[Store]:
-    """The store of ``--store``; ``--schema`` applies to PostgreSQL only."""
-    postgres = parse_store_url(args.store).kind == "postgres"
-    return open_store(args.store, **({"schema": args.schema} if postgres else {}))
+    """The store of ``--store`` (``--schema``, ``--pool-size`` for PostgreSQL), which
+    must exist: no command but ``migrate`` (and ``worker --create``) creates one."""
+    return open_cli_store(args)
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
-    async with store_of(args) as store:
+    async with open_cli_store(args, create=True) as store:
         postgres = parse_store_url(args.store).kind == "postgres"
         where = f"schema {args.schema!r} of " if postgres else ""
         print(f"migrated: {where}{redact(args.store)} is up to date ({type(store).__name__})")
@@ -63,6 +75,8 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
         after=tuple(args.after),
     )
     async with store_of(args) as store:
+        if not args.allow_unknown:
+            await check_known_name(store, name)
         (call_id,) = await store.schedule([new_call])
     print(call_id)
     return 0
@@ -82,6 +96,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
             due_before=due_before,
             limit=args.limit,
         )
+    now = datetime.now(UTC)
     if args.json:
         print_json(
             [
@@ -104,6 +119,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
             [
                 "ID",
                 "NAME",
+                "DUE",
                 "DUE AT",
                 "PRIORITY",
                 "IDENTIFIER",
@@ -115,7 +131,8 @@ async def cmd_list(args: argparse.Namespace) -> int:
                 [
                     c.id,
                     c.name,
-                    iso(c.due_at),
+                    relative(c.due_at, now),
+                    iso_seconds(c.due_at),
                     c.priority,
                     c.identifier,
                     c.unique_key,
@@ -196,10 +213,19 @@ async def cmd_dead_list(args: argparse.Namespace) -> int:
             ]
         )
     else:
+        # The error's last line: a traceback ends with the exception and its message.
+        now = datetime.now(UTC)
         print_table(
-            ["ID", "CALL ID", "NAME", "FAILED AT", "ATTEMPTS", "ERROR"],
+            ["ID", "CALL ID", "NAME", "FAILED", "ATTEMPTS", "ERROR"],
             (
-                [d.id, d.call_id, d.name, iso(d.failed_at), d.attempts, shorten(redact(d.error))]
+                [
+                    d.id,
+                    d.call_id,
+                    d.name,
+                    ago(d.failed_at, now),
+                    d.attempts,
+                    last_line(redact(d.error)),
+                ]
                 for d in letters
             ),
         )

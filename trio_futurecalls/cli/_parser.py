@@ -39,6 +39,7 @@ from ._dashboard import cmd_dashboard
 from ._limits import cmd_limits_list, cmd_limits_remove, cmd_limits_set
 from ._pause import cmd_pause, cmd_resume
 from ._recurring import cmd_recurring_add, cmd_recurring_cancel, cmd_recurring_list
+from ._unknown import cmd_unknown_dead_letter, cmd_unknown_list
 from ._worker import cmd_run_once, cmd_worker
 from ._workers import cmd_workers
 
@@ -87,6 +88,15 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="NAME",
         default=default(DEFAULT_SCHEMA),
         help=f"PostgreSQL schema of the store (default: {DEFAULT_SCHEMA})",
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=positive_int,
+        default=default(None),
+        metavar="N",
+        help="PostgreSQL connection pool size (default: a worker's is its "
+        "--max-concurrent + 2, capped by what the server has room for; other "
+        "commands use 3); ignored by other stores",
     )
     parser.add_argument(
         "-v",
@@ -148,6 +158,19 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
         help="default delivery of classes that do not set their own: delete the row when "
         "the call starts, or lease it until the call finishes (default: at-most-once)",
     )
+    parser.add_argument(
+        "--create",
+        action="store_true",
+        help="create the store (SQLite file, PostgreSQL schema) if there is none, as "
+        "`futurecalls migrate` does (default: a missing store is an error)",
+    )
+    parser.add_argument(
+        "--no-call-log",
+        dest="call_log",
+        action="store_false",
+        help="no INFO line per finished call (name, id, outcome, run time); warnings "
+        "and errors, and calls lost at shutdown, are still logged",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,10 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "schedule",
-        "Schedule a call by name (no import of its class); prints its id.",
+        "Schedule a call by name (no import of its class), due now unless --at or --in; "
+        "prints its id.",
     )
     p.add_argument("name", metavar="NAME", help="the call class's name")
     p.add_argument("--payload", metavar="JSON", default="null", help="JSON payload (default null)")
+    p.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="schedule NAME even though no live worker registered it (by default that is "
+        "refused once workers are registered in the store; with none, it is a warning)",
+    )
     p.add_argument("--identifier", metavar="X", help="optional, non-unique identifier")
     p.add_argument(
         "--unique-key",
@@ -196,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0: the CLI does not import the class, so its priority does not apply)",
     )
     _after_option(p)
-    _when_options(p, required=True, what="due")
+    _when_options(p, required=False, what="due (default: now)")
     p.set_defaults(run=cmd_schedule)
 
     p = command("list", "List pending calls, earliest due first.")
@@ -332,6 +362,42 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--all", action="store_true", help="every dead letter")
     d.set_defaults(run=cmd_dead_purge)
 
+    p = command(
+        "unknown-calls",
+        "Pending calls whose name no live worker (or MODULE:ATTR) runs: list them, or "
+        "move the due ones to dead letters.",
+        epilog="The known names are those of --calls MODULE:ATTR, else those the live "
+        "workers registered (`futurecalls workers`); with neither, exit 1.",
+    )
+    unknown = p.add_subparsers(dest="unknown_command", metavar="ACTION", required=True)
+    for action_name, action_help, run in (
+        ("list", "List them, earliest due first.", cmd_unknown_list),
+        (
+            "dead-letter",
+            "Move the due ones (all, or those of --name) to dead letters; prints how many.",
+            cmd_unknown_dead_letter,
+        ),
+    ):
+        u = unknown.add_parser(
+            action_name, help=action_help, description=action_help, parents=[common]
+        )
+        u.add_argument(
+            "--calls",
+            metavar="MODULE:ATTR",
+            help="the known classes, imported (default: the names live workers registered)",
+        )
+        if action_name == "list":
+            u.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        else:
+            u.add_argument(
+                "--name",
+                action="append",
+                default=None,
+                metavar="NAME",
+                help="only this name (repeat for several)",
+            )
+        u.set_defaults(run=run)
+
     p = command("recurring", "Add, list and cancel recurring schedules.")
     recurring = p.add_subparsers(dest="recurring_command", metavar="ACTION", required=True)
 
@@ -387,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep",
         action="store_true",
         help="if a schedule with this key exists, keep it as it is (do not replace it)",
+    )
+    r.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="add it even though no live worker registered NAME (as for schedule)",
     )
     r.add_argument("--identifier", metavar="X", help="optional identifier of every run")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")

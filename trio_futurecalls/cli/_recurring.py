@@ -19,6 +19,7 @@ from .._recurring import build_schedule
 from .._validate import check_recurring_key
 from ._arguments import checked, parse_duration, parse_payload, parse_time
 from ._commands import store_of
+from ._known_names import check_known_name
 from ._output import iso, json_or_text, print_json, print_table
 
 
@@ -107,6 +108,8 @@ async def cmd_recurring_add(args: argparse.Namespace) -> int:
 
     info: RecurringInfo = checked(build, args.name)
     async with store_of(args) as store:
+        if not args.allow_unknown:
+            await check_known_name(store, info.name)
         stored = await store.put_recurring(info, not args.keep)
     if stored.overlap == "skip":
         print(

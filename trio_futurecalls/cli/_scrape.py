@@ -107,6 +107,16 @@ def _metrics_table(text: str) -> dict[str, dict[str, float]]:
     return dict(sorted(out.items()))
 
 
+def _json_value(key: str, value: float) -> float | int | None:
+    """A sample as JSON: counts as integers (Prometheus sends every value as a float),
+    averages as floats; NaN and infinity (not JSON) as null (an unlimited limit)."""
+    if not math.isfinite(value):
+        return None
+    if not key.startswith("avg_") and value == int(value):
+        return int(value)
+    return value
+
+
 def _cell(value: float | None) -> str:
     if value is None:
         return "-"
@@ -123,7 +133,9 @@ async def stats_from_metrics(url: str, *, as_json: bool) -> int:
     # password.
     table = {redact(name): row for name, row in _metrics_table(text).items()}
     if as_json:
-        print_json(table)
+        print_json(
+            {name: {k: _json_value(k, v) for k, v in row.items()} for name, row in table.items()}
+        )
         return 0
     columns = [
         "started",

@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any
 
@@ -21,14 +23,35 @@ from .. import (
     FutureCall,
     FutureCallsError,
     SchedulerStatistics,
+    Store,
     open_scheduler,
     run_due_calls,
 )
+from .._call_end_log import CALL_END_LOGGER
 from .._redact import redact
 from ._arguments import NOT_GIVEN, UsageError
-from ._commands import store_of
+from ._store import Sizing, open_cli_store, worker_sizing
 
 _log = logging.getLogger("trio_futurecalls.cli")
+
+
+class CallsImportError(FutureCallsError):
+    """Importing the module of ``MODULE:ATTR`` raised (exit code 1)."""
+
+
+def _import_failure(module_name: str, exc: Exception) -> str:
+    """What went wrong importing ``module_name``: the error, where it was raised (the
+    innermost line of the user's code), and how to see the whole traceback."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        place = f" at {exc.filename}:{exc.lineno}"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in frames if "importlib" not in f.filename]
+        place = f" at {ours[-1].filename}:{ours[-1].lineno}" if ours else ""
+    return (
+        f"importing module {module_name!r} raised {type(exc).__name__}: {exc}{place} "
+        "(run with -v for the traceback)"
+    )
 
 
 def load_calls(spec: str) -> list[type[FutureCall]]:
@@ -46,7 +69,9 @@ def load_calls(spec: str) -> list[type[FutureCall]]:
             module_name == exc.name or module_name.startswith(exc.name + ".")
         ):
             raise UsageError(f"cannot import module {module_name!r}: {exc}") from None
-        raise
+        raise CallsImportError(_import_failure(module_name, exc)) from exc
+    except Exception as exc:  # the user's module raised (or has a syntax error)
+        raise CallsImportError(_import_failure(module_name, exc)) from exc
     value: object = module
     for part in attr.split("."):
         try:
@@ -71,18 +96,36 @@ def load_calls(spec: str) -> list[type[FutureCall]]:
     return calls
 
 
-def _scheduler_options(args: argparse.Namespace) -> dict[str, Any]:
+def _scheduler_options(args: argparse.Namespace, sizing: Sizing) -> dict[str, Any]:
     options: dict[str, Any] = {
         "grace_period": args.grace,
         "default_delivery": Delivery(args.delivery.replace("-", "_")),
     }
-    if args.max_concurrent is not NOT_GIVEN:
-        options["max_concurrent"] = args.max_concurrent
+    if sizing.max_concurrent is not NOT_GIVEN:
+        options["max_concurrent"] = sizing.max_concurrent
     return options
+
+
+async def _sizing(args: argparse.Namespace) -> Sizing:
+    """The pool and global limit (``_store.py``); logs a limit lowered to fit, and
+    switches the line per finished call."""
+    if not args.call_log:
+        logging.getLogger(CALL_END_LOGGER).setLevel(logging.WARNING)
+    sizing = await worker_sizing(args, args.create)
+    if sizing.note:
+        _log.info("%s", sizing.note)
+    return sizing
+
+
+def _store(args: argparse.Namespace, sizing: Sizing) -> AbstractAsyncContextManager[Store]:
+    # (Migrating again what the first opening of worker_sizing created does nothing.)
+    create: bool = args.create
+    return open_cli_store(args, create=create, pool_size=sizing.pool_size)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
     classes = load_calls(args.calls)
+    sizing = await _sizing(args)
     serve_metrics: Callable[..., Awaitable[None]] | None = None
     if args.metrics_port is not None:
         try:
@@ -113,7 +156,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
                         return
 
             top.start_soon(watch_signals)
-            await _run_worker(args, classes, first_signal, serve_metrics)
+            await _run_worker(args, classes, sizing, first_signal, serve_metrics)
             top.cancel_scope.cancel()
     if forced:
         _log.info("worker stopped: running calls were cancelled")
@@ -124,13 +167,14 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 async def _run_worker(
     args: argparse.Namespace,
     classes: list[type[FutureCall]],
+    sizing: Sizing,
     stop: trio.Event,
     serve_metrics: Callable[..., Awaitable[None]] | None,
 ) -> None:
     # The metrics server's nursery is outside the scheduler's block, so that a server
     # that cannot start surfaces as its own error, and is stopped after the drain.
-    async with store_of(args) as store, trio.open_nursery() as nursery:
-        options = _scheduler_options(args)
+    async with _store(args, sizing) as store, trio.open_nursery() as nursery:
+        options = _scheduler_options(args, sizing)
         async with open_scheduler(store, classes, execute=args.execute, **options) as sched:
             metrics = ""
             if serve_metrics is not None:
@@ -143,12 +187,15 @@ async def _run_worker(
                     ) from None
                 metrics = f", metrics on http://{host}:{port}/metrics"
             limit = "unlimited" if sched.max_concurrent is None else sched.max_concurrent
+            pool = "" if sizing.pool_size is None else f", pool {sizing.pool_size}"
             _log.info(
-                "worker started (pid %d): store %s, calls %s, max_concurrent %s, grace %.3g s%s%s",
+                "worker started (pid %d): store %s, calls %s, max_concurrent %s%s, grace "
+                "%.3g s%s%s",
                 os.getpid(),
                 redact(args.store),
                 ", ".join(sorted(sched.call_classes)),
                 limit,
+                pool,
                 args.grace,
                 "" if args.execute else ", scheduling only (--no-execute)",
                 metrics,
@@ -178,7 +225,8 @@ def _outcomes(c: ClassStatistics) -> str:
 
 async def cmd_run_once(args: argparse.Namespace) -> int:
     classes = load_calls(args.calls)
-    async with store_of(args) as store:
-        stats = await run_due_calls(store, classes, **_scheduler_options(args))
+    sizing = await _sizing(args)
+    async with _store(args, sizing) as store:
+        stats = await run_due_calls(store, classes, **_scheduler_options(args, sizing))
     print(_summary(stats))
     return 1 if stats.total.failed or stats.total.cancelled else 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from ..._errors import StoreError
+from ..._errors import StoreError, StoreNotFoundError
 from .._sql import migrations
 from ._errors import bridge
 from ._schema import in_schema, schema_queries
@@ -91,6 +91,11 @@ async def check_current(loop: Any, pool: asyncpg.Pool, schema: str, acquire_time
     """
     version = await bridge(loop, "schema version", _aio_version, pool, schema, acquire_timeout)
     wanted = len(migrations("postgres"))
+    if version == 0:  # no version table: never migrated (the schema may not exist)
+        raise StoreNotFoundError(
+            f"no trio_futurecalls store in schema {schema!r}: create it first "
+            "(futurecalls migrate, or open the store with migrate=True)"
+        )
     if version != wanted:
         raise StoreError(
             f"schema {schema!r} is at version {version} but this library needs {wanted}: "
