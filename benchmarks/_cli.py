@@ -195,14 +195,16 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
         return f"schedule_many(), {key}", "calls/s", targets.SCHEDULE_BATCH_RATE.get(store)
     if workload == "cpu":
         cpu_calls = f"{CPU_CALLS} calls of {CPU_SECONDS:g} s CPU, limit {CPU_LIMIT}"
+        how = key.rsplit(maxsplit=1)[0] if not key.endswith("/ TASK") else key
         if key.endswith("seconds"):
-            return f"{cpu_calls}: all done, {key.split()[0]}", "s", None
-        if key == "PROCESS / TASK":
-            return f"{cpu_calls}: PROCESS time / TASK time", "x", targets.CPU_PROCESS_OF_TASK
+            return f"{cpu_calls}: all done, {how}", "s", None
+        if key.endswith("/ TASK"):
+            target = targets.CPU_PROCESS_OF_TASK if key == "PROCESS / TASK" else None
+            return f"{cpu_calls}: {key.replace('/ TASK', 'time / TASK time')}", "x", target
         return (
-            f"tiny async calls' start - due p99 meanwhile, {key.split()[0]}",
+            f"tiny async calls' start - due p99 meanwhile, {key.removesuffix(' tiny p99')}",
             "ms",
-            targets.CPU_TINY_P99_MS if key.startswith("PROCESS") else None,
+            targets.CPU_TINY_P99_MS if key == "PROCESS tiny p99" else None,
         )
     raise AssertionError((workload, key))
 

@@ -28,7 +28,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
@@ -117,6 +117,18 @@ def fails_for_good(failure: BaseException, no_retry_on: tuple[type[BaseException
         _, rest = failure.split(no_retry_on)
         return rest is None
     return isinstance(failure, no_retry_on)
+
+
+def process_workers(classes: Iterable[Any], max_processes: int) -> int:
+    """How many worker processes the ``Executor.PROCESS`` classes among ``classes``
+    may use at once (their ``max_concurrent`` added up; unlimited or adaptive: the
+    pool), at most ``max_processes``."""
+    total = 0
+    for cls in classes:
+        if cls.executor is Executor.PROCESS:
+            limit = cls.max_concurrent
+            total += limit if isinstance(limit, int) else max_processes
+    return min(total, max_processes)
 
 
 class Executors:
@@ -211,6 +223,27 @@ class Executors:
                 for_good=False,
             ) from None
         return result
+
+    async def start_processes(self, count: int) -> None:
+        """Start ``count`` worker processes (at most the pool's size) ahead of the
+        first calls, so that no call waits for a worker to start (nor has its
+        ``timeout`` count that). Each holds a pool slot while it starts: a call that
+        comes meanwhile takes the first one ready. A worker that cannot start is
+        logged; calls start theirs as they need them."""
+        count = min(count, int(self.processes.total_tokens))
+        try:
+            context = await self._process_context()
+            async with trio.open_nursery() as nursery:
+                for _ in range(count):
+                    nursery.start_soon(self._start_one, context, count)
+        except Exception as exc:  # whatever spawning raised: the calls will try again
+            _log.warning("could not start worker processes ahead of calls: %r", exc)
+
+    async def _start_one(self, context: Any, count: int) -> None:
+        async with self.processes:
+            alive = context.statistics()
+            if alive.idle_workers + alive.running_workers < count:  # calls started some
+                await context.run_sync(_ready, kill_on_cancel=True, limiter=_HELD)
 
     async def run_in_process(
         self, cls: type[Any], info: CallInfo, payload: str, on_start: Callable[[], None]

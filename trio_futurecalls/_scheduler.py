@@ -57,7 +57,7 @@ from ._errors import (
     UnregisteredCallError,
 )
 from ._execution import Execution
-from ._executors import Executors
+from ._executors import Executors, process_workers
 from ._leases import LeaseKeeper
 from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall, WorkerInfo
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
@@ -117,6 +117,9 @@ class Scheduler:
         self._adaptive = AdaptiveLimits(self._slots, options.max_concurrent, limits)
         self._running = RunningCalls()
         self._executors = Executors(options.max_threads, options.max_processes)
+        #: Worker processes the PROCESS classes may use at once, started with the
+        #: scheduler (to_process alone starts its workers on first use).
+        self._process_workers = process_workers(self._registry.values(), options.max_processes)
         self._execution = execution = Execution(
             store=store,
             clock=self._clock,
@@ -598,6 +601,12 @@ class Scheduler:
                     # Registered before anything is claimed; deregistered when the
                     # keeper nursery is cancelled, once every call has ended.
                     await keeper.start(self._presence.run, name="futurecalls-presence")
+                    if self._process_workers:
+                        keeper.start_soon(
+                            self._executors.start_processes,
+                            self._process_workers,
+                            name="futurecalls-processes",
+                        )
                 async with trio.open_nursery() as calls:
                     async with trio.open_nursery() as control:
                         if self._options.execute:

@@ -284,7 +284,7 @@ async def test_cancel_of_a_running_process_call_kills_its_worker(tmp_path: Path)
         await wait_for(lambda: s.statistics().classes["napper"].cancelled == 1)
         pid = read(tmp_path / "n")["pid"]
         await wait_for(lambda: not alive(pid))
-        assert s.statistics().processes.busy == 0
+        await wait_for(lambda: s.statistics().processes.busy == 0)
     assert await store.dead_letters() == []
 
 
@@ -433,3 +433,37 @@ async def test_shutdown_abandons_a_stuck_thread_call_after_grace() -> None:
         assert s.statistics().threads.abandoned == 1
     finally:
         release.set()
+
+
+async def test_worker_processes_start_with_the_scheduler(tmp_path: Path) -> None:
+    """PROCESS classes that may run 2 calls at once: 2 workers start with the
+    scheduler, so the first calls wait for no worker (nor do their timeouts count
+    its start-up), and every call runs in one of those two."""
+    async with open_scheduler(MemoryStore(), [Crunch], max_processes=2) as s:
+        executors = s._executors  # (private: the test looks inside the pool)
+        await wait_for(
+            lambda: (
+                executors._context is not None and executors._context.statistics().idle_workers == 2
+            )
+        )
+        # (trio-parallel's cache of idle workers: a deque of workers, each a process)
+        started = {worker.proc.pid for worker in executors._context._worker_cache}
+        assert len(started) == 2
+        await s.schedule_many(
+            [(Crunch, {"n": 10, "out": str(tmp_path / f"c{i}")}, 0) for i in range(4)]
+        )
+        await wait_for(lambda: s.statistics().classes["crunch"].succeeded == 4)
+    assert {read(tmp_path / f"c{i}")["pid"] for i in range(4)} <= started
+
+
+async def test_no_worker_process_starts_without_process_classes() -> None:
+    class Plain(FutureCall):
+        name = "plain"
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            pass
+
+    async with open_scheduler(MemoryStore(), [Plain]) as s:
+        await s.schedule(Plain, None)
+        await wait_for(lambda: s.statistics().classes["plain"].succeeded == 1)
+        assert s._executors._context is None
