@@ -17,7 +17,13 @@ import pytest
 import trio
 import trio.testing
 
-from trio_futurecalls import FutureCall, InvalidArgumentError, MemoryStore, open_scheduler
+from trio_futurecalls import (
+    Adaptive,
+    FutureCall,
+    InvalidArgumentError,
+    MemoryStore,
+    open_scheduler,
+)
 from trio_futurecalls.dashboard import dashboard_app, serve_dashboard
 from trio_futurecalls.testing import trio_wall_clock
 
@@ -81,6 +87,26 @@ async def test_overview_over_a_scheduler(autojump_clock: trio.testing.MockClock)
     assert "Running in this process" in call
     assert "held" in call
     assert f'<a href="/calls/{blocked}">{blocked}</a>' in workers
+
+
+async def test_an_adaptive_limit_shows_the_limit_in_force(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Tuned(FutureCall):
+        name = "tuned"
+        max_concurrent = Adaptive(min=2, max=8)
+
+        async def invoke(self, session: Any, payload: Any) -> None:
+            pass
+
+    async with open_scheduler(
+        MemoryStore(), [Tuned], clock=trio_wall_clock(), max_concurrent=Adaptive(3, 50)
+    ) as scheduler:
+        transport = httpx.ASGITransport(app=dashboard_app(scheduler))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            html = (await c.get("/")).text
+    assert re.search(r'data-class="tuned">.*?<td>2 \(adaptive, max 8\)</td>', html, re.S)
+    assert "global limit <b>3 (adaptive, max 50)</b>" in html
 
 
 async def test_serve_dashboard_on_a_socket() -> None:

@@ -79,6 +79,14 @@ def _limit_text(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
 
 
+def _current_limit_text(stat: ClassStatistics) -> str:
+    """The limit in force; an adaptive one (``current_limit`` below its
+    ``max_concurrent``) with its ceiling: ``"16 (adaptive, max 64)"``."""
+    if stat.current_limit != stat.max_concurrent and stat.current_limit is not None:
+        return f"{stat.current_limit} (adaptive, max {_limit_text(stat.max_concurrent)})"
+    return _limit_text(stat.max_concurrent)
+
+
 def _worker_limits(workers: Iterable[WorkerInfo]) -> tuple[dict[str, set[str]], set[str]]:
     """Per class, the limits the live workers registered; and their global limits."""
     classes: dict[str, set[str]] = {}
@@ -119,7 +127,7 @@ async def overview(source: Source, now: datetime) -> Overview:
         snapshot = source.scheduler.statistics()
         stats = snapshot.classes
         running = snapshot.running
-        global_limit = _limit_text(snapshot.max_concurrent)
+        global_limit = _current_limit_text(snapshot.total)
     else:
         running = sum(w.running for w in workers)
         global_limit = _sorted_limits(_worker_limits(workers)[1]) or "—"
@@ -138,7 +146,7 @@ async def overview(source: Source, now: datetime) -> Overview:
         queue = queues.get(name)
         stat = stats.get(name)
         if stat is not None:
-            local = _limit_text(stat.max_concurrent)
+            local = _current_limit_text(stat)
         else:
             local = _sorted_limits(registered.get(name, set())) or "—"
         limit = " · ".join([local, *cluster_text.get(name, [])])
