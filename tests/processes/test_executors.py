@@ -8,17 +8,16 @@ against a hang, not speed targets.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from executor_calls import Crunch, Failing, Napper, Point, Sleeper, Typed, burn, pid_and_sum
+from executor_checks import alive, read, wait_for
 
 from trio_futurecalls import (
     CancelOutcome,
@@ -34,30 +33,6 @@ from trio_futurecalls import (
     open_scheduler,
 )
 from trio_futurecalls.metrics import SchedulerCollector
-
-
-async def wait_for(condition: Callable[[], bool], limit: float = 30.0) -> None:
-    """Poll ``condition`` until true (a hang fails the test after ``limit`` s): what
-    it waits for happens in threads and processes, which no Trio event reports."""
-    with trio.fail_after(limit):
-        while not condition():  # noqa: ASYNC110
-            await trio.sleep(0.01)
-
-
-def read(path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(path.read_text())
-    return result
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A killed child not yet reaped by its parent is a zombie: dead for our purpose.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
-
 
 # -- threads ----------------------------------------------------------------------
 

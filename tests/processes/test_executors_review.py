@@ -10,12 +10,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from executor_checks import alive, wait_for
 from executor_review_calls import Doze, Exits, getpid
 
 from trio_futurecalls import (
@@ -29,23 +29,6 @@ from trio_futurecalls import (
     open_scheduler,
     run_due_calls,
 )
-
-
-def alive(pid: int) -> bool:
-    """Not dead nor a zombie (a killed child not yet reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
-
-
-async def wait_for(condition: Callable[[], bool], limit: float = 30.0) -> None:
-    """Poll ``condition`` until true (a hang fails the test after ``limit`` s)."""
-    with trio.fail_after(limit):
-        while not condition():  # noqa: ASYNC110
-            await trio.sleep(0.01)
 
 
 async def test_a_thread_call_waiting_for_a_thread_at_shutdown_goes_back() -> None:
