@@ -60,7 +60,10 @@ def test_durations(seconds: float | None, text: str) -> None:
 
 
 def test_last_line_of_an_error() -> None:
-    assert last_line("Traceback:\n  File x\nValueError: bad\n\n") == "ValueError: bad"
+    traceback_text = 'Traceback (most recent call last):\n  File "x", line 1\nValueError: bad\n\n'
+    assert last_line(traceback_text) == "ValueError: bad"
+    # A message the library wrote: its first line (the CLI's wording too).
+    assert last_line("timed out after 5 s\nwhile stopping...") == "timed out after 5 s ..."
     assert last_line("") == ""
     assert last_line("  \n ") == ""
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
 from .. import MAX_PAYLOAD_DEPTH
+from .._human import ago as ago
+from .._human import iso_seconds as iso_seconds
+from .._human import last_line as last_line
+from .._human import relative as relative
+from .._human import span as span
 
 _STANDARD_RECORD_FIELDS: Final = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
@@ -121,61 +125,3 @@ def _within_depth(value: object) -> bool:
 
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
-
-
-def iso_seconds(value: datetime) -> str:
-    """An exact time for a table cell: UTC, to the second."""
-    return value.astimezone(UTC).replace(microsecond=0).isoformat()
-
-
-def span(seconds: float) -> str:
-    """A length of time as people say it, in one unit, rounded: ``45 s``, ``5 min``,
-    ``3 h``, ``2 d`` (days from 48 h on)."""
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if round(seconds) >= size * (2 if unit == "d" else 1):
-            return f"{round(seconds / size)} {unit}"
-    return f"{round(seconds)} s"
-
-
-def relative(when: datetime, now: datetime) -> str:
-    """A due time relative to ``now``: ``in 5 min``, ``3 h overdue``, ``now``."""
-    seconds = (when - now).total_seconds()
-    if abs(seconds) < 1:
-        return "now"
-    return f"in {span(seconds)}" if seconds > 0 else f"{span(seconds)} overdue"
-
-
-def ago(when: datetime, now: datetime) -> str:
-    """A past time relative to ``now``: ``5 min ago`` (``in 2 s`` if clocks differ)."""
-    seconds = (now - when).total_seconds()
-    if abs(seconds) < 1:
-        return "now"
-    return f"{span(seconds)} ago" if seconds > 0 else f"in {span(seconds)}"
-
-
-#: A traceback's exception line (``ValueError: ...``, ``mod.CustomError``), once the
-#: indentation and the ``|`` of an exception group's frames are stripped.
-_EXCEPTION_LINE: Final = re.compile(
-    r"^(?:\w+\.)*[A-Za-z_]\w*(?:Error|Exception|Group|Exit|Interrupt|Cancelled|Warning)"
-    r"(?::.*)?$"
-)
-
-
-def last_line(text: str, width: int = 80) -> str:
-    """One table cell for an error: the last exception line of a traceback (the
-    error that ended the call, with the first line of its message); the first line
-    of a message the library wrote (``timed out after 5 s ...``); at most ``width``
-    characters."""
-    lines = [line.strip().lstrip("|").strip() for line in text.strip().splitlines()]
-    lines = [line for line in lines if line]
-    found = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
-    if lines and "Traceback (most recent call last)" not in lines[0]:
-        line = lines[0] + (" ..." if len(lines) > 1 else "")
-    elif found:
-        line = lines[found[-1]]
-        if found[-1] + 1 < len(lines) and not lines[found[-1] + 1].startswith("+"):
-            line += " ..."  # the message goes on
-    else:
-        line = lines[-1] if lines else ""
-    return line if len(line) <= width else line[: width - 3] + "..."

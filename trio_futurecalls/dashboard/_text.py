@@ -10,18 +10,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from .._human import last_line as _last_line
+from .._human import span
+
 __all__ = ["ago", "due_text", "duration", "exact", "last_line", "pretty_json", "until"]
-
-
-def _amount(seconds: float) -> str:
-    """``seconds`` (not negative) as one rounded unit: 40 s, 5 min, 3 h, 2 d."""
-    if seconds < 59.5:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 59.5 * 60:
-        return f"{round(seconds / 60)} min"
-    if seconds < 47.5 * 3600:
-        return f"{round(seconds / 3600)} h"
-    return f"{round(seconds / 86400)} d"
 
 
 def until(when: datetime, now: datetime) -> str:
@@ -29,7 +21,7 @@ def until(when: datetime, now: datetime) -> str:
     seconds = (when - now).total_seconds()
     if abs(seconds) < 1:
         return "now"
-    return f"in {_amount(seconds)}" if seconds > 0 else f"{_amount(-seconds)} ago"
+    return f"in {span(seconds)}" if seconds > 0 else f"{span(-seconds)} ago"
 
 
 def ago(when: datetime, now: datetime) -> str:
@@ -42,7 +34,7 @@ def due_text(due_at: datetime, now: datetime) -> str:
     seconds = (due_at - now).total_seconds()
     if abs(seconds) < 1:
         return "due now"
-    return f"in {_amount(seconds)}" if seconds > 0 else f"{_amount(-seconds)} overdue"
+    return f"in {span(seconds)}" if seconds > 0 else f"{span(-seconds)} overdue"
 
 
 def exact(when: datetime) -> str:
@@ -64,9 +56,9 @@ def duration(seconds: float | None) -> str:
 
 
 def last_line(error: str) -> str:
-    """The last non-blank line of an error text (a traceback's exception line)."""
-    lines = [line for line in error.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+    """The line of an error text that says what ended the call (the CLI's wording;
+    a long one is cut at 200 characters: the call's page has it all)."""
+    return _last_line(error, width=200)
 
 
 def pretty_json(text: str) -> str:
