@@ -144,6 +144,21 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: ${ENV_MAX_CONCURRENT}, else 100)",
     )
     parser.add_argument(
+        "--max-threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="worker threads for Executor.THREAD calls and to_thread (default: 40)",
+    )
+    parser.add_argument(
+        "--max-processes",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="worker processes for Executor.PROCESS calls and to_process (default: the "
+        "CPUs this process may use)",
+    )
+    parser.add_argument(
         "--grace",
         type=duration_seconds,
         default=DEFAULT_GRACE_PERIOD,

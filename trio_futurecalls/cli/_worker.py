@@ -103,6 +103,9 @@ def _scheduler_options(args: argparse.Namespace, sizing: Sizing) -> dict[str, An
     }
     if sizing.max_concurrent is not NOT_GIVEN:
         options["max_concurrent"] = sizing.max_concurrent
+    for pool in ("max_threads", "max_processes"):
+        if getattr(args, pool) is not None:
+            options[pool] = getattr(args, pool)
     return options
 
 
