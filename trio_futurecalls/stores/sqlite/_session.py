@@ -24,8 +24,19 @@ T = TypeVar("T")
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite.session")
 
-#: A PostgreSQL-style placeholder (``$1``), which SQLite reads as a named parameter.
-_NUMBERED: Final = re.compile(r"\$[0-9]")
+#: A PostgreSQL-style placeholder (``$1``), which SQLite reads as a named parameter;
+#: and, matched first so that what they hold is skipped, the parts of SQL where "$1"
+#: is no placeholder: string literals, quoted identifiers and comments.
+_NUMBERED: Final = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)|(\$[0-9])""",
+    re.DOTALL,
+)
+
+
+def _numbered(sql: str) -> bool:
+    """Whether ``sql`` has a ``$1``-style placeholder (outside literals and comments)."""
+    return any(match.group(1) for match in _NUMBERED.finditer(sql))
+
 
 Parameters = Sequence[Any] | Mapping[str, Any]
 
@@ -42,7 +53,7 @@ def parameters(sql: str, args: tuple[Any, ...]) -> Parameters:
     values: Parameters = args
     if len(args) == 1 and isinstance(args[0], list | tuple | Mapping):
         values = args[0]
-    if not isinstance(values, Mapping) and _NUMBERED.search(sql):
+    if not isinstance(values, Mapping) and _numbered(sql):
         return {str(number): value for number, value in enumerate(values, 1)}
     return values
 
