@@ -1,0 +1,45 @@
+"""Review of issue 15: the dashboard over rows another program wrote."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from trio_futurecalls import NewCall, open_sqlite_store
+from trio_futurecalls.dashboard import dashboard_app
+from trio_futurecalls.stores.sqlite._connection import to_micros
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_an_unreadable_dead_letter_does_not_take_the_overview_down(tmp_path: Path) -> None:
+    # One dead-letter row whose error is not UTF-8 (no CHECK can see that): the
+    # dead-letter pages say so, but the overview (and its live fragment) still show
+    # the queues, with the dead letters' count marked unknown.
+    path = tmp_path / "calls.sqlite3"
+    async with open_sqlite_store(path) as store:
+        await store.schedule([NewCall(name="mail", payload="{}", due_at=NOW, scheduled_at=NOW)])
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        at = to_micros(NOW)
+        conn.execute(
+            "INSERT INTO futurecalls_dead_letters (call_id, name, payload, due_at,"
+            " scheduled_at, failed_at, error, attempts)"
+            " VALUES (5, 'bad', '{}', ?, ?, ?, CAST(x'ff' AS TEXT), 0)",
+            (at, at, at),
+        )
+    async with open_sqlite_store(path) as store:
+        app = dashboard_app(store, clock=lambda: NOW)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            for page in ["/", "/overview/fragment"]:
+                r = await c.get(page)
+                assert r.status_code == 200, (page, r.text)
+                assert 'data-class="mail"' in r.text
+                assert 'id="total-dead">?<' in r.text
+            r = await c.get("/dead-letters")
+            assert r.status_code == 503
+            assert "purge_dead_letters([1])" in r.text
