@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import attrs
 
+from .._errors import StoreClosedError, StoreError, StoreUnavailableError
 from .._model import CallInfo, DeadLetter, StoredCall, WorkerInfo
 from .._scheduler import Scheduler
 from .._stats import ClassStatistics
@@ -68,9 +69,11 @@ class Overview:
     running: int
     global_limit: str
     workers: int
-    #: Dead letters, counted up to MAX_ROWS (``dead_letters_capped``: there may be more).
-    dead_letters: int
+    #: Dead letters, counted up to MAX_ROWS (``dead_letters_capped``: there may be more);
+    #: None when a row of them cannot be read (``dead_letters_problem`` says why).
+    dead_letters: int | None
     dead_letters_capped: bool
+    dead_letters_problem: str | None = None
     #: True when the per-class counters come from a scheduler in this process.
     with_scheduler: bool
 
@@ -121,7 +124,16 @@ async def overview(source: Source, now: datetime) -> Overview:
     paused = await store.paused()
     workers = await store.workers(now)
     cluster = await store.cluster_limits()
-    dead = len(await store.dead_letters(limit=MAX_ROWS))
+    dead: int | None = None
+    dead_problem = None
+    try:
+        dead = len(await store.dead_letters(limit=MAX_ROWS))
+    except (StoreUnavailableError, StoreClosedError):
+        raise
+    except StoreError as exc:
+        # A dead-letter row another program wrote that cannot be read: the dead-letter
+        # pages say which (and how to purge it); the queues are still shown here.
+        dead_problem = str(exc)
     stats: dict[str, ClassStatistics] = {}
     if source.scheduler is not None:
         snapshot = source.scheduler.statistics()
@@ -182,7 +194,8 @@ async def overview(source: Source, now: datetime) -> Overview:
         global_limit=global_limit,
         workers=len(workers),
         dead_letters=dead,
-        dead_letters_capped=dead >= MAX_ROWS,
+        dead_letters_capped=dead is not None and dead >= MAX_ROWS,
+        dead_letters_problem=dead_problem,
         with_scheduler=source.scheduler is not None,
     )
 
