@@ -4,8 +4,9 @@ pool the command sized itself.
 * Only ``migrate``, and ``worker``/``run-once`` with ``--create``, create a store (an
   SQLite file, a PostgreSQL schema). Every other command needs one that exists: else
   :class:`NoStoreError` ("no trio_futurecalls store at ...; run `futurecalls migrate`"),
-  and nothing is created by looking (an SQLite file is read through a read-only
-  connection first; a PostgreSQL schema is opened without migrating).
+  an older one is refused (not migrated), and nothing is created by looking (an
+  SQLite file is read through a read-only connection first; a PostgreSQL schema is
+  opened without migrating).
 * The PostgreSQL pool: ``--pool-size`` if given. Else a worker's is ``max_concurrent
   + 2`` (:func:`recommended_pool_size`) capped by what the server has room for (read
   through a first, small opening) less a tenth left to other clients; when the global
@@ -28,10 +29,18 @@ from urllib.parse import quote
 import attrs
 import trio
 
-from .. import ENV_MAX_CONCURRENT, FutureCallsError, Store, StoreNotFoundError, open_store
+from .. import (
+    ENV_MAX_CONCURRENT,
+    FutureCallsError,
+    Store,
+    StoreError,
+    StoreNotFoundError,
+    open_store,
+)
 from .._open_store import parse_store_url
 from .._options import global_limit_from_env
 from .._redact import redact
+from ..stores._sql import migrations
 from ._arguments import NOT_GIVEN
 
 _log = logging.getLogger("trio_futurecalls.cli")
@@ -134,6 +143,14 @@ async def _options(args: argparse.Namespace, create: bool, pool_size: int | None
         version = await trio.to_thread.run_sync(_sqlite_version, target.location)
         if version is None or version == 0:
             raise _no_store(args, create_hint=hasattr(args, "create"))
+        wanted = len(migrations("sqlite"))
+        if 0 < version < wanted:
+            # Opening would migrate it: only migrate (or --create) changes a store, as
+            # on PostgreSQL; workers of the older version may still run on it.
+            raise StoreError(
+                f"the store at {where(args)} is at schema version {version} but this "
+                f"library needs {wanted}: migrate it first (`futurecalls migrate`)"
+            )
     return {}
 
 
