@@ -130,6 +130,8 @@ class SQLiteStore(SQLiteCoordination):
         self._watch: OnDemand | None = None
         #: Set once the current watcher has read its first data_version.
         self._watching = trio.Event()
+        #: The data_version the watcher read last (None: never read).
+        self._data_version: int | None = None
         if recheck_interval is not None:
             self._watch = OnDemand(
                 partial(self._watch_other_connections, recheck_interval), "futurecalls-watch"
@@ -570,7 +572,6 @@ class SQLiteStore(SQLiteCoordination):
             value: int = conn.execute("PRAGMA data_version").fetchone()[0]
             return value
 
-        last: int | None = None
         try:
             while True:
                 try:
@@ -580,10 +581,15 @@ class SQLiteStore(SQLiteCoordination):
                 except StoreError as exc:
                     _log.warning("could not check %s for changes: %s", self.path, exc)
                 else:
-                    # data_version moves only for commits by *other* connections.
+                    # data_version moves only for commits by *other* connections. The
+                    # last one read is kept across runs (same connection): a run that
+                    # follows another (stopped, then wanted again before it ended, so
+                    # that wait_listening did not wait for this one) tells the commits
+                    # made in between.
+                    last = self._data_version
                     if last is not None and current != last:
                         self._listeners.notify(WAKE_NOW)
-                    last = current
+                    self._data_version = current
                     self._watching.set()
                 await trio.sleep(interval)
         finally:
