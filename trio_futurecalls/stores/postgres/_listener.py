@@ -121,7 +121,10 @@ class NotifyListener:
         drops (a first connection that fails too: the store's users wait for it with
         :meth:`wait_connected`, bounded, and rely on ``recheck_interval`` meanwhile)."""
         backoff = 0.0
-        deaf = False  # notifications may have been missed (a failed try or a loss)
+        # Notifications may have been missed (a failed try or a loss); or this run
+        # follows another (stopped, and wanted again before it ended: wait_connected
+        # saw that one's connection), and those sent in between were heard by no one.
+        deaf = self.connects > 0
         while True:
             lost = trio.Event()
             try:
