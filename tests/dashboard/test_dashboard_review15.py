@@ -1,16 +1,18 @@
-"""Review of issue 15: the dashboard over rows another program wrote."""
+"""Review of issue 15: the dashboard over rows another program wrote, and its host check."""
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
+import trio
 
-from trio_futurecalls import NewCall, open_sqlite_store
-from trio_futurecalls.dashboard import dashboard_app
+from trio_futurecalls import MemoryStore, NewCall, open_sqlite_store
+from trio_futurecalls.dashboard import dashboard_app, serve_dashboard
 from trio_futurecalls.stores.sqlite._connection import to_micros
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -43,3 +45,17 @@ async def test_an_unreadable_dead_letter_does_not_take_the_overview_down(tmp_pat
             r = await c.get("/dead-letters")
             assert r.status_code == 503
             assert "purge_dead_letters([1])" in r.text
+
+
+async def test_a_dashboard_bound_to_another_loopback_address_answers_its_own_host() -> None:
+    # 127.0.0.2 is a loopback address (so the host check is on): a browser sent to
+    # http://127.0.0.2:port/ names that host, and must not be refused as a stranger.
+    store = MemoryStore()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_dashboard, store, host="127.0.0.2", port=0))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.2:{port}") as c:
+            page = await c.get("/")
+            rebound = await c.get("/", headers={"host": f"attacker.example:{port}"})
+        nursery.cancel_scope.cancel()
+    assert page.status_code == 200, page.text
+    assert rebound.status_code == 421
