@@ -66,6 +66,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _loopback_hosts(host: str) -> frozenset[str]:
+    """The hosts a request to a dashboard bound to the loopback ``host`` may name: the
+    usual loopback names, and ``host`` itself (127.0.0.2 is loopback too), as a
+    ``Host`` header writes it (an IPv6 address in brackets)."""
+    bare = host.strip("[]").lower()
+    return LOOPBACK_HOSTS | {f"[{bare}]" if ":" in bare else bare}
+
+
 def _source(target: Store | Scheduler, store_label: str | None) -> Source:
     if isinstance(target, Scheduler):
         scheduler: Scheduler | None = target
@@ -181,7 +189,7 @@ async def serve_dashboard(
         allow_actions=allow_actions,
         token=token,
         store_label=store_label,
-        allowed_hosts=LOOPBACK_HOSTS if _is_loopback(host) else None,
+        allowed_hosts=_loopback_hosts(host) if _is_loopback(host) else None,
         refresh_seconds=refresh_seconds,
         metrics=metrics,
     )
