@@ -7,6 +7,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -59,3 +60,42 @@ async def test_a_dashboard_bound_to_another_loopback_address_answers_its_own_hos
         nursery.cancel_scope.cancel()
     assert page.status_code == 200, page.text
     assert rebound.status_code == 421
+
+
+async def test_the_sign_in_form_reads_no_more_than_a_form() -> None:
+    # /login answers before any token is checked: a huge body sent to it must not be
+    # read into memory in full (actions stop at MAX_FORM_BYTES; so must sign-in).
+    app = dashboard_app(MemoryStore(), token="right-token-123")
+    chunk = b"x" * 65_536
+    sent = 0
+    replies: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        sent += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": sent < 64 * 2**20}
+
+    async def send(message: dict[str, Any]) -> None:
+        replies.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/login",
+        "raw_path": b"/login",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8470"),
+            (b"origin", b"http://127.0.0.1:8470"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8470),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent <= 1 * 2**20, f"read {sent} bytes of a sign-in form"
+    assert replies[0]["status"] in (403, 413)
