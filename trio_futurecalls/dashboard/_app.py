@@ -153,6 +153,24 @@ def _id(value: object, what: str) -> int:
     return value
 
 
+async def _small_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (HTTPProblem 413 past MAX_FORM_BYTES: a body is never
+    read in full before its size is known to be a form's)."""
+    length = request.headers.get("content-length", "0")
+    if not length.isdecimal() or int(length) > MAX_FORM_BYTES:
+        raise HTTPProblem(413, "form too large")
+    body = b""
+    async with aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise HTTPProblem(413, "form too large")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), max_num_fields=20))
+    except (UnicodeDecodeError, ValueError):
+        raise HTTPProblem(400, "unreadable form") from None
+
+
 def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | None) -> ASGIApp:
     """The dashboard over ``source``; ``metrics`` is served at ``/metrics`` when given."""
     env = _environment(settings)
@@ -204,19 +222,7 @@ def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | No
             raise HTTPProblem(
                 403, "this dashboard is read-only (start it with --allow-actions to act)"
             )
-        length = request.headers.get("content-length", "0")
-        if not length.isdecimal() or int(length) > MAX_FORM_BYTES:
-            raise HTTPProblem(413, "form too large")
-        body = b""
-        async with aclosing(request.stream()) as chunks:
-            async for chunk in chunks:
-                body += chunk
-                if len(body) > MAX_FORM_BYTES:
-                    raise HTTPProblem(413, "form too large")
-        try:
-            form = dict(parse_qsl(body.decode("utf-8"), max_num_fields=20))
-        except (UnicodeDecodeError, ValueError):
-            raise HTTPProblem(400, "unreadable form") from None
+        form = await _small_form(request)
         with_bearer = settings.token is not None and token_matches(
             bearer(request.headers), settings.token
         )
@@ -358,9 +364,15 @@ def build_app(source: Source, settings: DashboardSettings, metrics: ASGIApp | No
             return RedirectResponse("/", status_code=303)
         if request.method == "GET":
             return render(request, "login.html", message=None)
-        body = await request.body()
-        form = dict(parse_qsl(body[:MAX_FORM_BYTES].decode("utf-8", "replace")))
-        if not same_origin(request.headers) or not token_matches(form.get("token"), settings.token):
+        if not same_origin(request.headers):
+            return render(request, "login.html", 403, message="wrong token")
+        try:
+            # Read like an action's form (at most MAX_FORM_BYTES): this page answers
+            # anyone, before any token is checked.
+            form = await _small_form(request)
+        except HTTPProblem as problem:
+            return render(request, "login.html", problem.status, message=problem.message)
+        if not token_matches(form.get("token"), settings.token):
             return render(request, "login.html", 403, message="wrong token")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
