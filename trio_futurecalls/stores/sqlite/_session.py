@@ -24,18 +24,41 @@ T = TypeVar("T")
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite.session")
 
-#: A PostgreSQL-style placeholder (``$1``), which SQLite reads as a named parameter;
-#: and, matched first so that what they hold is skipped, the parts of SQL where "$1"
-#: is no placeholder: string literals, quoted identifiers and comments.
-_NUMBERED: Final = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)|(\$[0-9])""",
+#: The parts of SQL that matter here: a PostgreSQL-style placeholder (``$1``, which
+#: SQLite reads as a named parameter), a word, a parenthesis; and, matched first so
+#: that what they hold is skipped, string literals, quoted identifiers and comments.
+_PARTS: Final = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)"""
+    r"|(\$[0-9])|([A-Za-z_]+)|([()])",
     re.DOTALL,
 )
+#: The words that start the statement after a ``WITH`` clause.
+_MAIN_VERBS: Final = frozenset({"SELECT", "INSERT", "REPLACE", "UPDATE", "DELETE", "VALUES"})
 
 
 def _numbered(sql: str) -> bool:
     """Whether ``sql`` has a ``$1``-style placeholder (outside literals and comments)."""
-    return any(match.group(1) for match in _NUMBERED.finditer(sql))
+    return any(match.group(1) for match in _PARTS.finditer(sql))
+
+
+def _verb(sql: str) -> str:
+    """The statement's verb, upper case: its first word past comments, or for one
+    that opens with ``WITH``, the verb of the statement its clause leads to."""
+    depth = 0
+    first = None
+    for match in _PARTS.finditer(sql):
+        word, paren = match.group(2), match.group(3)
+        if paren is not None:
+            depth += 1 if paren == "(" else -1
+        elif word is not None:
+            word = word.upper()
+            if first is None:
+                if word != "WITH":
+                    return word
+                first = word
+            elif depth == 0 and word in _MAIN_VERBS:
+                return word
+    return first or ""
 
 
 Parameters = Sequence[Any] | Mapping[str, Any]
@@ -60,16 +83,18 @@ def parameters(sql: str, args: tuple[Any, ...]) -> Parameters:
 
 def status(sql: str, cursor: sqlite3.Cursor) -> str:
     """A status like PostgreSQL's command tag: ``INSERT 0 n``, ``UPDATE n``,
-    ``DELETE n``, ``SELECT n`` (rows returned), else the statement's first word."""
-    words = sql.split(None, 1)
-    verb = words[0].upper() if words else ""
+    ``DELETE n`` (with ``RETURNING`` too), ``SELECT n`` (rows returned), else the
+    statement's verb (leading comments and a ``WITH`` clause skipped)."""
+    verb = _verb(sql)
+    if verb in ("INSERT", "REPLACE", "UPDATE", "DELETE"):
+        if cursor.description is not None:  # RETURNING: a row per row changed
+            count = len(cursor.fetchall())
+        else:
+            # (Not rowcount: sqlite3 counts only statements that open with the verb.)
+            count = cursor.connection.execute("SELECT changes()").fetchone()[0]
+        return f"INSERT 0 {count}" if verb in ("INSERT", "REPLACE") else f"{verb} {count}"
     if cursor.description is not None:
         return f"SELECT {len(cursor.fetchall())}"
-    count = cursor.rowcount
-    if verb == "INSERT" or verb == "REPLACE":
-        return f"INSERT 0 {max(count, 0)}"
-    if verb in ("UPDATE", "DELETE"):
-        return f"{verb} {max(count, 0)}"
     return verb
 
 
