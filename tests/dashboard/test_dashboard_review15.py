@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import trio
 
-from trio_futurecalls import MemoryStore, NewCall, open_sqlite_store
+from trio_futurecalls import MemoryStore, NewCall, Store, StoredCall, open_sqlite_store
 from trio_futurecalls.dashboard import dashboard_app, serve_dashboard
 from trio_futurecalls.stores.sqlite._connection import to_micros
 
@@ -99,3 +99,32 @@ async def test_the_sign_in_form_reads_no_more_than_a_form() -> None:
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent <= 1 * 2**20, f"read {sent} bytes of a sign-in form"
     assert replies[0]["status"] in (403, 413)
+
+
+async def test_a_payload_nested_past_the_recursion_limit_is_shown_as_stored(store: Store) -> None:
+    # Text within every store's limits (200 KB) that another program wrote: valid JSON
+    # nested 100 000 deep. Decoding it to indent it recurses too deep: the page shows
+    # it as stored (as for text that is not JSON), never a 500.
+    now = datetime.now(UTC).replace(microsecond=0)
+    deep = "[" * 100_000 + "]" * 100_000
+    (call_id,) = await store.schedule(
+        [NewCall(name="deep", payload=deep, due_at=now, scheduled_at=now)]
+    )
+    stored = StoredCall(
+        id=call_id + 1000,
+        name="deep",
+        payload=deep,
+        due_at=now,
+        identifier=None,
+        scheduled_at=now,
+        attempts=1,
+    )
+    letter = await store.dead_letter(stored, "RecursionError", now)
+    assert letter is not None
+    app = dashboard_app(store, clock=lambda: now)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        for path in [f"/calls/{call_id}", f"/dead-letters/{letter}", f"/calls/{stored.id}"]:
+            r = await c.get(path)
+            assert r.status_code == 200, (path, r.status_code)
+            assert "[[[[" in r.text
