@@ -62,10 +62,9 @@ def last_line(error: str) -> str:
 
 
 def pretty_json(text: str) -> str:
-    """A payload's JSON text, indented; as stored when it is not valid JSON (another
-    program may have written the row)."""
+    """A payload's JSON text, indented; as stored when it is not valid JSON, or nested
+    too deep to decode and indent (another program may have written the row)."""
     try:
-        value = json.loads(text)
-    except ValueError:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
+    except (ValueError, RecursionError):
         return text
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
