@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import STORE_KINDS
 
-from trio_futurecalls import NewCall, PendingQuery, Store, open_sqlite_store
+from trio_futurecalls import NewCall, PendingQuery, Store, StoreError, open_sqlite_store
 
 SQL_KINDS = [kind for kind in STORE_KINDS if kind != "memory"]
 
@@ -56,3 +56,21 @@ async def test_execute_returns_the_command_tag_whatever_precedes_the_verb(store:
         "SELECT 1",
         "DELETE 1",
     ]
+
+
+@pytest.mark.parametrize("store_kind", SQL_KINDS)
+async def test_executemany_is_atomic_inside_a_transaction_too(store: Store) -> None:
+    # "executemany: one statement per row of arguments, atomically": a row that fails
+    # takes the rows before it along, in a transaction as outside one.
+    now = datetime.now(UTC)
+    await store.schedule([NewCall(name="a", payload="null", due_at=now, scheduled_at=now)])
+    (call,) = await store.pending(PendingQuery())
+    async with store.open_session(call) as session:
+        await session.execute("CREATE TEMP TABLE once (x INTEGER PRIMARY KEY)")
+        with pytest.raises(StoreError):
+            await session.executemany("INSERT INTO once (x) VALUES ($1)", [(1,), (2,), (1,)])
+        assert await session.fetchval("SELECT count(*) FROM once") == 0
+        async with session.transaction():
+            with pytest.raises(StoreError):
+                await session.executemany("INSERT INTO once (x) VALUES ($1)", [(1,), (2,), (1,)])
+        assert await session.fetchval("SELECT count(*) FROM once") == 0
