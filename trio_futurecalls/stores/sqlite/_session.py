@@ -157,7 +157,17 @@ class SQLiteSession:
 
         def work(conn: sqlite3.Connection) -> None:
             if self._depth:
-                conn.executemany(sql, rows)
+                # In the open transaction: a savepoint of its own, so that a failing
+                # row takes the rows before it along (all or nothing, as outside one).
+                conn.execute("SAVEPOINT futurecalls_executemany")
+                try:
+                    conn.executemany(sql, rows)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK TO futurecalls_executemany")
+                        conn.execute("RELEASE futurecalls_executemany")
+                    raise
+                conn.execute("RELEASE futurecalls_executemany")
                 return
             with conn:
                 conn.execute("BEGIN")
