@@ -71,6 +71,10 @@ class Execution:
         #: Calls whose outcome is settled that still hold their slots, waiting only for
         #: their abandoned threads to end (run-once mode waits for them a grace period).
         self.lingering = 0
+        #: Calls that ended and are writing their outcome (a completion, a retry...)
+        #: while they hold their slots: the dispatcher waits for these slots rather
+        #: than claim for fewer (see ``Dispatcher.run``).
+        self.writing = 0
         #: Told each call's run time and outcome (set while any limit is adaptive).
         self.observe: Callable[[str, float, Outcome], None] | None = None
 
@@ -180,7 +184,11 @@ class Execution:
                 if outcome is not Outcome.SUCCEEDED or policy.leased:
                     action = decide(outcome, call.attempts, policy)
                     if action is not Action.FORGET:
-                        await self._act(call, policy, counters, action, error, running)
+                        self.writing += 1
+                        try:
+                            await self._act(call, policy, counters, action, error, running)
+                        finally:
+                            self.writing -= 1
                 elif call.dependents:  # at-most-once: its row is gone, say it succeeded
                     await self._writes.prerequisite_ended(call, None)
             finally:
