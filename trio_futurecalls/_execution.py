@@ -141,6 +141,7 @@ class Execution:
     ) -> None:
         # The first statement is the try whose finally gives the tokens back: nothing
         # that follows can leak them. (One function, not several: this is the hot path.)
+        given_back = False
         try:
             if self.closing:
                 # Claimed while shutdown began: it has not started, so it goes back.
@@ -183,7 +184,19 @@ class Execution:
                 outcome, error = await self._attempt(call, policy, running, counters)
                 if outcome is not Outcome.SUCCEEDED or policy.leased:
                     action = decide(outcome, call.attempts, policy)
-                    if action is not Action.FORGET:
+                    if (
+                        action is Action.COMPLETE
+                        and not holds_token
+                        and not running.threads
+                        and not call.dependents
+                    ):
+                        # Its work is done and its row stays leased until the
+                        # completion commits (a crash meanwhile runs it again): the
+                        # slots go back now, so the next claim overlaps this write.
+                        given_back = True
+                        self._slots.give_back(ticket)
+                        await self._writes.complete(call)
+                    elif action is not Action.FORGET:
                         self.writing += 1
                         try:
                             await self._act(call, policy, counters, action, error, running)
@@ -231,7 +244,8 @@ class Execution:
                     self._writes.run_ended(call.id)
                     await self._writes.free_tokens([call])
         finally:
-            self._slots.give_back(ticket)
+            if not given_back:
+                self._slots.give_back(ticket)
 
     async def _not_started(self, call: StoredCall, counters: ClassCounters) -> None:
         """Cancelled before invoke began (the grace ran out while it waited for its

@@ -150,7 +150,8 @@ class Slots:
 
     @property
     def busy(self) -> bool:
-        """True while any call holds tokens (from its start until its writes are done)."""
+        """True while any call holds tokens (from its start until its writes are done,
+        or until an at-least-once success's completion is sent)."""
         return self._global.borrowed_tokens > 0
 
     @property
