@@ -238,8 +238,10 @@ class Dispatcher:
             if lingering_until is not None:
                 deadline = min(deadline, lingering_until)
             await doorbell.sleep(deadline, next_due)
-            if self._slots.busy:
-                # Woken by the first call of several that end together (a batch's
-                # writes answered, sleeps ran out): let the others give back their
-                # slots too before counting them, so one claim fills them all.
+            if self._execution.writing:
+                # Woken by the first of several calls whose writes one batch answered
+                # (they all run in the next scheduling round, in random order): let
+                # the others give back their slots too before counting them, so one
+                # claim fills them all. (Calls that end otherwise, sleeps that ran
+                # out, have all run before the round the doorbell wakes us in.)
                 await trio.lowlevel.checkpoint()
