@@ -16,6 +16,7 @@ import attrs
 
 from benchmarks import _targets as targets
 from benchmarks import adaptive
+from benchmarks._compare import Comparison, compare, comparison_table, register
 from benchmarks._cpu import CPU_CALLS, CPU_LIMIT, CPU_SECONDS, cpu
 from benchmarks._harness import Results, Target, machine_info, markdown_table, noise_summary
 from benchmarks._harness import write_report as write_json
@@ -158,6 +159,13 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
             "calls/s",
             None,
         )
+    if workload == "drain" and key == "trio ceiling":
+        return (
+            f"bare Trio spawn ceiling, {sizes.drain_n:,} no-op tasks, limit "
+            f"{sizes.drain_limit} (measured with this store's drains)",
+            "calls/s",
+            None,
+        )
     if workload == "drain":
         return (
             f"{sizes.drain_n:,} due calls, limit {sizes.drain_limit}",
@@ -170,7 +178,18 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
         sleep_ms = f"{sizes.sleep * 1000:g} ms"
         if key == "efficiency":
             name = f"efficiency, {n:,} x {sleep_ms}, limit {limit} (ideal {ideal:g} s)"
-            return name, "x", targets.SLEEPY_EFFICIENCY
+            return name, "x", None
+        if key == "at-least-once efficiency":
+            name = (
+                f"efficiency, {n:,} x {sleep_ms}, limit {limit} (ideal {ideal:g} s), at-least-once"
+            )
+            return name, "x", None
+        if key == "trio efficiency":
+            name = (
+                f"bare Trio loop efficiency, {n:,} x {sleep_ms}, limit {limit} "
+                "(measured with this store's runs)"
+            )
+            return name, "x", None
         if key == "elapsed":
             return f"elapsed, {n:,} calls, limit {limit}", "s", None
         if key == "serial efficiency":
@@ -207,6 +226,48 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
             targets.CPU_TINY_P99_MS if key == "PROCESS tiny p99" else None,
         )
     raise AssertionError((workload, key))
+
+
+@register
+def _worker_comparisons(sizes: Sizes) -> list[Comparison]:
+    """Issue 16, worker side: the drains and the sleepy calls against the bare Trio
+    loops measured with them, and at-least-once against at-most-once."""
+
+    def key(workload: str, store: str, metric: str) -> tuple[str, str, str]:
+        return workload, store, _describe(workload, store, metric, sizes)[0]
+
+    rows = []
+    for store in ("memory", "postgres"):
+        rows.append(
+            Comparison(
+                f"drain {store}: at-most-once / bare Trio spawn ceiling",
+                key("drain", store, "drain rate"),
+                key("drain", store, "trio ceiling"),
+                targets.DRAIN_OF_TRIO_CEILING,
+            )
+        )
+    rows.append(
+        Comparison(
+            "drain postgres: at-least-once / at-most-once",
+            key("drain", "postgres", "at-least-once drain rate"),
+            key("drain", "postgres", "drain rate"),
+            targets.AT_LEAST_ONCE_OF_AT_MOST_ONCE,
+        )
+    )
+    for store in STORES:
+        for mode, metric in (
+            ("at-most-once", "efficiency"),
+            ("at-least-once", "at-least-once efficiency"),
+        ):
+            rows.append(
+                Comparison(
+                    f"sleepy {store}, {mode}: efficiency / bare Trio loop's",
+                    key("sleepy", store, metric),
+                    key("sleepy", store, "trio efficiency"),
+                    targets.SLEEPY_OF_TRIO_LOOP,
+                )
+            )
+    return rows
 
 
 def _record(
@@ -441,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run.store_workload(workload, store)
 
     _derive_ceiling_fractions(results, sizes)
+    compared = compare(results, sizes)
     total = time.perf_counter() - started
     notes.append(noise_summary(results))
     output = args.output or RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
@@ -455,10 +517,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "total_seconds": total,
     }
     write_json(
-        output, machine=machine, config=run_config, results=results, errors=errors, notes=notes
+        output,
+        machine=machine,
+        config=run_config,
+        results=results,
+        errors=errors,
+        notes=notes,
+        comparisons=[c.to_json() for c in compared],
     )
     print(markdown_table(results))
     print()
+    if compared:
+        print(comparison_table(compared))
+        print()
     for note in notes:
         print(f"- {note}")
     print(
@@ -469,7 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "postgresql_server_version" in machine
             else ""
         )
-        + f"; load average at start {machine['loadavg_at_start'][0]:.2f}"
+        + f"; load average at start {machine['loadavg_at_start'][0]:.2f}, at end "
+        + f"{os.getloadavg()[0]:.2f}"
     )
     print(f"- {repeat} repeat(s); total {total:.0f} s; report written to {output}")
     if errors:

@@ -213,12 +213,14 @@ def write_report(
     results: Results,
     errors: Sequence[str],
     notes: Sequence[str],
+    comparisons: Sequence[dict[str, Any]] = (),
 ) -> None:
     machine = {**machine, "loadavg_at_end": list(os.getloadavg())}
     report = {
         "machine": machine,
         "config": config,
         "results": [r.to_json() for r in results if r.values],
+        "comparisons": list(comparisons),
         "errors": list(errors),
         "notes": list(notes),
     }

@@ -137,6 +137,17 @@ class Dispatcher:
                     if until is not None and idle:
                         self.drained.set()  # run-once with no class to run
                         return
+                elif self._execution.writing > limit:
+                    # More slots are about to be freed (calls writing their outcome:
+                    # at-least-once completions, mostly) than are free now: claim once
+                    # they are, for all of them in one statement, rather than for the
+                    # few free now and again for the rest. Split claims stay split:
+                    # each part's calls end and write apart, in batches of their own.
+                    # The wait is bounded by those writes' (CLEANUP_TIMEOUT); an idle
+                    # scheduler has no writes and claims at once.
+                    doorbell.on_every_release = True
+                    await doorbell.sleep(math.inf, None)
+                    continue
                 else:
                     wall = self._clock()
                     now = wall if until is None else min(wall, until)
@@ -227,3 +238,10 @@ class Dispatcher:
             if lingering_until is not None:
                 deadline = min(deadline, lingering_until)
             await doorbell.sleep(deadline, next_due)
+            if self._execution.writing:
+                # Woken by the first of several calls whose writes one batch answered
+                # (they all run in the next scheduling round, in random order): let
+                # the others give back their slots too before counting them, so one
+                # claim fills them all. (Calls that end otherwise, sleeps that ran
+                # out, have all run before the round the doorbell wakes us in.)
+                await trio.lowlevel.checkpoint()

@@ -71,6 +71,10 @@ class Execution:
         #: Calls whose outcome is settled that still hold their slots, waiting only for
         #: their abandoned threads to end (run-once mode waits for them a grace period).
         self.lingering = 0
+        #: Calls that ended and are writing their outcome (a completion, a retry...)
+        #: while they hold their slots: the dispatcher waits for these slots rather
+        #: than claim for fewer (see ``Dispatcher.run``).
+        self.writing = 0
         #: Told each call's run time and outcome (set while any limit is adaptive).
         self.observe: Callable[[str, float, Outcome], None] | None = None
 
@@ -137,6 +141,7 @@ class Execution:
     ) -> None:
         # The first statement is the try whose finally gives the tokens back: nothing
         # that follows can leak them. (One function, not several: this is the hot path.)
+        given_back = False
         try:
             if self.closing:
                 # Claimed while shutdown began: it has not started, so it goes back.
@@ -179,8 +184,24 @@ class Execution:
                 outcome, error = await self._attempt(call, policy, running, counters)
                 if outcome is not Outcome.SUCCEEDED or policy.leased:
                     action = decide(outcome, call.attempts, policy)
-                    if action is not Action.FORGET:
-                        await self._act(call, policy, counters, action, error, running)
+                    if (
+                        action is Action.COMPLETE
+                        and not holds_token
+                        and not running.threads
+                        and not call.dependents
+                    ):
+                        # Its work is done and its row stays leased until the
+                        # completion commits (a crash meanwhile runs it again): the
+                        # slots go back now, so the next claim overlaps this write.
+                        given_back = True
+                        self._slots.give_back(ticket)
+                        await self._writes.complete(call)
+                    elif action is not Action.FORGET:
+                        self.writing += 1
+                        try:
+                            await self._act(call, policy, counters, action, error, running)
+                        finally:
+                            self.writing -= 1
                 elif call.dependents:  # at-most-once: its row is gone, say it succeeded
                     await self._writes.prerequisite_ended(call, None)
             finally:
@@ -223,7 +244,8 @@ class Execution:
                     self._writes.run_ended(call.id)
                     await self._writes.free_tokens([call])
         finally:
-            self._slots.give_back(ticket)
+            if not given_back:
+                self._slots.give_back(ticket)
 
     async def _not_started(self, call: StoredCall, counters: ClassCounters) -> None:
         """Cancelled before invoke began (the grace ran out while it waited for its

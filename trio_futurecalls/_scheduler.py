@@ -488,8 +488,9 @@ class Scheduler:
             )
             for name, counters in self._counters.items()
         }
-        # Running means holding a slot (from its start until its last write), the same
-        # count for each class and in total.
+        # Running means holding a slot (from its start until its last write, or until
+        # an at-least-once success's completion is sent), the same count for each class
+        # and in total.
         running = sum(c.running for c in classes.values())
         threads, processes = self._executors.statistics()
         return total_statistics(

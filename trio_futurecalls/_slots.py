@@ -29,6 +29,9 @@ class Doorbell:
         self._event = trio.Event()
         #: True from :meth:`arm` until :meth:`sleep`: the dispatcher is in a round.
         self.awake = True
+        #: Ring on every slot freed, not only on a full limiter's (set while the
+        #: dispatcher waits for calls' writes to end: see ``Dispatcher.run``).
+        self.on_every_release = False
         self._sleep_until: datetime | None = None
 
     def ring(self) -> None:
@@ -46,6 +49,7 @@ class Doorbell:
         """Start a round: a ring from now on ends the next :meth:`sleep` at once."""
         self._event = trio.Event()
         self.awake = True
+        self.on_every_release = False
 
     async def sleep(self, deadline: float, next_due: datetime | None) -> None:
         """Sleep until ``deadline`` (Trio time) or a ring; ``next_due`` is what we await."""
@@ -117,6 +121,7 @@ class Slots:
         glob, doorbell = self._global, self.doorbell
         ring = (
             doorbell.awake
+            or doorbell.on_every_release
             or self._ring_always
             or glob.available_tokens < 1
             or limiter.available_tokens < 1
@@ -145,7 +150,8 @@ class Slots:
 
     @property
     def busy(self) -> bool:
-        """True while any call holds tokens (from its start until its writes are done)."""
+        """True while any call holds tokens (from its start until its writes are done,
+        or until an at-least-once success's completion is sent)."""
         return self._global.borrowed_tokens > 0
 
     @property
