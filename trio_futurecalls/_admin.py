@@ -18,6 +18,7 @@ import attrs
 
 from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
+from ._group_commit import schedule_one
 from ._model import CheckedNewCall, NewCall, OnConflict, StoredCall
 from ._options import Clock, utc_now
 from ._payload import encode_payload
@@ -298,8 +299,8 @@ async def schedule_call(
         priority,
         after,
     )
-    (call_id,) = await store.schedule([new])
-    return call_id
+    # Concurrent callers share one round trip and one commit (_group_commit.py).
+    return await schedule_one(store, new)
 
 
 async def queue_lengths(
