@@ -9,6 +9,7 @@ queue lengths, and finding or moving calls whose name no class knows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
@@ -145,6 +146,7 @@ def new_calls(
     name)."""
     batch = []
     checked: dict[object, Target] = {}
+    dues: dict[tuple[type, object], datetime] = {}
     for request in requests:
         if isinstance(request, CallRequest):
             cls = checked.get(_key(request.call_class))
@@ -179,14 +181,22 @@ def new_calls(
             # Validated once per class, not once per call: this is the hot path of
             # bulk scheduling.
             cls = checked[_key(call_class)] = check_class(call_class)
-        if isinstance(when, datetime):
-            batch.append(
-                new_call(cls, payload, now, when, None, identifier, unique_key, on_conflict)
-            )
-        else:
-            batch.append(
-                new_call(cls, payload, now, None, when, identifier, unique_key, on_conflict)
-            )
+        # Likewise a due time: the same ``when`` (a delay for the whole batch, say)
+        # gives the same due time, since ``now`` is one for the batch. By type too:
+        # 1 == 1.0 == True, but True is refused.
+        due_key = (type(when), when)
+        try:
+            due = dues.get(due_key)
+        except TypeError:  # unhashable: resolve_due says what is wrong with it
+            due = None
+        if due is None:
+            if isinstance(when, datetime):
+                due = resolve_due(now, when, None)
+            else:
+                due = resolve_due(now, None, when)
+            with contextlib.suppress(TypeError):
+                dues[due_key] = due
+        batch.append(new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict))
     return batch
 
 
