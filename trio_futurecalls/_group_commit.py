@@ -93,9 +93,9 @@ class GroupCommit:
         if self._leading:
             try:
                 await waiter.wake.wait()
-            except trio.Cancelled:
+            except BaseException as exc:
                 self._abandon(waiter)
-                if not waiter.taken:
+                if not waiter.taken or not isinstance(exc, trio.Cancelled):
                     raise
                 # In a batch being written: its answer is the call's fate.
                 with trio.CancelScope(shield=True):
@@ -128,7 +128,7 @@ class GroupCommit:
         try:
             # One checkpoint: the callers woken in this batch of the run loop join.
             await trio.lowlevel.checkpoint()
-        except trio.Cancelled:
+        except BaseException:  # Cancelled (or KeyboardInterrupt): hand the batch over
             self._abandon(waiter)
             raise
         batch, self._queue = self._queue, []
