@@ -9,7 +9,9 @@ NOTIFY). Each caller gets its own id only once that commit is done, so an answer
 means "the row is durable". While a batch is being written the next one gathers; its
 first caller leads it once the current one ends, so at most one batch per store is in
 flight from this process and the batches grow with the load (classic group commit).
-A lone caller pays one extra checkpoint, nothing else.
+A caller alone (the last batch held one call: one call at a time) writes at once,
+without the checkpoint; the first caller of a burst after a quiet spell so writes alone,
+and the rest of the burst forms the next batch.
 
 Where it lives: in the engine, over the store protocol's batch ``schedule``, not in
 each adapter. Every store already stores a list of calls atomically in one
@@ -82,12 +84,18 @@ class GroupCommit:
     _queue: list[_Waiter] = attrs.field(factory=list, init=False)
     #: Whether some caller leads (is about to write, or writes) a batch.
     _leading: bool = attrs.field(default=False, init=False)
+    #: Calls in the last batch written. After a batch of one (a lone caller, one call
+    #: at a time) the next lone caller writes at once, without the checkpoint: nobody
+    #: was there to join last time. Starts above one, so a burst's first caller waits.
+    _last_size: int = attrs.field(default=2, init=False)
     #: Batches written, and calls in them (statistics for tests and benchmarks).
     batches: int = attrs.field(default=0, init=False)
     calls: int = attrs.field(default=0, init=False)
 
     async def schedule(self, call: NewCall) -> int:
         """Store ``call`` in the next batch; return its id once the batch is committed."""
+        if not self._leading and self._last_size == 1:
+            return await self._alone(call)
         waiter = _Waiter(call)
         self._queue.append(waiter)
         if self._leading:
@@ -146,9 +154,24 @@ class GroupCommit:
                 member.wake.set()
             self._hand_over()
 
+    async def _alone(self, call: NewCall) -> int:
+        """The lone caller's path: no waiter, no checkpoint to wait for others (callers
+        arriving meanwhile queue for the next batch, as during any write)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._leading = True
+        self.batches += 1
+        self.calls += 1
+        try:
+            with trio.CancelScope(shield=True):
+                (call_id,) = await self.store.schedule([call])
+        finally:
+            self._hand_over()
+        return call_id
+
     async def _write(self, batch: Sequence[_Waiter]) -> None:
         self.batches += 1
         self.calls += len(batch)
+        self._last_size = len(batch)
         try:
             ids = await self.store.schedule([member.call for member in batch])
         except StoreUnavailableError as exc:

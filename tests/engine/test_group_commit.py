@@ -227,3 +227,28 @@ async def test_a_failure_of_a_lone_call_is_its_callers(gated: GatedStore) -> Non
     with pytest.raises(StoreError, match="bad"):
         await group.schedule(_call(0))
     assert gated.batches == [["0"]]
+
+
+async def test_after_a_batch_of_one_a_lone_caller_writes_at_once(gated: GatedStore) -> None:
+    """One call at a time: no checkpoint to wait for others who never come. The first
+    caller of a burst that follows writes alone; the rest form the next batch."""
+    gated.gate.set()
+    group = _group(gated)
+    first = await group.schedule(_call(0))
+    second = await group.schedule(_call(1))
+    assert gated.batches == [["0"], ["1"]]
+    gated.gate = trio.Event()
+    results: dict[int, Any] = {}
+    async with trio.open_nursery() as nursery:
+        for k in range(2, 6):
+            _spawn(nursery, group, k, results)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(gated.batches) == 3
+        assert len(gated.batches[2]) == 1
+        gated.gate.set()
+    assert sorted(len(b) for b in gated.batches[2:]) == [1, 3]
+    assert await gated.stored() == {
+        first: "0",
+        second: "1",
+        **{results[k]: str(k) for k in range(2, 6)},
+    }
