@@ -250,6 +250,22 @@ class PostgresStore(PostgresCoordination):
             return ids
         if any(c.unique_key is not None for c in calls):
             return await self._schedule_keyed(calls, earliest)
+        if len(calls) == 1 and is_new(calls[0]):
+            c = calls[0]
+            call_id = await self._call(
+                "fetchval",
+                "insert_one_call",
+                c.name,
+                c.payload,
+                c.due_at,
+                c.identifier,
+                c.scheduled_at,
+                self.channel,
+                notify_payload(earliest),
+                c.priority,
+            )
+            self._listeners.notify(earliest)
+            return [call_id]
         if all(is_new(c) for c in calls):
             args = insert_new_calls_args(calls, self.channel, earliest)
             rows = await self._call("fetch", "insert_new_calls", *args)
