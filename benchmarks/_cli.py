@@ -20,6 +20,8 @@ from benchmarks._compare import Comparison, compare, comparison_table, register
 from benchmarks._cpu import CPU_CALLS, CPU_LIMIT, CPU_SECONDS, cpu
 from benchmarks._harness import Results, Target, machine_info, markdown_table, noise_summary
 from benchmarks._harness import write_report as write_json
+from benchmarks._producer_workloads import describe as describe_producer
+from benchmarks._producer_workloads import producer
 from benchmarks._stores import STORES, StoreConfig, pg_fetchval, postgres_problem
 from benchmarks._workloads import (
     QUICK,
@@ -50,6 +52,9 @@ WORKLOADS: Final = {
     "cpu": ("memory",),
     # Adaptive(1, 64) against fixed limits on a simulated downstream (benchmarks/adaptive.py).
     "adaptive": ("memory",),
+    # Producers (issue 16): schedule_call alone and from 50 tasks, schedule_many, each
+    # against its ceiling in the same run (benchmarks/_producer_workloads.py).
+    "producer": ("sqlite", "postgres"),
 }
 RESULTS_DIR: Final = ROOT / "benchmarks" / "results"
 
@@ -225,6 +230,8 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
             "ms",
             targets.CPU_TINY_P99_MS if key == "PROCESS tiny p99" else None,
         )
+    if workload == "producer":
+        return describe_producer(store, key, sizes)
     raise AssertionError((workload, key))
 
 
@@ -436,6 +443,7 @@ class _Runner:
             "schedule": schedule,
             "lateness": lateness,
             "cpu": cpu,
+            "producer": producer,
         }[workload]
 
         def once() -> str:

@@ -9,6 +9,7 @@ queue lengths, and finding or moving calls whose name no class knows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ import attrs
 
 from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
+from ._group_commit import schedule_one
 from ._model import CheckedNewCall, NewCall, OnConflict, StoredCall
 from ._options import Clock, utc_now
 from ._payload import encode_payload
@@ -144,6 +146,7 @@ def new_calls(
     name)."""
     batch = []
     checked: dict[object, Target] = {}
+    dues: dict[tuple[type, object], datetime] = {}
     for request in requests:
         if isinstance(request, CallRequest):
             cls = checked.get(_key(request.call_class))
@@ -178,14 +181,22 @@ def new_calls(
             # Validated once per class, not once per call: this is the hot path of
             # bulk scheduling.
             cls = checked[_key(call_class)] = check_class(call_class)
-        if isinstance(when, datetime):
-            batch.append(
-                new_call(cls, payload, now, when, None, identifier, unique_key, on_conflict)
-            )
-        else:
-            batch.append(
-                new_call(cls, payload, now, None, when, identifier, unique_key, on_conflict)
-            )
+        # Likewise a due time: the same ``when`` (a delay for the whole batch, say)
+        # gives the same due time, since ``now`` is one for the batch. By type too:
+        # 1 == 1.0 == True, but True is refused.
+        due_key = (type(when), when)
+        try:
+            due = dues.get(due_key)
+        except TypeError:  # unhashable: resolve_due says what is wrong with it
+            due = None
+        if due is None:
+            if isinstance(when, datetime):
+                due = resolve_due(now, when, None)
+            else:
+                due = resolve_due(now, None, when)
+            with contextlib.suppress(TypeError):
+                dues[due_key] = due
+        batch.append(new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict))
     return batch
 
 
@@ -298,8 +309,8 @@ async def schedule_call(
         priority,
         after,
     )
-    (call_id,) = await store.schedule([new])
-    return call_id
+    # Concurrent callers share one round trip and one commit (_group_commit.py).
+    return await schedule_one(store, new)
 
 
 async def queue_lengths(

@@ -47,6 +47,8 @@ def check_payload_type(payload_type: object, where: str) -> None:
 
 def encode_payload(payload_type: type[Any] | None, value: object) -> str:
     """Encode ``value`` as JSON text, checking it against ``payload_type``."""
+    if value is None and payload_type is None:
+        return "null"  # a call without payload: no walk, no encoder
     if payload_type is None:
         _check_json_value(value, "payload")
         data: object = value

@@ -58,6 +58,7 @@ from ._errors import (
 )
 from ._execution import Execution
 from ._executors import Executors, process_workers
+from ._group_commit import schedule_one
 from ._leases import LeaseKeeper
 from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall, WorkerInfo
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
@@ -261,8 +262,8 @@ class Scheduler:
             priority,
             after,
         )
-        (call_id,) = await self._store.schedule([new])
-        return call_id
+        # Concurrent callers share one round trip and one commit (_group_commit.py).
+        return await schedule_one(self._store, new)
 
     async def chain(self, steps: Iterable[Step], *, after: Collection[int] = ()) -> list[int]:
         """Schedule calls that run one after another: each step starts only once the

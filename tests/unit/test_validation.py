@@ -419,3 +419,24 @@ def test_only_the_librarys_own_new_calls_skip_the_stores_checks() -> None:
     # ...one the library built from checked arguments is not checked twice.
     trusted = CheckedNewCall(**{**fields, "name": "ok"})
     assert check_new_call(trusted) is trusted
+
+
+def test_a_batch_resolves_each_distinct_due_once_and_still_checks_every_request() -> None:
+    """schedule_many resolves one due time per distinct ``when`` (by type and value):
+    equal delays share it, 1 and 1.0 agree, and a bad one is refused wherever it is."""
+    from trio_futurecalls._admin import check_target, new_calls
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    at = now + timedelta(days=1)
+    batch = new_calls(
+        [("job", None, 60.0), ("job", None, 60), ("job", 1, timedelta(seconds=60)), ("job", 2, at)],
+        now,
+        check_target,
+    )
+    assert [c.due_at for c in batch] == [now + timedelta(seconds=60)] * 3 + [at]
+    assert [c.payload for c in batch] == ["null", "null", "1", "2"]
+    bads: list[Any] = [True, -1.0, math.nan, "60", [60], datetime(2030, 1, 1)]
+    for bad in bads:
+        requests: list[Any] = [("job", None, 60.0), ("job", None, bad)]
+        with pytest.raises(InvalidArgumentError):
+            new_calls(requests, now, check_target)

@@ -38,6 +38,25 @@ def insert_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime
     ]
 
 
+def is_new(call: NewCall) -> bool:
+    """Whether ``insert_new_calls`` can store ``call`` (no attempts, not a recurring run)."""
+    return call.attempts == 0 and call.recurring_key is None and call.tick_at is None
+
+
+def insert_new_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:
+    """The parameters of ``insert_new_calls`` for ``calls`` (all :func:`is_new`)."""
+    return [
+        [c.name for c in calls],
+        [c.payload for c in calls],
+        [c.due_at for c in calls],
+        [c.identifier for c in calls],
+        [c.scheduled_at for c in calls],
+        channel,
+        notify_payload(earliest),
+        [c.priority for c in calls],
+    ]
+
+
 #: How often ``insert_keyed_calls`` runs again for rows whose key holder it could
 #: not see (each time, another holder was committed right after its snapshot).
 _KEYED_ATTEMPTS: Final = 50

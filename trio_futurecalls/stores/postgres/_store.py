@@ -59,7 +59,14 @@ from ._dependencies import (
 )
 from ._errors import bridge
 from ._grouped import GroupedWrites
-from ._inserts import DEADLOCK_ATTEMPTS, TRY_AGAIN, aio_insert_keyed, insert_calls_args
+from ._inserts import (
+    DEADLOCK_ATTEMPTS,
+    TRY_AGAIN,
+    aio_insert_keyed,
+    insert_calls_args,
+    insert_new_calls_args,
+    is_new,
+)
 from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, ServerRoom, pool_size_advice
 from ._recurring import aio_cancel_recurring, aio_fire_recurring, aio_put_recurring
@@ -243,9 +250,28 @@ class PostgresStore(PostgresCoordination):
             return ids
         if any(c.unique_key is not None for c in calls):
             return await self._schedule_keyed(calls, earliest)
-        rows = await self._call(
-            "fetch", "insert_calls", *insert_calls_args(calls, self.channel, earliest)
-        )
+        if len(calls) == 1 and is_new(calls[0]):
+            c = calls[0]
+            call_id = await self._call(
+                "fetchval",
+                "insert_one_call",
+                c.name,
+                c.payload,
+                c.due_at,
+                c.identifier,
+                c.scheduled_at,
+                self.channel,
+                notify_payload(earliest),
+                c.priority,
+            )
+            self._listeners.notify(earliest)
+            return [call_id]
+        if all(is_new(c) for c in calls):
+            args = insert_new_calls_args(calls, self.channel, earliest)
+            rows = await self._call("fetch", "insert_new_calls", *args)
+        else:
+            args = insert_calls_args(calls, self.channel, earliest)
+            rows = await self._call("fetch", "insert_calls", *args)
         # Wake this process's listeners at once too; the NOTIFY reaches other
         # processes (and this one again: listeners tolerate duplicates).
         self._listeners.notify(earliest)

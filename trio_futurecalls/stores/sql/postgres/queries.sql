@@ -39,6 +39,36 @@ SELECT current_setting('max_connections')::integer,
 -- name: notify
 SELECT pg_notify($1::text, $2::text);
 
+-- name: insert_one_call
+-- insert_new_calls for a batch of one (schedule, schedule_call one at a time): plain
+-- values, no arrays to encode or unnest.
+WITH inserted AS (
+    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at, priority)
+    VALUES ($1::text, $2::text, $3::timestamptz, $4::text, $5::timestamptz, $8::integer)
+    RETURNING id
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
+)
+SELECT inserted.id FROM inserted CROSS JOIN wakeup;
+
+-- name: insert_new_calls
+-- insert_calls for the common batch: new calls (no attempts yet, not a recurring run),
+-- so three arrays fewer to encode and unnest (schedule, schedule_call, schedule_many).
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[]
+    ) WITH ORDINALITY AS t (name, payload, due_at, identifier, scheduled_at, priority, ord)
+), inserted AS (
+    INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at, priority)
+    SELECT name, payload, due_at, identifier, scheduled_at, priority
+    FROM input ORDER BY ord
+    RETURNING id
+), wakeup AS (
+    SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
+)
+SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
+
 -- name: insert_calls
 -- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
 -- ORDER BY), so identity values grow in input order and "ORDER BY id" returns the ids
