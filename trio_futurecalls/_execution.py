@@ -225,7 +225,7 @@ class Execution:
                         counters.succeeded += 1
                     else:
                         counters.count_end(outcome.counter)
-                    log_call_end(call, outcome, trio.current_time() - started)
+                    log_call_end(call, outcome, elapsed)
                     if outcome is Outcome.INTERRUPTED and not running.lost:
                         await self._interrupted(call, policy, started)
                     elif outcome is Outcome.CANCELLED:

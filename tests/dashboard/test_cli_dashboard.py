@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from trio_futurecalls.cli import main
+from trio_futurecalls.cli._dashboard import _loopback
 
 
 @pytest.fixture
@@ -39,3 +40,20 @@ def test_bad_port_is_a_usage_error(store_url: str, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as exit:
         main(["--store", store_url, "dashboard", "--port", "70000"])
     assert exit.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("dashboard.example", False),
+    ],
+)
+def test_the_no_token_warning_is_for_hosts_other_machines_reach(host: str, loopback: bool) -> None:
+    assert _loopback(host) is loopback

@@ -9,6 +9,7 @@ line, where other users of the machine could read it (``ps``).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -46,7 +47,7 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             bound = await nursery.start(serve)
         except OSError as exc:
             raise FutureCallsError(f"cannot serve the dashboard on {host}:{port}: {exc}") from None
-        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        if token is None and not _loopback(host):
             _log.warning(
                 "the dashboard listens on %s without a token: anyone who can reach it sees "
                 "the queues; set --token or $%s",
@@ -61,3 +62,13 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
                 break
         nursery.cancel_scope.cancel()
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
