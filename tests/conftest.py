@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import cli_runner
 
 from trio_futurecalls import MemoryStore, Store, open_sqlite_store
 from trio_futurecalls.testing import trio_wall_clock
@@ -96,6 +97,18 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
     async with open_store(store_kind, tmp_path) as opened:
         yield opened
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """The SQLite file of the ``cli`` fixture's store."""
+    return tmp_path / "calls.sqlite3"
+
+
+@pytest.fixture
+def cli(db: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Runs ``futurecalls`` in process on the SQLite store ``db`` (see cli_support)."""
+    return cli_runner(db, capsys)
 
 
 @pytest.fixture

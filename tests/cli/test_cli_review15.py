@@ -3,9 +3,7 @@ store: an SQLite store at an older schema version is not migrated by looking."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -14,15 +12,6 @@ import pytest
 from trio_futurecalls.cli import main
 from trio_futurecalls.stores._sql import migrations
 from trio_futurecalls.stores.sqlite._migrate import statements
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _older_store(path: Path, version: int) -> None:

@@ -4,49 +4,16 @@ SQLite store in ``tmp_path``."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
-
-from trio_futurecalls.cli import main
-
-
-@attrs.frozen
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    db = tmp_path / "calls.sqlite3"
-
-    def run(*args: str, rc: int = 0) -> Result:
-        try:
-            code = main(["--store", f"sqlite:///{db}", *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else -1
-        out, err = capsys.readouterr()
-        assert code == rc, f"futurecalls {args}: exit {code}\n{err}"
-        return Result(code, out, err)
-
-    cli_migrate = run("migrate")
-    assert cli_migrate.rc == 0
-    return run
+def cli(cli: Any) -> Any:
+    """The shared runner, on a migrated store."""
+    cli("migrate")
+    return cli
 
 
 def test_set_list_and_remove(cli: Any) -> None:

@@ -5,56 +5,19 @@ name against the workers registry, ``unknown-calls``, and output for people."""
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
 from trio_futurecalls import WorkerInfo, open_sqlite_store
-from trio_futurecalls.cli import main
 from trio_futurecalls.cli._arguments import NOT_GIVEN
 from trio_futurecalls.cli._output import ago, last_line, relative, span
 from trio_futurecalls.cli._scrape import _json_value
 from trio_futurecalls.cli._store import size_pool
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() installs its own root handler (on the captured stderr); undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@attrs.frozen
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "calls.sqlite3"
-
-
-@pytest.fixture
-def cli(db: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str, rc: int = 0) -> Result:
-        code = main(["--store", f"sqlite:///{db}", *args])
-        out, err = capsys.readouterr()
-        assert code == rc, f"futurecalls {args}: exit {code}\n{err}"
-        return Result(code, out, err)
-
-    return run
 
 
 def register(db: Path, *names: str) -> None:

@@ -7,63 +7,15 @@ tick the tests check is known in advance.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
 from trio_futurecalls import list_pending, open_sqlite_store
-from trio_futurecalls.cli import build_parser, main
-
-
-@attrs.frozen
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def table(self) -> list[list[str]]:
-        """The printed table's lines, cut at runs of two or more spaces."""
-        return [re.split(r" {2,}", line) for line in self.out.splitlines()]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() installs its own root handler (on the captured stderr); undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "calls.sqlite3"
-
-
-@pytest.fixture
-def cli(db: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*args: str, rc: int = 0) -> Result:
-        try:
-            code = main(["--store", f"sqlite:///{db}", *args])
-        except SystemExit as exc:  # argparse's own usage errors
-            code = exc.code if isinstance(exc.code, int) else -1
-        out, err = capsys.readouterr()
-        assert code == rc, f"futurecalls {args}: exit {code}\n{err}"
-        return Result(code, out, err)
-
-    return run
+from trio_futurecalls.cli import build_parser
 
 
 @pytest.mark.parametrize(

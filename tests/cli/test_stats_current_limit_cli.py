@@ -3,9 +3,6 @@ limit's value in force), read from the worker's metrics page (fetched in process
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from trio_futurecalls.cli import _scrape, main
@@ -17,16 +14,6 @@ futurecalls_concurrency_current_limit{call_class="partner"} 13
 futurecalls_concurrency_limit{call_class="fixed"} 5
 futurecalls_concurrency_current_limit{call_class="fixed"} 5
 """
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() installs its own root handler (on the captured stderr); undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

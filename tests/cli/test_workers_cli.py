@@ -7,10 +7,8 @@ The rows are registered through the store first, with times an hour or more from
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,16 +20,6 @@ from trio_futurecalls import WorkerInfo, open_sqlite_store
 from trio_futurecalls.cli import main
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() installs its own root handler (on the captured stderr); undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def worker(worker_id: str, started: timedelta, expires: timedelta, **more: object) -> WorkerInfo:
