@@ -19,15 +19,21 @@ from trio_futurecalls import list_pending, open_sqlite_store
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-def test_recurring_example_runs_each_tick_once() -> None:
+def run_example(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python examples/<script> *args``, as a newcomer runs it; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "recurring.py")],
+        [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_recurring_example_runs_each_tick_once() -> None:
+    done = run_example("recurring.py")
     lines = done.stdout.splitlines()
     assert lines[-1] == "every tick ran once"
     assert sum("every-1s tick" in line for line in lines) >= 4
@@ -35,14 +41,7 @@ def test_recurring_example_runs_each_tick_once() -> None:
 
 
 def test_dependencies_example_runs_in_order_and_stops_at_the_failure() -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "dependencies.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("dependencies.py")
     said = [line.split(maxsplit=1)[1] for line in done.stdout.splitlines() if line.startswith("  ")]
     assert said[:3] == ["extract", "transform", "load"]
     assert sorted(said[3:8]) == [f"part {k}" for k in range(1, 6)]
@@ -56,14 +55,7 @@ def test_dependencies_example_runs_in_order_and_stops_at_the_failure() -> None:
 
 
 def test_cluster_example_holds_its_limits_and_cancels_a_running_call() -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "cluster.py")],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("cluster.py", timeout=90)
     lines = done.stdout.splitlines()
     assert lines[0] == "workers: 3"
     assert lines[1].startswith("charge: 10 calls of 0.1 s, at most 2 at once")
@@ -74,28 +66,14 @@ def test_cluster_example_holds_its_limits_and_cancels_a_running_call() -> None:
 
 
 def test_quickstart_says_where_the_call_due_tomorrow_is(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("quickstart.py")
     lines = done.stdout.splitlines()
     assert sum(" sent" in line for line in lines) == 6
     assert "send-email: 6 succeeded, 0 failed" in done.stdout
     assert "a temporary file removed on exit" in done.stdout
     # With a path, the file is kept, and with it the call due tomorrow.
     path = tmp_path / "kept.sqlite3"
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py"), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("quickstart.py", str(path))
     assert f"the call due tomorrow is still stored in {path}" in done.stdout
     assert [name for _, name, _ in _pending(path)] == ["build-report"]
 
@@ -121,14 +99,7 @@ def _outbox(path: Path) -> list[int]:
 
 
 def _produce(url: str, *args: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "producer.py"), url, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("producer.py", url, *args)
     return done.stdout.splitlines()
 
 
@@ -196,14 +167,7 @@ def test_the_worker_stops_cleanly_on_sigterm_and_loses_no_call(tmp_path: Path) -
 
 
 def test_blocking_example_keeps_the_loop_free_and_kills_a_cancelled_process() -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "blocking.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("blocking.py", timeout=120)
     lines = done.stdout.splitlines()
     me = int(lines[0].removeprefix("this process is "))
     primes = [line for line in lines if line.startswith("  primes below ")]
