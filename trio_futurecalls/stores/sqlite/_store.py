@@ -58,6 +58,7 @@ from ._inserts import insert_calls
 from ._rows import dead_letter, pending_call, read_text, show
 from ._rows import recurring as recurring_row
 from ._session import SQLiteSession
+from ._watcher import DataVersionWatcher
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
 
@@ -128,14 +129,10 @@ class SQLiteStore(SQLiteCoordination):
         # Other processes' changes are watched only while someone listens (a store
         # that only schedules reads no data_version): see _on_demand.py.
         self._watch: OnDemand | None = None
-        #: Set once the current watcher has read its first data_version.
-        self._watching = trio.Event()
-        #: The data_version the watcher read last (None: never read).
-        self._data_version: int | None = None
+        self._watcher: DataVersionWatcher | None = None
         if recheck_interval is not None:
-            self._watch = OnDemand(
-                partial(self._watch_other_connections, recheck_interval), "futurecalls-watch"
-            )
+            self._watcher = DataVersionWatcher(path, self._run, self._wake_now, recheck_interval)
+            self._watch = OnDemand(self._watcher.run, "futurecalls-watch")
         self._listeners = Listeners(self._watch)
         self._q = queries("sqlite")
         # The writes after calls (complete, release, put_back, dead_letter) go through
@@ -565,45 +562,19 @@ class SQLiteStore(SQLiteCoordination):
             with trio.CancelScope(shield=True):
                 await session.aclose()
 
-    async def _watch_other_connections(self, interval: float) -> None:
-        """Wake listeners when another connection (process) changed the database."""
-
-        def version(conn: sqlite3.Connection) -> int:
-            value: int = conn.execute("PRAGMA data_version").fetchone()[0]
-            return value
-
-        try:
-            while True:
-                try:
-                    current = await self._run(version)
-                except StoreClosedError:
-                    return
-                except StoreError as exc:
-                    _log.warning("could not check %s for changes: %s", self.path, exc)
-                else:
-                    # data_version moves only for commits by *other* connections. The
-                    # last one read is kept across runs (same connection): a run that
-                    # follows another (stopped, then wanted again before it ended, so
-                    # that wait_listening did not wait for this one) tells the commits
-                    # made in between.
-                    last = self._data_version
-                    if last is not None and current != last:
-                        self._listeners.notify(WAKE_NOW)
-                    self._data_version = current
-                    self._watching.set()
-                await trio.sleep(interval)
-        finally:
-            self._watching = trio.Event()
+    def _wake_now(self) -> None:
+        """Another connection committed: the listeners look again now."""
+        self._listeners.notify(WAKE_NOW)
 
     async def wait_listening(self) -> bool:
         """Return True once the watcher has read its first ``data_version`` (changes
         from then on wake the listeners); False without a watcher (no listener, or
         ``recheck_interval=None``) or if that read does not succeed within
         ``busy_timeout`` (it goes on trying)."""
-        if self._watch is None or not self._watch.wanted:
+        if self._watch is None or self._watcher is None or not self._watch.wanted:
             return False
         with trio.move_on_after(self._busy_timeout):
-            await self._watching.wait()
+            await self._watcher.watching.wait()
             return True
         return False
 
