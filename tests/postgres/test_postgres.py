@@ -966,13 +966,13 @@ async def test_claim_uses_the_statement_of_its_delivery_mode() -> None:
         t = now() - timedelta(seconds=1)
         ids = await store.schedule([new(name, t) for name in ("a", "b", "a", "b")])
         used: list[str] = []
-        call = store._call
+        claim = store._claim
 
-        async def recording_call(method: str, query: str, *args: Any) -> Any:
+        async def recording_claim(query: str, *args: Any) -> Any:
             used.append(query)
-            return await call(method, query, *args)
+            return await claim(query, *args)
 
-        store._call = recording_call  # type: ignore[method-assign]
+        store._claim = recording_claim  # type: ignore[method-assign]
         lease_a = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
         # Only "b" asked for, and "b" is not leased: plain delete.
         (b1,) = (await store.claim(now(), {"b": 1}, 1, lease_a)).calls

@@ -16,18 +16,24 @@ lifetime (``trio_asyncio.open_loop()``), creates an asyncpg pool, migrates the s
 and runs a ``LISTEN`` task while the store has wake-up listeners; every database call
 crosses the bridge once (``aio_as_trio``), so the rest of the program stays pure Trio.
 
-**Connections.** The store keeps one pool connection for its own statements (claims,
-``schedule``, completions...), so that they skip the pool's acquire and
-release; a statement that finds it busy takes another pool connection. The store's
+**Connections.** The store holds two pool connections for its own statements, one
+for claims and one for the rest (``schedule``, completions...), so that they skip the
+pool's acquire and release; a statement that finds its connection busy takes another
+pool connection. The claims' connection has ``plan_cache_mode = force_generic_plan``:
+the claim is a large statement that takes the server longer to plan than to run, and
+PostgreSQL would plan it anew for every claim whenever the statistics make its generic
+plan look dear (a table of a million future rows does). The store's
 statements are single statements and leave no session state, so the pool does not
 reset a connection only they used; a connection a running call's session used gets
 ``RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP`` and then asyncpg's
 reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) when released,
 before anyone else can have it; an open transaction is rolled back. Not undone:
 statements a session prepared by hand (SQL ``PREPARE``) and type codecs it set on
-``session.connection()`` (asyncpg's statement cache depends on them staying). The kept
-connection goes back to the pool when anything goes wrong with it, when the pool runs
-short (sessions never wait for it) and when the store closes.
+``session.connection()`` (asyncpg's statement cache depends on them staying). The
+claims' connection is reset so too, so no session gets its setting. A held connection
+goes back to the pool when anything goes wrong with it, when a session or statement
+waits for a connection (sessions never wait for an idle held one) and when the store
+closes.
 
 **Schema.** Everything lives in one PostgreSQL schema (``futurecalls`` by default):
 ``calls``, ``dead_letters`` and ``schema_version``. Migrations are applied in one
@@ -72,17 +78,17 @@ value a claim returns converts to Python: a claim never deletes rows it then can
 hand over.
 
 **Pool size.** The pool serves the dispatcher's claims, application calls to
-``schedule``/``cancel``..., and one connection per running call *that uses its
-session* (sessions acquire lazily, on first use, and keep that connection until the
-call ends). So size it as :func:`recommended_pool_size`: ``max_concurrent + 2`` (one per
-concurrently running call, one for the dispatcher, one spare for scheduling from
-application code). The ``LISTEN`` connection is not taken from the pool: the server
-sees at most ``max_pool_size + 1`` connections per store. A pool that is too small
-makes sessions wait for a connection (up to ``acquire_timeout``, then
-:class:`StoreUnavailableError`); :meth:`PostgresStore.check_pool_size` logs a warning
-on ``trio_futurecalls.store.postgres`` and returns False in that case, and also when
-the server has no room for such a pool (``max_connections``, less reserved slots and
-other clients' connections, read at open: :attr:`PostgresStore.server_room`).
+``schedule``/``cancel``..., and one connection per running call *that uses its session*
+(sessions acquire lazily, on first use, and keep that connection until the call ends).
+So size it as :func:`recommended_pool_size`: ``max_concurrent + 2`` (one per
+concurrently running call, one for the dispatcher's claims, one for the store's other
+statements and scheduling from application code). The ``LISTEN`` connection is not taken
+from the pool: the server sees at most ``max_pool_size + 1`` connections per store. A
+pool that is too small makes sessions wait for a connection (up to ``acquire_timeout``,
+then :class:`StoreUnavailableError`); :meth:`PostgresStore.check_pool_size` logs a
+warning on ``trio_futurecalls.store.postgres`` and returns False in that case, and also
+when the server has no room for such a pool (``max_connections``, less reserved slots
+and other clients' connections, read at open: :attr:`PostgresStore.server_room`).
 """
 
 # Checked before anything else, so that a missing extra is named here rather than

@@ -195,22 +195,51 @@ def _bound(
     return functools.partial(method, conn)
 
 
+#: Set on the connection the store holds for its claims (see :class:`Connections`).
+#: The claim is one large statement (every claim CTE is planned, run or not): a
+#: custom plan costs the server 2-4 ms to make, more than the claim takes to run, and
+#: PostgreSQL keeps choosing custom plans whenever the table's statistics make the
+#: generic plan look dearer (a million future rows: ``due_at <= $3`` is estimated at
+#: a third of them). The generic plan reads the same few index entries either way.
+GENERIC_PLANS: Final = "SET plan_cache_mode = force_generic_plan"
+
+
+@attrs.define(eq=False)
+class _Held:
+    """A pool connection the store holds between its statements of one kind."""
+
+    #: Run on each connection it takes, before its first statement (None: nothing).
+    #: A connection set up so is marked as used by a session: when it goes back to the
+    #: pool, the full reset (``RESET ALL``) takes the setting off before anyone else
+    #: gets it.
+    setup: str | None = None
+    conn: PoolConnectionProxy | None = None
+    busy: bool = False
+
+    @property
+    def idle(self) -> bool:
+        return self.conn is not None and not self.busy
+
+
 class Connections:
-    """The store's pool, plus one pool connection the store keeps for its own statements.
+    """The store's pool, plus two pool connections the store holds for its own
+    statements: one for claims (with generic plans: :data:`GENERIC_PLANS`), one for
+    the rest.
 
     Runs on the store's asyncio loop only (no locking needed: every method checks and
     updates its state before its first ``await``). Each store method is one call of
-    :meth:`run`, i.e. one bridge crossing that takes a connection, runs the statement
-    and gives the connection back.
+    :meth:`run` (or :meth:`run_claim`), i.e. one bridge crossing that takes a
+    connection, runs the statement and gives the connection back.
 
-    The kept connection spares each statement the pool's acquire and release (a few
+    A held connection spares each statement the pool's acquire and release (a few
     asyncio tasks and timers each, which trio-asyncio makes expensive). The store's
     statements are single statements in implicit transactions, so it carries no state
-    between them. Statements that find it busy take a pool connection as before. It
+    between them. Statements that find theirs busy take a pool connection as before. It
     goes back to the pool whenever anything goes wrong with it (errors, cancellation:
-    the pool then waits out a cancelled query, rolls back or reconnects), when the
-    pool runs short (after a statement, or when a session needs a connection: sessions
-    never wait for the store's idle connection) and when the store closes.
+    the pool then waits out a cancelled query, rolls back or reconnects), when someone
+    waits for a pool connection (after a statement), when a session needs a connection
+    and the pool is short (sessions never wait for the store's idle connections) and
+    when the store closes.
 
     Every acquire and release after migrations goes through here, so :attr:`out`
     counts the connections checked out or being acquired (waiters included): the pool
@@ -228,16 +257,17 @@ class Connections:
         #: connection is terminated instead: the caller's deadline is not extended by
         #: more than that.
         self.cancel_timeout = acquire_timeout if cancel_timeout is None else cancel_timeout
-        self.kept: PoolConnectionProxy | None = None
-        self.busy = False
+        self._kept = _Held()
+        self._claimer = _Held(GENERIC_PLANS)
         self.closing = False
         self.out = 0
         #: Connections held by running calls' sessions.
         self.sessions = 0
 
     @property
-    def kept_idle(self) -> bool:
-        return self.kept is not None and not self.busy
+    def held_idle(self) -> int:
+        """Connections the store holds that no statement is using right now."""
+        return int(self._kept.idle) + int(self._claimer.idle)
 
     @property
     def short(self) -> bool:
@@ -253,6 +283,13 @@ class Connections:
             raise_if_gone(exc, self.pool.is_closing())
             raise
         return conn
+
+    async def _acquire_room(self) -> PoolConnectionProxy:
+        """As :meth:`_acquire`; if the pool is short, the held connections that are
+        idle go back first: nothing waits for a connection the store holds idle."""
+        if self.short and self.held_idle:
+            await self.give_back()
+        return await self._acquire()
 
     async def release(self, conn: PoolConnectionProxy, seconds: float | None = None) -> None:
         """Give a connection back to the pool (which resets it if a session used it)."""
@@ -280,7 +317,7 @@ class Connections:
         """On the asyncio side: ``fn(conn)`` in one transaction, on a connection of its
         own (statements that need Python between them, e.g. firing recurring
         schedules; not the hot path)."""
-        conn = await self._acquire()
+        conn = await self._acquire_room()
 
         async def body() -> T:
             async with conn.transaction():
@@ -296,15 +333,29 @@ class Connections:
 
     async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
         """``conn.method(sql, *args)`` on a connection (the kept one if it is free)."""
-        return await self.run_with(method, sql, args)
+        return await self._run(self._kept, method, sql, args)
 
     async def run_with(
         self, method: str | Callable[..., Awaitable[Any]], sql: str, args: Sequence[Any]
     ) -> Any:
         """As :meth:`run`; a ``method`` that is a coroutine function runs as
         ``method(conn, sql, *args)`` (a few statements in a transaction)."""
-        if self.busy or self.closing:
-            conn = await self._acquire()
+        return await self._run(self._kept, method, sql, args)
+
+    async def run_claim(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        """As :meth:`run`, for a claim: on the connection held for claims (generic
+        plans) if it is free, else on a pool connection as any statement."""
+        return await self._run(self._claimer, method, sql, args)
+
+    async def _run(
+        self,
+        held: _Held,
+        method: str | Callable[..., Awaitable[Any]],
+        sql: str,
+        args: Sequence[Any],
+    ) -> Any:
+        if held.busy or self.closing:
+            conn = await self._acquire_room()
             try:
                 result = await on_connection(conn, _bound(conn, method), sql, *args)
             except BaseException as exc:
@@ -312,42 +363,47 @@ class Connections:
                 raise
             await self.release(conn)
             return result
-        self.busy = True
+        held.busy = True
         try:
-            kept = self.kept
-            if kept is not None and lost(kept):
+            if held.conn is not None and lost(held.conn):
                 # Lost while idle (server restart, network): the pool would have
                 # replaced it on acquire, so do the same.
-                self.kept = None
-                await self.release(kept)
-                kept = None
-            if kept is None:
-                kept = self.kept = await self._acquire()
-            result = await on_connection(kept, _bound(kept, method), sql, *args)
+                gone, held.conn = held.conn, None
+                await self.release(gone)
+            if held.conn is None:
+                conn = held.conn = await self._acquire_room()
+                if held.setup is not None:
+                    _mark_session_use(conn)  # reset (RESET ALL) when released
+                    await on_connection(conn, conn.execute, held.setup)
+            conn = held.conn
+            result = await on_connection(conn, _bound(conn, method), sql, *args)
         except BaseException as exc:
-            self.busy = False
-            failed, self.kept = self.kept, None
+            held.busy = False
+            failed, held.conn = held.conn, None
             if failed is not None:
                 await self._release_after(failed, exc)
             raise
-        self.busy = False
-        if self.closing or self.short:
-            await self.give_back()
+        held.busy = False
+        if self.closing or self.out > self.max_size:
+            # Closing, or someone waits for a pool connection (``out`` counts waiters).
+            await self._give_back(held)
         return result
 
     async def give_back(self) -> None:
-        """Return the kept connection (if idle) to the pool."""
-        if self.busy:
+        """Return the held connections that are idle to the pool."""
+        await self._give_back(self._kept)
+        await self._give_back(self._claimer)
+
+    async def _give_back(self, held: _Held) -> None:
+        if held.busy:
             return  # the statement using it gives it back when it ends, if it must
-        conn, self.kept = self.kept, None
+        conn, held.conn = held.conn, None
         if conn is not None:
             await self.release(conn)
 
     async def acquire_session(self) -> PoolConnectionProxy:
         """A connection for a running call's session: fully reset when released."""
-        if self.short and self.kept_idle:
-            await self.give_back()  # sessions never wait for the store's idle connection
-        conn = await self._acquire()
+        conn = await self._acquire_room()
         _mark_session_use(conn)
         self.sessions += 1
         return conn

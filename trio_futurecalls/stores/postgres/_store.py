@@ -1,7 +1,7 @@
 """The store itself: :class:`PostgresStore`, the Store protocol over one PostgreSQL schema.
 
-Each method is one statement from ``stores/sql/postgres/queries.sql`` on the store's
-kept pool connection (:class:`._pool.Connections`), one bridge crossing; keyed
+Each method is one statement from ``stores/sql/postgres/queries.sql`` on a pool
+connection the store holds (:class:`._pool.Connections`), one bridge crossing; keyed
 inserts (``_inserts.py``) and recurring schedules (``_recurring.py``) run a few
 statements in one transaction. The listener task, sessions, the pool and migrations
 live in modules of their own; :func:`open_postgres_store` wires them together.
@@ -187,6 +187,14 @@ class PostgresStore(PostgresCoordination):
         self._live_pool()
         return await bridge(self._loop, query, self._connections.run, method, self._q[query], args)
 
+    async def _claim(self, query: str, *args: Any) -> Any:
+        """As :meth:`_call` (``fetch``), on the connection held for claims (its plans
+        are generic: see :data:`._pool.GENERIC_PLANS`)."""
+        self._live_pool()
+        return await bridge(
+            self._loop, query, self._connections.run_claim, "fetch", self._q[query], args
+        )
+
     async def _call_with(self, fn: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
         """As :meth:`_call`, with ``fn(conn, sql, *args)`` run on the connection."""
         self._live_pool()
@@ -195,13 +203,13 @@ class PostgresStore(PostgresCoordination):
     def connections_in_use(self) -> int:
         """Pool connections checked out right now (by sessions or store operations).
 
-        The connection the store keeps for its own next statement does not count
-        while it is idle: it goes back to the pool as soon as the pool runs short.
+        The connections the store holds for its own next statements do not count while
+        they are idle: they go back to the pool as soon as a session needs one.
         """
         pool = self._pool
         if pool is None:
             return 0
-        return pool.get_size() - pool.get_idle_size() - int(self._connections.kept_idle)
+        return pool.get_size() - pool.get_idle_size() - self._connections.held_idle
 
     @property
     def session_connections(self) -> int:
@@ -382,9 +390,7 @@ class PostgresStore(PostgresCoordination):
                 statement = "claim_lease"
             else:
                 statement, extra = "claim", (sorted(leased),)
-            rows = await self._call(
-                "fetch", statement, names, quotas, now, limit, owner, expires, *extra
-            )
+            rows = await self._claim(statement, names, quotas, now, limit, owner, expires, *extra)
         # Every claim statement ends with one row whose id is NULL: the next due time.
         calls = [
             attrs.evolve(call_from_row(row, utc), dependents=True)

@@ -322,6 +322,7 @@ picked AS (
             LIMIT q.slots
             FOR UPDATE SKIP LOCKED
         ) AS due
+        WHERE levels.priority IS NOT NULL
         -- (Stated, not assumed from the plan: at most q.slots rows per level were
         -- read and locked, so this sort is small.)
         ORDER BY levels.priority DESC, due.due_at, due.id
