@@ -522,9 +522,15 @@ FROM upcoming
 -- expiry). Either way the claim frees the row's unique key (a leased row's is set to
 -- NULL). Returns each call with its due time before the claim and its new attempt
 -- count. Rows locked but not kept are unlocked when the statement's transaction ends.
+--
+-- The chosen rows are found again by "id = ANY(ARRAY(SELECT id FROM chosen))": one
+-- primary-key probe per id, whatever the plan. Claims run with generic plans (see
+-- stores/postgres/_pool.py), which cannot know the quotas and estimate hundreds of
+-- chosen rows; joined to "chosen", a table of some thousands of rows was read whole
+-- (a sequential scan and a hash join) on every claim.
 {_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, deleted AS (
     DELETE FROM {schema}.calls
-    WHERE id IN (SELECT id FROM chosen) AND NOT (name = ANY($7::text[]))
+    WHERE id = ANY(ARRAY(SELECT id FROM chosen)) AND NOT (name = ANY($7::text[]))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
         least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
 ), started AS (
@@ -539,7 +545,7 @@ FROM upcoming
     SET lease_owner = $5::text, due_at = $6::timestamptz,
         attempts = least(c.attempts + 1, 1000000), unique_key = NULL
     FROM chosen AS p
-    WHERE c.id = p.id AND c.name = ANY($7::text[])
+    WHERE c.id = ANY(ARRAY(SELECT id FROM chosen)) AND c.id = p.id AND c.name = ANY($7::text[])
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
         c.recurring_key, c.tick_at, c.priority, c.dependents
 ), taken AS (
@@ -554,7 +560,7 @@ FROM upcoming
 -- deleted, without the lease branch (a cheaper statement to plan and run).
 {_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, taken AS (
     DELETE FROM {schema}.calls
-    WHERE id IN (SELECT id FROM chosen)
+    WHERE id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
         least(attempts + 1, 1000000) AS attempts, recurring_key, tick_at, priority, dependents
 ), started AS (
@@ -574,7 +580,7 @@ FROM upcoming
     SET lease_owner = $5::text, due_at = $6::timestamptz,
         attempts = least(c.attempts + 1, 1000000), unique_key = NULL
     FROM chosen AS p
-    WHERE c.id = p.id
+    WHERE c.id = ANY(ARRAY(SELECT id FROM chosen)) AND c.id = p.id
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
         c.recurring_key, c.tick_at, c.priority, c.dependents
 )
