@@ -19,10 +19,12 @@ crosses the bridge once (``aio_as_trio``), so the rest of the program stays pure
 **Connections.** The store keeps one pool connection for its own statements (claims,
 ``schedule``, completions...), so that they skip the pool's acquire and
 release; a statement that finds it busy takes another pool connection. The store's
-statements are single statements and leave no session state, so the pool does not
-reset a connection only they used; a connection a running call's session used gets
-``RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP`` and then asyncpg's
-reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) when released,
+statements are single statements and leave no session state (the schedules of
+``schedule_commit="asynchronous"`` set ``synchronous_commit`` for their own transaction
+only), so the pool does not reset a connection only they used; a connection a running
+call's session used gets ``RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD
+TEMP`` and then asyncpg's reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+RESET ALL``) when released,
 before anyone else can have it; an open transaction is rolled back. Not undone:
 statements a session prepared by hand (SQL ``PREPARE``) and type codecs it set on
 ``session.connection()`` (asyncpg's statement cache depends on them staying). The kept
