@@ -8,7 +8,8 @@
 
 Both write the store's table (a schema its migrations made: same indexes) with the
 columns the store fills, so the only difference with ``schedule_call`` /
-``schedule_many`` is the library.
+``schedule_many`` is the library. With ``async_commit``, their connection runs with
+``synchronous_commit = off``: the ceilings of ``schedule_commit="asynchronous"``.
 """
 
 from __future__ import annotations
@@ -44,13 +45,19 @@ def _sql(template: str, schema: str) -> str:
     return template.format(schema=schema)
 
 
-def insert_loop_rate(dsn: str, schema: str, name: str, n: int) -> float:
+def _settings(async_commit: bool) -> dict[str, str]:
+    return {"synchronous_commit": "off"} if async_commit else {}
+
+
+def insert_loop_rate(dsn: str, schema: str, name: str, n: int, async_commit: bool) -> float:
     """Rows per second of ``n`` one-row inserts, one at a time, via trio-asyncio."""
     sql = _sql(_ONE, schema)
 
     async def main() -> float:
         async with trio_asyncio.open_loop():
-            conn: Any = await aio_as_trio(asyncpg.connect)(dsn, timeout=10)
+            conn: Any = await aio_as_trio(asyncpg.connect)(
+                dsn, timeout=10, server_settings=_settings(async_commit)
+            )
             try:
                 fetchval = aio_as_trio(conn.fetchval)
                 now = datetime.now(UTC)
@@ -68,12 +75,14 @@ def insert_loop_rate(dsn: str, schema: str, name: str, n: int) -> float:
     return n / trio.run(main)
 
 
-def multi_row_rate(dsn: str, schema: str, name: str, n: int, batch: int) -> float:
+def multi_row_rate(
+    dsn: str, schema: str, name: str, n: int, batch: int, async_commit: bool
+) -> float:
     """Rows per second of ``n`` rows inserted ``batch`` per statement, plain asyncio."""
     sql = _sql(_MANY, schema)
 
     async def main() -> float:
-        conn = await asyncpg.connect(dsn, timeout=10)
+        conn = await asyncpg.connect(dsn, timeout=10, server_settings=_settings(async_commit))
         try:
             now = datetime.now(UTC)
             await conn.fetch(sql, [name], ["null"], [now], [None], [now], [0])  # prepare

@@ -9,8 +9,9 @@ One URL picks the store and where it lives; ``options`` go to that store's opene
 * ``sqlite:///relative/path``, ``sqlite:////absolute/path``: :func:`open_sqlite_store`
   (``recheck_interval=``, ``synchronous=``, ``busy_timeout=``).
 * ``postgresql://user@host:port/db`` or ``postgres://...``: ``open_postgres_store``
-  (``schema=``, ``max_pool_size=``...). It needs the ``postgres`` extra and is imported
-  only when such a URL is opened, so ``import trio_futurecalls`` never loads asyncpg.
+  (``schema=``, ``max_pool_size=``, ``schedule_commit=``...). It needs the
+  ``postgres`` extra and is imported only when such a URL is opened, so ``import
+  trio_futurecalls`` never loads asyncpg.
 
 Schemes are case-insensitive. A URL of another form, or an option its opener does not
 take, raises :class:`InvalidArgumentError` before anything is opened; no error message

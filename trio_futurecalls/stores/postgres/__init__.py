@@ -22,11 +22,13 @@ pool's acquire and release; a statement that finds its connection busy takes ano
 pool connection. The claims' connection has ``plan_cache_mode = force_generic_plan``:
 the claim is a large statement that takes the server longer to plan than to run, and
 PostgreSQL would plan it anew for every claim whenever the statistics make its generic
-plan look dear (a table of a million future rows does). The store's
-statements are single statements and leave no session state, so the pool does not
-reset a connection only they used; a connection a running call's session used gets
-``RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD TEMP`` and then asyncpg's
-reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) when released,
+plan look dear (a table of a million future rows does). The store's other statements
+are single statements and leave no session state (the schedules of
+``schedule_commit="asynchronous"`` set ``synchronous_commit`` for their own transaction
+only), so the pool does not reset a connection only they used; a connection a running
+call's session used gets ``RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DISCARD
+TEMP`` and then asyncpg's reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+RESET ALL``) when released,
 before anyone else can have it; an open transaction is rolled back. Not undone:
 statements a session prepared by hand (SQL ``PREPARE``) and type codecs it set on
 ``session.connection()`` (asyncpg's statement cache depends on them staying). The

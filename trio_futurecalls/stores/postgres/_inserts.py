@@ -1,4 +1,5 @@
-"""Storing calls: the parameters of ``insert_calls``, and batches with unique keys.
+"""Storing calls: the parameters of ``insert_calls``, batches with unique keys, and
+which statements store scheduled calls (``schedule_commit``).
 
 Both run a statement of ``queries.sql``; the keyed one, on the asyncio side, runs
 ``insert_keyed_calls`` again for rows whose key holder it could not see, and a batch
@@ -11,13 +12,47 @@ import asyncio
 import random
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import asyncpg
 
-from ..._errors import StoreError
+from ..._errors import InvalidArgumentError, StoreError
 from ..._model import NewCall
 from ._listener import notify_payload
+
+#: How a schedule commits (``open_postgres_store(schedule_commit=...)``): "durable"
+#: with the server's ``synchronous_commit``; "asynchronous" without waiting for its WAL
+#: to reach the disk (``_async_commit`` in queries.sql).
+ScheduleCommit = Literal["durable", "asynchronous"]
+SCHEDULE_COMMITS: Final[tuple[ScheduleCommit, ...]] = ("durable", "asynchronous")
+
+#: The statements a schedule runs on the store's own connection, each alone or in a
+#: transaction that holds only that batch. Each has an ``_async_commit`` variant.
+#: Not here, so always durable: calls that wait for others (``insert_waiting_calls``,
+#: several statements that also lock and mark their prerequisites' rows), the runs of
+#: recurring schedules, and every write of a worker (claims, completions...).
+SCHEDULE_QUERIES: Final = (
+    "insert_one_call",
+    "insert_new_calls",
+    "insert_calls",
+    "insert_keyed_calls",
+)
+
+
+def check_schedule_commit(value: object) -> ScheduleCommit:
+    """One of :data:`SCHEDULE_COMMITS`, else :class:`InvalidArgumentError`."""
+    for mode in SCHEDULE_COMMITS:
+        if value == mode and type(value) is str:
+            return mode
+    raise InvalidArgumentError(
+        f"schedule_commit must be one of {', '.join(map(repr, SCHEDULE_COMMITS))}, got {value!r}"
+    )
+
+
+def schedule_queries(schedule_commit: ScheduleCommit) -> dict[str, str]:
+    """Which query each of :data:`SCHEDULE_QUERIES` is, for ``schedule_commit``."""
+    suffix = "_async_commit" if schedule_commit == "asynchronous" else ""
+    return {name: name + suffix for name in SCHEDULE_QUERIES}
 
 
 def insert_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:

@@ -19,6 +19,7 @@ from ..._errors import FutureCallsError, InvalidArgumentError, StoreError, Store
 from ..._util import BlockError, background_nursery, raise_unwrapped
 from ..._validate import check_bool, check_positive_seconds
 from ._errors import bridge
+from ._inserts import ScheduleCommit, check_schedule_commit
 from ._migrations import check_current, check_encoding
 from ._migrations import migrate as migrate_schema
 from ._pool import pool_options, recommended_pool_size
@@ -76,6 +77,7 @@ async def open_postgres_store(
     acquire_timeout: float | None = None,
     application_name: str = "trio_futurecalls",
     migrate: bool = True,
+    schedule_commit: ScheduleCommit = "durable",
 ) -> AsyncIterator[PostgresStore]:
     """Open the PostgreSQL store in ``schema`` (created and migrated if needed).
 
@@ -93,6 +95,19 @@ async def open_postgres_store(
       ``:listen``).
     * ``migrate=False``: do not create or upgrade the schema (it must be current:
       :class:`StoreError` otherwise).
+    * ``schedule_commit``: ``"durable"`` (the default): a schedule returns once its
+      commit is on disk, as the server's ``synchronous_commit`` says.
+      ``"asynchronous"``, an opt-in for producers that trade durability for rate: the
+      statements that store scheduled calls (``schedule_call``, ``schedule_many``,
+      ``Scheduler.schedule`` and its group commits, unique keys included) commit with
+      ``synchronous_commit = off`` for their own transaction only (PostgreSQL's
+      asynchronous commit: one round trip, no wait for the WAL flush). A server crash
+      (not a client crash) can then lose the schedules acknowledged in the last few
+      hundred milliseconds (up to three times ``wal_writer_delay``); nothing is
+      corrupted, and what was lost is lost whole, batch by batch. Claims,
+      completions, releases, dead letters, cancels, leases, recurring runs, calls
+      scheduled with ``after`` (chains) and running calls' sessions keep the
+      server's setting, so execution guarantees do not change.
 
     Raises :class:`StoreUnavailableError` if the database cannot be reached at start.
     """
@@ -100,6 +115,7 @@ async def open_postgres_store(
         raise InvalidArgumentError("dsn must be a non-empty connection string")
     checked_schema = check_schema_name(schema)
     check_bool(migrate, "migrate")
+    schedule_commit = check_schedule_commit(schedule_commit)
     if checked_schema == "public":
         # Accepted (0.1.0 accepted it, and stores there keep working), but its tables
         # (calls, dead_letters, schema_version) share a namespace with the application's.
@@ -184,6 +200,7 @@ async def open_postgres_store(
                 acquire_timeout=acquire_s,
                 connect_timeout=connect_s,
                 application_name=application_name,
+                schedule_commit=schedule_commit,
             )
             try:
                 await check_encoding(loop, pool, checked_schema, acquire_s)

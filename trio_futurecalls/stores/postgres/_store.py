@@ -62,10 +62,12 @@ from ._grouped import GroupedWrites
 from ._inserts import (
     DEADLOCK_ATTEMPTS,
     TRY_AGAIN,
+    ScheduleCommit,
     aio_insert_keyed,
     insert_calls_args,
     insert_new_calls_args,
     is_new,
+    schedule_queries,
 )
 from ._listener import NotifyListener, notify_payload
 from ._pool import Connections, ServerRoom, pool_size_advice
@@ -98,6 +100,7 @@ class PostgresStore(PostgresCoordination):
         acquire_timeout: float,
         connect_timeout: float,
         application_name: str,
+        schedule_commit: ScheduleCommit = "durable",
     ) -> None:
         self._loop = loop
         self._connect_timeout = connect_timeout
@@ -130,6 +133,10 @@ class PostgresStore(PostgresCoordination):
         )
         self._sessions = Sessions(loop, self._connections, self._live_pool)
         self._q = schema_queries(schema)
+        #: How schedules commit (see :func:`open_postgres_store`).
+        self.schedule_commit: ScheduleCommit = schedule_commit
+        # The query each schedule statement runs: its _async_commit variant or not.
+        self._inserts = schedule_queries(schedule_commit)
 
     @property
     def listener_application_name(self) -> str:
@@ -262,7 +269,7 @@ class PostgresStore(PostgresCoordination):
             c = calls[0]
             call_id = await self._call(
                 "fetchval",
-                "insert_one_call",
+                self._inserts["insert_one_call"],
                 c.name,
                 c.payload,
                 c.due_at,
@@ -276,10 +283,10 @@ class PostgresStore(PostgresCoordination):
             return [call_id]
         if all(is_new(c) for c in calls):
             args = insert_new_calls_args(calls, self.channel, earliest)
-            rows = await self._call("fetch", "insert_new_calls", *args)
+            rows = await self._call("fetch", self._inserts["insert_new_calls"], *args)
         else:
             args = insert_calls_args(calls, self.channel, earliest)
-            rows = await self._call("fetch", "insert_calls", *args)
+            rows = await self._call("fetch", self._inserts["insert_calls"], *args)
         # Wake this process's listeners at once too; the NOTIFY reaches other
         # processes (and this one again: listeners tolerate duplicates).
         self._listeners.notify(earliest)
@@ -293,7 +300,7 @@ class PostgresStore(PostgresCoordination):
         strict = any(c.unique_key is not None and c.on_conflict == "error" for c in merged)
         results = await self._call_with(
             aio_insert_keyed,
-            "insert_keyed_calls",
+            self._inserts["insert_keyed_calls"],
             merged,
             self.channel,
             notify_payload(earliest),

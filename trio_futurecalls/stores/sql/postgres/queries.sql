@@ -39,22 +39,40 @@ SELECT current_setting('max_connections')::integer,
 -- name: notify
 SELECT pg_notify($1::text, $2::text);
 
--- name: insert_one_call
--- insert_new_calls for a batch of one (schedule, schedule_call one at a time): plain
--- values, no arrays to encode or unnest.
-WITH inserted AS (
+-- name: _async_commit
+-- open_postgres_store(schedule_commit="asynchronous"): a CTE the statement's result
+-- joins (so it is evaluated), which sets synchronous_commit to off for the statement's
+-- own transaction only (is_local: the connection is back to its setting once it
+-- ends). The commit then returns without waiting for its WAL to reach the disk
+-- (PostgreSQL's "asynchronous commit"): a server crash can lose the last few hundred
+-- milliseconds of such schedules, never anything else. Only the statements that store
+-- scheduled calls (the *_async_commit variants below) include it.
+async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
+
+-- name: _insert_one_call
+inserted AS (
     INSERT INTO {schema}.calls (name, payload, due_at, identifier, scheduled_at, priority)
     VALUES ($1::text, $2::text, $3::timestamptz, $4::text, $5::timestamptz, $8::integer)
     RETURNING id
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
 )
+
+-- name: insert_one_call
+-- insert_new_calls for a batch of one (schedule, schedule_call one at a time): plain
+-- values, no arrays to encode or unnest.
+WITH {_insert_one_call}
 SELECT inserted.id FROM inserted CROSS JOIN wakeup;
 
--- name: insert_new_calls
--- insert_calls for the common batch: new calls (no attempts yet, not a recurring run),
--- so three arrays fewer to encode and unnest (schedule, schedule_call, schedule_many).
-WITH input AS (
+-- name: insert_one_call_async_commit
+-- insert_one_call, committed asynchronously (_async_commit).
+WITH {_insert_one_call}, {_async_commit}
+SELECT inserted.id FROM inserted CROSS JOIN wakeup CROSS JOIN async_commit;
+
+-- name: _insert_new_calls
+input AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[]
@@ -67,14 +85,21 @@ WITH input AS (
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
 )
+
+-- name: insert_new_calls
+-- insert_calls for the common batch: new calls (no attempts yet, not a recurring run),
+-- so three arrays fewer to encode and unnest (schedule, schedule_call, schedule_many).
+WITH {_insert_new_calls}
 SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 
--- name: insert_calls
--- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
--- ORDER BY), so identity values grow in input order and "ORDER BY id" returns the ids
--- in the order the calls were given. The NOTIFY is sent in the same statement (it is
--- delivered when the statement's transaction commits).
-WITH input AS (
+-- name: insert_new_calls_async_commit
+-- insert_new_calls, committed asynchronously (_async_commit).
+WITH {_insert_new_calls}, {_async_commit}
+SELECT inserted.id FROM inserted CROSS JOIN wakeup CROSS JOIN async_commit
+ORDER BY inserted.id;
+
+-- name: _insert_calls
+input AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $8::integer[],
@@ -94,28 +119,23 @@ WITH input AS (
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
 )
+
+-- name: insert_calls
+-- Many calls in one statement. Rows are inserted in input order (WITH ORDINALITY +
+-- ORDER BY), so identity values grow in input order and "ORDER BY id" returns the ids
+-- in the order the calls were given. The NOTIFY is sent in the same statement (it is
+-- delivered when the statement's transaction commits).
+WITH {_insert_calls}
 SELECT inserted.id FROM inserted CROSS JOIN wakeup ORDER BY inserted.id;
 
--- name: insert_keyed_calls
--- A batch with unique keys ($9, NULL for none; each (name, key) at most once: the
--- store merges repeats within a batch first) and what to do on a conflict ($10:
--- ignore, replace, error), in one statement. The partial unique index of migration
--- 0004 finds each conflict with a pending call, also with one another transaction is
--- inserting right now (ON CONFLICT waits for it to end).
---
--- "ignore" and "error" rows are inserted with DO NOTHING (no lock on the holder, so
--- a hot key costs no waiting); the holder's id comes from this statement's snapshot.
--- A holder committed after the snapshot was taken is not in it: that row's id is
--- NULL, and the store runs the statement again for it (then it sees the holder, or,
--- if a claim freed the key meanwhile, inserts). "replace" rows use DO UPDATE, which
--- locks the holder and gives it the new payload, due time, identifier and priority; PostgreSQL
--- guarantees an insert or an update for each (if a claim frees the key meanwhile, the
--- insert goes ahead). Ids are drawn first, in input order, so that "id = new_id"
--- tells an inserted row from a holder. Rows are written in (name, unique_key) order,
--- so that batches racing for the same keys lock them in the same order. NOTIFY in
--- the same statement. Returns, in input order: the id (NULL: run again), whether it
--- is a holder's ("conflicted"), and the input's on_conflict.
-WITH input AS (
+-- name: insert_calls_async_commit
+-- insert_calls, committed asynchronously (_async_commit).
+WITH {_insert_calls}, {_async_commit}
+SELECT inserted.id FROM inserted CROSS JOIN wakeup CROSS JOIN async_commit
+ORDER BY inserted.id;
+
+-- name: _insert_keyed_calls
+input AS (
     SELECT *
     FROM unnest(
         $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[],
@@ -160,6 +180,27 @@ WITH input AS (
 ), wakeup AS (
     SELECT count(*) AS sent FROM (SELECT pg_notify($6::text, $7::text)) AS n
 )
+
+-- name: insert_keyed_calls
+-- A batch with unique keys ($9, NULL for none; each (name, key) at most once: the
+-- store merges repeats within a batch first) and what to do on a conflict ($10:
+-- ignore, replace, error), in one statement. The partial unique index of migration
+-- 0004 finds each conflict with a pending call, also with one another transaction is
+-- inserting right now (ON CONFLICT waits for it to end).
+--
+-- "ignore" and "error" rows are inserted with DO NOTHING (no lock on the holder, so
+-- a hot key costs no waiting); the holder's id comes from this statement's snapshot.
+-- A holder committed after the snapshot was taken is not in it: that row's id is
+-- NULL, and the store runs the statement again for it (then it sees the holder, or,
+-- if a claim freed the key meanwhile, inserts). "replace" rows use DO UPDATE, which
+-- locks the holder and gives it the new payload, due time, identifier and priority; PostgreSQL
+-- guarantees an insert or an update for each (if a claim frees the key meanwhile, the
+-- insert goes ahead). Ids are drawn first, in input order, so that "id = new_id"
+-- tells an inserted row from a holder. Rows are written in (name, unique_key) order,
+-- so that batches racing for the same keys lock them in the same order. NOTIFY in
+-- the same statement. Returns, in input order: the id (NULL: run again), whether it
+-- is a holder's ("conflicted"), and the input's on_conflict.
+WITH {_insert_keyed_calls}
 SELECT coalesce(i.id, r.id, h.id) AS id,
     coalesce(i.id, r.id) IS DISTINCT FROM n.new_id AS conflicted,
     n.on_conflict
@@ -168,6 +209,20 @@ LEFT JOIN inserted AS i ON i.id = n.new_id
 LEFT JOIN replaced AS r ON r.name = n.name AND r.unique_key = n.unique_key
 LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
 CROSS JOIN wakeup
+ORDER BY n.ord;
+
+-- name: insert_keyed_calls_async_commit
+-- insert_keyed_calls, committed asynchronously (_async_commit).
+WITH {_insert_keyed_calls}, {_async_commit}
+SELECT coalesce(i.id, r.id, h.id) AS id,
+    coalesce(i.id, r.id) IS DISTINCT FROM n.new_id AS conflicted,
+    n.on_conflict
+FROM numbered AS n
+LEFT JOIN inserted AS i ON i.id = n.new_id
+LEFT JOIN replaced AS r ON r.name = n.name AND r.unique_key = n.unique_key
+LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
+CROSS JOIN wakeup
+CROSS JOIN async_commit
 ORDER BY n.ord;
 
 -- name: pending
