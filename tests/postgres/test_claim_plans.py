@@ -28,7 +28,7 @@ from trio_asyncio import aio_as_trio
 
 from trio_futurecalls import PendingQuery, StoreUnavailableError
 from trio_futurecalls.stores.postgres import PostgresStore
-from trio_futurecalls.stores.postgres._errors import bridge
+from trio_futurecalls.stores.postgres._errors import bridge, lost
 
 
 async def _on_claims_connection(store: PostgresStore, sql: str) -> Any:
@@ -89,7 +89,10 @@ async def test_a_claims_connection_killed_while_idle_is_replaced() -> None:
         pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
         killed = await admin_fetch("SELECT pg_terminate_backend($1)", pid)
         assert killed == [(True,)] or [tuple(r) for r in killed] == [(True,)]
-        await trio.sleep(0.2)
+        # Until asyncpg has seen the end of the stream (the test says when, not a sleep).
+        held = store._connections._claimer.conn
+        assert held is not None
+        await until(lambda: lost(held), 10)
         (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
         assert [c.id for c in (await store.claim(now(), {"a": 1}, 1)).calls] == [call_id]
         assert await _on_claims_connection(store, "SELECT pg_backend_pid()") != pid
