@@ -20,6 +20,16 @@ them first). A claim for every name with 5 free slots each, limit 10. From schem
 version 7 one more: 10 names, priorities all 0, plus WAITING_ROWS rows due an hour ago
 that wait for a prerequisite (``waiting = 1``): a claim must not read them, however
 many are due.
+
+``--plans generic`` (or ``custom``, or ``both``) measures the claim as a prepared
+statement, the way the store runs it: ``PREPARE`` under ``SET plan_cache_mode =
+force_generic_plan`` (the setting of the store's claims connection) or
+``force_custom_plan``, then ``EXPLAIN (ANALYZE, BUFFERS) EXECUTE`` with the arguments
+as literals. The default (``param``) is ``EXPLAIN`` with bound parameters, which the
+server plans for their values, as a custom plan. ``--shapes`` adds data shapes where a
+plan made without the values could go wrong: fewer due rows than free slots, nothing
+due with 100 free slots, 200 names, one name with 100,000 due rows next to a name with
+free slots, and 50 priorities in use.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import attrs
 
 from trio_futurecalls.stores._sql import migrations, parse_queries, queries
 
@@ -49,8 +60,36 @@ def _in_schema(sql: str, schema: str) -> str:
     return sql.replace("{schema}", '"' + schema + '"')
 
 
+@attrs.frozen
+class Shape:
+    """One scenario: rows loaded and the claim's free slots per name."""
+
+    n_names: int
+    priorities: tuple[int, ...]
+    waiting: bool = False
+    due_per_name: int = DUE_PER_NAME
+    slots: int = 5
+    #: Extra due rows of the first name only (one name with a backlog).
+    backlog: int = 0
+    label: str = ""
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        prio = list(self.priorities)
+        return f"{self.n_names} name(s), priorities {prio}" + (
+            f" + {WAITING_ROWS} waiting" if self.waiting else ""
+        )
+
+
 async def _load(
-    conn: Any, schema: str, names: list[str], priorities: list[int], has_priority: bool
+    conn: Any,
+    schema: str,
+    names: list[str],
+    priorities: list[int],
+    has_priority: bool,
+    due_per_name: int = DUE_PER_NAME,
+    backlog: int = 0,
 ) -> None:
     await conn.execute(f'TRUNCATE "{schema}".calls')
     columns = "name, payload, due_at, scheduled_at" + (", priority" if has_priority else "")
@@ -71,7 +110,10 @@ async def _load(
         + (f", {priority_of}" if has_priority else "")
         + " FROM unnest($1::text[]) AS n, generate_series(1, $2) AS g"
     )
-    await conn.execute(due, names, DUE_PER_NAME)
+    if due_per_name:
+        await conn.execute(due, names, due_per_name)
+    if backlog:
+        await conn.execute(due, names[:1], backlog)
     await conn.execute(f'VACUUM ANALYZE "{schema}".calls')
 
 
@@ -88,25 +130,64 @@ async def _add_waiting(conn: Any, schema: str, names: list[str]) -> None:
     await conn.execute(f'VACUUM ANALYZE "{schema}".calls')
 
 
-def _claim_args(names: list[str], extra: int) -> list[Any]:
-    """claim_delete's arguments: names, 5 slots each, now, limit 10; from schema version
-    7 also the lease owner and expiry of started prerequisites (None: no lease)."""
-    return [names, [5] * len(names), datetime.now(UTC), 10, *([None] * extra)]
+def _claim_args(names: list[str], extra: int, slots: int = 5) -> list[Any]:
+    """claim_delete's arguments: names, ``slots`` free slots each, now, limit 10 (or
+    every slot of every name, if more); from schema version 7 also the lease owner and
+    expiry of started prerequisites (None: no lease)."""
+    limit = max(10, slots * len(names)) if slots > 5 else 10
+    return [names, [slots] * len(names), datetime.now(UTC), limit, *([None] * extra)]
+
+
+def _literal(value: Any) -> str:
+    """``value`` as an SQL literal (the benchmark's own values: names, ints, times)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        if all(isinstance(v, int) for v in value):
+            return "ARRAY[" + ",".join(map(str, value)) + "]::integer[]"
+        return "ARRAY[" + ",".join(_literal(v) for v in value) + "]::text[]"
+    if isinstance(value, datetime):
+        return f"'{value.isoformat()}'::timestamptz"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def _prepare(conn: Any, sql: str, plans: str) -> None:
+    """PREPARE the claim as ``fc_claim`` under ``plan_cache_mode`` for ``plans``."""
+    await conn.execute(f"SET plan_cache_mode = force_{plans}_plan")
+    await _deallocate(conn)
+    await conn.execute("PREPARE fc_claim AS " + sql)
+
+
+async def _deallocate(conn: Any) -> None:
+    """Drop ``fc_claim`` (only it: asyncpg's own prepared statements stay)."""
+    if await conn.fetchval("SELECT 1 FROM pg_prepared_statements WHERE name = 'fc_claim'"):
+        await conn.execute("DEALLOCATE fc_claim")
 
 
 async def _explain(
-    conn: Any, sql: str, names: list[str], extra: int
+    conn: Any, sql: str, names: list[str], extra: int, plans: str = "param", slots: int = 5
 ) -> tuple[float, int, int, int]:
-    """(median ms, median shared hit, read, claimed rows) over RUNS rolled-back runs."""
+    """(median ms, median shared hit, read, claimed rows) over RUNS rolled-back runs.
+
+    ``plans``: ``param`` (EXPLAIN with bound parameters), or ``generic`` / ``custom``
+    (EXPLAIN EXECUTE of the statement prepared so, see :func:`_prepare`)."""
     times, hits, reads, rows = [], [], [], 0
+    if plans != "param":
+        await _prepare(conn, sql, plans)
     for _ in range(RUNS):
+        args = _claim_args(names, extra, slots)
         tr = conn.transaction()
         await tr.start()
         try:
-            plan = await conn.fetch(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) " + sql,
-                *_claim_args(names, extra),
-            )
+            if plans == "param":
+                plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) " + sql, *args)
+            else:
+                listed = ", ".join(map(_literal, args))
+                plan = await conn.fetch(
+                    f"EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) EXECUTE fc_claim({listed})"
+                )
         finally:
             await tr.rollback()
         lines = [r[0] for r in plan]
@@ -120,6 +201,9 @@ async def _explain(
         reads.append(int(match.group(2) or 0))
         top = lines[0]
         rows = int(re.search(r"actual time=\S+ rows=(\d+)", top).group(1))  # type: ignore[union-attr]
+    if plans != "param":
+        await _deallocate(conn)
+        await conn.execute("RESET plan_cache_mode")
     return (
         statistics.median(times),
         int(statistics.median(hits)),
@@ -137,6 +221,14 @@ async def main() -> None:
     parser.add_argument(
         "--jit", action="store_true", help="leave the server's JIT on (the store turns it off)"
     )
+    parser.add_argument(
+        "--plans",
+        choices=("param", "generic", "custom", "both"),
+        default="param",
+        help="EXPLAIN with parameters (param), or EXECUTE of a prepared statement with "
+        "generic or custom plans (both: one line each)",
+    )
+    parser.add_argument("--shapes", action="store_true", help="add the extra data shapes")
     args = parser.parse_args()
     named = (
         queries("postgres")
@@ -155,31 +247,58 @@ async def main() -> None:
         for migration in migrations("postgres")[: args.version]:
             await conn.execute(_in_schema(migration.sql, schema))
         print(f"schema version {args.version}; {FUTURE_ROWS} future rows, {RUNS} runs each")
-        print(f"{'scenario':<44} {'ms (median)':>11} {'hit':>6} {'read':>5} {'claimed':>8}")
-        scenarios = [(n, p, False) for n in (1, 10) for p in ([0], [-5, 0, 7])]
+        modes = ["generic", "custom"] if args.plans == "both" else [args.plans]
+        print(
+            f"{'scenario':<52} {'plans':>7} {'ms (median)':>11} {'hit':>6} {'read':>5} "
+            f"{'claimed':>8}"
+        )
+        shapes = [Shape(n, tuple(p)) for n in (1, 10) for p in ([0], [-5, 0, 7])]
         if args.version >= 7:
-            scenarios.append((10, [0], True))
-        for n_names, priorities, waiting in scenarios:
-            names = [f"bench.n{i}" for i in range(n_names)]
+            shapes.append(Shape(10, (0,), waiting=True))
+        if args.shapes:
+            shapes += [
+                Shape(1, (0,), due_per_name=1, label="1 name, 1 due row, 5 slots"),
+                Shape(10, (0,), due_per_name=0, slots=100, label="10 names, none due, 100 slots"),
+                Shape(200, (0,), label="200 names, 5 due each, 5 slots"),
+                Shape(2, (0,), backlog=100_000, label="2 names, one with 100,000 more due"),
+                Shape(1, tuple(range(-25, 25)), due_per_name=1, label="1 name, 50 priorities"),
+            ]
+        for shape in shapes:
+            names = [f"bench.n{i}" for i in range(shape.n_names)]
+            priorities = list(shape.priorities)
             if len(priorities) > 1 and not has_priority:
                 continue
-            await _load(conn, schema, names, priorities, has_priority)
-            if waiting:
-                await _add_waiting(conn, schema, names)
-            ms, hit, read, rows = await _explain(conn, claim, names, extra)
-            label = f"{n_names} name(s), priorities {priorities}" + (
-                f" + {WAITING_ROWS} waiting" if waiting else ""
+            await _load(
+                conn, schema, names, priorities, has_priority, shape.due_per_name, shape.backlog
             )
-            print(f"{label:<44} {ms:>11.3f} {hit:>6} {read:>5} {rows:>8}")
-            if args.show_plan:
-                tr = conn.transaction()
-                await tr.start()
-                plan = await conn.fetch(
-                    "EXPLAIN (ANALYZE, BUFFERS) " + claim,
-                    *_claim_args(names, extra),
+            if shape.waiting:
+                await _add_waiting(conn, schema, names)
+            for mode in modes:
+                ms, hit, read, rows = await _explain(conn, claim, names, extra, mode, shape.slots)
+                print(
+                    f"{shape.describe():<52} {mode:>7} {ms:>11.3f} {hit:>6} {read:>5} {rows:>8}",
+                    flush=True,
                 )
-                await tr.rollback()
-                print("\n".join(r[0] for r in plan))
+            if args.show_plan:
+                for mode in modes:
+                    if mode != "param":
+                        await _prepare(conn, claim, mode)
+                    plan_args = _claim_args(names, extra, shape.slots)
+                    tr = conn.transaction()
+                    await tr.start()
+                    if mode == "param":
+                        plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + claim, *plan_args)
+                    else:
+                        listed = ", ".join(map(_literal, plan_args))
+                        plan = await conn.fetch(
+                            f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE fc_claim({listed})"
+                        )
+                    await tr.rollback()
+                    print(f"-- {mode}")
+                    print("\n".join(r[0] for r in plan))
+                    if mode != "param":
+                        await _deallocate(conn)
+                        await conn.execute("RESET plan_cache_mode")
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

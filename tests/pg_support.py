@@ -215,7 +215,8 @@ class Proxy:
     ``linger``: forward, but when the server closes a connection, keep the client's
     side open (and drop what the client sends then), as a network that has not yet
     delivered the end of the stream. :attr:`lingering` is set once a connection's
-    server side ended and everything it sent reached the client.
+    server side ended and everything it sent reached the client. ``deaf``: forward
+    what the server sends, drop what the client sends (its requests never arrive).
     """
 
     def __init__(self) -> None:
@@ -267,6 +268,8 @@ class Proxy:
     ) -> None:
         try:
             async for data in src:
+                if not server and self.mode == "deaf":
+                    continue  # the request goes nowhere
                 try:
                     await dst.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

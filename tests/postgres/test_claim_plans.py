@@ -3,15 +3,32 @@ nowhere else (no session, no other statement of the store gets the setting)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import trio
-from pg_support import admin_fetch, new, now, open_test_postgres_store, random_schema, stored_call
+import trio.testing
+import trio_asyncio
+from pg_support import (
+    Proxy,
+    admin_fetch,
+    new,
+    now,
+    open_test_postgres_store,
+    pg_dsn,
+    random_schema,
+    stored_call,
+    until,
+)
+from trio_asyncio import aio_as_trio
 
+from trio_futurecalls import PendingQuery, StoreUnavailableError
 from trio_futurecalls.stores.postgres import PostgresStore
-from trio_futurecalls.stores.postgres._errors import bridge
+from trio_futurecalls.stores.postgres._errors import bridge, lost
 
 
 async def _on_claims_connection(store: PostgresStore, sql: str) -> Any:
@@ -72,8 +89,147 @@ async def test_a_claims_connection_killed_while_idle_is_replaced() -> None:
         pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
         killed = await admin_fetch("SELECT pg_terminate_backend($1)", pid)
         assert killed == [(True,)] or [tuple(r) for r in killed] == [(True,)]
-        await trio.sleep(0.2)
+        # Until asyncpg has seen the end of the stream (the test says when, not a sleep).
+        held = store._connections._claimer.conn
+        assert held is not None
+        await until(lambda: lost(held), 10)
         (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
         assert [c.id for c in (await store.claim(now(), {"a": 1}, 1)).calls] == [call_id]
         assert await _on_claims_connection(store, "SELECT pg_backend_pid()") != pid
         assert await _on_claims_connection(store, "SHOW plan_cache_mode") == "force_generic_plan"
+
+
+# -- giving the claims' connection back: its reset is a round trip that can fail ----------
+
+
+@asynccontextmanager
+async def _locked_calls(schema: str) -> AsyncIterator[None]:
+    """Hold the test schema's calls table locked (ACCESS EXCLUSIVE) on a connection of
+    the test's own while the block runs: statements on it wait."""
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(
+            pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
+        )
+        try:
+            async with aio_as_trio(conn.transaction()):
+                await aio_as_trio(conn.execute)(
+                    f'LOCK TABLE "{schema}".calls IN ACCESS EXCLUSIVE MODE'
+                )
+                yield
+        finally:
+            await aio_as_trio(conn.close)()
+
+
+async def _waits_for_lock(pid: int) -> bool:
+    rows = await admin_fetch(
+        "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'", pid
+    )
+    return bool(rows)
+
+
+async def test_a_claim_whose_connection_cannot_be_reset_afterwards_still_hands_over_its_calls() -> (
+    None
+):
+    """The claim deleted its rows: they reach the caller even when giving its
+    connection back to a waiting session fails (the reset gets no answer)."""
+    proxy = Proxy()
+    schema = random_schema()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with open_test_postgres_store(
+            # (min_pool_size=0: no connection is opened in the background while the proxy
+            # drops what clients send.)
+            dsn=proxy.dsn(),
+            schema=schema,
+            max_pool_size=1,
+            min_pool_size=0,
+            acquire_timeout=1.0,
+        ) as store:
+            (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
+            assert (await store.claim(now(), {"b": 1}, 1)).calls == []  # prepared, held
+            pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
+            got: list[Any] = []
+            session_errors: list[StoreUnavailableError] = []
+
+            async def claim() -> None:
+                try:
+                    got.append((await store.claim(now(), {"a": 1}, 1)).calls)
+                except StoreUnavailableError as exc:
+                    got.append(exc)
+
+            async def session() -> None:
+                async with store.open_session(stored_call(call_id)) as s:
+                    try:
+                        await s.fetchval("SELECT 1")
+                    except StoreUnavailableError as exc:  # waited out acquire_timeout
+                        session_errors.append(exc)
+
+            async with trio.open_nursery() as inner:
+                async with _locked_calls(schema):
+                    inner.start_soon(claim)
+                    with trio.fail_after(10):
+                        while not await _waits_for_lock(pid):  # noqa: ASYNC110 (the server)
+                            await trio.sleep(0.02)
+                    # A session waits for the pool's only connection, the claim's.
+                    inner.start_soon(session)
+                    await until(lambda: store._connections.out == 2, 10)
+                    # The claim's request is on the server; what the client sends
+                    # from now on never arrives (the reset after the claim included).
+                    proxy.mode = "deaf"
+                await until(lambda: bool(got), 10)
+                proxy.mode = "forward"
+            (claimed,) = got
+            # The row is gone from the table either way (claim_delete): before, the
+            # claim raised and the call was lost.
+            assert await store.pending(PendingQuery()) == []
+            assert not isinstance(claimed, BaseException), claimed
+            assert [c.id for c in claimed] == [call_id]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_session_does_not_fail_because_the_idle_claims_connection_is_dead() -> None:
+    """The pool is short, the claims' connection is idle and its server is gone (the
+    client saw the server's last message, not yet the end of the stream): the session
+    gets a connection all the same."""
+    proxy = Proxy()
+    schema = random_schema()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with open_test_postgres_store(
+            dsn=proxy.dsn(), schema=schema, max_pool_size=2, min_pool_size=1
+        ) as store:
+            assert (await store.claim(now(), {"a": 1}, 1)).calls == []
+            await store.pending_counts(now())  # the store's other connection
+            assert store._connections.short
+            pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
+            proxy.mode = "linger"
+            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
+            await proxy.lingering.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            proxy.mode = "forward"
+            async with store.open_session(stored_call()) as session:
+                assert await session.fetchval("SHOW plan_cache_mode") == "auto"
+            # The claims' connection was replaced.
+            assert await _on_claims_connection(store, "SELECT pg_backend_pid()") != pid
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_closes_the_pool_though_the_idle_claims_connection_is_dead(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy = Proxy()
+    schema = random_schema()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with open_test_postgres_store(
+            dsn=proxy.dsn(), schema=schema, max_pool_size=3, min_pool_size=1
+        ) as store:
+            assert (await store.claim(now(), {"a": 1}, 1)).calls == []
+            pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
+            proxy.mode = "linger"
+            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
+            await proxy.lingering.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            proxy.mode = "forward"
+        assert "closing the pool failed" not in caplog.text
+        nursery.cancel_scope.cancel()

@@ -395,11 +395,24 @@ class Connections:
         await self._give_back(self._claimer)
 
     async def _give_back(self, held: _Held) -> None:
+        """Return ``held``'s connection to the pool, if it is idle.
+
+        Never raises but for cancellation: releasing the claims' connection is a round
+        trip (its full reset), which fails when its server is gone and the client does
+        not know yet. The pool then terminates it (nothing is left out) and replaces it
+        when asked; whoever gave it back (a statement that succeeded, as a claim whose
+        DELETE committed; a session or statement that needs the pool's room; close)
+        goes on as if it had been released.
+        """
         if held.busy:
             return  # the statement using it gives it back when it ends, if it must
         conn, held.conn = held.conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
             await self.release(conn)
+        except Exception as error:  # the pool terminated it
+            _log.info("a held connection failed its reset and was terminated: %r", error)
 
     async def acquire_session(self) -> PoolConnectionProxy:
         """A connection for a running call's session: fully reset when released."""
