@@ -54,6 +54,7 @@ from trio_futurecalls.stores.postgres import (
     open_postgres_store,
     recommended_pool_size,
 )
+from trio_futurecalls.stores.postgres._migrations import server_problem
 from trio_futurecalls.stores.postgres._values import MAX_ATTEMPTS, MAX_TIME, MIN_TIME
 
 
@@ -625,6 +626,28 @@ async def test_a_database_that_is_not_utf8_is_refused() -> None:
                 pass
     finally:
         await admin_execute(f'DROP DATABASE IF EXISTS "{database}"')
+
+
+@pytest.mark.parametrize(
+    ("encoding", "version_num", "version", "problem"),
+    [
+        ("UTF8", 150020, "15.20", None),
+        ("utf-8", 120000, "12.0", None),
+        ("UTF8", 110022, "11.22", "the server is PostgreSQL 11.22; the PostgreSQL store needs 12"),
+        ("SQL_ASCII", 150020, "15.20", "encoding is SQL_ASCII"),
+    ],
+)
+def test_an_older_server_or_another_encoding_is_refused(
+    encoding: str, version_num: int, version: str, problem: str | None
+) -> None:
+    # (No server older than 12 to open here: the decision is tested on its own, and
+    # the check runs at every open of the tests above, against this machine's server.)
+    found = server_problem(encoding, version_num, version)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
 
 
 # -- recurring schedules another tool wrote -----------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
@@ -62,25 +62,48 @@ async def _aio_version(pool: asyncpg.Pool, schema: str, acquire_timeout: float) 
     return version
 
 
-async def _aio_encoding(pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> str:
+#: The oldest server the store's statements run on (``server_version_num``): 12 has
+#: MATERIALIZED CTEs (the claim) and ``plan_cache_mode`` (the claims' connection).
+MIN_SERVER_VERSION_NUM: Final = 120000
+
+
+async def _aio_server(
+    pool: asyncpg.Pool, schema: str, acquire_timeout: float
+) -> tuple[str, int, str]:
     async with pool.acquire(timeout=acquire_timeout) as conn:
-        encoding: str = await conn.fetchval(schema_queries(schema)["server_encoding"])
-    return encoding
+        row = await conn.fetchrow(schema_queries(schema)["server_checks"])
+    if row is None:  # (a SELECT without FROM always answers one row)
+        raise StoreError("the server answered no row to its checks")
+    return str(row[0]), int(row[1]), str(row[2])
 
 
-async def check_encoding(
-    loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float
-) -> None:
-    """Refuse a database whose encoding is not UTF8 (e.g. ``SQL_ASCII``): there, a row
-    another program writes with bytes that are not UTF-8 cannot be sent to the store,
-    and every claim of every class would fail on it. Checked before anything is created,
-    on a connection that goes back to the pool (migrations then reuse it)."""
-    encoding = await bridge(loop, "encoding", _aio_encoding, pool, schema, acquire_timeout)
-    if str(encoding).upper() not in ("UTF8", "UTF-8"):
-        raise StoreError(
+def server_problem(encoding: str, version_num: int, version: str) -> str | None:
+    """What makes a server unfit for the store (None: nothing)."""
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        return (
             f"the database's encoding is {encoding}; the PostgreSQL store needs UTF8 "
             "(create the database with ENCODING 'UTF8')"
         )
+    if version_num < MIN_SERVER_VERSION_NUM:
+        return f"the server is PostgreSQL {version}; the PostgreSQL store needs 12 or later"
+    return None
+
+
+async def check_server(loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> None:
+    """Refuse a server the store cannot work with, before anything is created, on a
+    connection that goes back to the pool (migrations then reuse it):
+
+    * a database whose encoding is not UTF8 (e.g. ``SQL_ASCII``): there, a row another
+      program writes with bytes that are not UTF-8 cannot be sent to the store, and
+      every claim of every class would fail on it;
+    * a server older than PostgreSQL 12: every claim would fail on its syntax.
+    """
+    encoding, version_num, version = await bridge(
+        loop, "server checks", _aio_server, pool, schema, acquire_timeout
+    )
+    problem = server_problem(encoding, version_num, version)
+    if problem is not None:
+        raise StoreError(problem)
 
 
 async def check_current(loop: Any, pool: asyncpg.Pool, schema: str, acquire_timeout: float) -> None:

@@ -20,7 +20,7 @@ from ..._util import BlockError, background_nursery, raise_unwrapped
 from ..._validate import check_bool, check_positive_seconds
 from ._errors import bridge
 from ._inserts import ScheduleCommit, check_schedule_commit
-from ._migrations import check_current, check_encoding
+from ._migrations import check_current, check_server
 from ._migrations import migrate as migrate_schema
 from ._pool import pool_options, recommended_pool_size
 from ._schema import DEFAULT_SCHEMA, check_schema_name
@@ -203,7 +203,7 @@ async def open_postgres_store(
                 schedule_commit=schedule_commit,
             )
             try:
-                await check_encoding(loop, pool, checked_schema, acquire_s)
+                await check_server(loop, pool, checked_schema, acquire_s)
                 if migrate:
                     await migrate_schema(loop, pool, checked_schema, acquire_s)
                 else:

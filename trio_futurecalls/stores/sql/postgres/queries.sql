@@ -24,8 +24,11 @@ SELECT to_regclass($1::text) IS NOT NULL;
 -- name: record_version
 INSERT INTO {schema}.schema_version (version, name) VALUES ($1, $2);
 
--- name: server_encoding
-SHOW server_encoding;
+-- name: server_checks
+-- What the store needs of the server before it creates anything: its encoding (UTF8)
+-- and its version (PostgreSQL 12 or later: MATERIALIZED CTEs, plan_cache_mode).
+SELECT current_setting('server_encoding'), current_setting('server_version_num')::integer,
+    current_setting('server_version');
 
 -- name: server_connections
 -- How many connections the server takes and how many others use: max_connections,
