@@ -13,7 +13,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -184,21 +184,25 @@ async def open_test_postgres_store(**options: Any) -> AsyncIterator[PostgresStor
 
 
 @asynccontextmanager
-async def locked_row(schema: str, call_id: int) -> AsyncIterator[None]:
-    """Hold the row of ``call_id`` locked (``FOR UPDATE``) in a transaction of the
-    test's own, on a connection of its own, while the block runs."""
+async def holding_lock(schema: str, sql: str, *args: Any) -> AsyncIterator[None]:
+    """Run ``sql`` (a statement that takes a lock: ``SELECT ... FOR UPDATE``, ``LOCK
+    TABLE``...) in a transaction of the test's own, on a connection of its own, and
+    keep that transaction open while the block runs."""
     async with trio_asyncio.open_loop():
         conn = await aio_as_trio(asyncpg.connect)(
             pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
         )
         try:
             async with aio_as_trio(conn.transaction()):
-                await aio_as_trio(conn.execute)(
-                    f'SELECT 1 FROM "{schema}".calls WHERE id = $1 FOR UPDATE', call_id
-                )
+                await aio_as_trio(conn.execute)(sql, *args)
                 yield
         finally:
             await aio_as_trio(conn.close)()
+
+
+def locked_row(schema: str, call_id: int) -> AbstractAsyncContextManager[None]:
+    """Hold the row of ``call_id`` locked (``FOR UPDATE``) while the block runs."""
+    return holding_lock(schema, f'SELECT 1 FROM "{schema}".calls WHERE id = $1 FOR UPDATE', call_id)
 
 
 async def until(predicate: Callable[[], bool], seconds: float) -> None:

@@ -3,28 +3,24 @@ nowhere else (no session, no other statement of the store gets the setting)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 import trio
 import trio.testing
-import trio_asyncio
 from pg_support import (
     Proxy,
     admin_fetch,
+    holding_lock,
     new,
     now,
     open_test_postgres_store,
-    pg_dsn,
     random_schema,
     stored_call,
     until,
 )
-from trio_asyncio import aio_as_trio
 
 from trio_futurecalls import PendingQuery, StoreUnavailableError
 from trio_futurecalls.stores.postgres import PostgresStore
@@ -102,22 +98,10 @@ async def test_a_claims_connection_killed_while_idle_is_replaced() -> None:
 # -- giving the claims' connection back: its reset is a round trip that can fail ----------
 
 
-@asynccontextmanager
-async def _locked_calls(schema: str) -> AsyncIterator[None]:
+def _locked_calls(schema: str) -> AbstractAsyncContextManager[None]:
     """Hold the test schema's calls table locked (ACCESS EXCLUSIVE) on a connection of
     the test's own while the block runs: statements on it wait."""
-    async with trio_asyncio.open_loop():
-        conn = await aio_as_trio(asyncpg.connect)(
-            pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
-        )
-        try:
-            async with aio_as_trio(conn.transaction()):
-                await aio_as_trio(conn.execute)(
-                    f'LOCK TABLE "{schema}".calls IN ACCESS EXCLUSIVE MODE'
-                )
-                yield
-        finally:
-            await aio_as_trio(conn.close)()
+    return holding_lock(schema, f'LOCK TABLE "{schema}".calls IN ACCESS EXCLUSIVE MODE')
 
 
 async def _waits_for_lock(pid: int) -> bool:

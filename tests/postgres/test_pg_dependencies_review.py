@@ -6,16 +6,21 @@ Each race is made deterministic with a lock the test holds on a connection of it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
-import asyncpg
 import pytest
 import trio
-import trio_asyncio
-from pg_support import admin_fetch, new, now, open_test_postgres_store, pg_dsn, require_postgres
-from trio_asyncio import aio_as_trio
+from pg_support import (
+    admin_fetch,
+    holding_lock,
+    new,
+    now,
+    open_test_postgres_store,
+    pg_dsn,
+    require_postgres,
+)
 
 from trio_futurecalls import Lease, NewCall, PendingQuery
 from trio_futurecalls.stores.postgres import open_postgres_store
@@ -26,25 +31,17 @@ def _needs_postgres() -> None:
     require_postgres()
 
 
-@asynccontextmanager
-async def locked_edge(schema: str, prerequisite: int, dependent: int) -> AsyncIterator[None]:
-    """Hold the edge (prerequisite, dependent) locked in a transaction of the test's
-    own while the block runs."""
-    async with trio_asyncio.open_loop():
-        conn = await aio_as_trio(asyncpg.connect)(
-            pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
-        )
-        try:
-            async with aio_as_trio(conn.transaction()):
-                await aio_as_trio(conn.execute)(
-                    f'SELECT 1 FROM "{schema}".call_dependencies '
-                    "WHERE prerequisite_id = $1 AND call_id = $2 FOR UPDATE",
-                    prerequisite,
-                    dependent,
-                )
-                yield
-        finally:
-            await aio_as_trio(conn.close)()
+def locked_edge(
+    schema: str, prerequisite: int, dependent: int
+) -> AbstractAsyncContextManager[None]:
+    """Hold the edge (prerequisite, dependent) locked while the block runs."""
+    return holding_lock(
+        schema,
+        f'SELECT 1 FROM "{schema}".call_dependencies '
+        "WHERE prerequisite_id = $1 AND call_id = $2 FOR UPDATE",
+        prerequisite,
+        dependent,
+    )
 
 
 async def waiting_for_a_lock(application_name: str) -> None:
@@ -108,23 +105,14 @@ async def test_a_prerequisite_succeeding_while_another_of_a_fan_in_fails() -> No
             assert errors == []
 
 
-@asynccontextmanager
-async def locked_started_record(schema: str, call_id: int) -> AsyncIterator[None]:
-    """Hold the started-prerequisite record of ``call_id`` locked (``FOR UPDATE``) in a
-    transaction of the test's own while the block runs."""
-    async with trio_asyncio.open_loop():
-        conn = await aio_as_trio(asyncpg.connect)(
-            pg_dsn(), server_settings={"application_name": f"fc-{schema}:lock"}
-        )
-        try:
-            async with aio_as_trio(conn.transaction()):
-                await aio_as_trio(conn.execute)(
-                    f'SELECT 1 FROM "{schema}".started_prerequisites WHERE call_id = $1 FOR UPDATE',
-                    call_id,
-                )
-                yield
-        finally:
-            await aio_as_trio(conn.close)()
+def locked_started_record(schema: str, call_id: int) -> AbstractAsyncContextManager[None]:
+    """Hold the started-prerequisite record of ``call_id`` locked (``FOR UPDATE``)
+    while the block runs."""
+    return holding_lock(
+        schema,
+        f'SELECT 1 FROM "{schema}".started_prerequisites WHERE call_id = $1 FOR UPDATE',
+        call_id,
+    )
 
 
 async def test_waiting_for_an_at_most_once_call_as_it_is_put_back() -> None:
