@@ -155,8 +155,8 @@ async def open_postgres_store(
         raise InvalidArgumentError("application_name must be a printable str")
     if max_pool_size < recommended_pool_size(1):
         _log.warning(
-            "max_pool_size=%d is below the minimum useful size %d (dispatcher, one running "
-            "call, one spare); see recommended_pool_size()",
+            "max_pool_size=%d is below the minimum useful size %d (the dispatcher's claims, "
+            "one running call, the store's other statements); see recommended_pool_size()",
             max_pool_size,
             recommended_pool_size(1),
         )

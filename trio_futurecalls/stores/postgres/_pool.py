@@ -56,9 +56,10 @@ def recommended_pool_size(max_concurrent: int | None, server_room: int | None = 
     """Pool size for a scheduler running at most ``max_concurrent`` calls at once.
 
     ``max_concurrent + 2``: one connection per running call (for its session), one for
-    the dispatcher, one spare for application code that schedules or cancels. The
-    ``LISTEN`` connection is separate from the pool. ``None`` (unlimited) has no safe
-    size; the minimum (3) is returned and :meth:`PostgresStore.check_pool_size` warns.
+    the dispatcher's claims, one for the store's other statements and application code
+    that schedules or cancels (see :class:`Connections`). The ``LISTEN`` connection is
+    separate from the pool. ``None`` (unlimited) has no safe size; the minimum (3) is
+    returned and :meth:`PostgresStore.check_pool_size` warns.
 
     ``server_room``: connections the server has room for (see
     :attr:`PostgresStore.server_room`); the size never exceeds it, less the ``LISTEN``
