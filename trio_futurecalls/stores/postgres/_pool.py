@@ -192,7 +192,7 @@ def _bound(
     conn: PoolConnectionProxy, method: str | Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     if isinstance(method, str):
-        return cast(Callable[..., Awaitable[Any]], getattr(conn, method))
+        return cast("Callable[..., Awaitable[Any]]", getattr(conn, method))
     return functools.partial(method, conn)
 
 
