@@ -1,29 +1,15 @@
-"""The scheduler: the public facade, its task tree and its lifetime.
+"""The scheduler's public facade: :class:`Scheduler` and the ways to run one
+(:func:`open_scheduler`, :func:`run_due_calls`).
 
-Layout of the tasks (all inside the nursery that :func:`open_scheduler` opens)::
-
-    Scheduler._run
-    └── keeper nursery ── LeaseKeeper.run (renews leases until every call has ended)
-        │              └─ Presence.run   (registers, heartbeats; deregisters last)
-        └── calls nursery ─── one Execution._run_call task per started call
-            └── control nursery
-                ├── Dispatcher.run          (once registered: claims due calls,
-                │                            starts them, sleeps)
-                ├── UnknownNamesReporter.run
-                └── AdaptiveLimits.run      (idle unless a limit is adaptive)
-
-The rooms, with arrows running one way: this facade → ``_dispatcher`` →
-``_execution`` → (``_slots``, ``_running``, ``_stats``, ``_writes``, the store). A
-freed slot reaches the dispatcher through ``_slots``' doorbell, never by a call back
-up. Store-level operations that need no running scheduler live in ``_admin``.
+Each method checks its arguments and reads or drives the :class:`Engine`
+(``_engine.py``), which wires the parts together and runs the task tree from start to
+graceful shutdown. Store-level operations that need no running scheduler live in
+``_admin``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -31,8 +17,7 @@ from typing import Unpack, final
 
 import trio
 
-from ._adaptive import Adaptive, ceiling, check_max_concurrent, start_limit
-from ._adaptive_limits import AdaptiveLimits
+from ._adaptive import Adaptive, ceiling, check_max_concurrent
 from ._admin import (
     Request,
     Step,
@@ -44,32 +29,23 @@ from ._admin import (
     queue_lengths,
     unknown_calls,
 )
-from ._call import FutureCall, build_registry, check_call_class
+from ._call import FutureCall, check_call_class
 from ._cancel_model import CancelOutcome
-from ._cancels import CancelWatcher, cancel_call, cancel_identifier_calls
-from ._cluster import publish_until_done, wanted_limits
-from ._controls import PausedClasses, limit_target
-from ._dispatcher import Dispatcher
+from ._cancels import cancel_call, cancel_identifier_calls
+from ._controls import limit_target
+from ._engine import Engine
 from ._errors import (
     InvalidArgumentError,
     SchedulerClosedError,
     SchedulerError,
     UnregisteredCallError,
 )
-from ._execution import Execution
-from ._executors import Executors, process_workers
 from ._group_commit import schedule_one
-from ._leases import LeaseKeeper
 from ._model import CallInfo, OnConflict, RecurringInfo, StoredCall, WorkerInfo
 from ._options import SchedulerKeywords, SchedulerOptions, build_options
-from ._outcome import CallPolicy
-from ._presence import Presence, worker_limits
-from ._recurring import RecurringTicker, cancel_recurring, list_recurring, schedule_recurring
-from ._running import RunningCalls
-from ._slots import Slots
-from ._stats import ClassCounters, QueueLength, SchedulerStatistics, total_statistics
-from ._store import ListensOnDemand, PoolSizeCheck, Store
-from ._unknown_names import UnknownNamesReporter
+from ._recurring import cancel_recurring, list_recurring, schedule_recurring
+from ._stats import QueueLength, SchedulerStatistics, total_statistics
+from ._store import PoolSizeCheck, Store
 from ._util import raise_unwrapped
 from ._validate import (
     check_id,
@@ -78,7 +54,6 @@ from ._validate import (
     check_positive_seconds,
     check_required_identifier,
 )
-from ._writes import CallWrites
 
 _log = logging.getLogger("trio_futurecalls.scheduler")
 
@@ -97,88 +72,7 @@ class Scheduler:
     ) -> None:
         if not isinstance(store, Store):
             raise InvalidArgumentError(f"store must implement the Store protocol, got {store!r}")
-        self._store = store
-        self._registry = build_registry(calls)
-        self._options = options
-        self._clock = options.clock
-        self._grace = options.grace_period
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._policies = {
-            name: CallPolicy.resolve(cls, options.default_delivery)
-            for name, cls in self._registry.items()
-        }
-        self._counters = {name: ClassCounters() for name in self._registry}
-        limits = {name: cls.max_concurrent for name, cls in self._registry.items()}
-        self._slots = Slots(
-            start_limit(options.max_concurrent),
-            {name: start_limit(limit) for name, limit in limits.items()},
-            ring_on_every_release=run_until is not None,
-        )
-        # Raises and lowers the adaptive limits (if any) from what the calls show.
-        self._adaptive = AdaptiveLimits(self._slots, options.max_concurrent, limits)
-        self._running = RunningCalls()
-        self._executors = Executors(options.max_threads, options.max_processes)
-        #: Worker processes the PROCESS classes may use at once, started with the
-        #: scheduler (to_process alone starts its workers on first use).
-        self._process_workers = process_workers(self._registry.values(), options.max_processes)
-        self._execution = execution = Execution(
-            store=store,
-            clock=self._clock,
-            slots=self._slots,
-            running=self._running,
-            policies=self._policies,
-            counters=self._counters,
-            writes=CallWrites(store, self._owner, self._clock),
-            executors=self._executors,
-        )
-        self._dispatcher = Dispatcher(
-            store=store,
-            slots=self._slots,
-            execution=execution,
-            options=options,
-            owner=self._owner,
-            run_until=run_until,
-        )
-        # Also without at-least-once classes: it keeps the records of running
-        # at-most-once prerequisites alive, and ends those other workers abandoned.
-        self._lease_keeper = (
-            LeaseKeeper(store, self._owner, self._running, options) if options.execute else None
-        )
-        # Stops running calls that cancel requests name (only where calls run).
-        self._cancels = CancelWatcher(store, self._owner, self._running, self._clock)
-        if options.execute:
-            execution.cancels = self._cancels
-        self._observe_if_adaptive()
-        # Only a scheduler that executes calls registers (see _run).
-        self._presence = Presence(
-            store,
-            self._owner,
-            options,
-            running=self._running.__len__,
-            limits=worker_limits(
-                options.max_concurrent,
-                {n: (limits[n], self._policies[n].delivery) for n in self._registry},
-            ),
-        )
-        # A lapse (this worker may have been declared dead): another worker may have
-        # the cluster-wide slots of its calls now, so those calls stop.
-        self._presence.on_lapse(self._running.lose_slots)
-        self._dispatcher.presence = self._presence
-        self._ticker = RecurringTicker(
-            store,
-            self._clock,
-            [name for name, policy in self._policies.items() if not policy.leased],
-        )
-        self._run_until = run_until
-        self._unknown = UnknownNamesReporter(
-            store, self._registry.keys(), options.unknown_check_interval, self._clock
-        )
-        self._paused = PausedClasses(store, self._clock)
-        self._shutdown_requested = trio.Event()
-        #: The calls nursery's scope once shutdown began (its deadline ends the grace).
-        self._calls_scope: trio.CancelScope | None = None
-        self._done = trio.Event()
-        self._closed = False
+        self._engine = Engine(store, calls, options, run_until=run_until)
 
     # -- public API -------------------------------------------------------------------
 
@@ -187,26 +81,26 @@ class Scheduler:
         """The global limit now (None: unlimited), see :meth:`set_limit`; for an
         adaptive one its ``max`` (``statistics().total.current_limit`` is the limit in
         force)."""
-        return ceiling(self._adaptive.bounds(None) or self._slots.limit(None))
+        return ceiling(self._engine.adaptive.bounds(None) or self._engine.slots.limit(None))
 
     @property
     def options(self) -> SchedulerOptions:
         """The settings this scheduler runs with."""
-        return self._options
+        return self._engine.options
 
     @property
     def store(self) -> Store:
-        return self._store
+        return self._engine.store
 
     @property
     def owner(self) -> str:
         """This scheduler's lease owner id (host:pid:random)."""
-        return self._owner
+        return self._engine.owner
 
     @property
     def call_classes(self) -> dict[str, type[FutureCall]]:
         """Registered classes by name."""
-        return dict(self._registry)
+        return dict(self._engine.registry)
 
     async def schedule(
         self,
@@ -253,7 +147,7 @@ class Scheduler:
         new = new_call(
             self._registered(call_class),
             payload,
-            self._clock(),
+            self._engine.clock(),
             at,
             delay,
             identifier,
@@ -263,7 +157,7 @@ class Scheduler:
             after,
         )
         # Concurrent callers share one round trip and one commit (_group_commit.py).
-        return await schedule_one(self._store, new)
+        return await schedule_one(self._engine.store, new)
 
     async def chain(self, steps: Iterable[Step], *, after: Collection[int] = ()) -> list[int]:
         """Schedule calls that run one after another: each step starts only once the
@@ -275,10 +169,10 @@ class Scheduler:
         become dead letters. Returns the ids, in order.
         """
         self._check_open()
-        batch = chain_calls(steps, self._clock(), self._registered, after)
+        batch = chain_calls(steps, self._engine.clock(), self._registered, after)
         if not batch:
             return []
-        return await self._store.schedule(batch)
+        return await self._engine.store.schedule(batch)
 
     async def schedule_many(self, requests: Iterable[Request]) -> list[int]:
         """Schedule several calls in one store round trip.
@@ -294,10 +188,10 @@ class Scheduler:
         class may be the name of a registered class.
         """
         self._check_open()
-        batch = new_calls(requests, self._clock(), self._registered)
+        batch = new_calls(requests, self._engine.clock(), self._registered)
         if not batch:
             return []
-        return await self._store.schedule(batch)
+        return await self._engine.store.schedule(batch)
 
     async def schedule_recurring(
         self,
@@ -333,14 +227,14 @@ class Scheduler:
         """
         self._check_open()
         cls = self._registered(call_class)
-        if overlap == "skip" and not self._policies[cls.name].leased:
+        if overlap == "skip" and not self._engine.policies[cls.name].leased:
             raise InvalidArgumentError(
                 f"overlap='skip' needs {cls.__qualname__} to be at-least-once "
                 "(delivery = Delivery.AT_LEAST_ONCE): an at-most-once run's row is "
                 "deleted as it starts, so no worker could see that it is still running"
             )
         stored = await schedule_recurring(
-            self._store,
+            self._engine.store,
             cls,
             payload,
             key=key,
@@ -353,9 +247,9 @@ class Scheduler:
             overlap=overlap,
             replace=replace,
             identifier=identifier,
-            clock=self._clock,
+            clock=self._engine.clock,
         )
-        self._ticker.poke()
+        self._engine.ticker.poke()
         return stored
 
     async def cancel_recurring(self, key: str) -> bool:
@@ -363,11 +257,11 @@ class Scheduler:
 
         A run already started goes on. True if the schedule existed.
         """
-        return await cancel_recurring(self._store, key)
+        return await cancel_recurring(self._engine.store, key)
 
     async def recurring(self) -> list[RecurringInfo]:
         """The store's recurring schedules, ordered by key."""
-        return await list_recurring(self._store)
+        return await list_recurring(self._engine.store)
 
     async def cancel(self, call_id: int) -> CancelOutcome:
         """Cancel one call by id, pending or running on any worker (README, "Cancel and
@@ -378,7 +272,9 @@ class Scheduler:
         and the memory store, 3 ``recheck_interval`` on SQLite) for the live workers
         to answer whether they run it.
         """
-        return await cancel_call(self._store, check_id(call_id, "call_id"), self._clock)
+        return await cancel_call(
+            self._engine.store, check_id(call_id, "call_id"), self._engine.clock
+        )
 
     async def cancel_identifier(self, identifier: str) -> int:
         """Cancel every call with ``identifier``, pending or running on any worker;
@@ -387,7 +283,7 @@ class Scheduler:
         live workers found running and stopped (answered within the same bounded
         wait as :meth:`cancel`)."""
         identifier = check_required_identifier(identifier)
-        return await cancel_identifier_calls(self._store, identifier, self._clock)
+        return await cancel_identifier_calls(self._engine.store, identifier, self._engine.clock)
 
     async def pending(
         self,
@@ -400,18 +296,20 @@ class Scheduler:
     ) -> list[StoredCall]:
         """Pending calls (earliest due first), without claiming them."""
         return await list_pending(
-            self._store,
+            self._engine.store,
             call_class,
             identifier=identifier,
             due_after=due_after,
             due_before=due_before,
             limit=limit,
-            now=self._clock(),
+            now=self._engine.clock(),
         )
 
     async def unknown_calls(self) -> list[StoredCall]:
         """Pending calls whose name matches no class registered here (they are kept)."""
-        return await unknown_calls(self._store, self._registry.keys(), self._clock())
+        return await unknown_calls(
+            self._engine.store, self._engine.registry.keys(), self._engine.clock()
+        )
 
     async def move_unknown_to_dead_letters(self, names: Iterable[str] | None = None) -> int:
         """Move *due* pending calls with unknown names (or just ``names``) to dead letters.
@@ -423,7 +321,7 @@ class Scheduler:
         """
         wanted = None if names is None else check_names(names)
         return await move_unknown_to_dead_letters(
-            self._store, self._registry.keys(), wanted, self._clock()
+            self._engine.store, self._engine.registry.keys(), wanted, self._engine.clock()
         )
 
     async def pause(self, call_class: type[FutureCall] | str) -> bool:
@@ -433,16 +331,16 @@ class Scheduler:
         paused, registered here or not (other workers may run it). See the README,
         "Cancel and pause", for exactly when it takes effect.
         """
-        return await self._paused.pause(call_class)
+        return await self._engine.paused.pause(call_class)
 
     async def resume(self, call_class: type[FutureCall] | str) -> bool:
         """End a class's pause; every worker looks for its due calls at once. True if
         it was paused."""
-        return await self._paused.resume(call_class)
+        return await self._engine.paused.resume(call_class)
 
     async def paused(self) -> dict[str, datetime]:
         """The classes paused in the store (name -> when), ordered by name."""
-        return await self._paused.read()
+        return await self._engine.paused.read()
 
     def set_limit(
         self, call_class: type[FutureCall] | str | None, limit: int | Adaptive | None
@@ -457,19 +355,19 @@ class Scheduler:
         operator's word wins). An :class:`Adaptive` makes the limit adaptive within its
         bounds (or changes them), starting from the limit in force clamped into them.
         """
-        name = limit_target(call_class, self._registry)
+        name = limit_target(call_class, self._engine.registry)
         what = "the global limit" if name is None else f"the limit of {name!r}"
-        self._adaptive.set(name, check_max_concurrent(limit, what))
-        self._observe_if_adaptive()
+        self._engine.adaptive.set(name, check_max_concurrent(limit, what))
+        self._engine.observe_if_adaptive()
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers on this store (schedulers that execute calls, in this
         process or any other), by start time: see :class:`WorkerInfo`."""
-        return await self._store.workers(self._clock())
+        return await self._engine.store.workers(self._engine.clock())
 
     def running(self) -> list[CallInfo]:
         """Calls running right now."""
-        return self._running.infos()
+        return self._engine.running.infos()
 
     def statistics(self) -> SchedulerStatistics:
         """Counters and time distributions per class (and in total) since start, with
@@ -477,8 +375,8 @@ class Scheduler:
         the store (its own :meth:`pause`, :meth:`resume`, :meth:`paused` and
         :meth:`queue_lengths`, and every ``unknown_check_interval`` while it runs):
         a pause made elsewhere shows within that interval."""
-        paused = self._paused.names
-        slots, bounds = self._slots, self._adaptive.bounds
+        paused = self._engine.paused.names
+        slots, bounds = self._engine.slots, self._engine.adaptive.bounds
         classes = {
             name: counters.snapshot(
                 name,
@@ -487,13 +385,13 @@ class Scheduler:
                 name in paused,
                 current_limit=slots.limit(name),
             )
-            for name, counters in self._counters.items()
+            for name, counters in self._engine.counters.items()
         }
         # Running means holding a slot (from its start until its last write, or until
         # an at-least-once success's completion is sent), the same count for each class
         # and in total.
         running = sum(c.running for c in classes.values())
-        threads, processes = self._executors.statistics()
+        threads, processes = self._engine.executors.statistics()
         return total_statistics(
             classes,
             self.max_concurrent,
@@ -509,8 +407,10 @@ class Scheduler:
         Registered classes are always present (with zeros); names no class matches
         appear too. Also reads the paused classes (for :meth:`statistics`).
         """
-        lengths = await queue_lengths(self._store, self._registry, self._clock())
-        await self._paused.read()
+        lengths = await queue_lengths(
+            self._engine.store, self._engine.registry, self._engine.clock()
+        )
+        await self._engine.paused.read()
         return lengths
 
     async def shutdown(self, grace_period: float | None = None) -> None:
@@ -522,144 +422,30 @@ class Scheduler:
         """
         if grace_period is not None:
             check_positive_seconds(grace_period, "grace_period")
-        self._request_shutdown(grace_period)
-        await self._done.wait()
+        self._engine.request_shutdown(grace_period)
+        await self._engine.done.wait()
 
     # -- internals --------------------------------------------------------------------
 
-    def _observe_if_adaptive(self) -> None:
-        """Calls report their run times only while some limit is adaptive (the hot
-        path pays nothing otherwise)."""
-        adaptive = self._adaptive
-        self._execution.observe = adaptive.observe if adaptive.active else None
-
     def _check_open(self) -> None:
-        if self._closed:
+        if self._engine.closed:
             raise SchedulerClosedError("the scheduler has shut down")
 
     def _registered(self, call_class: object) -> type[FutureCall]:
         if isinstance(call_class, str):
             # By name: the registered class (its payload type and priority apply).
-            found = self._registry.get(check_name(call_class))
+            found = self._engine.registry.get(check_name(call_class))
             if found is None:
                 raise UnregisteredCallError(
                     f"no class named {call_class!r} is registered with this scheduler"
                 )
             return found
         cls = check_call_class(call_class)
-        if self._registry.get(cls.name) is not cls:
+        if self._engine.registry.get(cls.name) is not cls:
             raise UnregisteredCallError(
                 f"{cls.__qualname__} (name {cls.name!r}) is not registered with this scheduler"
             )
         return cls
-
-    def _request_shutdown(self, grace_period: float | None) -> None:
-        grace = (
-            None if grace_period is None else check_positive_seconds(grace_period, "grace_period")
-        )
-        if self._shutdown_requested.is_set():
-            # Asked again with a shorter grace: it applies (a second Ctrl-C, say).
-            scope = self._calls_scope
-            if grace is not None and scope is not None:
-                scope.deadline = min(scope.deadline, trio.current_time() + grace)
-            return
-        if grace is not None:
-            self._grace = grace
-        self._closed = True
-        self._execution.closing = True
-        self._shutdown_requested.set()
-
-    async def _dispatch(self, calls: trio.Nursery) -> None:
-        """Record this scheduler's cluster-wide limits, then dispatch (no call starts
-        before every limit it sets holds)."""
-        wanted = wanted_limits(
-            self._registry, self._options.cluster_max_concurrent, self._clock(), self._owner
-        )
-        await publish_until_done(self._store, wanted)
-        await self._dispatcher.run(calls)
-
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # Only a scheduler that runs calls listens for wake-ups: one that only
-        # schedules leaves the store without a LISTEN connection or watcher.
-        remove_listener = (
-            self._store.add_listener(self._slots.doorbell.on_scheduled)
-            if self._options.execute
-            else _nothing
-        )
-        try:
-            if self._options.execute and isinstance(self._store, ListensOnDemand):
-                # The store's watcher starts with the first listener: wait for it, so
-                # that no call scheduled elsewhere from now on goes unheard.
-                await self._store.wait_listening()
-            # The lease keeper outlives the calls nursery: leases are renewed through
-            # the grace period, and stop only once every call has ended. The worker
-            # processes (if any started) outlive them all.
-            async with self._executors.open(), trio.open_nursery() as keeper:
-                if self._lease_keeper is not None:
-                    keeper.start_soon(self._lease_keeper.run, name="futurecalls-leases")
-                if self._options.execute:
-                    # Through the grace period too: a call may be cancelled then.
-                    await keeper.start(self._cancels.run, name="futurecalls-cancels")
-                    # Registered before anything is claimed; deregistered when the
-                    # keeper nursery is cancelled, once every call has ended.
-                    await keeper.start(self._presence.run, name="futurecalls-presence")
-                    if self._process_workers:
-                        keeper.start_soon(
-                            self._executors.start_processes,
-                            self._process_workers,
-                            name="futurecalls-processes",
-                        )
-                async with trio.open_nursery() as calls:
-                    async with trio.open_nursery() as control:
-                        if self._options.execute:
-                            if self._run_until is not None:
-                                # Run-once: the ticks due by then become calls first.
-                                await self._ticker.fire_once(self._run_until)
-                                # And the records stopped workers left to expire end:
-                                # a run shorter than a renewal interval never gets to
-                                # a round of the lease keeper.
-                                if self._lease_keeper is not None:
-                                    await self._lease_keeper.end_abandoned()
-                            else:
-                                control.start_soon(self._ticker.run, name="futurecalls-recurring")
-                            control.start_soon(
-                                self._presence.after_registered,
-                                self._dispatch,
-                                calls,
-                                name="futurecalls-dispatcher",
-                            )
-                            control.start_soon(self._unknown.run, name="futurecalls-unknown")
-                            # Idle unless a limit is adaptive (or set_limit makes one).
-                            control.start_soon(self._adaptive.run, name="futurecalls-adaptive")
-                            control.start_soon(
-                                self._paused.run,
-                                self._options.unknown_check_interval,
-                                name="futurecalls-paused",
-                            )
-                        task_status.started()
-                        await self._shutdown_requested.wait()
-                        # The grace period starts now, even if the dispatcher needs a
-                        # moment to finish a claim in flight.
-                        calls.cancel_scope.deadline = trio.current_time() + self._grace
-                        self._calls_scope = calls.cancel_scope
-                        control.cancel_scope.cancel()
-                    # Dispatching has stopped: nothing new starts. Running calls get the
-                    # grace period, then the deadline cancels them through their scopes.
-                    if self._running:
-                        _log.info(
-                            "shutting down: waiting up to %.3g s for %d running call(s)",
-                            self._grace,
-                            len(self._running),
-                        )
-                keeper.cancel_scope.cancel()
-        finally:
-            remove_listener()
-            self._closed = True
-            self._done.set()
-
-
-def _nothing() -> None:
-    """What removes no listener."""
 
 
 @asynccontextmanager
@@ -721,7 +507,7 @@ async def run_due_calls(
         raise InvalidArgumentError("run_due_calls runs calls: execute=False makes no sense here")
     scheduler = Scheduler(store, calls, built, run_until=built.clock())
     async with _serve(scheduler):
-        await scheduler._dispatcher.drained.wait()
+        await scheduler._engine.dispatcher.drained.wait()
     return scheduler.statistics()
 
 
@@ -735,7 +521,7 @@ async def _serve(scheduler: Scheduler) -> AsyncIterator[None]:
     body_exc: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler._run)
+            await nursery.start(scheduler._engine.run)
             try:
                 yield
             except BaseException as exc:
@@ -744,7 +530,7 @@ async def _serve(scheduler: Scheduler) -> AsyncIterator[None]:
             finally:
                 # Drain here, before an exception from the block reaches the nursery
                 # (which would cancel the running calls at once instead of gracefully).
-                scheduler._request_shutdown(None)
-                await scheduler._done.wait()
+                scheduler._engine.request_shutdown(None)
+                await scheduler._engine.done.wait()
     except BaseExceptionGroup as group:
         raise_unwrapped(group, body_exc, lambda e: SchedulerError(f"the scheduler failed: {e!r}"))

@@ -149,14 +149,14 @@ async def test_heartbeats_failing_past_the_margin_fire_on_lapse_and_it_registers
     store = Journal()
     lapses: list[float] = []
     async with open_scheduler(store, [Nap], clock=clock, worker_timeout=30) as s:
-        s._presence.on_lapse(lambda: lapses.append(store.now()))
+        s._engine.presence.on_lapse(lambda: lapses.append(store.now()))
         store.down.add("heartbeat")
         await trio.sleep(28)
         # Beats at 10 and 20 failed; at 27 (30 - 3) the row may be gone any moment.
         assert store.times("heartbeat") == [10, 20]
         assert [round(t, 3) for t in lapses] == [27]
         assert store.times("register") == [0, 27]
-        assert s._presence.live
+        assert s._engine.presence.live
         store.down.clear()
         await trio.sleep(10)
         assert store.times("heartbeat")[-1] == 37
@@ -170,7 +170,7 @@ async def test_a_heartbeat_that_hangs_is_given_up_at_the_lapse_point(
     store = Journal()
     lapses: list[float] = []
     async with open_scheduler(store, [Nap], clock=clock, worker_timeout=30) as s:
-        s._presence.on_lapse(lambda: lapses.append(store.now()))
+        s._engine.presence.on_lapse(lambda: lapses.append(store.now()))
         store.hang.add("heartbeat")
         await trio.sleep(28)
         store.hang.clear()
@@ -184,7 +184,7 @@ async def test_a_false_answer_fires_on_lapse_and_it_registers_again(
     store = Journal()
     lapses: list[float] = []
     async with open_scheduler(store, [Nap], clock=clock, worker_timeout=30) as s:
-        s._presence.on_lapse(lambda: lapses.append(store.now()))
+        s._engine.presence.on_lapse(lambda: lapses.append(store.now()))
         await trio.sleep(5)
         store._workers.rows.clear()  # deleted behind its back (declared dead)
         await trio.sleep(6)
@@ -205,8 +205,8 @@ async def test_a_failing_lapse_callback_is_logged_and_changes_nothing(
         raise RuntimeError("callback bug")
 
     async with open_scheduler(store, [Nap], clock=clock, worker_timeout=30) as s:
-        s._presence.on_lapse(broken)
-        s._presence.on_lapse(lambda: seen.append("second"))
+        s._engine.presence.on_lapse(broken)
+        s._engine.presence.on_lapse(lambda: seen.append("second"))
         store._workers.rows.clear()
         await trio.sleep(11)
         assert seen == ["second"]

@@ -537,7 +537,7 @@ async def test_limits_hold_and_tokens_come_back_under_a_mixed_load(
     assert total.started == 200 == total.finished
     assert total.failed == sum(1 for i in range(200) if i % 7 == 0)
     assert total.dead_lettered == total.failed  # at-most-once: no retries by default
-    assert s._slots.busy is False  # every token given back
+    assert s._engine.slots.busy is False  # every token given back
     assert await store.pending(PendingQuery()) == []
 
 
@@ -663,7 +663,7 @@ async def test_failing_writes_after_calls_neither_leak_tokens_nor_stop_others(
     )
     async with open_scheduler(store, [serial], clock=clock) as s:
         await trio.sleep(30)
-        assert s._slots.busy is False
+        assert s._engine.slots.busy is False
         stats = s.statistics().classes["serial"]
     assert [r["how"] for r in Probe.runs] == ["failed", "failed", *["succeeded"] * 3]
     assert (stats.started, stats.failed, stats.succeeded, stats.retried) == (5, 2, 3, 0)

@@ -123,7 +123,7 @@ async def test_a_call_claimed_as_shutdown_begins_is_not_handed_back_if_cancelled
                 # Between the claim and the start: the request is stored and handled
                 # (this worker runs nothing of it yet), then shutdown begins.
                 self.outcome = await self.scheduler.cancel(taken.calls[0].id)
-                self.scheduler._request_shutdown(None)
+                self.scheduler._engine.request_shutdown(None)
             return taken
 
     store = Racing()

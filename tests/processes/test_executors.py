@@ -415,7 +415,7 @@ async def test_worker_processes_start_with_the_scheduler(tmp_path: Path) -> None
     scheduler, so the first calls wait for no worker (nor do their timeouts count
     its start-up), and every call runs in one of those two."""
     async with open_scheduler(MemoryStore(), [Crunch], max_processes=2) as s:
-        executors = s._executors  # (private: the test looks inside the pool)
+        executors = s._engine.executors  # (private: the test looks inside the pool)
         await wait_for(
             lambda: (
                 executors._context is not None and executors._context.statistics().idle_workers == 2
@@ -441,4 +441,4 @@ async def test_no_worker_process_starts_without_process_classes() -> None:
     async with open_scheduler(MemoryStore(), [Plain]) as s:
         await s.schedule(Plain, None)
         await wait_for(lambda: s.statistics().classes["plain"].succeeded == 1)
-        assert s._executors._context is None
+        assert s._engine.executors._context is None
