@@ -55,9 +55,9 @@ def schedule_queries(schedule_commit: ScheduleCommit) -> dict[str, str]:
     return {name: name + suffix for name in SCHEDULE_QUERIES}
 
 
-def insert_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:
-    """The parameters of ``insert_calls`` for ``calls`` (NOTIFY ``channel`` with the
-    earliest due time)."""
+def _common_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:
+    """``$1`` to ``$7`` of ``insert_calls`` and ``insert_new_calls``: the columns every
+    call has, and the NOTIFY (``channel``, the earliest due time)."""
     return [
         [c.name for c in calls],
         [c.payload for c in calls],
@@ -66,6 +66,14 @@ def insert_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime
         [c.scheduled_at for c in calls],
         channel,
         notify_payload(earliest),
+    ]
+
+
+def insert_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:
+    """The parameters of ``insert_calls`` for ``calls`` (NOTIFY ``channel`` with the
+    earliest due time)."""
+    return [
+        *_common_args(calls, channel, earliest),
         [c.attempts for c in calls],
         [c.recurring_key for c in calls],
         [c.tick_at for c in calls],
@@ -80,16 +88,7 @@ def is_new(call: NewCall) -> bool:
 
 def insert_new_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:
     """The parameters of ``insert_new_calls`` for ``calls`` (all :func:`is_new`)."""
-    return [
-        [c.name for c in calls],
-        [c.payload for c in calls],
-        [c.due_at for c in calls],
-        [c.identifier for c in calls],
-        [c.scheduled_at for c in calls],
-        channel,
-        notify_payload(earliest),
-        [c.priority for c in calls],
-    ]
+    return [*_common_args(calls, channel, earliest), [c.priority for c in calls]]
 
 
 #: How often ``insert_keyed_calls`` runs again for rows whose key holder it could
