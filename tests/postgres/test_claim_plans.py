@@ -171,6 +171,19 @@ async def test_a_claim_whose_connection_cannot_be_reset_afterwards_still_hands_o
         nursery.cancel_scope.cancel()
 
 
+async def _kill_idle_claims_connection(store: PostgresStore, proxy: Proxy) -> int:
+    """End the idle claims connection's backend so that the client sees the server's
+    last message but not yet the end of the stream (the proxy lingers); return its pid.
+    The proxy forwards again afterwards."""
+    pid: int = await _on_claims_connection(store, "SELECT pg_backend_pid()")
+    proxy.mode = "linger"
+    await admin_fetch("SELECT pg_terminate_backend($1)", pid)
+    await proxy.lingering.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    proxy.mode = "forward"
+    return pid
+
+
 async def test_a_session_does_not_fail_because_the_idle_claims_connection_is_dead() -> None:
     """The pool is short, the claims' connection is idle and its server is gone (the
     client saw the server's last message, not yet the end of the stream): the session
@@ -185,12 +198,7 @@ async def test_a_session_does_not_fail_because_the_idle_claims_connection_is_dea
             assert (await store.claim(now(), {"a": 1}, 1)).calls == []
             await store.pending_counts(now())  # the store's other connection
             assert store._connections.short
-            pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
-            proxy.mode = "linger"
-            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
-            await proxy.lingering.wait()
-            await trio.testing.wait_all_tasks_blocked()
-            proxy.mode = "forward"
+            pid = await _kill_idle_claims_connection(store, proxy)
             async with store.open_session(stored_call()) as session:
                 assert await session.fetchval("SHOW plan_cache_mode") == "auto"
             # The claims' connection was replaced.
@@ -209,11 +217,6 @@ async def test_closing_closes_the_pool_though_the_idle_claims_connection_is_dead
             dsn=proxy.dsn(), schema=schema, max_pool_size=3, min_pool_size=1
         ) as store:
             assert (await store.claim(now(), {"a": 1}, 1)).calls == []
-            pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
-            proxy.mode = "linger"
-            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
-            await proxy.lingering.wait()
-            await trio.testing.wait_all_tasks_blocked()
-            proxy.mode = "forward"
+            await _kill_idle_claims_connection(store, proxy)
         assert "closing the pool failed" not in caplog.text
         nursery.cancel_scope.cancel()
