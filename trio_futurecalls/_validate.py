@@ -31,6 +31,8 @@ MAX_UNIQUE_KEY_LENGTH = MAX_IDENTIFIER_LENGTH
 ON_CONFLICT_MODES: Final[tuple[OnConflict, ...]] = ("ignore", "replace", "error")
 #: Longest accepted delay: calls further out than this are almost certainly a unit mistake.
 MAX_DELAY = timedelta(days=366 * 100)
+#: MAX_DELAY in seconds, for delays given as numbers.
+_MAX_DELAY_SECONDS: Final = MAX_DELAY.total_seconds()
 
 #: The earliest and latest time a store keeps (a due time, a lease expiry...): Python's
 #: datetime range less a day at each end, so that a stored time converts to any
@@ -90,12 +92,12 @@ def check_delay(delay: timedelta | float | int) -> timedelta:
     """Return ``delay`` as a timedelta; reject negative, non-finite and absurd delays."""
     if isinstance(delay, bool):
         raise InvalidArgumentError("delay must be a timedelta or a number of seconds, got bool")
-    if isinstance(delay, int | float):
+    if isinstance(delay, (int, float)):  # (a tuple: faster than int | float)
         if not math.isfinite(delay):
             raise InvalidArgumentError(f"delay must be finite, got {delay!r}")
         if delay < 0:
             raise InvalidArgumentError(f"delay must not be negative, got {delay!r}")
-        if delay > MAX_DELAY.total_seconds():
+        if delay > _MAX_DELAY_SECONDS:
             raise InvalidArgumentError(f"delay of {delay!r} s is longer than {MAX_DELAY}")
         return timedelta(seconds=delay)
     if not isinstance(delay, timedelta):
@@ -123,6 +125,8 @@ def resolve_due(
         due = now + check_delay(delay)
     except OverflowError:
         raise InvalidArgumentError(f"delay {delay!r} goes past the largest datetime") from None
+    if type(due) is datetime and due.tzinfo is UTC and EARLIEST_TIME <= due <= LATEST_TIME:
+        return due  # the common case, without building check_time's message
     return check_time(due, f"now + delay {delay!r}")
 
 

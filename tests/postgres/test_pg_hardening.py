@@ -367,11 +367,13 @@ async def test_concurrent_writes_after_calls_share_one_statement_per_batch(
         peak = 0
         run = store._connections.run
 
-        async def counting_run(method: str, sql: str, args: Any) -> Any:
+        async def counting_run(
+            method: str, sql: str, args: Any, deadline: trio.CancelScope | None = None
+        ) -> Any:
             nonlocal peak
             statements.append(sql)
             peak = max(peak, store.connections_in_use())
-            return await run(method, sql, args)
+            return await run(method, sql, args, deadline)
 
         store._connections.run = counting_run  # type: ignore[method-assign]
         answers: dict[int, Any] = {}
@@ -471,9 +473,11 @@ async def test_shutdown_releases_many_running_calls_in_few_statements() -> None:
         statements: list[str] = []
         run = store._connections.run
 
-        async def counting_run(method: str, sql: str, args: Any) -> Any:
+        async def counting_run(
+            method: str, sql: str, args: Any, deadline: trio.CancelScope | None = None
+        ) -> Any:
             statements.append(names.get(sql, sql))
-            return await run(method, sql, args)
+            return await run(method, sql, args, deadline)
 
         store._connections.run = counting_run  # type: ignore[method-assign]
         t = now() - timedelta(seconds=1)

@@ -921,9 +921,11 @@ async def test_concurrent_completions_share_one_delete() -> None:
         statements: list[str] = []
         run = store._connections.run
 
-        async def counting_run(method: str, sql: str, args: Any) -> Any:
+        async def counting_run(
+            method: str, sql: str, args: Any, deadline: trio.CancelScope | None = None
+        ) -> Any:
             statements.append(sql)
-            return await run(method, sql, args)
+            return await run(method, sql, args, deadline)
 
         store._connections.run = counting_run  # type: ignore[method-assign]
         results: dict[tuple[str, int], bool] = {}

@@ -90,7 +90,10 @@ async def open_postgres_store(
     * ``connect_timeout``: seconds to open a connection; ``command_timeout``: seconds
       a statement may take; ``acquire_timeout``: seconds to wait for a pool connection
       (default: ``connect_timeout + command_timeout``). Together they bound how long a
-      method takes to raise :class:`StoreUnavailableError` during an outage.
+      method takes to raise :class:`StoreUnavailableError` during an outage. The
+      store's own statements are bounded by a Trio deadline of ``command_timeout``
+      (asyncpg's per-statement timer costs a pass of trio-asyncio's loop); running
+      calls' sessions, raw connections included, keep asyncpg's ``command_timeout``.
     * ``application_name``: shown in ``pg_stat_activity`` (the LISTEN connection adds
       ``:listen``).
     * ``migrate=False``: do not create or upgrade the schema (it must be current:
@@ -199,6 +202,7 @@ async def open_postgres_store(
                 recheck_interval=recheck,
                 acquire_timeout=acquire_s,
                 connect_timeout=connect_s,
+                command_timeout=command_s,
                 application_name=application_name,
                 schedule_commit=schedule_commit,
             )

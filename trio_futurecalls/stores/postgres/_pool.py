@@ -12,11 +12,13 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 import attrs
+import trio
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._errors import InvalidArgumentError
@@ -138,14 +140,42 @@ class _StoreConnection(asyncpg.Connection):
     out again, and the others skip that round trip (see :func:`_aio_reset`).
     """
 
-    __slots__ = ("_futurecalls_session_used",)
+    __slots__ = ("_futurecalls_session_used", "_futurecalls_timed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._futurecalls_session_used = False
+        #: The pool's configuration while the store's statements run without asyncpg's
+        #: command timer (None: they run with it; see :meth:`_futurecalls_set_timed`).
+        self._futurecalls_timed: Any = None
 
     def _futurecalls_mark_session_use(self) -> None:
         self._futurecalls_session_used = True
+
+    def _futurecalls_set_timed(self, timed: bool) -> bool:
+        """Turn asyncpg's per-statement ``command_timeout`` on or off for this
+        connection; return whether it now is as asked.
+
+        asyncpg bounds each statement with a timer of the event loop, which through
+        trio-asyncio costs a pass of its loop and a heap entry kept for the whole
+        timeout (about 15% of a one-row insert's CPU). The store's own statements on
+        the connections it holds are bounded by a Trio deadline instead (see
+        :meth:`Connections._run`); sessions and the pool's other users keep asyncpg's.
+        Only the configuration's ``command_timeout`` changes, and the pool's reset
+        hook (:func:`_aio_reset`) turns it back on before anyone else gets the
+        connection. A configuration of another shape (another asyncpg) stays as it is.
+        """
+        if timed:
+            if self._futurecalls_timed is not None:
+                self._config, self._futurecalls_timed = self._futurecalls_timed, None
+            return True
+        if self._futurecalls_timed is None:
+            try:
+                untimed = self._config._replace(command_timeout=None)
+            except (AttributeError, TypeError, ValueError):  # pragma: no cover - asyncpg
+                return False
+            self._futurecalls_timed, self._config = self._config, untimed
+        return True
 
 
 def _mark_session_use(conn: PoolConnectionProxy) -> None:
@@ -166,9 +196,13 @@ async def _aio_reset(conn: asyncpg.Connection) -> None:
     The full reset (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)
     only for connections a session used (or that are not ours); the flag is cleared
     only once the reset succeeded (if it fails, the pool terminates the connection).
+    Every one of ours gets asyncpg's command timeout back first (the store may have
+    turned it off: :meth:`_StoreConnection._futurecalls_set_timed`).
     """
-    if isinstance(conn, _StoreConnection) and not conn._futurecalls_session_used:
-        return
+    if isinstance(conn, _StoreConnection):
+        conn._futurecalls_set_timed(True)
+        if not conn._futurecalls_session_used:
+            return
     # RESET ALL leaves the role and session authorization alone and drops no temporary
     # tables: a call's session must not hand those to the next call (or to the store's
     # own statements). Prepared statements are left to asyncpg's statement cache.
@@ -216,6 +250,8 @@ class _Held:
     setup: str | None = None
     conn: PoolConnectionProxy | None = None
     busy: bool = False
+    #: ``conn``'s :meth:`_StoreConnection._futurecalls_set_timed` (None: not ours).
+    set_timed: Callable[[bool], bool] | None = None
 
     @property
     def idle(self) -> bool:
@@ -248,11 +284,19 @@ class Connections:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, acquire_timeout: float, cancel_timeout: float | None = None
+        self,
+        pool: asyncpg.Pool,
+        acquire_timeout: float,
+        cancel_timeout: float | None = None,
+        command_timeout: float | None = None,
     ) -> None:
         self.pool = pool
         self.max_size = pool.get_max_size()
         self.acquire_timeout = acquire_timeout
+        #: The pool's ``command_timeout``, which bounds the statements on the held
+        #: connections by a Trio deadline instead of asyncpg's timer (see :meth:`_run`;
+        #: None: they keep asyncpg's timer).
+        self.command_timeout = command_timeout
         #: How long a statement that was cancelled waits for the server to acknowledge
         #: the cancellation (asyncpg sends it over a new connection) before its
         #: connection is terminated instead: the caller's deadline is not extended by
@@ -332,21 +376,49 @@ class Connections:
         await self.release(conn)
         return result
 
-    async def run(self, method: str, sql: str, args: Sequence[Any]) -> Any:
-        """``conn.method(sql, *args)`` on a connection (the kept one if it is free)."""
-        return await self._run(self._kept, method, sql, args)
+    async def run(
+        self, method: str, sql: str, args: Sequence[Any], deadline: trio.CancelScope | None = None
+    ) -> Any:
+        """``conn.method(sql, *args)`` on a connection (the kept one if it is free).
+
+        ``deadline``: a cancel scope the Trio caller waits in, around its crossing of
+        the bridge. A statement on a held connection then runs without asyncpg's
+        command timer, and this sets the scope's deadline to ``command_timeout`` from
+        the statement's start instead (the same bound, for a fraction of the cost:
+        see :meth:`_StoreConnection._futurecalls_set_timed`); the caller turns the
+        scope's cancellation into :class:`StoreUnavailableError`. Without it (or on a
+        pool connection) asyncpg's timer bounds the statement as usual.
+        """
+        return await self._run(self._kept, method, sql, args, deadline)
 
     async def run_with(
-        self, method: str | Callable[..., Awaitable[Any]], sql: str, args: Sequence[Any]
+        self,
+        method: str | Callable[..., Awaitable[Any]],
+        sql: str,
+        args: Sequence[Any],
+        deadline: trio.CancelScope | None = None,
     ) -> Any:
         """As :meth:`run`; a ``method`` that is a coroutine function runs as
         ``method(conn, sql, *args)`` (a few statements in a transaction)."""
-        return await self._run(self._kept, method, sql, args)
+        return await self._run(self._kept, method, sql, args, deadline)
 
-    async def run_claim(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+    async def run_claim(
+        self, method: str, sql: str, args: Sequence[Any], deadline: trio.CancelScope | None = None
+    ) -> Any:
         """As :meth:`run`, for a claim: on the connection held for claims (generic
         plans) if it is free, else on a pool connection as any statement."""
-        return await self._run(self._claimer, method, sql, args)
+        return await self._run(self._claimer, method, sql, args, deadline)
+
+    def _bound_by(self, held: _Held, deadline: trio.CancelScope | None) -> None:
+        """Bound the statement about to run on ``held``'s connection: by ``deadline``
+        if it can (see :meth:`run`), else by asyncpg's command timer."""
+        set_timed = held.set_timed
+        if set_timed is None or self.command_timeout is None:
+            return  # not our connection class: asyncpg's timer, as the pool says
+        if deadline is None:
+            set_timed(True)
+        elif set_timed(False):
+            deadline.deadline = trio.current_time() + self.command_timeout
 
     async def _run(
         self,
@@ -354,6 +426,7 @@ class Connections:
         method: str | Callable[..., Awaitable[Any]],
         sql: str,
         args: Sequence[Any],
+        deadline: trio.CancelScope | None,
     ) -> Any:
         if held.busy or self.closing:
             conn = await self._acquire_room()
@@ -373,11 +446,19 @@ class Connections:
                 await self.release(gone)
             if held.conn is None:
                 conn = held.conn = await self._acquire_room()
+                held.set_timed = getattr(conn, "_futurecalls_set_timed", None)
                 if held.setup is not None:
                     _mark_session_use(conn)  # reset (RESET ALL) when released
                     await on_connection(conn, conn.execute, held.setup)
             conn = held.conn
-            result = await on_connection(conn, _bound(conn, method), sql, *args)
+            self._bound_by(held, deadline)
+            try:
+                result = await on_connection(conn, _bound(conn, method), sql, *args)
+            finally:
+                if deadline is not None:
+                    # The statement ended (or the deadline fired): what follows (a
+                    # release) has bounds of its own, and must not lose its result.
+                    deadline.deadline = math.inf
         except BaseException as exc:
             held.busy = False
             failed, held.conn = held.conn, None

@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from ..._cancel_model import CancelArgs, CancelRequest
-from ..._errors import DuplicateCallError, StoreClosedError, StoreError
+from ..._errors import DuplicateCallError, StoreClosedError, StoreError, StoreUnavailableError
 from ..._model import (
     Claim,
     DeadLetter,
@@ -99,6 +99,7 @@ class PostgresStore(PostgresCoordination):
         recheck_interval: float | None,
         acquire_timeout: float,
         connect_timeout: float,
+        command_timeout: float | None = None,
         application_name: str,
         schedule_commit: ScheduleCommit = "durable",
     ) -> None:
@@ -113,7 +114,9 @@ class PostgresStore(PostgresCoordination):
         self.cancel_ack_wait = 1.0
         self.max_pool_size = max_pool_size
         self._pool: asyncpg.Pool | None = pool
-        self._connections = Connections(pool, acquire_timeout, cancel_timeout=connect_timeout)
+        self._connections = Connections(
+            pool, acquire_timeout, cancel_timeout=connect_timeout, command_timeout=command_timeout
+        )
         # The LISTEN connection runs only while there are listeners (_on_demand.py).
         self._listen = OnDemand(self._listen_while_wanted, "futurecalls-listen")
         self._listeners = Listeners(self._listen)
@@ -191,21 +194,42 @@ class PostgresStore(PostgresCoordination):
         return self._pool
 
     async def _call(self, method: str, query: str, *args: Any) -> Any:
-        self._live_pool()
-        return await bridge(self._loop, query, self._connections.run, method, self._q[query], args)
+        return await self._held(self._connections.run, query, method, args)
 
     async def _claim(self, query: str, *args: Any) -> Any:
         """As :meth:`_call` (``fetch``), on the connection held for claims (its plans
         are generic: see :data:`._pool.GENERIC_PLANS`)."""
-        self._live_pool()
-        return await bridge(
-            self._loop, query, self._connections.run_claim, "fetch", self._q[query], args
-        )
+        return await self._held(self._connections.run_claim, query, "fetch", args)
 
     async def _call_with(self, fn: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
         """As :meth:`_call`, with ``fn(conn, sql, *args)`` run on the connection."""
+        return await self._held(self._connections.run_with, query, fn, args)
+
+    async def _held(
+        self,
+        run: Callable[..., Awaitable[Any]],
+        query: str,
+        method: str | Callable[..., Awaitable[Any]],
+        args: Sequence[Any],
+    ) -> Any:
+        """One crossing of the bridge: ``query`` by ``run`` (a :class:`Connections`
+        method, on a connection the store holds if it is free).
+
+        Its statement is bounded by a deadline on this side, which the asyncio side
+        sets when the statement starts (:meth:`Connections.run`): past it, the
+        statement is cancelled on the server and this raises
+        :class:`StoreUnavailableError`, as asyncpg's own command timeout would.
+        """
         self._live_pool()
-        return await bridge(self._loop, query, self._connections.run_with, fn, self._q[query], args)
+        with trio.CancelScope() as deadline:
+            return await bridge(self._loop, query, run, method, self._q[query], args, deadline)
+        # As the bridge reports asyncpg's own timeout (whose TimeoutError it chains).
+        timeout = TimeoutError(
+            f"no answer within command_timeout={self._connections.command_timeout} s"
+        )
+        raise StoreUnavailableError(
+            f"PostgreSQL unavailable ({query}): TimeoutError: {timeout}"
+        ) from timeout
 
     def connections_in_use(self) -> int:
         """Pool connections checked out right now (by sessions or store operations).
