@@ -91,9 +91,10 @@ async def open_postgres_store(
       a statement may take; ``acquire_timeout``: seconds to wait for a pool connection
       (default: ``connect_timeout + command_timeout``). Together they bound how long a
       method takes to raise :class:`StoreUnavailableError` during an outage. The
-      store's own statements are bounded by a Trio deadline of ``command_timeout``
-      (asyncpg's per-statement timer costs a pass of trio-asyncio's loop); running
-      calls' sessions, raw connections included, keep asyncpg's ``command_timeout``.
+      store's single statements are bounded by a Trio deadline of
+      ``command_timeout`` (asyncpg's per-statement timer costs a pass of
+      trio-asyncio's loop); claims, the store's transactions and running calls'
+      sessions (raw connections included) keep asyncpg's ``command_timeout``.
     * ``application_name``: shown in ``pg_stat_activity`` (the LISTEN connection adds
       ``:listen``).
     * ``migrate=False``: do not create or upgrade the schema (it must be current:

@@ -158,9 +158,10 @@ class _StoreConnection(asyncpg.Connection):
 
         asyncpg bounds each statement with a timer of the event loop, which through
         trio-asyncio costs a pass of its loop and a heap entry kept for the whole
-        timeout (about 15% of a one-row insert's CPU). The store's own statements on
-        the connections it holds are bounded by a Trio deadline instead (see
-        :meth:`Connections._run`); sessions and the pool's other users keep asyncpg's.
+        timeout (about 13% of ``schedule_call``'s CPU). The store's single statements
+        on the connections it holds are bounded by a Trio deadline instead (see
+        :meth:`Connections.run`); claims, transactions, sessions and the pool's other
+        users keep asyncpg's.
         Only the configuration's ``command_timeout`` changes, and the pool's reset
         hook (:func:`_aio_reset`) turns it back on before anyone else gets the
         connection. A configuration of another shape (another asyncpg) stays as it is.
@@ -392,22 +393,19 @@ class Connections:
         return await self._run(self._kept, method, sql, args, deadline)
 
     async def run_with(
-        self,
-        method: str | Callable[..., Awaitable[Any]],
-        sql: str,
-        args: Sequence[Any],
-        deadline: trio.CancelScope | None = None,
+        self, method: str | Callable[..., Awaitable[Any]], sql: str, args: Sequence[Any]
     ) -> Any:
-        """As :meth:`run`; a ``method`` that is a coroutine function runs as
-        ``method(conn, sql, *args)`` (a few statements in a transaction)."""
-        return await self._run(self._kept, method, sql, args, deadline)
+        """As :meth:`run` without a deadline; a ``method`` that is a coroutine function
+        runs as ``method(conn, sql, *args)`` (a few statements in a transaction, each
+        bounded by asyncpg's timer)."""
+        return await self._run(self._kept, method, sql, args, None)
 
-    async def run_claim(
-        self, method: str, sql: str, args: Sequence[Any], deadline: trio.CancelScope | None = None
-    ) -> Any:
-        """As :meth:`run`, for a claim: on the connection held for claims (generic
-        plans) if it is free, else on a pool connection as any statement."""
-        return await self._run(self._claimer, method, sql, args, deadline)
+    async def run_claim(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        """As :meth:`run` without a deadline, for a claim: on the connection held for
+        claims (generic plans) if it is free, else on a pool connection as any
+        statement. asyncpg's timer bounds it: it does nothing once the rows have
+        reached the client, where a cancellation would lose them."""
+        return await self._run(self._claimer, method, sql, args, None)
 
     def _bound_by(self, held: _Held, deadline: trio.CancelScope | None) -> None:
         """Bound the statement about to run on ``held``'s connection: by ``deadline``

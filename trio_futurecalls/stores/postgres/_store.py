@@ -194,33 +194,20 @@ class PostgresStore(PostgresCoordination):
         return self._pool
 
     async def _call(self, method: str, query: str, *args: Any) -> Any:
-        return await self._held(self._connections.run, query, method, args)
+        """One statement, ``conn.method(sql, *args)``, in one crossing of the bridge
+        (on the connection the store holds if it is free).
 
-    async def _claim(self, query: str, *args: Any) -> Any:
-        """As :meth:`_call` (``fetch``), on the connection held for claims (its plans
-        are generic: see :data:`._pool.GENERIC_PLANS`)."""
-        return await self._held(self._connections.run_claim, query, "fetch", args)
-
-    async def _call_with(self, fn: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
-        """As :meth:`_call`, with ``fn(conn, sql, *args)`` run on the connection."""
-        return await self._held(self._connections.run_with, query, fn, args)
-
-    async def _held(
-        self,
-        run: Callable[..., Awaitable[Any]],
-        query: str,
-        method: str | Callable[..., Awaitable[Any]],
-        args: Sequence[Any],
-    ) -> Any:
-        """One crossing of the bridge: ``query`` by ``run`` (a :class:`Connections`
-        method, on a connection the store holds if it is free).
-
-        Its statement is bounded by a deadline on this side, which the asyncio side
-        sets when the statement starts (:meth:`Connections.run`): past it, the
-        statement is cancelled on the server and this raises
-        :class:`StoreUnavailableError`, as asyncpg's own command timeout would.
+        Bounded by a deadline on this side, which the asyncio side sets when the
+        statement starts (see :meth:`Connections.run`): past it, the statement is
+        cancelled on the server and this raises :class:`StoreUnavailableError`, as
+        asyncpg's own command timeout would. An answer that arrives just as the
+        deadline passes is lost with the cancellation, as one still in transit is
+        with asyncpg's timer: the error means "maybe done", as any outage's does
+        (schedules are not replayed; writes after a call are retried, and find the
+        row gone). Claims keep asyncpg's timer (:meth:`_claim`).
         """
         self._live_pool()
+        run = self._connections.run
         with trio.CancelScope() as deadline:
             return await bridge(self._loop, query, run, method, self._q[query], args, deadline)
         # As the bridge reports asyncpg's own timeout (whose TimeoutError it chains).
@@ -230,6 +217,24 @@ class PostgresStore(PostgresCoordination):
         raise StoreUnavailableError(
             f"PostgreSQL unavailable ({query}): TimeoutError: {timeout}"
         ) from timeout
+
+    async def _claim(self, query: str, *args: Any) -> Any:
+        """As :meth:`_call` (``fetch``), on the connection held for claims (its plans
+        are generic: see :data:`._pool.GENERIC_PLANS`), bounded by asyncpg's command
+        timer: unlike a cancellation, it does nothing once the rows have reached the
+        client, so a claim that committed is never reported failed for its timeout
+        (at most once, its rows are already deleted)."""
+        self._live_pool()
+        return await bridge(
+            self._loop, query, self._connections.run_claim, "fetch", self._q[query], args
+        )
+
+    async def _call_with(self, fn: Callable[..., Awaitable[Any]], query: str, *args: Any) -> Any:
+        """As :meth:`_call`, with ``fn(conn, sql, *args)`` run on the connection: a few
+        statements (a transaction, retried on deadlocks), each bounded by asyncpg's
+        command timer."""
+        self._live_pool()
+        return await bridge(self._loop, query, self._connections.run_with, fn, self._q[query], args)
 
     def connections_in_use(self) -> int:
         """Pool connections checked out right now (by sessions or store operations).
