@@ -105,10 +105,7 @@ def new_call(
 ) -> NewCall:
     """Validate one scheduling request of the checked class or name ``cls``
     (``priority`` None: the class's; for a name, :attr:`FutureCall.priority`'s 0)."""
-    if isinstance(cls, str):
-        name, payload_type, default_priority = cls, None, FutureCall.priority
-    else:
-        name, payload_type, default_priority = cls.name, cls.payload_type, cls.priority
+    name, payload_type, default_priority = _defaults(cls)
     checked_priority = default_priority if priority is None else check_priority(priority)
     # (An empty collection, [] or set() as well as (), means no prerequisites.)
     checked_after = () if after is None or after == () else check_after(after)
@@ -116,13 +113,14 @@ def new_call(
     if unique_key is None and on_conflict == "ignore" and not checked_after:
         # The common case, without the key checks: no key (on_conflict then does not
         # matter, but a bad value is still refused below).
-        return CheckedNewCall(
-            name=name,
-            payload=encode_payload(payload_type, payload),
-            due_at=resolve_due(now, at, delay),
-            identifier=check_identifier(identifier),
-            scheduled_at=now,
-            priority=checked_priority,
+        return _plain_call(
+            name,
+            payload_type,
+            payload,
+            resolve_due(now, at, delay),
+            identifier,
+            now,
+            checked_priority,
         )
     return CheckedNewCall(
         name=name,
@@ -137,6 +135,33 @@ def new_call(
     )
 
 
+def _plain_call(
+    name: str,
+    payload_type: type[Any] | None,
+    payload: object,
+    due: datetime,
+    identifier: object,
+    now: datetime,
+    priority: int,
+) -> CheckedNewCall:
+    """A call without key or prerequisites (the common case), ``due`` already checked."""
+    return CheckedNewCall(
+        name=name,
+        payload=encode_payload(payload_type, payload),
+        due_at=due,
+        identifier=check_identifier(identifier),
+        scheduled_at=now,
+        priority=priority,
+    )
+
+
+def _defaults(cls: Target) -> tuple[str, type[Any] | None, int]:
+    """The name, payload type and default priority of a checked class or name."""
+    if isinstance(cls, str):
+        return cls, None, FutureCall.priority
+    return cls.name, cls.payload_type, cls.priority
+
+
 def new_calls(
     requests: Iterable[Request],
     now: datetime,
@@ -146,6 +171,7 @@ def new_calls(
     name)."""
     batch = []
     checked: dict[object, Target] = {}
+    defaults: dict[object, tuple[str, type[Any] | None, int]] = {}
     dues: dict[tuple[type, object], datetime] = {}
     for request in requests:
         if isinstance(request, CallRequest):
@@ -181,6 +207,7 @@ def new_calls(
             # Validated once per class, not once per call: this is the hot path of
             # bulk scheduling.
             cls = checked[_key(call_class)] = check_class(call_class)
+            defaults[_key(call_class)] = _defaults(cls)
         # Likewise a due time: the same ``when`` (a delay for the whole batch, say)
         # gives the same due time, since ``now`` is one for the batch. By type too:
         # 1 == 1.0 == True, but True is refused.
@@ -196,6 +223,11 @@ def new_calls(
                 due = resolve_due(now, None, when)
             with contextlib.suppress(TypeError):
                 dues[due_key] = due
+        if unique_key is None and on_conflict == "ignore":
+            # new_call's common case, with the due time checked once per value above.
+            name, payload_type, priority = defaults[_key(call_class)]
+            batch.append(_plain_call(name, payload_type, payload, due, identifier, now, priority))
+            continue
         batch.append(new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict))
     return batch
 
