@@ -86,15 +86,18 @@ def decode_payload(payload_type: type[Any] | None, text: str) -> Any:
     exhausts the recursion limit, a value no class accepts...) is a
     :class:`PayloadDecodeError`.
     """
-    try:
-        data = json.loads(text)
-    except (ValueError, TypeError) as exc:
-        raise PayloadDecodeError(f"stored payload is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise PayloadDecodeError(
-            "stored payload is nested too deeply to decode "
-            f"(the limit for new payloads is {MAX_PAYLOAD_DEPTH})"
-        ) from None
+    if text == "null":  # the commonest payload (None), without the parser's 0.8 us
+        data = None
+    else:
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise PayloadDecodeError(f"stored payload is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise PayloadDecodeError(
+                "stored payload is nested too deeply to decode "
+                f"(the limit for new payloads is {MAX_PAYLOAD_DEPTH})"
+            ) from None
     if payload_type is None:
         return data
     try:
