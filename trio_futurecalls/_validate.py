@@ -9,6 +9,7 @@ arguments of each store method, built from these, in ``_store_args.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -223,6 +224,17 @@ def check_host(host: object, what: str = "host") -> str:
     except UnicodeError as exc:
         raise InvalidArgumentError(f"{what} {host!r} is not a valid host name: {exc}") from None
     return host
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1, bracketed or not): a host
+    only this machine reaches."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_limit(value: object, what: str) -> int | None:

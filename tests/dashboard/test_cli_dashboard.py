@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from trio_futurecalls._validate import is_loopback
 from trio_futurecalls.cli import main
-from trio_futurecalls.cli._dashboard import _loopback
 
 
 @pytest.fixture
@@ -56,4 +56,4 @@ def test_bad_port_is_a_usage_error(store_url: str, capsys: pytest.CaptureFixture
     ],
 )
 def test_the_no_token_warning_is_for_hosts_other_machines_reach(host: str, loopback: bool) -> None:
-    assert _loopback(host) is loopback
+    assert is_loopback(host) is loopback

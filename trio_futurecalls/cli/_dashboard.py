@@ -9,7 +9,6 @@ line, where other users of the machine could read it (``ps``).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from typing import Final
 import trio
 
 from .. import FutureCallsError
+from .._validate import is_loopback
 from ._commands import store_of
 
 ENV_TOKEN: Final = "FUTURECALLS_DASHBOARD_TOKEN"
@@ -47,7 +47,7 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             bound = await nursery.start(serve)
         except OSError as exc:
             raise FutureCallsError(f"cannot serve the dashboard on {host}:{port}: {exc}") from None
-        if token is None and not _loopback(host):
+        if token is None and not is_loopback(host):
             _log.warning(
                 "the dashboard listens on %s without a token: anyone who can reach it sees "
                 "the queues; set --token or $%s",
@@ -62,13 +62,3 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
                 break
         nursery.cancel_scope.cancel()
     return 0
-
-
-def _loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (127.0.0.0/8, ::1): only this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

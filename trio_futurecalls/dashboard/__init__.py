@@ -21,7 +21,6 @@ token (or a login cookie for browsers). See ``_security.py``.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
@@ -46,7 +45,7 @@ from .._errors import InvalidArgumentError
 from .._redact import redact
 from .._scheduler import Scheduler
 from .._store import Store
-from .._validate import check_host
+from .._validate import check_host, is_loopback
 from ._app import DashboardSettings, build_app
 from ._data import Source
 from ._security import LOOPBACK_HOSTS, new_secret
@@ -55,15 +54,6 @@ __all__ = ["DEFAULT_PORT", "dashboard_app", "serve_dashboard"]
 
 #: The port ``futurecalls dashboard`` listens on unless told otherwise.
 DEFAULT_PORT: Final = 8470
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _loopback_hosts(host: str) -> frozenset[str]:
@@ -189,7 +179,7 @@ async def serve_dashboard(
         allow_actions=allow_actions,
         token=token,
         store_label=store_label,
-        allowed_hosts=_loopback_hosts(host) if _is_loopback(host) else None,
+        allowed_hosts=_loopback_hosts(host) if is_loopback(host) else None,
         refresh_seconds=refresh_seconds,
         metrics=metrics,
     )
