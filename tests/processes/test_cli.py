@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
+from cli_support import Result
 
 from trio_futurecalls import open_sqlite_store
 from trio_futurecalls.cli import build_parser, main, parse_duration
@@ -42,16 +42,6 @@ def _store(tmp_path: Path) -> None:
             pass
 
     trio.run(create)
-
-
-@attrs.frozen
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
