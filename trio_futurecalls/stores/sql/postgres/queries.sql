@@ -204,19 +204,19 @@ input AS (
 -- the same statement. Returns, in input order: the id (NULL: run again), whether it
 -- is a holder's ("conflicted"), and the input's on_conflict.
 WITH {_insert_keyed_calls}
-SELECT coalesce(i.id, r.id, h.id) AS id,
-    coalesce(i.id, r.id) IS DISTINCT FROM n.new_id AS conflicted,
-    n.on_conflict
-FROM numbered AS n
-LEFT JOIN inserted AS i ON i.id = n.new_id
-LEFT JOIN replaced AS r ON r.name = n.name AND r.unique_key = n.unique_key
-LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
-CROSS JOIN wakeup
+{_insert_keyed_answer}
 ORDER BY n.ord;
 
 -- name: insert_keyed_calls_async_commit
 -- insert_keyed_calls, committed asynchronously (_async_commit).
 WITH {_insert_keyed_calls}, {_async_commit}
+{_insert_keyed_answer}
+CROSS JOIN async_commit
+ORDER BY n.ord;
+
+-- name: _insert_keyed_answer
+-- The answer of insert_keyed_calls and its _async_commit variant, one row per input
+-- (each statement adds its own joins, then ORDER BY n.ord).
 SELECT coalesce(i.id, r.id, h.id) AS id,
     coalesce(i.id, r.id) IS DISTINCT FROM n.new_id AS conflicted,
     n.on_conflict
@@ -225,8 +225,6 @@ LEFT JOIN inserted AS i ON i.id = n.new_id
 LEFT JOIN replaced AS r ON r.name = n.name AND r.unique_key = n.unique_key
 LEFT JOIN holders AS h ON h.name = n.name AND h.unique_key = n.unique_key
 CROSS JOIN wakeup
-CROSS JOIN async_commit
-ORDER BY n.ord;
 
 -- name: pending
 -- A row whose lease expired has no unique key (its claim cleared it). A waiting row
