@@ -182,14 +182,23 @@ def check_unique_key(unique_key: object) -> str | None:
     return _storable_text(unique_key, "unique_key", MAX_UNIQUE_KEY_LENGTH)
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def check_choice(value: object, choices: tuple[_Choice, ...], what: str) -> _Choice:
+    """One of ``choices`` (a str equal to one, not a subclass), else
+    :class:`InvalidArgumentError` naming them."""
+    for choice in choices:
+        if value == choice and type(value) is str:
+            return choice
+    raise InvalidArgumentError(
+        f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+    )
+
+
 def check_on_conflict(on_conflict: object) -> OnConflict:
     """One of ``"ignore"``, ``"replace"``, ``"error"``."""
-    for mode in ON_CONFLICT_MODES:
-        if on_conflict == mode and type(on_conflict) is str:
-            return mode
-    raise InvalidArgumentError(
-        f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT_MODES))}, got {on_conflict!r}"
-    )
+    return check_choice(on_conflict, ON_CONFLICT_MODES, "on_conflict")
 
 
 def check_batch_keys(calls: Sequence[NewCall]) -> None:

@@ -16,8 +16,9 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
-from ..._errors import InvalidArgumentError, StoreError
+from ..._errors import StoreError
 from ..._model import NewCall
+from ..._validate import check_choice
 from ._listener import notify_payload
 
 #: How a schedule commits (``open_postgres_store(schedule_commit=...)``): "durable"
@@ -41,12 +42,7 @@ SCHEDULE_QUERIES: Final = (
 
 def check_schedule_commit(value: object) -> ScheduleCommit:
     """One of :data:`SCHEDULE_COMMITS`, else :class:`InvalidArgumentError`."""
-    for mode in SCHEDULE_COMMITS:
-        if value == mode and type(value) is str:
-            return mode
-    raise InvalidArgumentError(
-        f"schedule_commit must be one of {', '.join(map(repr, SCHEDULE_COMMITS))}, got {value!r}"
-    )
+    return check_choice(value, SCHEDULE_COMMITS, "schedule_commit")
 
 
 def schedule_queries(schedule_commit: ScheduleCommit) -> dict[str, str]:
