@@ -286,3 +286,15 @@ class Proxy:
             self.lingering.set()
             return  # the client's side stays open until the client closes it
         done.cancel()
+
+
+@asynccontextmanager
+async def store_behind_proxy(**options: Any) -> AsyncIterator[tuple[PostgresStore, Proxy]]:
+    """``open_test_postgres_store(**options)`` whose connections all go through a
+    :class:`Proxy` the test can cut; both stop when the block ends."""
+    proxy = Proxy()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        async with open_test_postgres_store(dsn=proxy.dsn(), **options) as store:
+            yield store, proxy
+        nursery.cancel_scope.cancel()

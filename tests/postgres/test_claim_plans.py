@@ -18,6 +18,7 @@ from pg_support import (
     now,
     open_test_postgres_store,
     random_schema,
+    store_behind_proxy,
     stored_call,
     until,
 )
@@ -116,59 +117,53 @@ async def test_a_claim_whose_connection_cannot_be_reset_afterwards_still_hands_o
 ):
     """The claim deleted its rows: they reach the caller even when giving its
     connection back to a waiting session fails (the reset gets no answer)."""
-    proxy = Proxy()
-    schema = random_schema()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
-        async with open_test_postgres_store(
-            # (min_pool_size=0: no connection is opened in the background while the proxy
-            # drops what clients send.)
-            dsn=proxy.dsn(),
-            schema=schema,
-            max_pool_size=1,
-            min_pool_size=0,
-            acquire_timeout=1.0,
-        ) as store:
-            (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
-            assert (await store.claim(now(), {"b": 1}, 1)).calls == []  # prepared, held
-            pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
-            got: list[Any] = []
-            session_errors: list[StoreUnavailableError] = []
+    async with store_behind_proxy(
+        # (min_pool_size=0: no connection is opened in the background while the proxy
+        # drops what clients send.)
+        max_pool_size=1,
+        min_pool_size=0,
+        acquire_timeout=1.0,
+    ) as (store, proxy):
+        schema = store.schema
+        (call_id,) = await store.schedule([new("a", now() - timedelta(seconds=1))])
+        assert (await store.claim(now(), {"b": 1}, 1)).calls == []  # prepared, held
+        pid = await _on_claims_connection(store, "SELECT pg_backend_pid()")
+        got: list[Any] = []
+        session_errors: list[StoreUnavailableError] = []
 
-            async def claim() -> None:
+        async def claim() -> None:
+            try:
+                got.append((await store.claim(now(), {"a": 1}, 1)).calls)
+            except StoreUnavailableError as exc:
+                got.append(exc)
+
+        async def session() -> None:
+            async with store.open_session(stored_call(call_id)) as s:
                 try:
-                    got.append((await store.claim(now(), {"a": 1}, 1)).calls)
-                except StoreUnavailableError as exc:
-                    got.append(exc)
+                    await s.fetchval("SELECT 1")
+                except StoreUnavailableError as exc:  # waited out acquire_timeout
+                    session_errors.append(exc)
 
-            async def session() -> None:
-                async with store.open_session(stored_call(call_id)) as s:
-                    try:
-                        await s.fetchval("SELECT 1")
-                    except StoreUnavailableError as exc:  # waited out acquire_timeout
-                        session_errors.append(exc)
-
-            async with trio.open_nursery() as inner:
-                async with _locked_calls(schema):
-                    inner.start_soon(claim)
-                    with trio.fail_after(10):
-                        while not await _waits_for_lock(pid):  # noqa: ASYNC110 (the server)
-                            await trio.sleep(0.02)
-                    # A session waits for the pool's only connection, the claim's.
-                    inner.start_soon(session)
-                    await until(lambda: store._connections.out == 2, 10)
-                    # The claim's request is on the server; what the client sends
-                    # from now on never arrives (the reset after the claim included).
-                    proxy.mode = "deaf"
-                await until(lambda: bool(got), 10)
-                proxy.mode = "forward"
-            (claimed,) = got
-            # The row is gone from the table either way (claim_delete): before, the
-            # claim raised and the call was lost.
-            assert await store.pending(PendingQuery()) == []
-            assert not isinstance(claimed, BaseException), claimed
-            assert [c.id for c in claimed] == [call_id]
-        nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as inner:
+            async with _locked_calls(schema):
+                inner.start_soon(claim)
+                with trio.fail_after(10):
+                    while not await _waits_for_lock(pid):  # noqa: ASYNC110 (the server)
+                        await trio.sleep(0.02)
+                # A session waits for the pool's only connection, the claim's.
+                inner.start_soon(session)
+                await until(lambda: store._connections.out == 2, 10)
+                # The claim's request is on the server; what the client sends
+                # from now on never arrives (the reset after the claim included).
+                proxy.mode = "deaf"
+            await until(lambda: bool(got), 10)
+            proxy.mode = "forward"
+        (claimed,) = got
+        # The row is gone from the table either way (claim_delete): before, the
+        # claim raised and the call was lost.
+        assert await store.pending(PendingQuery()) == []
+        assert not isinstance(claimed, BaseException), claimed
+        assert [c.id for c in claimed] == [call_id]
 
 
 async def _kill_idle_claims_connection(store: PostgresStore, proxy: Proxy) -> int:
@@ -188,35 +183,21 @@ async def test_a_session_does_not_fail_because_the_idle_claims_connection_is_dea
     """The pool is short, the claims' connection is idle and its server is gone (the
     client saw the server's last message, not yet the end of the stream): the session
     gets a connection all the same."""
-    proxy = Proxy()
-    schema = random_schema()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
-        async with open_test_postgres_store(
-            dsn=proxy.dsn(), schema=schema, max_pool_size=2, min_pool_size=1
-        ) as store:
-            assert (await store.claim(now(), {"a": 1}, 1)).calls == []
-            await store.pending_counts(now())  # the store's other connection
-            assert store._connections.short
-            pid = await _kill_idle_claims_connection(store, proxy)
-            async with store.open_session(stored_call()) as session:
-                assert await session.fetchval("SHOW plan_cache_mode") == "auto"
-            # The claims' connection was replaced.
-            assert await _on_claims_connection(store, "SELECT pg_backend_pid()") != pid
-        nursery.cancel_scope.cancel()
+    async with store_behind_proxy(max_pool_size=2, min_pool_size=1) as (store, proxy):
+        assert (await store.claim(now(), {"a": 1}, 1)).calls == []
+        await store.pending_counts(now())  # the store's other connection
+        assert store._connections.short
+        pid = await _kill_idle_claims_connection(store, proxy)
+        async with store.open_session(stored_call()) as session:
+            assert await session.fetchval("SHOW plan_cache_mode") == "auto"
+        # The claims' connection was replaced.
+        assert await _on_claims_connection(store, "SELECT pg_backend_pid()") != pid
 
 
 async def test_closing_closes_the_pool_though_the_idle_claims_connection_is_dead(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy = Proxy()
-    schema = random_schema()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
-        async with open_test_postgres_store(
-            dsn=proxy.dsn(), schema=schema, max_pool_size=3, min_pool_size=1
-        ) as store:
-            assert (await store.claim(now(), {"a": 1}, 1)).calls == []
-            await _kill_idle_claims_connection(store, proxy)
-        assert "closing the pool failed" not in caplog.text
-        nursery.cancel_scope.cancel()
+    async with store_behind_proxy(max_pool_size=3, min_pool_size=1) as (store, proxy):
+        assert (await store.claim(now(), {"a": 1}, 1)).calls == []
+        await _kill_idle_claims_connection(store, proxy)
+    assert "closing the pool failed" not in caplog.text

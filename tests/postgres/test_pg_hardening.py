@@ -20,7 +20,6 @@ import pytest
 import trio
 import trio.testing
 from pg_support import (
-    Proxy,
     admin_execute,
     admin_fetch,
     drop_schema,
@@ -32,6 +31,7 @@ from pg_support import (
     pg_dsn,
     random_schema,
     require_postgres,
+    store_behind_proxy,
     stored_call,
     until,
 )
@@ -568,46 +568,43 @@ async def _pool_pids(name: str) -> list[int]:
 
 
 async def test_a_connection_the_server_closed_under_asyncpg_is_an_outage_and_replaced() -> None:
-    proxy = Proxy()
     schema = random_schema()
     name = f"fc-{schema}"  # the pool's connections (the listener's name has ":listen")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
-        async with open_test_postgres_store(
-            dsn=proxy.dsn(), schema=schema, application_name=name, min_pool_size=1
-        ) as store:
-            await store.pending(PendingQuery())  # the store keeps this connection
+    async with store_behind_proxy(schema=schema, application_name=name, min_pool_size=1) as (
+        store,
+        proxy,
+    ):
+        await store.pending(PendingQuery())  # the store keeps this connection
+        proxy.mode = "linger"
+        for pid in await _pool_pids(name):
+            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
+        # The server's last message reached asyncpg; the end of the stream did not.
+        await proxy.lingering.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        proxy.mode = "forward"
+        with pytest.raises(StoreUnavailableError) as outage:
+            await store.pending(PendingQuery())
+        assert type(outage.value.__cause__) is asyncpg.exceptions.InternalClientError
+        # The broken connection was replaced: the next statement just works.
+        assert await store.pending(PendingQuery()) == []
+        assert store.connections_in_use() == 0
+
+        # The same on a running call's session.
+        proxy.lingering = trio.Event()
+        async with store.open_session(stored_call()) as session:
+            pid = await session.fetchval("SELECT pg_backend_pid()")
             proxy.mode = "linger"
-            for pid in await _pool_pids(name):
-                await admin_fetch("SELECT pg_terminate_backend($1)", pid)
-            # The server's last message reached asyncpg; the end of the stream did not.
+            await admin_fetch("SELECT pg_terminate_backend($1)", pid)
             await proxy.lingering.wait()
             await trio.testing.wait_all_tasks_blocked()
             proxy.mode = "forward"
             with pytest.raises(StoreUnavailableError) as outage:
-                await store.pending(PendingQuery())
+                await session.fetchval("SELECT 1")
             assert type(outage.value.__cause__) is asyncpg.exceptions.InternalClientError
-            # The broken connection was replaced: the next statement just works.
-            assert await store.pending(PendingQuery()) == []
-            assert store.connections_in_use() == 0
-
-            # The same on a running call's session.
-            proxy.lingering = trio.Event()
-            async with store.open_session(stored_call()) as session:
-                pid = await session.fetchval("SELECT pg_backend_pid()")
-                proxy.mode = "linger"
-                await admin_fetch("SELECT pg_terminate_backend($1)", pid)
-                await proxy.lingering.wait()
-                await trio.testing.wait_all_tasks_blocked()
-                proxy.mode = "forward"
-                with pytest.raises(StoreUnavailableError) as outage:
-                    await session.fetchval("SELECT 1")
-                assert type(outage.value.__cause__) is asyncpg.exceptions.InternalClientError
-                with pytest.raises(StoreUnavailableError):
-                    await session.fetchval("SELECT 1")  # terminated: it stays gone
-            assert store.connections_in_use() == 0
-            assert await store.pending(PendingQuery()) == []
-        nursery.cancel_scope.cancel()
+            with pytest.raises(StoreUnavailableError):
+                await session.fetchval("SELECT 1")  # terminated: it stays gone
+        assert store.connections_in_use() == 0
+        assert await store.pending(PendingQuery()) == []
 
 
 async def test_a_database_that_is_not_utf8_is_refused() -> None:

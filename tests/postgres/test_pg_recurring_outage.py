@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from pg_support import Proxy, open_test_postgres_store, until
+from pg_support import store_behind_proxy, until
 
 from trio_futurecalls import Delivery, FutureCall, open_scheduler
 
@@ -34,24 +34,21 @@ async def test_ticks_survive_a_database_outage_once_each(
             assert self.info.tick_at is not None
             ran[self.info.tick_at] += 1
 
-    proxy = Proxy()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
-        async with (
-            open_test_postgres_store(
-                dsn=proxy.dsn(), connect_timeout=1.0, command_timeout=2.0, min_pool_size=1
-            ) as store,
-            open_scheduler(store, [Tick], grace_period=5) as scheduler,
-        ):
-            info = await scheduler.schedule_recurring(Tick, key="k", every=EVERY, misfire="all")
-            await until(lambda: len(ran) >= 3, 10)
-            proxy.cut("reset")  # the server is gone: fires and claims fail
-            await trio.sleep(1.5)
-            proxy.cut("forward")  # back: the ticks due meanwhile are fired once each
-            before = len(ran)
-            await until(lambda: len(ran) >= before + 10, 30)
-            (stored,) = await scheduler.recurring()
-        nursery.cancel_scope.cancel()
+    async with (
+        store_behind_proxy(connect_timeout=1.0, command_timeout=2.0, min_pool_size=1) as (
+            store,
+            proxy,
+        ),
+        open_scheduler(store, [Tick], grace_period=5) as scheduler,
+    ):
+        info = await scheduler.schedule_recurring(Tick, key="k", every=EVERY, misfire="all")
+        await until(lambda: len(ran) >= 3, 10)
+        proxy.cut("reset")  # the server is gone: fires and claims fail
+        await trio.sleep(1.5)
+        proxy.cut("forward")  # back: the ticks due meanwhile are fired once each
+        before = len(ran)
+        await until(lambda: len(ran) >= before + 10, 30)
+        (stored,) = await scheduler.recurring()
     assert stored.last_tick is not None
     assert info.next_tick is not None
     expected = []

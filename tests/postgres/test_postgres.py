@@ -20,7 +20,6 @@ import trio
 import trio.testing
 import trio_asyncio
 from pg_support import (
-    Proxy,
     admin_fetch,
     drop_schema,
     locked_row,
@@ -30,6 +29,7 @@ from pg_support import (
     pg_dsn,
     random_schema,
     require_postgres,
+    store_behind_proxy,
     stored_call,
     until,
 )
@@ -640,50 +640,45 @@ async def test_outage_raises_unavailable_promptly_and_recovers() -> None:
             assert await session.fetchval("SELECT $1::int", payload) == payload
             ran.append(payload)
 
-    proxy = Proxy()
     heard: list[datetime] = []
-    async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
-        async with (
-            open_test_postgres_store(
-                dsn=proxy.dsn(),
-                connect_timeout=1.0,
-                command_timeout=2.0,
-                recheck_interval=60.0,
-                min_pool_size=1,
-            ) as store,
-            open_scheduler(store, [Job], max_concurrent=3, grace_period=5) as scheduler,
+    async with (
+        store_behind_proxy(
+            connect_timeout=1.0,
+            command_timeout=2.0,
+            recheck_interval=60.0,
+            min_pool_size=1,
+        ) as (store, proxy),
+        open_scheduler(store, [Job], max_concurrent=3, grace_period=5) as scheduler,
+    ):
+        store.add_listener(heard.append)
+        await scheduler.schedule(Job, 1)
+        await until(lambda: ran == [1], 10)
+
+        # Connections reset: every method fails fast with StoreUnavailableError.
+        proxy.cut("reset")
+        for method in (
+            lambda: store.pending(PendingQuery()),
+            lambda: store.schedule([new("pg.job")]),
+            lambda: store.claim(now(), {"pg.job": 1}, 1),
+            lambda: store.pending_counts(now()),
         ):
-            store.add_listener(heard.append)
-            await scheduler.schedule(Job, 1)
-            await until(lambda: ran == [1], 10)
+            with trio.fail_after(5), pytest.raises(StoreUnavailableError):
+                await method()
+        # Packets vanish: bounded by connect_timeout.
+        proxy.cut("hang")
+        start = trio.current_time()
+        with pytest.raises(StoreUnavailableError):
+            await store.pending(PendingQuery())
+        assert trio.current_time() - start < 5
 
-            # Connections reset: every method fails fast with StoreUnavailableError.
-            proxy.cut("reset")
-            for method in (
-                lambda: store.pending(PendingQuery()),
-                lambda: store.schedule([new("pg.job")]),
-                lambda: store.claim(now(), {"pg.job": 1}, 1),
-                lambda: store.pending_counts(now()),
-            ):
-                with trio.fail_after(5), pytest.raises(StoreUnavailableError):
-                    await method()
-            # Packets vanish: bounded by connect_timeout.
-            proxy.cut("hang")
-            start = trio.current_time()
-            with pytest.raises(StoreUnavailableError):
-                await store.pending(PendingQuery())
-            assert trio.current_time() - start < 5
-
-            # Back up: the store recovers on its own, the listener reconnects and
-            # announces it, and the dispatcher runs new calls again.
-            proxy.cut("forward")
-            heard.clear()
-            await _eventually(lambda: store.pending(PendingQuery()), 15)
-            await until(lambda: EPOCH in heard, 15)
-            await _eventually(lambda: scheduler.schedule(Job, 2), 10)
-            await until(lambda: ran == [1, 2], 40)
-        nursery.cancel_scope.cancel()
+        # Back up: the store recovers on its own, the listener reconnects and
+        # announces it, and the dispatcher runs new calls again.
+        proxy.cut("forward")
+        heard.clear()
+        await _eventually(lambda: store.pending(PendingQuery()), 15)
+        await until(lambda: EPOCH in heard, 15)
+        await _eventually(lambda: scheduler.schedule(Job, 2), 10)
+        await until(lambda: ran == [1, 2], 40)
 
 
 # -- sessions -----------------------------------------------------------------------
