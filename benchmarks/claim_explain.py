@@ -166,6 +166,23 @@ async def _deallocate(conn: Any) -> None:
         await conn.execute("DEALLOCATE fc_claim")
 
 
+async def _plan_lines(conn: Any, sql: str, plans: str, args: list[Any]) -> list[str]:
+    """The lines of ``EXPLAIN (ANALYZE, BUFFERS)`` of one claim, in a transaction that
+    is rolled back: with bound parameters (``plans="param"``), or of the statement
+    prepared with ``generic`` / ``custom`` plans (:func:`_prepare`)."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        if plans == "param":
+            plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+        else:
+            listed = ", ".join(map(_literal, args))
+            plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE fc_claim({listed})")
+    finally:
+        await tr.rollback()
+    return [r[0] for r in plan]
+
+
 async def _explain(
     conn: Any, sql: str, names: list[str], extra: int, plans: str = "param", slots: int = 5
 ) -> tuple[float, int, int, int]:
@@ -177,20 +194,7 @@ async def _explain(
     if plans != "param":
         await _prepare(conn, sql, plans)
     for _ in range(RUNS):
-        args = _claim_args(names, extra, slots)
-        tr = conn.transaction()
-        await tr.start()
-        try:
-            if plans == "param":
-                plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) " + sql, *args)
-            else:
-                listed = ", ".join(map(_literal, args))
-                plan = await conn.fetch(
-                    f"EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) EXECUTE fc_claim({listed})"
-                )
-        finally:
-            await tr.rollback()
-        lines = [r[0] for r in plan]
+        lines = await _plan_lines(conn, sql, plans, _claim_args(names, extra, slots))
         (total,) = [
             float(line.split(":")[1].split()[0]) for line in lines if "Execution Time" in line
         ]
@@ -284,18 +288,8 @@ async def main() -> None:
                     if mode != "param":
                         await _prepare(conn, claim, mode)
                     plan_args = _claim_args(names, extra, shape.slots)
-                    tr = conn.transaction()
-                    await tr.start()
-                    if mode == "param":
-                        plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + claim, *plan_args)
-                    else:
-                        listed = ", ".join(map(_literal, plan_args))
-                        plan = await conn.fetch(
-                            f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE fc_claim({listed})"
-                        )
-                    await tr.rollback()
                     print(f"-- {mode}")
-                    print("\n".join(r[0] for r in plan))
+                    print("\n".join(await _plan_lines(conn, claim, mode, plan_args)))
                     if mode != "param":
                         await _deallocate(conn)
                         await conn.execute("RESET plan_cache_mode")
