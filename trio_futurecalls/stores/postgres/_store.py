@@ -572,8 +572,6 @@ class PostgresStore(PostgresCoordination):
             count = await self._call("fetchval", "purge_dead_letters", sorted(set(ids)))
         return count
 
-    # -- wake-ups ---------------------------------------------------------------------
-
     # -- recurring schedules ----------------------------------------------------------
 
     async def _dependency_transaction(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:

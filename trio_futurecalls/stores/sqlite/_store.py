@@ -507,8 +507,6 @@ class SQLiteStore(SQLiteCoordination):
             lambda conn: sum(conn.execute(one_sql, (i,)).rowcount for i in wanted)
         )
 
-    # -- wake-ups and sessions --------------------------------------------------------
-
     # -- recurring schedules ----------------------------------------------------------
 
     async def put_recurring(self, schedule: RecurringInfo, replace: bool) -> RecurringInfo:
