@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, final
 
@@ -21,6 +21,7 @@ from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
 from ._group_commit import schedule_one
 from ._model import CheckedNewCall, NewCall, OnConflict, StoredCall
+from ._new_call_columns import NewCallColumns
 from ._options import Clock, utc_now
 from ._payload import encode_payload
 from ._stats import QueueLength
@@ -166,32 +167,54 @@ def new_calls(
     requests: Iterable[Request],
     now: datetime,
     check_class: Callable[[object], Target],
-) -> list[NewCall]:
+) -> Sequence[NewCall]:
     """Validate every request of ``schedule_many`` (``check_class`` checks a class or
-    name)."""
-    batch = []
-    checked: dict[object, Target] = {}
-    defaults: dict[object, tuple[str, type[Any] | None, int]] = {}
+    name).
+
+    While every request is plain (no key, no prerequisites: the common batch), the
+    batch is kept as columns (:class:`NewCallColumns`), with no object per row; from
+    the first request that is not, as a list of calls."""
+    batch: list[NewCall] | None = None  # None while every request so far is plain
+    names: list[str] = []
+    payloads: list[str] = []
+    due_ats: list[datetime] = []
+    identifiers: list[str | None] = []
+    priorities: list[int] = []
+    checked: dict[object, tuple[Target, str, type[Any] | None, int]] = {}
     dues: dict[tuple[type, object], datetime] = {}
     for request in requests:
         if isinstance(request, CallRequest):
-            cls = checked.get(_key(request.call_class))
-            if cls is None:
-                cls = checked[_key(request.call_class)] = check_class(request.call_class)
-            batch.append(
-                new_call(
-                    cls,
-                    request.payload,
-                    now,
-                    request.at,
-                    request.delay,
-                    request.identifier,
-                    request.unique_key,
-                    request.on_conflict,
-                    request.priority,
-                    request.after,
-                )
+            key = _key(request.call_class)
+            known = checked.get(key)
+            if known is None:
+                known = checked[key] = _checked(check_class(request.call_class))
+            call = new_call(
+                known[0],
+                request.payload,
+                now,
+                request.at,
+                request.delay,
+                request.identifier,
+                request.unique_key,
+                request.on_conflict,
+                request.priority,
+                request.after,
             )
+            if (
+                batch is None
+                and call.unique_key is None
+                and call.on_conflict == "ignore"
+                and not call.after
+            ):
+                names.append(call.name)
+                payloads.append(call.payload)
+                due_ats.append(call.due_at)
+                identifiers.append(call.identifier)
+                priorities.append(call.priority)
+                continue
+            if batch is None:
+                batch = list(_columns(names, payloads, due_ats, identifiers, priorities, now))
+            batch.append(call)
             continue
         if not isinstance(request, tuple) or not 3 <= len(request) <= 6:
             raise InvalidArgumentError(
@@ -202,12 +225,12 @@ def new_calls(
         identifier = request[3] if len(request) > 3 else None
         unique_key = request[4] if len(request) > 4 else None
         on_conflict = request[5] if len(request) > 5 else "ignore"
-        cls = checked.get(_key(call_class))
-        if cls is None:
+        key = _key(call_class)
+        known = checked.get(key)
+        if known is None:
             # Validated once per class, not once per call: this is the hot path of
             # bulk scheduling.
-            cls = checked[_key(call_class)] = check_class(call_class)
-            defaults[_key(call_class)] = _defaults(cls)
+            known = checked[key] = _checked(check_class(call_class))
         # Likewise a due time: the same ``when`` (a delay for the whole batch, say)
         # gives the same due time, since ``now`` is one for the batch. By type too:
         # 1 == 1.0 == True, but True is refused.
@@ -223,13 +246,50 @@ def new_calls(
                 due = resolve_due(now, None, when)
             with contextlib.suppress(TypeError):
                 dues[due_key] = due
+        cls, name, payload_type, priority = known
         if unique_key is None and on_conflict == "ignore":
             # new_call's common case, with the due time checked once per value above.
-            name, payload_type, priority = defaults[_key(call_class)]
-            batch.append(_plain_call(name, payload_type, payload, due, identifier, now, priority))
+            if batch is None:
+                names.append(name)
+                payloads.append(encode_payload(payload_type, payload))
+                due_ats.append(due)
+                identifiers.append(check_identifier(identifier))
+                priorities.append(priority)
+            else:
+                batch.append(
+                    _plain_call(name, payload_type, payload, due, identifier, now, priority)
+                )
             continue
-        batch.append(new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict))
+        call = new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict)
+        if batch is None:
+            batch = list(_columns(names, payloads, due_ats, identifiers, priorities, now))
+        batch.append(call)
+    if batch is None:
+        return _columns(names, payloads, due_ats, identifiers, priorities, now)
     return batch
+
+
+def _checked(cls: Target) -> tuple[Target, str, type[Any] | None, int]:
+    """A checked class or name with its name, payload type and default priority."""
+    return (cls, *_defaults(cls))
+
+
+def _columns(
+    names: list[str],
+    payloads: list[str],
+    due_ats: list[datetime],
+    identifiers: list[str | None],
+    priorities: list[int],
+    now: datetime,
+) -> NewCallColumns:
+    return NewCallColumns(
+        names=names,
+        payloads=payloads,
+        due_ats=due_ats,
+        identifiers=identifiers,
+        priorities=priorities,
+        scheduled_at=now,
+    )
 
 
 def _key(target: object) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import attrs
@@ -9,6 +10,7 @@ import attrs
 from ._cluster_limits import ALL_CLASSES, ClusterLimit, Kind
 from ._errors import InvalidArgumentError
 from ._model import Lease, NewCall, RecurringInfo, StoredCall
+from ._new_call_columns import NewCallColumns
 from ._store import Listener
 from ._validate import (
     MAX_ATTEMPTS,
@@ -67,7 +69,9 @@ class StoreArgs:
     """
 
     @staticmethod
-    def schedule(calls: object) -> list[NewCall]:
+    def schedule(calls: object) -> Sequence[NewCall]:
+        if type(calls) is NewCallColumns:
+            return calls  # plain calls the library checked (schedule_many's batch)
         checked = [check_new_call(call) for call in check_sequence(calls, "NewCall")]
         for call in checked:
             if call.unique_key is not None:

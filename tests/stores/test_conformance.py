@@ -87,6 +87,50 @@ async def test_round_trip_of_every_field(store: Store) -> None:
     assert call.due_at.utcoffset() == timedelta(0)
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+async def test_a_batch_kept_as_columns_is_stored_as_its_rows(store: Store, rows: int) -> None:
+    """schedule_many's plain batch (NewCallColumns): every row whole, ids in order,
+    and the listeners hear its earliest due time, as for a list of calls."""
+    from trio_futurecalls._new_call_columns import NewCallColumns
+
+    heard: list[datetime] = []
+    store.add_listener(heard.append)
+    values = [
+        ("mail.send", '{"to":"a@example.com"}', at(30), "user:1", 5),
+        ("other", "null", at(-10), None, -2),
+        ("mail.send", "[1,2.5,null]", at(30), None, 0),
+    ][:rows]
+    batch = NewCallColumns(
+        names=[v[0] for v in values],
+        payloads=[v[1] for v in values],
+        due_ats=[v[2] for v in values],
+        identifiers=[v[3] for v in values],
+        priorities=[v[4] for v in values],
+        scheduled_at=T0,
+    )
+    ids = await store.schedule(batch)
+    assert len(ids) == rows
+    assert ids == sorted(set(ids))
+    stored = {c.id: c for c in await store.pending(PendingQuery())}
+    assert [stored[i] for i in ids] == [
+        StoredCall(
+            id=i,
+            name=name,
+            payload=payload,
+            due_at=due,
+            identifier=identifier,
+            scheduled_at=T0,
+            priority=priority,
+        )
+        for i, (name, payload, due, identifier, priority) in zip(ids, values, strict=True)
+    ]
+    earliest = min(v[2] for v in values)
+    with trio.move_on_after(5):
+        while earliest not in heard:  # noqa: ASYNC110 - may come from another connection
+            await trio.sleep(0.01)
+    assert earliest in heard
+
+
 async def test_claim_takes_only_due_calls_in_due_order(store: Store) -> None:
     late, early, future, middle = await store.schedule(
         [new(due=5), new(due=1), new(due=100), new(due=3)]

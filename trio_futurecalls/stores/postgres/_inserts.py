@@ -18,6 +18,7 @@ import asyncpg
 
 from ..._errors import StoreError
 from ..._model import NewCall
+from ..._new_call_columns import NewCallColumns
 from ..._validate import check_choice
 from ._listener import notify_payload
 
@@ -85,6 +86,20 @@ def is_new(call: NewCall) -> bool:
 def insert_new_calls_args(calls: Sequence[NewCall], channel: str, earliest: datetime) -> list[Any]:
     """The parameters of ``insert_new_calls`` for ``calls`` (all :func:`is_new`)."""
     return [*_common_args(calls, channel, earliest), [c.priority for c in calls]]
+
+
+def insert_columns_args(calls: NewCallColumns, channel: str, earliest: datetime) -> list[Any]:
+    """The parameters of ``insert_new_calls`` for a batch kept as columns."""
+    return [
+        calls.names,
+        calls.payloads,
+        calls.due_ats,
+        calls.identifiers,
+        [calls.scheduled_at] * len(calls),
+        channel,
+        notify_payload(earliest),
+        calls.priorities,
+    ]
 
 
 #: How often ``insert_keyed_calls`` runs again for rows whose key holder it could

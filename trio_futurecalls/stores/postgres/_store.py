@@ -31,6 +31,7 @@ from ..._model import (
     RecurringInfo,
     StoredCall,
 )
+from ..._new_call_columns import NewCallColumns
 from ..._options import utc_now
 from ..._stats import QueueLength
 from ..._store import Listener, PendingQuery
@@ -65,6 +66,7 @@ from ._inserts import (
     ScheduleCommit,
     aio_insert_keyed,
     insert_calls_args,
+    insert_columns_args,
     insert_new_calls_args,
     is_new,
     schedule_queries,
@@ -284,6 +286,13 @@ class PostgresStore(PostgresCoordination):
         calls = StoreArgs.schedule(calls)
         if not calls:
             return []
+        if type(calls) is NewCallColumns and len(calls) > 1:
+            # schedule_many's common batch: its columns are the statement's arrays.
+            earliest = utc(calls.earliest())
+            args = insert_columns_args(calls, self.channel, earliest)
+            rows = await self._call("fetch", self._inserts["insert_new_calls"], *args)
+            self._listeners.notify(earliest)
+            return [row[0] for row in rows]
         earliest = utc(min(c.due_at for c in calls))  # aware datetimes compare across zones
         if any(c.after or c.after_batch for c in calls):
             ids, ready = await self._dependency_transaction(
