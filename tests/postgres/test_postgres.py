@@ -977,7 +977,7 @@ async def test_claim_uses_the_statement_of_its_delivery_mode() -> None:
         (a1,) = (await store.claim(now(), {"a": 1}, 1, lease_a)).calls
         # Both: the combined statement.
         got = (await store.claim(now(), {"a": 1, "b": 1}, 2, lease_a)).calls
-        assert used == ["claim_delete", "claim_lease", "claim"]
+        assert used == ["claim_delete_plain", "claim_lease_plain", "claim"]
         assert [b1.id, a1.id] == [ids[1], ids[0]]
         assert [c.id for c in got] == [ids[2], ids[3]]
         assert [c.attempts for c in (b1, a1, *got)] == [1, 1, 1, 1]

@@ -32,6 +32,13 @@ def test_unknown_fragment_and_duplicate_names_are_errors() -> None:
         parse_queries("-- name: q\nSELECT {_nope}", "test")
     with pytest.raises(RuntimeError, match="twice"):
         parse_queries("-- name: q\nSELECT 1\n-- name: q\nSELECT 2", "test")
+    with pytest.raises(RuntimeError, match="includes itself"):
+        parse_queries("-- name: _a\n{_b}\n-- name: _b\n{_a}\n-- name: q\nSELECT {_a}", "test")
+
+
+def test_fragments_may_include_fragments() -> None:
+    text = "-- name: _inner\n-- about inner\n1\n-- name: _outer\n{_inner} + {_inner}\n"
+    assert parse_queries(text + "-- name: q\nSELECT {_outer}", "test") == {"q": "SELECT 1 + 1"}
 
 
 def test_the_three_postgres_claims_pick_with_the_same_text() -> None:
@@ -47,5 +54,20 @@ def test_the_three_postgres_claims_pick_with_the_same_text() -> None:
     result = found["claim_delete"].split("\n)\n", 1)[1].rsplit("UNION ALL", 1)[1]
     for name in ("claim", "claim_lease"):
         assert found[name].endswith(result)
+
+    # The plain claims pick, take and look ahead with the same text as the full ones.
+    def between(sql: str, start: str, end: str) -> str:
+        return start + sql.split(start, 1)[1].split(end, 1)[0] + end
+
+    picked = between(found["claim"], "picked AS (", "LIMIT $4::integer\n)")
+    soonest = between(found["claim"], "(SELECT min(first.due_at)", ") AS first)")
+    for kind in ("delete", "lease"):
+        plain = found[f"claim_{kind}_plain"]
+        assert picked in plain
+        assert soonest in plain
+        taken = between(found[f"claim_{kind}"], "taken AS (", "\n)\nSELECT")
+        assert taken in plain
+        assert "limits_stored" in plain
+        assert "cluster_tokens" not in plain
     assert not any(name.startswith("_") for name in found)
     assert all("{_" not in sql for sql in found.values())

@@ -33,8 +33,9 @@ class Migration:
 def queries(dialect: str) -> dict[str, str]:
     """Named queries of a dialect, as ``{name: sql}``.
 
-    A name starting with ``_`` is a fragment, not a query: queries include it where
-    they say ``{_name}``, so that statements which must agree share one text.
+    A name starting with ``_`` is a fragment, not a query: queries (and other
+    fragments) include it where they say ``{_name}``, so that statements which must
+    agree share one text.
     """
     text = resources.files(__package__).joinpath("sql", dialect, "queries.sql").read_text()
     return parse_queries(text, f"{dialect}/queries.sql")
@@ -58,17 +59,22 @@ def parse_queries(text: str, where: str) -> dict[str, str]:
         if name.startswith("_")
     }
 
-    def fill(match: re.Match[str]) -> str:
-        fragment = fragments.get(match.group(1))
-        if fragment is None:
-            raise RuntimeError(f"unknown fragment {match.group(0)} in {where}")
-        return fragment
+    def expand(body: str, inside: tuple[str, ...]) -> str:
+        """``body`` with its fragments filled in, theirs too (``inside``: the
+        fragments being filled, to refuse one that includes itself)."""
 
-    return {
-        name: _FRAGMENT_REF.sub(fill, body)
-        for name, body in found.items()
-        if not name.startswith("_")
-    }
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            fragment = fragments.get(name)
+            if fragment is None:
+                raise RuntimeError(f"unknown fragment {match.group(0)} in {where}")
+            if name in inside:
+                raise RuntimeError(f"fragment {match.group(0)} includes itself in {where}")
+            return expand(fragment, (*inside, name))
+
+        return _FRAGMENT_REF.sub(fill, body)
+
+    return {name: expand(body, ()) for name, body in found.items() if not name.startswith("_")}
 
 
 @cache

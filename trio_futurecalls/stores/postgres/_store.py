@@ -142,6 +142,9 @@ class PostgresStore(PostgresCoordination):
         self.schedule_commit: ScheduleCommit = schedule_commit
         # The query each schedule statement runs: its _async_commit variant or not.
         self._inserts = schedule_queries(schedule_commit)
+        # Set once a claim found a cluster-wide limit stored for the names it asked
+        # for: from then on, claims run the full statements, which take tokens.
+        self._cluster_limits_seen = False
 
     @property
     def listener_application_name(self) -> str:
@@ -435,7 +438,17 @@ class PostgresStore(PostgresCoordination):
                 statement = "claim_lease"
             else:
                 statement, extra = "claim", (sorted(leased),)
-            rows = await self._claim(statement, names, quotas, now, limit, owner, expires, *extra)
+            args = (names, quotas, now, limit, owner, expires, *extra)
+            if statement != "claim" and not self._cluster_limits_seen:
+                # No cluster-wide limit seen yet: the plain statement, which takes
+                # nothing if one is stored for these names (see _claim_plain).
+                rows = await self._claim(statement + "_plain", *args)
+                if any(row[0] is None and row[11] for row in rows):
+                    _log.debug("cluster-wide limits are stored: claims look for them")
+                    self._cluster_limits_seen = True
+                    rows = await self._claim(statement, *args)
+            else:
+                rows = await self._claim(statement, *args)
         # Every claim statement ends with one row whose id is NULL: the next due time.
         calls = [
             attrs.evolve(call_from_row(row, utc), dependents=True)

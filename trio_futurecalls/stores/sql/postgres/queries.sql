@@ -254,6 +254,17 @@ FROM {schema}.calls
 WHERE lease_owner IS NULL OR due_at <= $1::timestamptz
 GROUP BY name;
 
+-- name: _claim_wanted
+-- A fragment opening every claim statement: the names asked for ($1) with their free
+-- slots here ($2). Paused names (table paused of migration 0008) are left out: their
+-- rows are neither taken nor counted in the next due time, and no token is locked for
+-- them. One probe of paused's primary key per name; a pause committed after this
+-- statement's snapshot is not seen by it.
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::integer[]) AS w (name, slots)
+    WHERE NOT EXISTS (SELECT FROM {schema}.paused AS p WHERE p.name = w.name)
+)
+
 -- name: _claim_quotas
 -- A fragment (names starting with "_" are not queries) opening every claim statement:
 -- what each name may take, within its free slots here ($1 names, $2 slots) and the
@@ -274,14 +285,8 @@ GROUP BY name;
 -- (name '*') are taken after the picks (_claim_chosen), as many as were picked.
 -- With no limit stored, each lookup finds nothing and the quotas are the slots.
 --
--- Paused names (table paused of migration 0008) are left out: their rows are neither
--- taken nor counted in _claim_next, and no token is locked for them. One probe of
--- paused's primary key per name; a pause committed after this statement's snapshot
--- is not seen by it.
-WITH wanted AS (
-    SELECT * FROM unnest($1::text[], $2::integer[]) AS w (name, slots)
-    WHERE NOT EXISTS (SELECT FROM {schema}.paused AS p WHERE p.name = w.name)
-), worker AS (
+-- Paused names are left out (_claim_wanted).
+{_claim_wanted}, worker AS (
     SELECT EXISTS (
         SELECT 1 FROM {schema}.workers AS w WHERE w.id = $5::text AND w.expires_at > $3
     ) AS alive
@@ -479,31 +484,7 @@ room AS (
     WHERE (SELECT count(*) FROM everyone_free) < (SELECT count(*) FROM numbered)
 ), upcoming AS (
     SELECT least(
-        (SELECT min(first.due_at)
-         FROM room
-         CROSS JOIN LATERAL (
-            WITH RECURSIVE levels (priority) AS (
-                SELECT max(top.priority) FROM {schema}.calls AS top
-                WHERE top.name = room.name AND top.waiting = 0
-                UNION ALL
-                SELECT (
-                    SELECT max(lower.priority) FROM {schema}.calls AS lower
-                    WHERE lower.name = room.name AND lower.waiting = 0
-                      AND lower.priority < levels.priority
-                )
-                FROM levels
-                WHERE levels.priority IS NOT NULL
-            )
-            SELECT soonest.due_at
-            FROM levels
-            CROSS JOIN LATERAL (
-                SELECT c.due_at FROM {schema}.calls AS c
-                WHERE c.name = room.name AND c.priority = levels.priority AND c.waiting = 0
-                  AND NOT EXISTS (SELECT 1 FROM chosen AS p WHERE p.id = c.id)
-                ORDER BY c.due_at, c.id
-                LIMIT 1
-            ) AS soonest
-         ) AS first),
+        {_claim_soonest},
         (SELECT min(t.used_until) FROM limited AS l
          JOIN {schema}.cluster_tokens AS t
            ON t.kind = l.kind AND t.name = l.name AND t.slot < l.tokens
@@ -548,6 +529,37 @@ room AS (
          LIMIT 1)
     ) AS next_due
 )
+
+-- name: _claim_soonest
+-- A fragment of the next due time (_claim_next, _claim_plain): the earliest due row of
+-- the names in "room", leaving out the chosen rows and rows waiting for
+-- prerequisites; per name, one seek per priority in use (usually one), as in
+-- _claim_picked.
+(SELECT min(first.due_at)
+ FROM room
+ CROSS JOIN LATERAL (
+    WITH RECURSIVE levels (priority) AS (
+        SELECT max(top.priority) FROM {schema}.calls AS top
+        WHERE top.name = room.name AND top.waiting = 0
+        UNION ALL
+        SELECT (
+            SELECT max(lower.priority) FROM {schema}.calls AS lower
+            WHERE lower.name = room.name AND lower.waiting = 0
+              AND lower.priority < levels.priority
+        )
+        FROM levels
+        WHERE levels.priority IS NOT NULL
+    )
+    SELECT soonest.due_at
+    FROM levels
+    CROSS JOIN LATERAL (
+        SELECT c.due_at FROM {schema}.calls AS c
+        WHERE c.name = room.name AND c.priority = levels.priority AND c.waiting = 0
+          AND NOT EXISTS (SELECT 1 FROM chosen AS p WHERE p.id = c.id)
+        ORDER BY c.due_at, c.id
+        LIMIT 1
+    ) AS soonest
+ ) AS first)
 
 -- name: _claim_result
 -- A fragment ending each claim statement: the taken calls (with whether each holds a
@@ -611,10 +623,9 @@ FROM upcoming
 )
 {_claim_result};
 
--- name: claim_delete
--- The claim when no name is leased (at-most-once only): the same picks as "claim",
--- deleted, without the lease branch (a cheaper statement to plan and run).
-{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, taken AS (
+-- name: _claim_delete_taken
+-- A fragment of claim_delete and claim_delete_plain: the chosen rows, deleted.
+taken AS (
     DELETE FROM {schema}.calls
     WHERE id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING id, name, payload, due_at, identifier, scheduled_at,
@@ -626,12 +637,16 @@ FROM upcoming
     SELECT id, name, $5::text, $6::timestamptz FROM taken WHERE dependents
     ON CONFLICT (call_id) DO NOTHING
 )
+
+-- name: claim_delete
+-- The claim when no name is leased (at-most-once only): the same picks as "claim",
+-- deleted, without the lease branch (a cheaper statement to plan and run).
+{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, {_claim_delete_taken}
 {_claim_result};
 
--- name: claim_lease
--- The claim when every name is leased (at-least-once only): the same picks as
--- "claim", leased to $5 until $6, without the delete branch.
-{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, taken AS (
+-- name: _claim_lease_taken
+-- A fragment of claim_lease and claim_lease_plain: the chosen rows, leased.
+taken AS (
     UPDATE {schema}.calls AS c
     SET lease_owner = $5::text, due_at = $6::timestamptz,
         attempts = least(c.attempts + 1, 1000000), unique_key = NULL
@@ -640,7 +655,63 @@ FROM upcoming
     RETURNING c.id, c.name, c.payload, p.due_at, c.identifier, c.scheduled_at, c.attempts,
         c.recurring_key, c.tick_at, c.priority, c.dependents
 )
+
+-- name: claim_lease
+-- The claim when every name is leased (at-least-once only): the same picks as
+-- "claim", leased to $5 until $6, without the delete branch.
+{_claim_quotas}, {_claim_picked}, {_claim_chosen}, {_claim_next}, {_claim_lease_taken}
 {_claim_result};
+
+-- name: _claim_plain
+-- A fragment opening the plain claims (claim_delete_plain, claim_lease_plain): the
+-- claim of _claim_quotas to _claim_next for names under no cluster-wide limit, without
+-- the parts that look for limits and take their tokens (planned or not, they cost
+-- the server a third of a small claim's time).
+--
+-- If a cluster-wide limit is stored for a name asked for, or for all classes
+-- ("limits_stored", in this statement's snapshot, as the full claim would see it),
+-- it takes nothing (no quota) and says so in its last row (_claim_plain_result); the
+-- store then claims with the full statement. Otherwise it picks, takes and answers
+-- exactly what the full one would: with no limit, the full claim's quotas are the
+-- slots, it chooses every pick, takes no token, and its next due time is
+-- _claim_soonest's.
+{_claim_wanted}, limits_stored AS (
+    SELECT EXISTS (
+        SELECT 1 FROM {schema}.cluster_limits AS l
+        WHERE l.name = '*' OR l.name = ANY($1::text[])
+    ) AS present
+), quotas AS (
+    SELECT w.name, w.slots FROM wanted AS w WHERE NOT (SELECT present FROM limits_stored)
+), {_claim_picked}, chosen AS (
+    SELECT p.id, p.due_at, p.priority, p.name FROM picked AS p
+), room AS (
+    SELECT q.name FROM quotas AS q
+    WHERE q.slots > (SELECT count(*) FROM chosen AS c WHERE c.name = q.name)
+      AND (SELECT count(*) FROM chosen) < $4::integer
+), upcoming AS (
+    SELECT {_claim_soonest} AS next_due
+)
+
+-- name: _claim_plain_result
+-- A fragment ending the plain claims: as _claim_result (no call holds a token), and
+-- in the last row, whether a cluster-wide limit kept the claim from taking anything.
+SELECT id, name, payload, due_at, identifier, scheduled_at, attempts, recurring_key, tick_at,
+    priority, dependents, false, NULL::timestamptz AS next_due
+FROM taken
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    (SELECT present FROM limits_stored), next_due
+FROM upcoming
+
+-- name: claim_delete_plain
+-- claim_delete for names under no cluster-wide limit (see _claim_plain).
+{_claim_plain}, {_claim_delete_taken}
+{_claim_plain_result};
+
+-- name: claim_lease_plain
+-- claim_lease for names under no cluster-wide limit (see _claim_plain).
+{_claim_plain}, {_claim_lease_taken}
+{_claim_plain_result};
 
 -- name: put_back_many
 -- Calls made pending again exactly as given (due time, attempts), under their ids, in
