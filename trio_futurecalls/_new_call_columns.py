@@ -68,6 +68,21 @@ class NewCallColumns(Sequence[NewCall]):
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"NewCallColumns is immutable (cannot set {name})")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"NewCallColumns is immutable (cannot delete {name})")
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Copied, deep-copied and pickled as its columns (as a list of calls could be:
+        the default would set the slots one by one, which ``__setattr__`` refuses)."""
+        return _rebuild, (
+            self.names,
+            self.payloads,
+            self.due_ats,
+            self.identifiers,
+            self.priorities,
+            self.scheduled_at,
+        )
+
     def earliest(self) -> datetime:
         """The earliest due time of the batch (not empty)."""
         return min(self.due_ats)
@@ -131,3 +146,22 @@ class NewCallColumns(Sequence[NewCall]):
 
     def __repr__(self) -> str:
         return f"NewCallColumns({list(self)!r})"
+
+
+def _rebuild(
+    names: Sequence[str],
+    payloads: Sequence[str],
+    due_ats: Sequence[datetime],
+    identifiers: Sequence[str | None],
+    priorities: Sequence[int],
+    scheduled_at: datetime,
+) -> NewCallColumns:
+    """A :class:`NewCallColumns` from its columns, in order (see ``__reduce__``)."""
+    return NewCallColumns(
+        names=names,
+        payloads=payloads,
+        due_ats=due_ats,
+        identifiers=identifiers,
+        priorities=priorities,
+        scheduled_at=scheduled_at,
+    )
