@@ -140,3 +140,14 @@ def test_a_bad_request_after_plain_ones_is_still_refused() -> None:
         new_calls([*PLAIN, ("job", None, 0, "")], NOW, check_target)
     with pytest.raises(InvalidArgumentError):
         new_calls([*PLAIN, (Typed, {"x": "not a point"}, 0)], NOW, check_target)
+
+
+def test_a_tuple_after_a_call_request_of_the_same_class() -> None:
+    """Before the columns, the tuple form looked up defaults only tuples recorded:
+    a CallRequest then a tuple of the same class raised KeyError."""
+    requests: list[Any] = [CallRequest(call_class=Typed, payload=Point(1)), (Typed, Point(2), 0)]
+    batch = new_calls(requests, NOW, check_target)
+    assert [(c.name, c.payload, c.priority) for c in batch] == [
+        ("typed", '{"x":1}', 7),
+        ("typed", '{"x":2}', 7),
+    ]
