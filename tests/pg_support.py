@@ -298,3 +298,16 @@ async def store_behind_proxy(**options: Any) -> AsyncIterator[tuple[PostgresStor
         async with open_test_postgres_store(dsn=proxy.dsn(), **options) as store:
             yield store, proxy
         nursery.cancel_scope.cancel()
+
+
+def recording_claims(store: PostgresStore) -> list[str]:
+    """The claim statements ``store`` runs from now on, in order (names of queries.sql)."""
+    used: list[str] = []
+    claim = store._claim
+
+    async def recording_claim(query: str, *args: Any) -> Any:
+        used.append(query)
+        return await claim(query, *args)
+
+    store._claim = recording_claim  # type: ignore[method-assign]
+    return used

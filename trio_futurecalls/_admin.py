@@ -21,7 +21,7 @@ from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
 from ._group_commit import schedule_one
 from ._model import CheckedNewCall, NewCall, OnConflict, StoredCall
-from ._new_call_columns import NewCallColumns
+from ._new_call_columns import columns_of
 from ._options import Clock, utc_now
 from ._payload import encode_payload
 from ._stats import QueueLength
@@ -213,7 +213,7 @@ def new_calls(
                 priorities.append(call.priority)
                 continue
             if batch is None:
-                batch = list(_columns(names, payloads, due_ats, identifiers, priorities, now))
+                batch = list(columns_of(names, payloads, due_ats, identifiers, priorities, now))
             batch.append(call)
             continue
         if not isinstance(request, tuple) or not 3 <= len(request) <= 6:
@@ -262,34 +262,16 @@ def new_calls(
             continue
         call = new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict)
         if batch is None:
-            batch = list(_columns(names, payloads, due_ats, identifiers, priorities, now))
+            batch = list(columns_of(names, payloads, due_ats, identifiers, priorities, now))
         batch.append(call)
     if batch is None:
-        return _columns(names, payloads, due_ats, identifiers, priorities, now)
+        return columns_of(names, payloads, due_ats, identifiers, priorities, now)
     return batch
 
 
 def _checked(cls: Target) -> tuple[Target, str, type[Any] | None, int]:
     """A checked class or name with its name, payload type and default priority."""
     return (cls, *_defaults(cls))
-
-
-def _columns(
-    names: list[str],
-    payloads: list[str],
-    due_ats: list[datetime],
-    identifiers: list[str | None],
-    priorities: list[int],
-    now: datetime,
-) -> NewCallColumns:
-    return NewCallColumns(
-        names=names,
-        payloads=payloads,
-        due_ats=due_ats,
-        identifiers=identifiers,
-        priorities=priorities,
-        scheduled_at=now,
-    )
 
 
 def _key(target: object) -> object:

@@ -74,7 +74,7 @@ class NewCallColumns(Sequence[NewCall]):
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         """Copied, deep-copied and pickled as its columns (as a list of calls could be:
         the default would set the slots one by one, which ``__setattr__`` refuses)."""
-        return _rebuild, (
+        return columns_of, (
             self.names,
             self.payloads,
             self.due_ats,
@@ -148,7 +148,7 @@ class NewCallColumns(Sequence[NewCall]):
         return f"NewCallColumns({list(self)!r})"
 
 
-def _rebuild(
+def columns_of(
     names: Sequence[str],
     payloads: Sequence[str],
     due_ats: Sequence[datetime],
@@ -156,7 +156,8 @@ def _rebuild(
     priorities: Sequence[int],
     scheduled_at: datetime,
 ) -> NewCallColumns:
-    """A :class:`NewCallColumns` from its columns, in order (see ``__reduce__``)."""
+    """A :class:`NewCallColumns` from its columns, in order (``new_calls`` builds it
+    so; ``__reduce__`` rebuilds it so)."""
     return NewCallColumns(
         names=names,
         payloads=payloads,

@@ -6,26 +6,12 @@ stored for a name it asks for (in the same claim: nothing is taken twice or lost
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from pg_support import admin_fetch, now, open_test_postgres_store, pg_dsn
+from pg_support import admin_fetch, now, open_test_postgres_store, pg_dsn, recording_claims
 
 from trio_futurecalls import ClusterLimit, Lease, NewCall, WorkerInfo
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
-
-
-def recording(store: PostgresStore) -> list[str]:
-    """The claim statements ``store`` runs from now on, in order."""
-    used: list[str] = []
-    claim = store._claim
-
-    async def recording_claim(query: str, *args: Any) -> Any:
-        used.append(query)
-        return await claim(query, *args)
-
-    store._claim = recording_claim  # type: ignore[method-assign]
-    return used
 
 
 def calls() -> list[NewCall]:
@@ -63,7 +49,7 @@ async def test_the_plain_claim_takes_what_the_full_one_takes(leased: bool) -> No
             await store.schedule([waits])
             # ...and "c" is paused.
             await store.pause("c", t)
-        used_plain, used_full = recording(plain), recording(full)
+        used_plain, used_full = recording_claims(plain), recording_claims(full)
         names = frozenset("abc") if leased else frozenset()
         at, held = now(), lease(names=names)
         for slots, limit in [({"a": 2, "b": 3, "c": 5}, 4), ({"a": 9, "b": 1}, 9), ({"b": 9}, 3)]:
@@ -100,7 +86,7 @@ async def test_a_limit_stored_elsewhere_hands_the_claim_to_the_full_statement(
         ids = await store.schedule(
             [NewCall(name="a", payload="null", due_at=now(), scheduled_at=now())] * 6
         )
-        used = recording(store)
+        used = recording_claims(store)
         (first,) = (await store.claim(now(), {"a": 1}, 1, lease())).calls
         assert first.id == ids[0]
         # Another process stores a limit of 2 (not through this store).
@@ -132,7 +118,7 @@ async def test_a_limit_on_another_name_keeps_the_plain_claim() -> None:
         await store.set_cluster_limit(
             ClusterLimit(kind="concurrency", name="other", tokens=1, set_at=now())
         )
-        used = recording(store)
+        used = recording_claims(store)
         claim = await store.claim(now(), {"a": 5}, 5, lease())
         assert [c.id for c in claim.calls] == ids
         assert used == ["claim_delete_plain"]

@@ -28,6 +28,7 @@ from pg_support import (
     open_test_postgres_store,
     pg_dsn,
     random_schema,
+    recording_claims,
     require_postgres,
     store_behind_proxy,
     stored_call,
@@ -962,14 +963,7 @@ async def test_claim_uses_the_statement_of_its_delivery_mode() -> None:
     async with open_test_postgres_store() as store:
         t = now() - timedelta(seconds=1)
         ids = await store.schedule([new(name, t) for name in ("a", "b", "a", "b")])
-        used: list[str] = []
-        claim = store._claim
-
-        async def recording_claim(query: str, *args: Any) -> Any:
-            used.append(query)
-            return await claim(query, *args)
-
-        store._claim = recording_claim  # type: ignore[method-assign]
+        used = recording_claims(store)
         lease_a = Lease(owner="w1", expires_at=now() + timedelta(minutes=5), names=frozenset("a"))
         # Only "b" asked for, and "b" is not leased: plain delete.
         (b1,) = (await store.claim(now(), {"b": 1}, 1, lease_a)).calls
