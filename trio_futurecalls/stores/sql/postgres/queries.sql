@@ -340,6 +340,24 @@ WITH wanted AS (
     WHERE l.kind = 'concurrency' AND l.name = '*'
 )
 
+-- name: _claim_levels
+-- A fragment of _claim_picked and _claim_soonest: the priorities in use by the rows of
+-- name q.name that wait for no prerequisite, from the highest down, one backward seek
+-- of the claim's partial index each (a recursive CTE is evaluated only as far as it
+-- is read).
+WITH RECURSIVE levels (priority) AS (
+    SELECT max(top.priority) FROM {schema}.calls AS top
+    WHERE top.name = q.name AND top.waiting = 0
+    UNION ALL
+    SELECT (
+        SELECT max(lower.priority) FROM {schema}.calls AS lower
+        WHERE lower.name = q.name AND lower.waiting = 0
+          AND lower.priority < levels.priority
+    )
+    FROM levels
+    WHERE levels.priority IS NOT NULL
+)
+
 -- name: _claim_picked
 -- A fragment following _claim_quotas, shared by the three claim statements so that
 -- they always pick alike: lock the best due rows of each name (at most its quota:
@@ -361,18 +379,7 @@ picked AS (
     SELECT c.id, c.due_at, c.priority, q.name
     FROM quotas AS q
     CROSS JOIN LATERAL (
-        WITH RECURSIVE levels (priority) AS (
-            SELECT max(top.priority) FROM {schema}.calls AS top
-            WHERE top.name = q.name AND top.waiting = 0
-            UNION ALL
-            SELECT (
-                SELECT max(lower.priority) FROM {schema}.calls AS lower
-                WHERE lower.name = q.name AND lower.waiting = 0
-                  AND lower.priority < levels.priority
-            )
-            FROM levels
-            WHERE levels.priority IS NOT NULL
-        )
+        {_claim_levels}
         SELECT due.id, due.due_at, levels.priority
         FROM levels
         CROSS JOIN LATERAL (
@@ -532,29 +539,18 @@ room AS (
 
 -- name: _claim_soonest
 -- A fragment of the next due time (_claim_next, _claim_plain): the earliest due row of
--- the names in "room", leaving out the chosen rows and rows waiting for
+-- the names in "room" (as q), leaving out the chosen rows and rows waiting for
 -- prerequisites; per name, one seek per priority in use (usually one), as in
 -- _claim_picked.
 (SELECT min(first.due_at)
- FROM room
+ FROM room AS q
  CROSS JOIN LATERAL (
-    WITH RECURSIVE levels (priority) AS (
-        SELECT max(top.priority) FROM {schema}.calls AS top
-        WHERE top.name = room.name AND top.waiting = 0
-        UNION ALL
-        SELECT (
-            SELECT max(lower.priority) FROM {schema}.calls AS lower
-            WHERE lower.name = room.name AND lower.waiting = 0
-              AND lower.priority < levels.priority
-        )
-        FROM levels
-        WHERE levels.priority IS NOT NULL
-    )
+    {_claim_levels}
     SELECT soonest.due_at
     FROM levels
     CROSS JOIN LATERAL (
         SELECT c.due_at FROM {schema}.calls AS c
-        WHERE c.name = room.name AND c.priority = levels.priority AND c.waiting = 0
+        WHERE c.name = q.name AND c.priority = levels.priority AND c.waiting = 0
           AND NOT EXISTS (SELECT 1 FROM chosen AS p WHERE p.id = c.id)
         ORDER BY c.due_at, c.id
         LIMIT 1
