@@ -35,6 +35,7 @@ from benchmarks._workloads import (
     sleepy,
     trio_ceiling,
 )
+from trio_futurecalls import Delivery
 from trio_futurecalls._redact import redact
 
 DEFAULT_DSN: Final = "postgresql://postgres@127.0.0.1:5432/test"
@@ -57,6 +58,24 @@ WORKLOADS: Final = {
     "producer": ("sqlite", "postgres"),
 }
 RESULTS_DIR: Final = ROOT / "benchmarks" / "results"
+
+
+def one_run_parser(prog: str, *, delivery: str, n: int, limit: int) -> argparse.ArgumentParser:
+    """The arguments the one-run tools share (``benchmarks.batch_sizes``,
+    ``benchmarks.sleepy_gaps``): the store, the delivery mode, how many calls, the
+    concurrency limit and the server; ``delivery``, ``n`` and ``limit`` are defaults."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--store", default="postgres", choices=("memory", "sqlite", "postgres"))
+    parser.add_argument("--delivery", default=delivery, choices=("at-most-once", "at-least-once"))
+    parser.add_argument("-n", type=int, default=n)
+    parser.add_argument("--limit", type=int, default=limit)
+    parser.add_argument("--dsn", default=os.environ.get(DSN_ENV, DEFAULT_DSN))
+    return parser
+
+
+def delivery_of(args: argparse.Namespace) -> Delivery:
+    """The delivery mode ``--delivery`` names (see :func:`one_run_parser`)."""
+    return Delivery.AT_LEAST_ONCE if args.delivery == "at-least-once" else Delivery.AT_MOST_ONCE
 
 
 def _csv(allowed: Sequence[str]) -> Callable[[str], list[str]]:

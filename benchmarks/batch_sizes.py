@@ -9,7 +9,6 @@ the store's methods from outside, so the library carries no debug counters.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections import Counter, defaultdict
@@ -20,10 +19,10 @@ import trio
 
 from benchmarks._calls import Counter as Done
 from benchmarks._calls import counting_call
-from benchmarks._cli import DEFAULT_DSN, DSN_ENV
+from benchmarks._cli import delivery_of, one_run_parser
 from benchmarks._stores import StoreConfig, open_store
 from benchmarks._workloads import _prefill, run_until_done
-from trio_futurecalls import Delivery, Store
+from trio_futurecalls import Store
 from trio_futurecalls.stores import _batch
 
 
@@ -84,16 +83,11 @@ def _histogram(counts: Counter[int]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.batch_sizes")
-    parser.add_argument("--store", default="postgres", choices=("memory", "sqlite", "postgres"))
-    parser.add_argument(
-        "--delivery", default="at-least-once", choices=("at-least-once", "at-most-once")
+    parser = one_run_parser(
+        "python -m benchmarks.batch_sizes", delivery="at-least-once", n=20_000, limit=50
     )
-    parser.add_argument("-n", type=int, default=20_000)
-    parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--dsn", default=os.environ.get(DSN_ENV, DEFAULT_DSN))
     args = parser.parse_args(argv)
-    delivery = Delivery.AT_LEAST_ONCE if args.delivery == "at-least-once" else Delivery.AT_MOST_ONCE
+    delivery = delivery_of(args)
     tally = Tally()
     undo = _wrap_group_commits(tally)
 

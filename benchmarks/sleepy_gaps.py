@@ -17,8 +17,6 @@ counters.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,7 +24,7 @@ from typing import Any
 
 import trio
 
-from benchmarks._cli import DEFAULT_DSN, DSN_ENV
+from benchmarks._cli import delivery_of, one_run_parser
 from benchmarks._stores import StoreConfig, open_store
 from benchmarks._workloads import _prefill
 from trio_futurecalls import Delivery, FutureCall, open_scheduler
@@ -75,20 +73,14 @@ def run(kind: str, dsn: str, delivery: Delivery, n: int, limit: int, sleep: floa
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sleepy_gaps")
-    parser.add_argument("--store", default="postgres", choices=("memory", "sqlite", "postgres"))
-    parser.add_argument(
-        "--delivery", default="at-most-once", choices=("at-most-once", "at-least-once")
+    parser = one_run_parser(
+        "python -m benchmarks.sleepy_gaps", delivery="at-most-once", n=2_000, limit=100
     )
-    parser.add_argument("-n", type=int, default=2_000)
-    parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--sleep", type=float, default=0.05)
-    parser.add_argument("--dsn", default=os.environ.get(DSN_ENV, DEFAULT_DSN))
     args = parser.parse_args(argv)
     if args.n <= args.limit:
         parser.error("-n must be more than --limit")
-    delivery = Delivery.AT_LEAST_ONCE if args.delivery == "at-least-once" else Delivery.AT_MOST_ONCE
-    print(run(args.store, args.dsn, delivery, args.n, args.limit, args.sleep))
+    print(run(args.store, args.dsn, delivery_of(args), args.n, args.limit, args.sleep))
 
 
 if __name__ == "__main__":
