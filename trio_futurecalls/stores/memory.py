@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, final
 
@@ -77,6 +77,34 @@ class MemorySession:
 
     def transaction(self) -> AbstractAsyncContextManager[MemorySession]:
         raise self._no_database("transaction")
+
+
+@final
+class MemorySessionScope:
+    """What :meth:`MemoryStore.open_session` returns: opens the call's session on entry
+    and closes it on exit. A plain class rather than ``@asynccontextmanager``: every
+    call opens one, even calls that never use it."""
+
+    __slots__ = ("_call", "_session", "_store")
+
+    def __init__(self, store: MemoryStore, call: StoredCall) -> None:
+        self._store = store
+        self._call = call
+        self._session: MemorySession | None = None
+
+    async def __aenter__(self) -> MemorySession:
+        call = self._call
+        if type(call) is not StoredCall:  # (the check, minus a call on the hot path)
+            call = StoreArgs.open_session(call)
+        session = self._session = MemorySession(self._store, call.id)
+        self._store.open_sessions.add(session)
+        return session
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        session = self._session
+        if session is not None:
+            session.closed = True
+            self._store.open_sessions.discard(session)
 
 
 class MemoryStore(MemoryCoordination):
@@ -650,17 +678,8 @@ class MemoryStore(MemoryCoordination):
         listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
-    @asynccontextmanager
-    async def open_session(self, call: StoredCall) -> AsyncIterator[MemorySession]:
-        if type(call) is not StoredCall:  # (the check, minus a call on the hot path)
-            call = StoreArgs.open_session(call)
-        session = MemorySession(self, call.id)
-        self.open_sessions.add(session)
-        try:
-            yield session
-        finally:
-            session.closed = True
-            self.open_sessions.discard(session)
+    def open_session(self, call: StoredCall) -> MemorySessionScope:
+        return MemorySessionScope(self, call)
 
 
 def _stored(new: NewCall, call_id: int) -> StoredCall:

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar, final
 import trio
 
 from ..._errors import StoreClosedError, StoreError
+from ..._model import StoredCall
 from ._connection import connect, translate
 
 T = TypeVar("T")
@@ -115,7 +116,8 @@ class SQLiteSession:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
+        #: One thread job at a time; made on first use (most calls never use theirs).
+        self._limiter: trio.CapacityLimiter | None = None
         self._depth = 0  # open transactions (the outer one, then savepoints)
         #: The id of the call this session belongs to.
         self.call_id = call_id
@@ -136,8 +138,11 @@ class SQLiteSession:
                 self._conn = conn
             return fn(self._conn)
 
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = trio.CapacityLimiter(1)
         try:
-            return await trio.to_thread.run_sync(work, limiter=self._limiter)
+            return await trio.to_thread.run_sync(work, limiter=limiter)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
@@ -236,7 +241,33 @@ class SQLiteSession:
             self._depth = depth
 
     async def aclose(self) -> None:
+        """Close the connection, if the session opened one (the store does this when
+        the call ends; shielded: a cancelled call's connection is closed too)."""
         self.closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
-            await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+            with trio.CancelScope(shield=True):
+                # (A connection was opened by _run, which made the limiter.)
+                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+
+@final
+class SessionScope:
+    """What :meth:`SQLiteStore.open_session` returns: opens the call's session on entry
+    (``new(call)``) and closes it on exit. A plain class rather than
+    ``@asynccontextmanager``: every call opens one, even calls that never use it."""
+
+    __slots__ = ("_call", "_new", "_session")
+
+    def __init__(self, new: Callable[[StoredCall], SQLiteSession], call: StoredCall) -> None:
+        self._new = new
+        self._call = call
+        self._session: SQLiteSession | None = None
+
+    async def __aenter__(self) -> SQLiteSession:
+        self._session = self._new(self._call)
+        return self._session
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.aclose()

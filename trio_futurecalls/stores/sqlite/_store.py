@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar, final
@@ -57,7 +56,7 @@ from ._coordination import SQLiteCoordination
 from ._inserts import insert_calls
 from ._rows import dead_letter, pending_call, read_text, show
 from ._rows import recurring as recurring_row
-from ._session import SQLiteSession
+from ._session import SessionScope, SQLiteSession
 from ._watcher import DataVersionWatcher
 
 _log = logging.getLogger("trio_futurecalls.store.sqlite")
@@ -547,18 +546,15 @@ class SQLiteStore(SQLiteCoordination):
         listener = StoreArgs.add_listener(listener)
         return self._listeners.add(listener)
 
-    @asynccontextmanager
-    async def open_session(self, call: StoredCall) -> AsyncIterator[SQLiteSession]:
+    def open_session(self, call: StoredCall) -> SessionScope:
+        return SessionScope(self._new_session, call)
+
+    def _new_session(self, call: StoredCall) -> SQLiteSession:
         if type(call) is not StoredCall:  # (the check, minus a call on the hot path)
             call = StoreArgs.open_session(call)
         if self._conn is None:
             raise StoreClosedError("the SQLite store is closed")
-        session = SQLiteSession(self.path, self._synchronous, self._busy_timeout, call.id)
-        try:
-            yield session
-        finally:
-            with trio.CancelScope(shield=True):
-                await session.aclose()
+        return SQLiteSession(self.path, self._synchronous, self._busy_timeout, call.id)
 
     def _wake_now(self) -> None:
         """Another connection committed: the listeners look again now."""
