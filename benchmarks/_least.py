@@ -312,8 +312,9 @@ async def _sqlite(path: Path, at_least_once: bool) -> AsyncIterator[tuple[Claim,
     SQLite runs one write at a time, so a second connection would only wait for the
     first's lock in SQLite's busy handler, which sleeps (1, 2, 5 ms...) instead of
     being told when the lock frees; the claim and the delete take turns in this process
-    instead (10 alternated at-least-once sleepy runs: efficiency 0.893 taking turns,
-    0.884 on two connections, medians).
+    instead, the claim first (10 alternated at-least-once sleepy runs each, medians:
+    efficiency 0.884 on two connections, 0.893 taking turns; 0.896 taking turns in any
+    order, 0.908 claim first).
     """
     lease_us = round(DEFAULT_LEASE_DURATION * 1_000_000)
     conn = await trio.to_thread.run_sync(sqlite_connect, str(path), "FULL", SQLITE_BUSY_TIMEOUT)
@@ -337,6 +338,9 @@ async def _sqlite(path: Path, at_least_once: bool) -> AsyncIterator[tuple[Claim,
             return await trio.to_thread.run_sync(claim_sync, k, limiter=turns)
 
         async def delete(ids: list[int]) -> int:
+            # A claim woken with this delete (by the same calls' ends) takes its turn
+            # first: freed slots wait for the claim, nothing waits for the delete.
+            await trio.lowlevel.checkpoint()
             return await trio.to_thread.run_sync(delete_sync, ids, limiter=turns)
 
         await claim(0)  # compiles the statements
