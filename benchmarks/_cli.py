@@ -24,6 +24,7 @@ from benchmarks._producer_workloads import describe as describe_producer
 from benchmarks._producer_workloads import producer
 from benchmarks._stores import STORES, StoreConfig, pg_fetchval, postgres_problem
 from benchmarks._workloads import (
+    LEAST_PROGRAM_STORES,
     QUICK,
     ROOT,
     Sizes,
@@ -190,6 +191,13 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
             "calls/s",
             None,
         )
+    if workload == "drain" and key == "least program drain rate":
+        return (
+            f"least program (benchmarks/_least.py), {sizes.drain_n:,} due calls, limit "
+            f"{sizes.drain_limit} (measured with this store's drains)",
+            "calls/s",
+            None,
+        )
     if workload == "drain":
         return (
             f"{sizes.drain_n:,} due calls, limit {sizes.drain_limit}",
@@ -212,6 +220,13 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
             name = (
                 f"bare Trio loop efficiency, {n:,} x {sleep_ms}, limit {limit} "
                 "(measured with this store's runs)"
+            )
+            return name, "x", None
+        if key in ("least program efficiency", "least program at-least-once efficiency"):
+            mode = ", at-least-once" if "at-least-once" in key else ""
+            name = (
+                f"least program (benchmarks/_least.py) efficiency, {n:,} x {sleep_ms}, limit "
+                f"{limit}{mode} (measured with this store's runs)"
             )
             return name, "x", None
         if key == "elapsed":
@@ -257,7 +272,10 @@ def _describe(workload: str, store: str, key: str, sizes: Sizes) -> tuple[str, s
 @register
 def _worker_comparisons(sizes: Sizes) -> list[Comparison]:
     """Issue 16, worker side: the drains and the sleepy calls against the bare Trio
-    loops measured with them, and at-least-once against at-most-once."""
+    loops measured with them, and at-least-once against at-most-once.
+
+    Rows labelled "bound:" judge the least program (benchmarks/_least.py) by the same
+    target, against the same ceiling: whether the target is within reach at all."""
 
     def key(workload: str, store: str, metric: str) -> tuple[str, str, str]:
         return workload, store, _describe(workload, store, metric, sizes)[0]
@@ -272,6 +290,14 @@ def _worker_comparisons(sizes: Sizes) -> list[Comparison]:
                 targets.DRAIN_OF_TRIO_CEILING,
             )
         )
+    rows.append(
+        Comparison(
+            "bound: drain postgres, least program / bare Trio spawn ceiling",
+            key("drain", "postgres", "least program drain rate"),
+            key("drain", "postgres", "trio ceiling"),
+            targets.DRAIN_OF_TRIO_CEILING,
+        )
+    )
     rows.append(
         Comparison(
             "drain postgres: at-least-once / at-most-once",
@@ -293,6 +319,16 @@ def _worker_comparisons(sizes: Sizes) -> list[Comparison]:
                     targets.SLEEPY_OF_TRIO_LOOP,
                 )
             )
+            if store in LEAST_PROGRAM_STORES:
+                rows.append(
+                    Comparison(
+                        f"bound: sleepy {store}, {mode}, least program efficiency / "
+                        "bare Trio loop's",
+                        key("sleepy", store, f"least program {metric}"),
+                        key("sleepy", store, "trio efficiency"),
+                        targets.SLEEPY_OF_TRIO_LOOP,
+                    )
+                )
     return rows
 
 

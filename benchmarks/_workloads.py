@@ -17,9 +17,24 @@ from typing import Any, Final
 import attrs
 import trio
 
+from benchmarks import _least as least
 from benchmarks._calls import NOOP_NAME, Counter, counting_call
-from benchmarks._stores import StoreConfig, open_store, pg_execute, pg_run, pg_schema
-from trio_futurecalls import Delivery, FutureCall, SQLiteStore, Store, open_scheduler
+from benchmarks._stores import (
+    StoreConfig,
+    open_store,
+    pg_execute,
+    pg_run,
+    pg_schema,
+    sqlite_path,
+)
+from trio_futurecalls import (
+    Delivery,
+    FutureCall,
+    SQLiteStore,
+    Store,
+    open_scheduler,
+    open_sqlite_store,
+)
 
 #: The repository root (subprocesses run ``python -m benchmarks.<module>`` from here).
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -125,11 +140,15 @@ def drain(kind: str, config: StoreConfig, sizes: Sizes) -> dict[str, float]:
     ceiling = trio_ceiling(sizes)["drain rate"]
     at_most_once = trio.run(main, Delivery.AT_MOST_ONCE)
     at_least_once = trio.run(main, Delivery.AT_LEAST_ONCE)
-    return {
+    metrics = {
         "drain rate": sizes.drain_n / at_most_once,
         "at-least-once drain rate": sizes.drain_n / at_least_once,
         "trio ceiling": ceiling,
     }
+    if kind == "postgres":  # the bound of "drain rate" / "trio ceiling" (issue 16)
+        work = least.Work(n=sizes.drain_n, limit=sizes.drain_limit)
+        metrics["least program drain rate"] = sizes.drain_n / least_program(kind, config, work)
+    return metrics
 
 
 # -- sleepy -----------------------------------------------------------------------------
@@ -191,7 +210,7 @@ def sleepy(kind: str, config: StoreConfig, sizes: Sizes) -> dict[str, float]:
     serial_ideal = sizes.serial_n * sleep
     per_call_parallel = parallel / n
     per_call_serial = serial / sizes.serial_n
-    return {
+    metrics = {
         "efficiency": ideal / parallel,
         "at-least-once efficiency": ideal / leased,
         "trio efficiency": ideal / bare,
@@ -199,6 +218,40 @@ def sleepy(kind: str, config: StoreConfig, sizes: Sizes) -> dict[str, float]:
         "serial efficiency": serial_ideal / serial,
         "speed-up over serial": per_call_serial / per_call_parallel,
     }
+    if kind in LEAST_PROGRAM_STORES:  # the bounds of the efficiencies' ratios (issue 16)
+        for key, at_least_once in (
+            ("least program efficiency", False),
+            ("least program at-least-once efficiency", True),
+        ):
+            work = least.Work(n=n, limit=limit, sleep=sleep, at_least_once=at_least_once)
+            metrics[key] = ideal / least_program(kind, config, work)
+    return metrics
+
+
+# -- least programs ---------------------------------------------------------------------
+
+#: The stores the least programs (benchmarks/_least.py) run on.
+LEAST_PROGRAM_STORES: Final = ("sqlite", "postgres")
+
+
+def least_program(kind: str, config: StoreConfig, work: least.Work) -> float:
+    """Seconds the least program takes to run ``work`` on a fresh schema or file of
+    ``kind``, filled with the library as the workloads fill theirs."""
+    if kind == "postgres":
+        with pg_schema(config.dsn) as schema:
+            _prefill_schema(config, schema, work.n)
+            return least.postgres(config.dsn, schema, work)
+    if kind == "sqlite":
+        with sqlite_path(config) as path:
+
+            async def fill() -> None:
+                cls = counting_call(Counter(work.n), max_concurrent=None)
+                async with open_sqlite_store(path) as store:
+                    await _prefill(store, cls, work.n)
+
+            trio.run(fill)
+            return least.sqlite(path, work)
+    raise ValueError(f"no least program for the {kind!r} store")
 
 
 # -- lateness ---------------------------------------------------------------------------
