@@ -474,3 +474,32 @@ async def test_bad_priorities_are_refused_or_dead_lettered_when_claimed(tmp_path
         assert Ok.ran == [1000, 0, -1000]
     with raw_connection(path) as conn:
         assert conn.execute("SELECT id FROM futurecalls_calls").fetchall() == [(later,)]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "says"),
+    [
+        ("recurring_key", "", "recurring_key text ''"),
+        ("recurring_key", b"\x01", "recurring_key blob X'01'"),
+        ("tick_at", "soon", "tick_at text 'soon'"),
+        ("tick_at", 2**62, f"tick_at integer {2**62}"),
+    ],
+)
+async def test_bad_recurring_columns_are_dead_letters_when_claimed(
+    tmp_path: Path, column: str, value: object, says: str
+) -> None:
+    # Every column a claim decodes is checked, the recurring ones included, whether
+    # the row passes the claim's usual path or not (see claimed_call).
+    path = tmp_path / "calls.sqlite3"
+    Ok.ran = []
+    async with (
+        open_sqlite_store(path, recheck_interval=0.05) as store,
+        open_scheduler(store, [Ok]),
+    ):
+        with raw_connection(path, ignore_checks=True) as conn:
+            bad = insert(conn, "futurecalls_calls", {**GOOD_CALL, column: value})
+            insert(conn, "futurecalls_calls", {**GOOD_CALL, "payload": '"fine"'})
+        await wait_for(lambda: Ok.ran == ["fine"])
+        moved = by_call_id(await store.dead_letters())
+        assert "Moved to dead letters when claimed" in moved[bad].error
+        assert says in moved[bad].error

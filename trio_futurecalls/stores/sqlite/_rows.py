@@ -180,6 +180,8 @@ _CLAIMED_COLUMNS: Final = (
     _TICK_AT,
     _PRIORITY,
 )
+#: The checks of _CLAIMED_COLUMNS, in order (claimed_call's usual path).
+_CLAIMED_CHECKS: Final = tuple(column.ok for column in _CLAIMED_COLUMNS)
 #: ``id`` then these: what ``pending`` selects (a claim never reads the unique key:
 #: it frees it, so a bad one cannot stop a claim).
 PENDING_COLUMNS: Final = (*CALL_COLUMNS, _RECURRING_KEY, _TICK_AT, _PRIORITY, _UNIQUE_KEY)
@@ -239,9 +241,19 @@ def claimed_call(row: Sequence[Any], now_us: int) -> StoredCall | Checked:
     Its last value, ``dependents``, is a hint, never a reason to refuse a call:
     anything but 0 means calls may wait for this one (the safe side: its end is told).
     """
-    checked = check_row(row[:-1], _CLAIMED_COLUMNS, now_us)
-    if checked.problems:
-        return checked
+    row_id = row[0]
+    usual = type(row_id) is int and row_id >= 1
+    if usual:
+        # The usual row passes every check: the same checks as check_row's, without
+        # the report it builds (a third of a claimed row's decoding).
+        for ok, value in zip(_CLAIMED_CHECKS, row[1:-1], strict=True):
+            if not ok(value):
+                usual = False
+                break
+    if not usual:
+        checked = check_row(row[:-1], _CLAIMED_COLUMNS, now_us)
+        if checked.problems:
+            return checked
     call = shared.call_from_row((*row[:6], row[6] + 1, *row[7:-1]), from_micros)
     return attrs.evolve(call, dependents=True) if has_dependents(row) else call
 
