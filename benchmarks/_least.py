@@ -53,6 +53,7 @@ import trio_asyncio
 from trio_asyncio import aio_as_trio
 
 from benchmarks._calls import NOOP_NAME
+from benchmarks._pg_ceiling import PICKED
 from trio_futurecalls import DEFAULT_LEASE_DURATION
 from trio_futurecalls.stores.sqlite._connection import connect as sqlite_connect
 
@@ -188,19 +189,7 @@ class _Run:
 
 #: The earliest due rows of a name, as the store's claim picks them (a LATERAL pick per
 #: name; see benchmarks/_pg_ceiling.py for why not a plain ``IN (SELECT ...)``).
-_PG_PICKED: Final = """
-WITH picked AS (
-    SELECT c.id
-    FROM (SELECT $1::text AS name) AS q
-    CROSS JOIN LATERAL (
-        SELECT calls.id, calls.due_at FROM "{schema}".calls AS calls
-        WHERE calls.name = q.name AND calls.due_at <= $2
-        ORDER BY calls.due_at, calls.id
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-)
-"""
+_PG_PICKED: Final = PICKED
 _PG_DELETE_CLAIM: Final = (
     _PG_PICKED
     + """DELETE FROM "{schema}".calls WHERE id IN (SELECT id FROM picked)

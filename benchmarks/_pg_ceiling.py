@@ -33,7 +33,9 @@ WHERE id IN (
 RETURNING id, name, payload, due_at, identifier, scheduled_at
 """
 
-LATERAL = """
+#: The earliest due rows of name $1 (due by $2, at most $3), one LATERAL pick as the
+#: store's claim makes per name (benchmarks/_least.py claims with it too).
+PICKED = """
 WITH picked AS (
     SELECT c.id
     FROM (SELECT $1::text AS name) AS q
@@ -45,10 +47,15 @@ WITH picked AS (
         FOR UPDATE SKIP LOCKED
     ) AS c
 )
-DELETE FROM "{schema}".calls
+"""
+
+LATERAL = (
+    PICKED
+    + """DELETE FROM "{schema}".calls
 WHERE id IN (SELECT id FROM picked)
 RETURNING id, name, payload, due_at, identifier, scheduled_at
 """
+)
 
 
 async def main(args: argparse.Namespace) -> dict[str, float]:

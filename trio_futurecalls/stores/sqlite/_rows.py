@@ -245,7 +245,7 @@ def claimed_call(row: Sequence[Any], now_us: int) -> StoredCall | Checked:
     usual = type(row_id) is int and row_id >= 1
     if usual:
         # The usual row passes every check: the same checks as check_row's, without
-        # the report it builds (a third of a claimed row's decoding).
+        # the report it builds (a fifth of a claimed row's decoding time).
         for ok, value in zip(_CLAIMED_CHECKS, row[1:-1], strict=True):
             if not ok(value):
                 usual = False
