@@ -14,7 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +25,7 @@ import trio
 import trio_asyncio
 from trio_asyncio import aio_as_trio
 
-from trio_futurecalls import NewCall, StoredCall
+from trio_futurecalls import NewCall, Store, StoredCall, WorkerInfo
 from trio_futurecalls.stores._sql import migrations
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
 from trio_futurecalls.stores.postgres._schema import in_schema, schema_queries
@@ -95,6 +95,21 @@ def require_postgres() -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+async def register_worker(store: Store, worker: str, lifetime: timedelta) -> None:
+    """Register ``worker`` as live (heartbeat now) until ``lifetime`` from now."""
+    t = now()
+    await store.register_worker(
+        WorkerInfo(
+            id=worker,
+            host="h",
+            pid=1,
+            started_at=t,
+            heartbeat_at=t,
+            expires_at=t + lifetime,
+        )
+    )
 
 
 def new(name: str = "a", due: datetime | None = None, payload: str = "null") -> NewCall:

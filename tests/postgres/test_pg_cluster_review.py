@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
-from pg_support import admin_execute, admin_fetch, open_test_postgres_store, require_postgres
+from pg_support import (
+    admin_execute,
+    admin_fetch,
+    open_test_postgres_store,
+    register_worker,
+    require_postgres,
+)
 
 from trio_futurecalls import ClusterLimit, Lease, NewCall, Store, WorkerInfo
 
@@ -34,17 +40,7 @@ def lease(owner: str) -> Lease:
 
 
 async def register(store: Store, owner: str) -> None:
-    t = now()
-    await store.register_worker(
-        WorkerInfo(
-            id=owner,
-            host="h",
-            pid=1,
-            started_at=t,
-            heartbeat_at=t,
-            expires_at=t + timedelta(seconds=600),
-        )
-    )
+    await register_worker(store, owner, timedelta(seconds=600))
 
 
 def concurrency(name: str, tokens: int) -> ClusterLimit:

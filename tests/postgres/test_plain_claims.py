@@ -8,9 +8,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from pg_support import admin_fetch, now, open_test_postgres_store, pg_dsn, recording_claims
+from pg_support import (
+    admin_fetch,
+    now,
+    open_test_postgres_store,
+    pg_dsn,
+    recording_claims,
+    register_worker,
+)
 
-from trio_futurecalls import ClusterLimit, Lease, NewCall, WorkerInfo
+from trio_futurecalls import ClusterLimit, Lease, NewCall
 from trio_futurecalls.stores.postgres import PostgresStore, open_postgres_store
 
 
@@ -64,17 +71,7 @@ async def test_the_plain_claim_takes_what_the_full_one_takes(leased: bool) -> No
 
 
 async def register(store: PostgresStore, worker: str) -> None:
-    t = now()
-    await store.register_worker(
-        WorkerInfo(
-            id=worker,
-            host="h",
-            pid=1,
-            started_at=t,
-            heartbeat_at=t,
-            expires_at=t + timedelta(hours=1),
-        )
-    )
+    await register_worker(store, worker, timedelta(hours=1))
 
 
 @pytest.mark.parametrize("limited", ["a", "*"])
