@@ -21,7 +21,7 @@ from ._call import FutureCall, check_call_class
 from ._errors import InvalidArgumentError
 from ._group_commit import schedule_one
 from ._model import CheckedNewCall, NewCall, OnConflict, StoredCall
-from ._new_call_columns import columns_of
+from ._new_call_columns import NewCallColumns
 from ._options import Clock, utc_now
 from ._payload import encode_payload
 from ._stats import QueueLength
@@ -213,7 +213,7 @@ def new_calls(
                 priorities.append(call.priority)
                 continue
             if batch is None:
-                batch = list(columns_of(names, payloads, due_ats, identifiers, priorities, now))
+                batch = list(NewCallColumns(names, payloads, due_ats, identifiers, priorities, now))
             batch.append(call)
             continue
         if not isinstance(request, tuple) or not 3 <= len(request) <= 6:
@@ -262,10 +262,10 @@ def new_calls(
             continue
         call = new_call(cls, payload, now, due, None, identifier, unique_key, on_conflict)
         if batch is None:
-            batch = list(columns_of(names, payloads, due_ats, identifiers, priorities, now))
+            batch = list(NewCallColumns(names, payloads, due_ats, identifiers, priorities, now))
         batch.append(call)
     if batch is None:
-        return columns_of(names, payloads, due_ats, identifiers, priorities, now)
+        return NewCallColumns(names, payloads, due_ats, identifiers, priorities, now)
     return batch
 
 

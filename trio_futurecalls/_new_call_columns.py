@@ -44,7 +44,6 @@ class NewCallColumns(Sequence[NewCall]):
 
     def __init__(
         self,
-        *,
         names: Sequence[str],
         payloads: Sequence[str],
         due_ats: Sequence[datetime],
@@ -52,7 +51,8 @@ class NewCallColumns(Sequence[NewCall]):
         priorities: Sequence[int],
         scheduled_at: datetime,
     ) -> None:
-        """Columns of values already checked (only the library builds these)."""
+        """Columns of values already checked (only the library builds these), by
+        keyword or in this order (``new_calls`` and ``__reduce__``)."""
         n = len(names)
         if not len(payloads) == len(due_ats) == len(identifiers) == len(priorities) == n:
             raise ValueError("the columns of a NewCallColumns must be equally long")
@@ -74,7 +74,7 @@ class NewCallColumns(Sequence[NewCall]):
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         """Copied, deep-copied and pickled as its columns (as a list of calls could be:
         the default would set the slots one by one, which ``__setattr__`` refuses)."""
-        return columns_of, (
+        return NewCallColumns, (
             self.names,
             self.payloads,
             self.due_ats,
@@ -146,23 +146,3 @@ class NewCallColumns(Sequence[NewCall]):
 
     def __repr__(self) -> str:
         return f"NewCallColumns({list(self)!r})"
-
-
-def columns_of(
-    names: Sequence[str],
-    payloads: Sequence[str],
-    due_ats: Sequence[datetime],
-    identifiers: Sequence[str | None],
-    priorities: Sequence[int],
-    scheduled_at: datetime,
-) -> NewCallColumns:
-    """A :class:`NewCallColumns` from its columns, in order (``new_calls`` builds it
-    so; ``__reduce__`` rebuilds it so)."""
-    return NewCallColumns(
-        names=names,
-        payloads=payloads,
-        due_ats=due_ats,
-        identifiers=identifiers,
-        priorities=priorities,
-        scheduled_at=scheduled_at,
-    )
